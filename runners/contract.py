@@ -1,0 +1,175 @@
+"""The one contract every runner implements.
+
+A runner takes a :class:`JobSpec` (the job's code and the folder holding its
+view) and returns a :class:`RunResult`, or raises :class:`JobFailed` (the job
+itself failed: do not retry) or :class:`RunnerUnavailable` (the runner could
+not run it now: retry later). Nothing a job printed ever reaches the analyst:
+``RunResult.log`` and ``JobFailed.log`` are for auditors only.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+HARNESS_DIR = Path(__file__).parent / "harness"
+JOB_FILE = "job.json"
+RESULT_MARKER = "SANDBOX-RESULT "
+MAX_LOG_CHARS = 1_000_000
+
+Language = Literal["sql", "python"]
+FailureReason = Literal["error", "timeout", "memory", "output_too_large", "malformed_output"]
+
+_SAFE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]{0,99}$")
+
+
+class RunnerError(Exception):
+    """Base of every runner error."""
+
+
+class RunnerUnavailable(RunnerError):
+    """The runner cannot run jobs now (engine down, image missing): retry later."""
+
+
+class JobFailed(RunnerError):
+    """The job itself failed. ``message`` is safe for the analyst; ``log`` is not."""
+
+    def __init__(
+        self,
+        reason: FailureReason,
+        message: str,
+        *,
+        error_type: str | None = None,
+        line: int | None = None,
+        log: str = "",
+    ) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+        self.error_type = error_type
+        self.line = line
+        self.log = log
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    job_id: str
+    language: Language
+    # SQL: the checked and rewritten statement. Python: the analyst's code.
+    code: str
+    # The job's private view folder (``<table>.parquet``), mounted read-only.
+    input_dir: Path
+    timeout_s: int = 60
+    memory_mb: int = 1024
+    cpus: float = 1.0
+    pids: int = 128
+    tmp_mb: int = 64
+    max_output_bytes: int = 8 * 1024 * 1024
+
+    def write_job_file(self) -> Path:
+        """Write the harness's instructions beside the view tables."""
+        path = self.input_dir / JOB_FILE
+        path.write_text(
+            json.dumps(
+                {
+                    "job_id": self.job_id,
+                    "language": self.language,
+                    "code": self.code,
+                    "max_output_bytes": self.max_output_bytes,
+                }
+            ),
+            encoding="utf-8",
+        )
+        return path
+
+
+@dataclass(frozen=True)
+class OutputTable:
+    name: str
+    columns: list[str]
+    rows: list[list[Any]]
+    # What a Python job declared about this output through the helper.
+    declared: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RunResult:
+    tables: list[OutputTable]
+    log: str
+    duration_s: float
+
+
+class Runner(Protocol):
+    name: str
+
+    def run(self, spec: JobSpec) -> RunResult: ...
+
+    def cleanup_orphans(self) -> int: ...
+
+
+def parse_harness_output(stdout: str, *, max_output_bytes: int, log: str = "") -> RunResult:
+    """Turn the harness's result line into a result, or raise :class:`JobFailed`.
+
+    The harness writes exactly one line starting with ``RESULT_MARKER``. Code
+    that tries to forge one can only forge its own output, which still goes
+    through disclosure control; the error fields are validated so that no
+    value from the data can ride on them.
+    """
+    if len(stdout.encode("utf-8", "replace")) > max_output_bytes + 4096:
+        raise JobFailed(
+            "output_too_large",
+            f"The job's output is larger than the cap of {max_output_bytes} bytes.",
+            log=log,
+        )
+    lines = [ln for ln in stdout.splitlines() if ln.startswith(RESULT_MARKER)]
+    if len(lines) != 1:
+        raise JobFailed(
+            "malformed_output", "The job ended without a result (it may have been killed).", log=log
+        )
+    try:
+        envelope = json.loads(lines[0][len(RESULT_MARKER) :])
+    except ValueError as error:
+        raise JobFailed("malformed_output", "The job's result could not be read.", log=log) from error
+    if not isinstance(envelope, dict):
+        raise JobFailed("malformed_output", "The job's result could not be read.", log=log)
+    log = log or str(envelope.get("log", ""))[:MAX_LOG_CHARS]
+    duration = float(envelope.get("duration_s", 0.0) or 0.0)
+    if not envelope.get("ok"):
+        error = envelope.get("error") or {}
+        reason = error.get("reason", "error")
+        if reason == "output_too_large":
+            raise JobFailed(
+                "output_too_large",
+                f"The job's output is larger than the cap of {max_output_bytes} bytes.",
+                log=log,
+            )
+        error_type = str(error.get("type", "Error"))
+        if not _SAFE_NAME.match(error_type):
+            error_type = "Error"
+        line = error.get("line")
+        line = line if isinstance(line, int) and 0 < line < 1_000_000 else None
+        where = f" at line {line} of your code" if line else ""
+        raise JobFailed(
+            "error",
+            f"The job raised {error_type}{where}.",
+            error_type=error_type,
+            line=line,
+            log=log,
+        )
+    tables = []
+    for raw in envelope.get("tables", []):
+        try:
+            tables.append(
+                OutputTable(
+                    name=str(raw["name"]),
+                    columns=[str(c) for c in raw["columns"]],
+                    rows=[list(r) for r in raw["rows"]],
+                    declared=dict(raw.get("declared") or {}),
+                )
+            )
+        except (KeyError, TypeError) as error:
+            raise JobFailed("malformed_output", "The job's output is malformed.", log=log) from error
+    return RunResult(tables=tables, log=log, duration_s=duration)

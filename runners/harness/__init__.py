@@ -1,0 +1,1 @@
+"""Files that run inside the runner: the harness and the analysts' helper module."""

@@ -1,0 +1,162 @@
+"""Runs one job inside the runner and writes one result line.
+
+Protocol: the job folder (``SANDBOX_INPUT``, ``/input`` in the container)
+holds the view as ``<table>.parquet`` and ``job.json``. Everything the job
+prints goes to a log file; the result goes to the original standard output
+as one line ``SANDBOX-RESULT {json}``. Standard library, DuckDB, pandas and
+pyarrow only: this file runs in the runner image.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import decimal
+import json
+import math
+import os
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+RESULT_MARKER = "SANDBOX-RESULT "
+LOG_TAIL_CHARS = 1_000_000
+
+
+class OutputTooLarge(Exception):
+    pass
+
+
+def _cell(value: Any) -> Any:
+    if value is None:
+        return None
+    if isinstance(value, bool | int | str):
+        return value
+    if isinstance(value, float):
+        return None if math.isnan(value) or math.isinf(value) else value
+    if isinstance(value, decimal.Decimal):
+        return float(value)
+    if isinstance(value, dt.datetime | dt.date | dt.time):
+        return value.isoformat()
+    if hasattr(value, "item"):  # numpy scalars
+        return _cell(value.item())
+    try:
+        import pandas as pd
+
+        if value is pd.NA or value is pd.NaT:
+            return None
+    except ImportError:
+        pass
+    return str(value)
+
+
+def _load_tables(input_dir: Path) -> dict[str, Any]:
+    import pyarrow.parquet as pq
+
+    return {p.stem: pq.read_table(p) for p in sorted(input_dir.glob("*.parquet"))}
+
+
+def run_sql(code: str, input_dir: Path) -> list[dict[str, Any]]:
+    import duckdb
+
+    con = duckdb.connect(":memory:")
+    for name, arrow_table in _load_tables(input_dir).items():
+        con.register(name, arrow_table)
+    # The statement was checked and rewritten outside; still, nothing here may
+    # read files, load extensions or change these settings back.
+    con.execute("SET enable_external_access = false")
+    con.execute("SET autoinstall_known_extensions = false")
+    con.execute("SET autoload_known_extensions = false")
+    con.execute("SET lock_configuration = true")
+    cursor = con.execute(code)
+    columns = [d[0] for d in cursor.description or []]
+    rows = [[_cell(v) for v in row] for row in cursor.fetchall()]
+    return [{"name": "result", "columns": columns, "rows": rows, "declared": {}}]
+
+
+def run_python(code: str, input_dir: Path) -> list[dict[str, Any]]:
+    sys.path.insert(0, str(Path(__file__).parent))
+    import sandbox_job
+
+    compiled = compile(code, "<job>", "exec")
+    namespace: dict[str, Any] = {"__name__": "__main__"}
+    exec(compiled, namespace)  # noqa: S102 - this process is the isolated runner
+    outputs = []
+    for item in sandbox_job._collected():
+        frame = item["frame"]
+        outputs.append(
+            {
+                "name": item["name"],
+                "columns": [str(c) for c in frame.columns],
+                "rows": [[_cell(v) for v in row] for row in frame.itertuples(index=False)],
+                "declared": item["declared"],
+            }
+        )
+    return outputs
+
+
+def _job_line(tb: Any) -> int | None:
+    line = None
+    for frame, lineno in traceback.walk_tb(tb):
+        if frame.f_code.co_filename == "<job>":
+            line = lineno
+    return line
+
+
+def main() -> int:
+    started = time.monotonic()
+    input_dir = Path(os.environ.get("SANDBOX_INPUT", "/input"))
+    tmp_dir = Path(os.environ.get("SANDBOX_TMP", "/tmp"))
+    log_path = tmp_dir / "job.log"
+    result_fd = os.dup(1)
+    log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.dup2(log_fd, 1)
+    os.dup2(log_fd, 2)
+    os.close(log_fd)
+    envelope: dict[str, Any]
+    try:
+        job = json.loads((input_dir / "job.json").read_text(encoding="utf-8"))
+        language = job["language"]
+        if language == "sql":
+            tables = run_sql(job["code"], input_dir)
+        elif language == "python":
+            tables = run_python(job["code"], input_dir)
+        else:
+            raise ValueError("unknown language")
+        envelope = {"ok": True, "tables": tables}
+        size = len(json.dumps(envelope, ensure_ascii=False).encode("utf-8"))
+        if size > int(job.get("max_output_bytes", 8 * 1024 * 1024)):
+            raise OutputTooLarge()
+    except OutputTooLarge:
+        envelope = {"ok": False, "error": {"reason": "output_too_large"}}
+    except BaseException as error:  # noqa: BLE001 - every failure becomes a result line
+        traceback.print_exc()
+        envelope = {
+            "ok": False,
+            "error": {
+                "reason": "error",
+                "type": type(error).__name__,
+                "line": _job_line(error.__traceback__),
+            },
+        }
+    sys.stdout.flush()
+    sys.stderr.flush()
+    try:
+        with open(log_path, encoding="utf-8", errors="replace") as handle:
+            handle.seek(max(0, os.path.getsize(log_path) - LOG_TAIL_CHARS))
+            envelope["log"] = handle.read()
+    except OSError:
+        envelope["log"] = ""
+    envelope["duration_s"] = round(time.monotonic() - started, 4)
+    line = RESULT_MARKER + json.dumps(envelope, ensure_ascii=False) + "\n"
+    data = memoryview(line.encode("utf-8"))
+    while data:
+        data = data[os.write(result_fd, data) :]
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

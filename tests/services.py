@@ -1,0 +1,29 @@
+"""One place that decides whether a real service test runs, skips or fails.
+
+Locally a test whose service is absent skips; under
+``SANDBOX_REQUIRE_SERVICES=1`` (CI) it fails instead, so nothing is skipped
+silently there.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+POSTGRES_URL = os.environ.get(
+    "SANDBOX_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
+REDIS_URL = os.environ.get("SANDBOX_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+
+
+def services_required() -> bool:
+    return os.environ.get("SANDBOX_REQUIRE_SERVICES", "") not in ("", "0", "false", "no")
+
+
+def unavailable(service: str, why: str) -> None:
+    """Skip the calling test, or fail it when services are required."""
+    message = f"{service} is not available: {why}"
+    if services_required():
+        pytest.fail(message + " (SANDBOX_REQUIRE_SERVICES=1)", pytrace=False)
+    pytest.skip(message)
