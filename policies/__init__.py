@@ -1,0 +1,1 @@
+"""Authorization and checking: pure functions over plain data, failing closed."""

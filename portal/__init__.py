@@ -1,0 +1,38 @@
+"""The portal: a thin Flask app (JSON API and web pages) over sandbox services."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Flask
+
+from sandbox.config import Settings
+from sandbox.context import Sandbox, current
+
+
+def create_app(test_config: dict[str, Any] | None = None) -> Flask:
+    app = Flask(__name__)
+    config = test_config or {}
+    sandbox: Sandbox = config.get("SANDBOX") or current()
+    app.config.update(
+        SANDBOX=sandbox,
+        SECRET_KEY=sandbox.secrets.session_key,
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+        MAX_CONTENT_LENGTH=1024 * 1024,
+        JSON_AS_ASCII=False,
+    )
+    app.config.update(config)
+    app.json.ensure_ascii = False  # type: ignore[attr-defined]
+
+    from portal import api, errors, web
+
+    errors.init_app(app)
+    app.register_blueprint(api.bp)
+    app.register_blueprint(web.bp)
+    return app
+
+
+def settings_of(app: Flask) -> Settings:
+    sandbox: Sandbox = app.config["SANDBOX"]
+    return sandbox.settings

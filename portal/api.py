@@ -1,0 +1,214 @@
+"""The JSON API (ARCHITECTURE.md, "HTTP API"). Views parse, authorize, call, serialize."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, Response, g, jsonify, request
+
+from portal.auth import requires, sandbox
+from sandbox import audit, grants, jobs, reads, reviews, users
+from sandbox.errors import InvalidRequest, PolicyRejected
+from sandbox.models import Grant, Role, User
+from sandbox.tasks import enqueue
+
+bp = Blueprint("api", __name__, url_prefix="/api/v1")
+ANY_ROLE = ()
+
+
+def _body() -> dict[str, Any]:
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict):
+        raise InvalidRequest("The request body must be a JSON object.")
+    return body
+
+
+def _field(body: dict[str, Any], name: str, kind: type, *, required: bool = True) -> Any:
+    value = body.get(name)
+    if value is None and not required:
+        return None
+    if not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
+        raise InvalidRequest(f"{name} must be a {kind.__name__}.", field=name)
+    return value
+
+
+@bp.post("/auth/token")
+def token() -> Any:
+    body = _body()
+    username = _field(body, "username", str)
+    password = _field(body, "password", str)
+    with sandbox().tx() as db:
+        user = users.authenticate(db, username=username, password=password)
+        issued = users.issue_token(db, user=user)
+    return jsonify(token=issued, role=user.role)
+
+
+@bp.get("/datasets")
+@requires(*ANY_ROLE)
+def datasets() -> Any:
+    with sandbox().tx() as db:
+        return jsonify(datasets=reads.catalog(db))
+
+
+@bp.get("/datasets/<name>")
+@requires(*ANY_ROLE)
+def dataset(name: str) -> Any:
+    return jsonify(reads.dataset_schema(name))
+
+
+@bp.get("/datasets/<name>/mock")
+@requires(*ANY_ROLE)
+def mock(name: str) -> Any:
+    csv = reads.mock_csv(name, table=request.args.get("table"), rows=request.args.get("rows"))
+    return Response(csv, mimetype="text/csv; charset=utf-8")
+
+
+@bp.post("/jobs")
+@requires(Role.ANALYST)
+def submit() -> Any:
+    body = _body()
+    epsilon = body.get("epsilon")
+    if epsilon is not None and (isinstance(epsilon, bool) or not isinstance(epsilon, int | float)):
+        raise InvalidRequest("epsilon must be a number.", field="epsilon")
+    job = jobs.submit(
+        sandbox(),
+        by_id=g.user_id,
+        dataset=_field(body, "dataset", str),
+        language=_field(body, "language", str),
+        mode=_field(body, "mode", str),
+        code=_field(body, "code", str),
+        epsilon=epsilon,
+        enqueue=enqueue,
+    )
+    return jsonify(id=job.id, status=job.status), 202
+
+
+@bp.get("/jobs")
+@requires(Role.ANALYST)
+def my_jobs() -> Any:
+    with sandbox().tx() as db:
+        return jsonify(
+            jobs=[reads.job_status(j, role=g.role) for j in reads.jobs_of(db, user_id=g.user_id)]
+        )
+
+
+@bp.get("/jobs/<job_id>")
+@requires(*ANY_ROLE)
+def job(job_id: str) -> Any:
+    with sandbox().tx() as db:
+        found = reads.job_for(db, job_id, user_id=g.user_id, role=g.role)
+        return jsonify(reads.job_status(found, role=g.role))
+
+
+@bp.get("/jobs/<job_id>/result")
+@requires(Role.ANALYST)
+def result(job_id: str) -> Any:
+    with sandbox().tx() as db:
+        found = reads.job_for(db, job_id, user_id=g.user_id, role=g.role)
+        data = reads.job_result(found, user_id=g.user_id)
+        audit.append(db, actor=g.username, action="result.downloaded", subject=job_id)
+        return jsonify(data)
+
+
+@bp.post("/policy/check")
+@requires(Role.ANALYST)
+def policy_check() -> Any:
+    """Dry run: every finding at once, without queueing a job or spending budget."""
+    body = _body()
+    mode = _field(body, "mode", str)
+    language = _field(body, "language", str)
+    epsilon = body.get("epsilon") or jobs.DEFAULT_EPSILON
+    try:
+        jobs.plan_job(
+            jobs.manifest_for(_field(body, "dataset", str)),
+            language=language, mode=mode, code=_field(body, "code", str), epsilon=float(epsilon),
+        )  # fmt: skip
+    except PolicyRejected as rejection:
+        return jsonify(allowed=False, findings=rejection.details.get("findings", []))
+    return jsonify(allowed=True, findings=[])
+
+
+@bp.get("/budget")
+@requires(Role.ANALYST)
+def budget() -> Any:
+    with sandbox().tx() as db:
+        return jsonify(budgets=reads.budgets(db, user_id=g.user_id))
+
+
+@bp.get("/grants")
+@requires(Role.OWNER, Role.ADMIN)
+def list_grants() -> Any:
+    with sandbox().tx() as db:
+        return jsonify(grants=[reads.grant_view(x) for x in db.query(Grant).all()])
+
+
+@bp.post("/grants")
+@requires(Role.OWNER, Role.ADMIN)
+def create_grant() -> Any:
+    body = _body()
+    modes = body.get("modes", ["dp", "masked"])
+    if not isinstance(modes, list) or not all(isinstance(m, str) for m in modes):
+        raise InvalidRequest("modes must be a list of strings.", field="modes")
+    numbers = {}
+    for name, default in (
+        ("epsilon_total", 10.0),
+        ("max_epsilon_per_job", 2.0),
+        ("k_threshold", 10),
+        ("days", 90),
+    ):  # noqa: E501
+        value = body.get(name, default)
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise InvalidRequest(f"{name} must be a number.", field=name)
+        numbers[name] = value
+    with sandbox().tx() as db:
+        owner = db.get_one(User, g.user_id)
+        analyst = reads.user_named(db, _field(body, "analyst", str))
+        grant = grants.grant_access(
+            db, by=owner, dataset=_field(body, "dataset", str), analyst=analyst, modes=modes,
+            epsilon_total=float(numbers["epsilon_total"]),
+            max_epsilon_per_job=float(numbers["max_epsilon_per_job"]),
+            k_threshold=int(numbers["k_threshold"]), days=int(numbers["days"]),
+            requires_review=bool(body.get("requires_review", False)),
+        )  # fmt: skip
+        return jsonify(reads.grant_view(grant)), 201
+
+
+@bp.delete("/grants/<grant_id>")
+@requires(Role.OWNER, Role.ADMIN)
+def revoke(grant_id: str) -> Any:
+    with sandbox().tx() as db:
+        grant = grants.revoke_grant(db, by=db.get_one(User, g.user_id), grant_id=grant_id)
+        return jsonify(reads.grant_view(grant))
+
+
+@bp.get("/reviews")
+@requires(Role.AUDITOR)
+def list_reviews() -> Any:
+    with sandbox().tx() as db:
+        return jsonify(reviews=[reads.job_status(j, role=g.role) | {"result": j.result}
+                                for j in reviews.pending(db)])  # fmt: skip
+
+
+@bp.post("/reviews/<job_id>")
+@requires(Role.AUDITOR)
+def review(job_id: str) -> Any:
+    body = _body()
+    with sandbox().tx() as db:
+        reviewed = reviews.review_job(
+            sandbox(), db, by=db.get_one(User, g.user_id), job_id=job_id,
+            decision=_field(body, "decision", str), comment=str(body.get("comment", "")),
+        )  # fmt: skip
+        return jsonify(id=reviewed.id, status=reviewed.status)
+
+
+@bp.get("/audit/verify")
+@requires(Role.AUDITOR, Role.ADMIN)
+def audit_verify() -> Any:
+    with sandbox().tx() as db:
+        return jsonify(audit.verify(db).to_dict())
+
+
+@bp.get("/keys/release")
+def release_key() -> Any:
+    key = sandbox().release_key
+    return jsonify(key_id=key.key_id, algorithm="Ed25519", public_key=key.public_pem)

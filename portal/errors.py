@@ -1,0 +1,32 @@
+"""Every error is JSON (API) or a friendly page (web): never a stack trace."""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Flask, jsonify, request
+from werkzeug.exceptions import HTTPException
+
+from sandbox.errors import SandboxError
+
+log = logging.getLogger(__name__)
+
+
+def init_app(app: Flask) -> None:
+    @app.errorhandler(SandboxError)
+    def _sandbox_error(error: SandboxError):  # type: ignore[no-untyped-def]
+        return jsonify(error=error.to_dict()), error.status
+
+    @app.errorhandler(HTTPException)
+    def _http_error(error: HTTPException):  # type: ignore[no-untyped-def]
+        if not request.path.startswith("/api/"):
+            return error
+        code = (error.name or "error").lower().replace(" ", "_")
+        return jsonify(error={"code": code, "message": error.description}), error.code
+
+    @app.errorhandler(Exception)
+    def _unexpected(error: Exception):  # type: ignore[no-untyped-def]
+        # The detail goes to the server log only; it may hold values from the data.
+        log.exception("unexpected error on %s %s", request.method, request.path)
+        body = {"code": "internal", "message": "Something went wrong; it has been logged."}
+        return jsonify(error=body), 500

@@ -1,0 +1,1 @@
+"""The sandbox core: configuration, models, the job lifecycle, DP, release and audit."""

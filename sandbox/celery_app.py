@@ -1,0 +1,46 @@
+"""The Celery application: configured from the sandbox settings, tasks in sandbox.tasks.
+
+The job's truth is its database row; the broker only carries job ids. Tasks
+are acknowledged late and re-delivered when a worker dies mid-job.
+"""
+
+from __future__ import annotations
+
+from celery import Celery
+from celery.signals import worker_ready
+
+from sandbox.config import Settings
+
+
+def make_celery(settings: Settings) -> Celery:
+    app = Celery("sandbox", include=["sandbox.tasks"])
+    app.conf.update(
+        broker_url=settings.broker_url,
+        task_ignore_result=True,
+        result_backend=None,
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        task_default_queue="sandbox-jobs",
+        broker_connection_retry_on_startup=True,
+        worker_hijack_root_logger=False,
+        broker_transport_options={"visibility_timeout": 3600},
+    )
+    return app
+
+
+def _settings_app() -> Celery:
+    settings = Settings.from_env()
+    settings.ensure_dirs()
+    return make_celery(settings)
+
+
+app = _settings_app()
+
+
+@worker_ready.connect
+def _requeue_waiting_jobs(sender: object = None, **_: object) -> None:
+    """Queue again jobs that were accepted while no broker or worker was there."""
+    from sandbox.tasks import requeue_waiting
+
+    requeue_waiting()

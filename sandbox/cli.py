@@ -1,0 +1,236 @@
+"""The ``sandbox`` command-line tool."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import click
+
+from sandbox.context import Sandbox, current, docker_ready
+
+
+def _sandbox() -> Sandbox:
+    return current()
+
+
+@click.group()
+def main() -> None:
+    """Open-data sandbox (数据可用不可见): data usable, never visible."""
+
+
+@main.group()
+def db() -> None:
+    """The metadata database."""
+
+
+@db.command("upgrade")
+def db_upgrade() -> None:
+    """Create or migrate the schema to the newest version."""
+    from sandbox.setup import upgrade_database
+
+    upgrade_database(_sandbox())
+    click.echo("database is up to date")
+
+
+@main.group()
+def datasets() -> None:
+    """Datasets."""
+
+
+@datasets.command("generate")
+@click.option("--patients", default=20_000, show_default=True, help="How many synthetic patients.")
+@click.option("--seed", default=20221, show_default=True)
+@click.option("--owner", default="owner", show_default=True, help="The data owner's username.")
+def datasets_generate(patients: int, seed: int, owner: str) -> None:
+    """Generate the synthetic health dataset and store it encrypted."""
+    from sandbox.setup import store_dataset
+
+    started = time.monotonic()
+    version = store_dataset(_sandbox(), patients=patients, seed=seed, owner=owner)
+    click.echo(f"health: {patients} patients, version {version[:12]}, "
+               f"{time.monotonic() - started:.1f} s")  # fmt: skip
+
+
+@main.group()
+def users() -> None:
+    """Users and tokens."""
+
+
+@users.command("create")
+@click.argument("username")
+@click.option("--role", type=click.Choice(["owner", "analyst", "auditor", "admin"]), required=True)
+@click.password_option()
+def users_create(username: str, role: str, password: str) -> None:
+    """Create a user."""
+    from sandbox import users as user_service
+    from sandbox.models import Role
+
+    with _sandbox().tx() as session:
+        user_service.create_user(
+            session, username=username, password=password, role=Role(role), by="cli"
+        )
+    click.echo(f"created {role} {username}")
+
+
+@users.command("token")
+@click.argument("username")
+def users_token(username: str) -> None:
+    """Print a fresh API token for USERNAME."""
+    from sandbox import users as user_service
+
+    with _sandbox().tx() as session:
+        user = user_service.user_by_name(session, username)
+        if user is None:
+            raise click.ClickException(f"There is no user {username}.")
+        click.echo(user_service.issue_token(session, user=user))
+
+
+@main.group()
+def runner() -> None:
+    """The isolated job runner."""
+
+
+@runner.command("build-image")
+@click.option("--force", is_flag=True, help="Rebuild even if the image exists.")
+def runner_build_image(force: bool) -> None:
+    """Build the runner image locally (no registry needed)."""
+    from runners.image import build_image
+
+    try:
+        tag = build_image(force=force, echo=click.echo)
+    except RuntimeError as error:
+        raise click.ClickException(str(error)) from error
+    click.echo(f"runner image ready: {tag}")
+
+
+@runner.command("status")
+def runner_status() -> None:
+    """Say which runner jobs would use."""
+    ready, why = docker_ready()
+    click.echo(f"docker: {why}")
+    click.echo(f"configured: SANDBOX_RUNNER={_sandbox().settings.runner}")
+    sys.exit(0 if ready else 1)
+
+
+@main.group()
+def audit() -> None:
+    """The hash-chained audit log."""
+
+
+@audit.command("verify")
+def audit_verify() -> None:
+    """Check the whole chain; name the first broken entry."""
+    from sandbox import audit as audit_log
+
+    with _sandbox().tx() as session:
+        report = audit_log.verify(session)
+    click.echo(json.dumps(report.to_dict(), ensure_ascii=False))
+    sys.exit(0 if report.ok else 1)
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True)
+def serve(host: str, port: int) -> None:
+    """Serve the portal (web pages and JSON API)."""
+    from werkzeug.serving import run_simple
+
+    from portal import create_app
+
+    run_simple(host, port, create_app(), threaded=True, use_reloader=False)
+
+
+@main.command()
+@click.option("--concurrency", default=2, show_default=True)
+def worker(concurrency: int) -> None:
+    """Run a Celery worker for jobs."""
+    os.execvp(sys.executable, _worker_command(concurrency))
+
+
+def _worker_command(concurrency: int) -> list[str]:
+    return [
+        sys.executable, "-m", "celery", "-A", "sandbox.celery_app", "worker",
+        "--loglevel=INFO", f"--concurrency={concurrency}", "-Q", "sandbox-jobs",
+        "--without-gossip", "--without-mingle",
+    ]  # fmt: skip
+
+
+@main.command()
+@click.option("--patients", default=20_000, show_default=True)
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True)
+@click.option("--no-serve", is_flag=True, help="Set up and exit (for scripts and tests).")
+def demo(patients: int, host: str, port: int, no_serve: bool) -> None:
+    """Set everything up on embedded defaults and run the whole product."""
+    from sandbox.setup import (
+        ensure_demo_grants,
+        ensure_demo_users,
+        store_dataset,
+        upgrade_database,
+    )
+
+    sandbox = _sandbox()
+    upgrade_database(sandbox)
+    credentials = ensure_demo_users(sandbox)
+    if not sandbox.store.exists("health"):
+        click.echo(f"generating the synthetic health dataset ({patients} patients) ...")
+        store_dataset(sandbox, patients=patients, seed=20221, owner="owner")
+    ensure_demo_grants(sandbox)
+    ready, why = docker_ready()
+    if ready and sandbox.settings.runner != "local":
+        click.echo("runner: Docker (network none, read-only, non-root, no capabilities)")
+    else:
+        bar = "!" * 78
+        click.secho(
+            f"{bar}\n! WARNING: {why}.\n! Jobs run in the DEVELOPMENT PROCESS RUNNER, WITHOUT "
+            f"container isolation.\n! Never load real data into this instance.\n{bar}",
+            fg="red", bold=True, err=True,
+        )  # fmt: skip
+    click.echo("\ndemo users (username / password):")
+    for name, password in credentials.items():
+        click.echo(f"  {name:<9} {password}")
+    base = f"http://{host}:{port}"
+    click.echo(_curl_example(base, credentials["analyst"]))
+    if no_serve:
+        return
+    env = dict(os.environ)
+    env.setdefault("SANDBOX_INSTANCE", str(sandbox.settings.instance))
+    worker_process = subprocess.Popen(_worker_command(2), env=env)
+    click.echo(f"worker started (pid {worker_process.pid}); portal on {base}/  (Ctrl-C stops both)")
+    try:
+        from werkzeug.serving import run_simple
+
+        from portal import create_app
+
+        run_simple(host, port, create_app(), threaded=True, use_reloader=False)
+    finally:
+        worker_process.send_signal(signal.SIGTERM)
+        try:
+            worker_process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            worker_process.kill()
+
+
+def _curl_example(base: str, password: str) -> str:
+    sql = "SELECT district, sex, COUNT(*) AS n, AVG(cost) AS avg_cost FROM visits v JOIN patients p ON v.person_id = p.person_id GROUP BY district, sex"  # noqa: E501
+    body = json.dumps({"dataset": "health", "language": "sql", "mode": "masked", "code": sql},
+                      ensure_ascii=False)  # fmt: skip
+    return f"""
+try it (copy and paste):
+
+  TOKEN=$(curl -s {base}/api/v1/auth/token -H 'Content-Type: application/json' \\
+      -d '{{"username": "analyst", "password": "{password}"}}' | python3 -c 'import sys, json; print(json.load(sys.stdin)["token"])')
+  JOB=$(curl -s {base}/api/v1/jobs -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' \\
+      -d '{body}' | python3 -c 'import sys, json; print(json.load(sys.stdin)["id"])')
+  sleep 3; curl -s {base}/api/v1/jobs/$JOB -H "Authorization: Bearer $TOKEN"
+  curl -s {base}/api/v1/jobs/$JOB/result -H "Authorization: Bearer $TOKEN"
+"""  # noqa: E501
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,101 @@
+"""The running sandbox: settings and the components built from them, made once."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from functools import cached_property
+
+from sqlalchemy.orm import Session
+
+from datasets.storage import DatasetStore
+from runners import Runner
+from sandbox.config import Secrets, Settings
+from sandbox.db import transaction
+from sandbox.errors import ConfigurationError
+from sandbox.signing import ReleaseKey
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Sandbox:
+    settings: Settings
+
+    @contextmanager
+    def tx(self) -> Iterator[Session]:
+        with transaction(self.settings.database_url) as session:
+            yield session
+
+    @cached_property
+    def secrets(self) -> Secrets:
+        self.settings.ensure_dirs()
+        return self.settings.secrets()
+
+    @cached_property
+    def store(self) -> DatasetStore:
+        return DatasetStore(self.settings.datasets_dir, self.secrets.master_key)
+
+    @cached_property
+    def release_key(self) -> ReleaseKey:
+        return ReleaseKey.load_or_create(self.settings.instance / "release_ed25519.pem")
+
+    @cached_property
+    def runner(self) -> Runner:
+        return choose_runner(self.settings)
+
+
+def docker_ready(runtime: str | None = None) -> tuple[bool, str]:
+    """Whether a Docker engine is reachable and has the runner image."""
+    try:
+        import docker
+        from docker.errors import DockerException, ImageNotFound
+
+        from runners.image import IMAGE_TAG
+    except ImportError as error:
+        return False, f"the Docker runner cannot be loaded ({error})"
+    try:
+        client = docker.from_env(timeout=5)
+        client.ping()
+    except DockerException:
+        return False, "no Docker engine is reachable"
+    try:
+        client.images.get(IMAGE_TAG)
+    except ImageNotFound:
+        return False, f"the runner image {IMAGE_TAG} is not built (sandbox runner build-image)"
+    finally:
+        client.close()
+    return True, "Docker engine and runner image are ready"
+
+
+def choose_runner(settings: Settings) -> Runner:
+    from runners.local import WARNING, LocalProcessRunner
+
+    if settings.runner in ("docker", "auto"):
+        ready, why = docker_ready()
+        if ready or settings.runner == "docker":
+            from runners.docker_runner import DockerRunner
+
+            return DockerRunner(runtime=settings.docker_runtime)
+        if settings.environment == "production":
+            raise ConfigurationError(f"production needs the Docker runner, but {why}")
+        log.warning("%s (%s)", WARNING, why)
+    return LocalProcessRunner()
+
+
+_current: Sandbox | None = None
+
+
+def current() -> Sandbox:
+    """The process-wide sandbox, from the environment (worker and CLI)."""
+    global _current
+    if _current is None:
+        _current = Sandbox(Settings.from_env())
+    return _current
+
+
+def set_current(sandbox: Sandbox | None) -> None:
+    global _current
+    _current = sandbox

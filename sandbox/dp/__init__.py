@@ -1,0 +1,1 @@
+"""The differential-privacy engine: query planning, noise and accuracy."""

@@ -1,0 +1,112 @@
+"""Grants: a data owner's authorization of one analyst on one dataset (集中授权)."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from datasets.health_manifest import MANIFESTS
+from sandbox import audit
+from sandbox.errors import Forbidden, InvalidRequest, NoActiveGrant, NotFound
+from sandbox.models import Grant, Role, User, utcnow
+
+MODES = ("dp", "masked")
+
+
+def grant_access(
+    session: Session,
+    *,
+    by: User,
+    dataset: str,
+    analyst: User,
+    modes: list[str],
+    epsilon_total: float = 10.0,
+    max_epsilon_per_job: float = 2.0,
+    k_threshold: int = 10,
+    days: int = 90,
+    purpose: str = "research",
+    requires_consent: bool = True,
+    requires_review: bool = False,
+) -> Grant:
+    if by.role not in (Role.OWNER, Role.ADMIN):
+        raise Forbidden("Only a data owner can grant access.")
+    if dataset not in MANIFESTS:
+        raise NotFound(f"There is no dataset {dataset}.")
+    if analyst.role != Role.ANALYST:
+        raise InvalidRequest(f"{analyst.username} is not an analyst.")
+    bad = [m for m in modes if m not in MODES]
+    if not modes or bad:
+        raise InvalidRequest(f"modes must be a non-empty list of {', '.join(MODES)}.")
+    if epsilon_total < 0 or max_epsilon_per_job <= 0 or k_threshold < 2 or days <= 0:
+        raise InvalidRequest("epsilon must be positive, k at least 2 and days at least 1.")
+    grant = Grant(
+        dataset=dataset,
+        analyst_id=analyst.id,
+        purpose=purpose,
+        modes=",".join(modes),
+        epsilon_total=epsilon_total,
+        max_epsilon_per_job=max_epsilon_per_job,
+        k_threshold=k_threshold,
+        requires_consent=requires_consent,
+        requires_review=requires_review,
+        created_by=by.id,
+        expires_at=utcnow() + dt.timedelta(days=days),
+    )
+    session.add(grant)
+    session.flush()
+    audit.append(
+        session,
+        actor=by.username,
+        action="grant.created",
+        subject=grant.id,
+        details={"dataset": dataset, "analyst": analyst.username, "modes": modes,
+                 "epsilon_total": epsilon_total, "k": k_threshold, "days": days},
+    )  # fmt: skip
+    return grant
+
+
+def revoke_grant(session: Session, *, by: User, grant_id: str) -> Grant:
+    grant = session.get(Grant, grant_id)
+    if grant is None:
+        raise NotFound(f"There is no grant {grant_id}.")
+    if by.role not in (Role.OWNER, Role.ADMIN):
+        raise Forbidden("Only a data owner can revoke a grant.")
+    if grant.revoked_at is None:
+        grant.revoked_at = utcnow()
+        audit.append(session, actor=by.username, action="grant.revoked", subject=grant.id)
+    return grant
+
+
+def active_grant(session: Session, *, analyst: User, dataset: str, mode: str) -> Grant:
+    grants = session.scalars(
+        select(Grant)
+        .where(Grant.analyst_id == analyst.id, Grant.dataset == dataset)
+        .order_by(Grant.created_at.desc())
+    )
+    for grant in grants:
+        if grant.is_active() and mode in grant.mode_list:
+            return grant
+    raise NoActiveGrant(f"You have no active grant for {mode} jobs on {dataset}.")
+
+
+def charge_budget(session: Session, *, grant_id: str, epsilon: float) -> bool:
+    """Spend epsilon from the grant's ledger, atomically; False when it would overspend."""
+    result = session.execute(
+        update(Grant)
+        .where(Grant.id == grant_id, Grant.epsilon_spent + epsilon <= Grant.epsilon_total + 1e-9)
+        .values(epsilon_spent=Grant.epsilon_spent + epsilon)
+        .execution_options(synchronize_session=False)
+    )
+    return bool(result.rowcount == 1)
+
+
+def refund_budget(session: Session, *, grant_id: str, epsilon: float) -> None:
+    """Give back epsilon for a job that failed before any noisy value was drawn."""
+    session.execute(
+        update(Grant)
+        .where(Grant.id == grant_id)
+        .values(epsilon_spent=Grant.epsilon_spent - epsilon)
+        .execution_options(synchronize_session=False)
+    )

@@ -1,0 +1,225 @@
+"""Submitting a job: authorize, check, charge the budget, queue.
+
+Every state change goes through :func:`move`, which refuses a move the state
+machine does not allow and appends the audit entry in the same transaction.
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from datasets.health_manifest import MANIFESTS
+from datasets.manifest import Manifest
+from policies.decision import Finding
+from policies.disclosure import DisclosureError, ThresholdPlan, plan_threshold
+from policies.sql_check import check_sql
+from sandbox import audit, grants
+from sandbox.dp.planner import DpPlan, DpUnsupported, plan_dp_query
+from sandbox.errors import BudgetExhausted, InvalidRequest, NotFound, PolicyRejected
+from sandbox.models import TRANSITIONS, Job, JobStatus, Role, User, utcnow
+
+LANGUAGES = ("sql", "python")
+MAX_CODE_CHARS = 100_000
+DEFAULT_EPSILON = 1.0
+
+
+class IllegalTransition(Exception):
+    pass
+
+
+def move(
+    session: Session,
+    job: Job,
+    to: JobStatus,
+    *,
+    actor: str,
+    details: dict[str, Any] | None = None,
+) -> None:
+    current = JobStatus(job.status)
+    if to not in TRANSITIONS.get(current, frozenset()):
+        raise IllegalTransition(f"job {job.id} cannot move from {current} to {to}")
+    job.status = to.value
+    audit.append(
+        session, actor=actor, action=f"job.{to.value}", subject=job.id, details=details or {}
+    )
+
+
+def manifest_for(dataset: str) -> Manifest:
+    manifest = MANIFESTS.get(dataset)
+    if manifest is None:
+        raise NotFound(f"There is no dataset {dataset}.")
+    return manifest
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What the worker runs for a job, derived again from the stored code."""
+
+    sql: str | None = None
+    threshold: ThresholdPlan | None = None
+    dp: DpPlan | None = None
+
+
+def plan_job(manifest: Manifest, *, language: str, mode: str, code: str, epsilon: float) -> Plan:
+    """Check the job's code; raise PolicyRejected with every finding, or return its plan."""
+    if language == "python":
+        if mode == "dp":
+            raise PolicyRejected(
+                "dp mode takes SQL jobs; run Python jobs in masked mode.",
+                findings=[
+                    Finding("dp.python_unsupported", "dp mode takes SQL jobs only.").to_dict()
+                ],
+            )
+        try:
+            ast.parse(code, filename="<job>")
+        except SyntaxError as error:
+            finding = Finding(
+                "python.syntax",
+                f"The code is not valid Python: {error.msg}.",
+                f"line {error.lineno}, column {error.offset}",
+            )
+            raise PolicyRejected(finding.message, findings=[finding.to_dict()]) from error
+        return Plan()
+    checked = check_sql(code, manifest, mode="dp" if mode == "dp" else "masked")
+    if not checked.allowed:
+        findings = [f.to_dict() for f in checked.decision.findings]
+        raise PolicyRejected(_summary(checked.decision.findings), findings=findings)
+    try:
+        if mode == "dp":
+            dp_plan = plan_dp_query(checked, manifest, epsilon=epsilon)
+            return Plan(sql=dp_plan.sql, dp=dp_plan)
+        threshold = plan_threshold(checked, privacy_unit=manifest.privacy_unit)
+        return Plan(sql=threshold.sql, threshold=threshold)
+    except (DpUnsupported, DisclosureError) as error:
+        raise PolicyRejected(error.finding.message, findings=[error.finding.to_dict()]) from error
+
+
+def _summary(findings: tuple[Finding, ...]) -> str:
+    first = findings[0]
+    more = f" (and {len(findings) - 1} more findings)" if len(findings) > 1 else ""
+    return f"[{first.rule}] {first.message}{more}"
+
+
+def submit_job(
+    session: Session,
+    *,
+    by: User,
+    dataset: str,
+    language: str,
+    mode: str,
+    code: str,
+    epsilon: float | None = None,
+) -> Job:
+    """Record a job and either reject it or queue it. Commit, then enqueue it."""
+    if by.role != Role.ANALYST:
+        raise InvalidRequest("Only analysts submit jobs.")
+    if language not in LANGUAGES:
+        raise InvalidRequest("language must be sql or python.", field="language")
+    if mode not in grants.MODES:
+        raise InvalidRequest("mode must be dp or masked.", field="mode")
+    if not isinstance(code, str) or not code.strip() or len(code) > MAX_CODE_CHARS:
+        raise InvalidRequest(f"code must be 1 to {MAX_CODE_CHARS} characters.", field="code")
+    if mode == "dp":
+        epsilon = DEFAULT_EPSILON if epsilon is None else epsilon
+        if not isinstance(epsilon, int | float) or not 0 < float(epsilon) <= 100:
+            raise InvalidRequest("epsilon must be a number above 0.", field="epsilon")
+    else:
+        epsilon = 0.0
+    manifest = manifest_for(dataset)
+    grant = grants.active_grant(session, analyst=by, dataset=dataset, mode=mode)
+    job = Job(
+        analyst_id=by.id,
+        grant_id=grant.id,
+        dataset=dataset,
+        language=language,
+        mode=mode,
+        code=code,
+        code_sha256=hashlib.sha256(code.encode()).hexdigest(),
+        epsilon=float(epsilon),
+        status=JobStatus.SUBMITTED.value,
+    )
+    session.add(job)
+    session.flush()
+    audit.append(
+        session,
+        actor=by.username,
+        action="job.submitted",
+        subject=job.id,
+        details={"dataset": dataset, "language": language, "mode": mode,
+                 "epsilon": job.epsilon, "code_sha256": job.code_sha256, "grant": grant.id},
+    )  # fmt: skip
+    try:
+        if mode == "dp" and job.epsilon > grant.max_epsilon_per_job + 1e-12:
+            finding = Finding(
+                "dp.epsilon_cap",
+                f"One job may spend at most ε={grant.max_epsilon_per_job} under this grant.",
+            )
+            raise PolicyRejected(finding.message, findings=[finding.to_dict()])
+        plan_job(manifest, language=language, mode=mode, code=code, epsilon=job.epsilon)
+        if mode == "dp" and not grants.charge_budget(
+            session, grant_id=grant.id, epsilon=job.epsilon
+        ):
+            finding = Finding(
+                "dp.budget_exhausted",
+                f"The grant's privacy budget is exhausted: ε={grant.epsilon_remaining:.4g} "
+                f"remains, the job asks for ε={job.epsilon:g}.",
+            )
+            raise BudgetExhausted(finding.message, findings=[finding.to_dict()])
+    except PolicyRejected as rejection:
+        job.findings = list(rejection.details.get("findings", []))
+        job.error_code = rejection.code
+        job.error_message = rejection.message
+        job.finished_at = utcnow()
+        move(session, job, JobStatus.REJECTED, actor="policy", details={"findings": job.findings})
+        return job
+    move(session, job, JobStatus.QUEUED, actor="policy")
+    return job
+
+
+def rejection_of(job: Job) -> PolicyRejected:
+    """The error to answer with for a rejected job (after its rejection is committed)."""
+    error_class = BudgetExhausted if job.error_code == BudgetExhausted.code else PolicyRejected
+    findings = list(job.findings or [])
+    first = findings[0] if findings else {}
+    return error_class(
+        job.error_message or "The job was rejected.",
+        rule=first.get("rule"),
+        location=first.get("location"),
+        findings=findings,
+        job_id=job.id,
+    )
+
+
+Enqueue = Callable[[str], None]
+
+
+def submit(
+    sandbox: Any,
+    *,
+    by_id: int,
+    dataset: str,
+    language: str,
+    mode: str,
+    code: str,
+    epsilon: float | None,
+    enqueue: Enqueue,
+) -> Job:
+    """Submit in one transaction; answer a rejection with its error; queue the rest."""
+    with sandbox.tx() as session:
+        user = session.get(User, by_id)
+        if user is None:
+            raise NotFound("There is no such user.")
+        job = submit_job(
+            session, by=user, dataset=dataset, language=language, mode=mode, code=code,
+            epsilon=epsilon,
+        )  # fmt: skip
+    if job.status == JobStatus.REJECTED:
+        raise rejection_of(job)
+    enqueue(job.id)
+    return job

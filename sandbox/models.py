@@ -1,0 +1,173 @@
+"""The metadata database: users, grants, jobs and the audit chain."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Integer, String, Text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def new_id() -> str:
+    return uuid.uuid4().hex
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {dict[str, Any]: JSON, list[Any]: JSON}
+
+
+class Role(StrEnum):
+    OWNER = "owner"
+    ANALYST = "analyst"
+    AUDITOR = "auditor"
+    ADMIN = "admin"
+
+
+class JobStatus(StrEnum):
+    SUBMITTED = "submitted"
+    REJECTED = "rejected"
+    QUEUED = "queued"
+    RUNNING = "running"
+    FAILED = "failed"
+    CHECKING = "checking"
+    WITHHELD = "withheld"
+    PENDING_REVIEW = "pending_review"
+    RELEASED = "released"
+
+
+# The only moves a job may make (ARCHITECTURE.md, "One job, end to end").
+TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
+    JobStatus.SUBMITTED: frozenset({JobStatus.REJECTED, JobStatus.QUEUED}),
+    JobStatus.QUEUED: frozenset({JobStatus.RUNNING}),
+    JobStatus.RUNNING: frozenset({JobStatus.FAILED, JobStatus.CHECKING}),
+    JobStatus.CHECKING: frozenset(
+        {JobStatus.WITHHELD, JobStatus.PENDING_REVIEW, JobStatus.RELEASED}
+    ),
+    JobStatus.PENDING_REVIEW: frozenset({JobStatus.RELEASED, JobStatus.WITHHELD}),
+}
+FINAL_STATES = frozenset(
+    {JobStatus.REJECTED, JobStatus.FAILED, JobStatus.WITHHELD, JobStatus.RELEASED}
+)
+
+
+class User(Base):
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    username: Mapped[str] = mapped_column(String(64), unique=True)
+    password_hash: Mapped[str] = mapped_column(String(256))
+    role: Mapped[str] = mapped_column(String(16))
+    display_name: Mapped[str] = mapped_column(String(128), default="")
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class ApiToken(Base):
+    __tablename__ = "api_tokens"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    expires_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+
+    user: Mapped[User] = relationship()
+
+
+class DatasetRecord(Base):
+    __tablename__ = "datasets"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    version: Mapped[str] = mapped_column(String(64))
+    owner_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    row_counts: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Grant(Base):
+    __tablename__ = "grants"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    dataset: Mapped[str] = mapped_column(String(64))
+    analyst_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    purpose: Mapped[str] = mapped_column(String(64), default="research")
+    modes: Mapped[str] = mapped_column(String(32), default="dp,masked")
+    epsilon_total: Mapped[float] = mapped_column(Float, default=10.0)
+    epsilon_spent: Mapped[float] = mapped_column(Float, default=0.0)
+    max_epsilon_per_job: Mapped[float] = mapped_column(Float, default=2.0)
+    k_threshold: Mapped[int] = mapped_column(Integer, default=10)
+    requires_consent: Mapped[bool] = mapped_column(Boolean, default=True)
+    requires_review: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_by: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    expires_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    revoked_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+    analyst: Mapped[User] = relationship(foreign_keys=[analyst_id])
+
+    @property
+    def mode_list(self) -> list[str]:
+        return [m for m in self.modes.split(",") if m]
+
+    def is_active(self, now: dt.datetime | None = None) -> bool:
+        now = now or utcnow()
+        expires = self.expires_at
+        if expires.tzinfo is None:  # SQLite hands datetimes back naive
+            expires = expires.replace(tzinfo=dt.UTC)
+        return self.revoked_at is None and expires > now
+
+    @property
+    def epsilon_remaining(self) -> float:
+        return max(0.0, self.epsilon_total - self.epsilon_spent)
+
+
+class Job(Base):
+    __tablename__ = "jobs"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    analyst_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    grant_id: Mapped[str] = mapped_column(ForeignKey("grants.id"))
+    dataset: Mapped[str] = mapped_column(String(64))
+    dataset_version: Mapped[str] = mapped_column(String(64), default="")
+    language: Mapped[str] = mapped_column(String(16))
+    mode: Mapped[str] = mapped_column(String(16))
+    code: Mapped[str] = mapped_column(Text)
+    code_sha256: Mapped[str] = mapped_column(String(64))
+    epsilon: Mapped[float] = mapped_column(Float, default=0.0)
+    delta: Mapped[float] = mapped_column(Float, default=0.0)
+    status: Mapped[str] = mapped_column(String(16), default=JobStatus.SUBMITTED.value, index=True)
+    error_code: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    error_message: Mapped[str | None] = mapped_column(Text, nullable=True)
+    findings: Mapped[list[Any]] = mapped_column(default=list)
+    runner: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    submitted_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    started_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    finished_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    result: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    certificate: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    # What the job printed: auditors only, never the analyst.
+    log: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+    analyst: Mapped[User] = relationship()
+    grant: Mapped[Grant] = relationship()
+
+
+class AuditEntry(Base):
+    __tablename__ = "audit_entries"
+
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    at: Mapped[str] = mapped_column(String(40))
+    actor: Mapped[str] = mapped_column(String(64))
+    action: Mapped[str] = mapped_column(String(64), index=True)
+    subject: Mapped[str] = mapped_column(String(128))
+    details: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    prev_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    hash: Mapped[str] = mapped_column(String(64), unique=True)

@@ -1,0 +1,95 @@
+"""Setting an instance up: schema migrations, the demo dataset, demo users and grants."""
+
+from __future__ import annotations
+
+import json
+import secrets
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import select
+
+from datasets.health import generate_health
+from sandbox import audit, grants, users
+from sandbox.context import Sandbox
+from sandbox.models import DatasetRecord, Grant, Role
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+DEMO_USERS = (
+    ("owner", Role.OWNER, "数据提供方 Data owner"),
+    ("analyst", Role.ANALYST, "研究人员 Analyst"),
+    ("analyst2", Role.ANALYST, "参赛队伍 Contest team"),
+    ("auditor", Role.AUDITOR, "审核员 Auditor"),
+    ("admin", Role.ADMIN, "管理员 Admin"),
+)
+
+
+def alembic_config(database_url: str) -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    config.set_main_option("sqlalchemy.url", database_url.replace("%", "%%"))
+    return config
+
+
+def upgrade_database(sandbox: Sandbox) -> None:
+    sandbox.settings.ensure_dirs()
+    command.upgrade(alembic_config(sandbox.settings.database_url), "head")
+
+
+def store_dataset(sandbox: Sandbox, *, patients: int, seed: int, owner: str) -> str:
+    tables = generate_health(patients, seed=seed)
+    version = sandbox.store.write("health", tables)
+    with sandbox.tx() as session:
+        owner_user = users.user_by_name(session, owner)
+        if owner_user is None:
+            raise ValueError(f"There is no user {owner}; create the owner first.")
+        record = session.scalar(select(DatasetRecord).where(DatasetRecord.name == "health"))
+        counts = {name: len(frame) for name, frame in tables.items()}
+        if record is None:
+            session.add(
+                DatasetRecord(
+                    name="health", version=version, owner_id=owner_user.id, row_counts=counts
+                )
+            )
+        else:
+            record.version, record.row_counts = version, counts
+        audit.append(
+            session, actor=owner, action="dataset.stored", subject="health",
+            details={"version": version, "rows": counts, "seed": seed},
+        )  # fmt: skip
+    return version
+
+
+def ensure_demo_users(sandbox: Sandbox) -> dict[str, str]:
+    """Create the demo users once; their passwords live in the instance folder (0600)."""
+    path = sandbox.settings.instance / "demo-credentials.json"
+    stored: dict[str, str] = json.loads(path.read_text()) if path.exists() else {}
+    with sandbox.tx() as session:
+        for username, role, display in DEMO_USERS:
+            if users.user_by_name(session, username) is not None:
+                continue
+            password = stored.get(username) or secrets.token_urlsafe(9)
+            users.create_user(
+                session, username=username, password=password, role=role, by="setup",
+                display_name=display,
+            )  # fmt: skip
+            stored[username] = password
+    path.write_text(json.dumps(stored, indent=2))
+    path.chmod(0o600)
+    return stored
+
+
+def ensure_demo_grants(sandbox: Sandbox) -> None:
+    with sandbox.tx() as session:
+        owner = users.user_by_name(session, "owner")
+        assert owner is not None
+        for name in ("analyst", "analyst2"):
+            analyst = users.user_by_name(session, name)
+            assert analyst is not None
+            has = session.scalar(select(Grant).where(Grant.analyst_id == analyst.id))
+            if has is None:
+                grants.grant_access(
+                    session, by=owner, dataset="health", analyst=analyst, modes=["dp", "masked"],
+                    epsilon_total=10.0, max_epsilon_per_job=2.0, k_threshold=10, days=90,
+                )  # fmt: skip

@@ -1,0 +1,60 @@
+"""Plain factory functions with defaults: a ready sandbox instance for a test."""
+
+from __future__ import annotations
+
+from functools import cache
+from pathlib import Path
+
+import pandas as pd
+
+from datasets.health import generate_health
+from sandbox.config import Settings
+from sandbox.context import Sandbox
+from sandbox.setup import ensure_demo_grants, ensure_demo_users, upgrade_database
+
+TEST_PATIENTS = 1500
+
+
+@cache
+def health_tables(patients: int = TEST_PATIENTS, seed: int = 7) -> dict[str, pd.DataFrame]:
+    """Generated once per test session; callers must not modify the frames."""
+    return generate_health(patients, seed=seed)
+
+
+def make_settings(
+    instance: Path,
+    *,
+    database_url: str | None = None,
+    broker_url: str | None = None,
+    runner: str = "local",
+    timeout_s: int = 60,
+) -> Settings:
+    return Settings(
+        instance=instance,
+        database_url=database_url or f"sqlite:///{instance / 'sandbox.db'}",
+        broker_url=broker_url or f"sqla+sqlite:///{instance / 'broker.db'}",
+        runner=runner,
+        environment="development",
+        k_threshold=10,
+        job_timeout_s=timeout_s,
+        job_memory_mb=1024,
+        docker_runtime=None,
+    )
+
+
+def make_sandbox(instance: Path, **settings: object) -> Sandbox:
+    """A migrated instance with demo users, grants and the health data stored."""
+    sandbox = Sandbox(make_settings(instance, **settings))  # type: ignore[arg-type]
+    upgrade_database(sandbox)
+    credentials = ensure_demo_users(sandbox)
+    version = sandbox.store.write("health", health_tables())
+    from sandbox.models import DatasetRecord
+    from sandbox.users import user_by_name
+
+    with sandbox.tx() as session:
+        owner = user_by_name(session, "owner")
+        assert owner is not None
+        session.add(DatasetRecord(name="health", version=version, owner_id=owner.id))
+    ensure_demo_grants(sandbox)
+    sandbox.credentials = credentials  # type: ignore[attr-defined]
+    return sandbox
