@@ -88,7 +88,9 @@ def location_of(node: exp.Expression) -> str | None:
     for candidate in node.walk():
         meta = getattr(candidate, "meta", None) or {}
         if "line" in meta and "col" in meta:
-            return f"line {meta['line']}, column {meta['col']}"
+            # sqlglot's col is where the token ends; people want where it starts.
+            width = meta.get("end", 0) - meta.get("start", 0)
+            return f"line {meta['line']}, column {max(1, meta['col'] - width)}"
     return None
 
 

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, Response, g, jsonify, request
+from flask import Blueprint, Response, current_app, g, jsonify, request
 
 from portal.auth import requires, sandbox
 from sandbox import audit, grants, jobs, reads, reviews, users
 from sandbox.errors import InvalidRequest, PolicyRejected
 from sandbox.models import Grant, Role, User
-from sandbox.tasks import enqueue
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 ANY_ROLE = ()
@@ -78,7 +77,7 @@ def submit() -> Any:
         mode=_field(body, "mode", str),
         code=_field(body, "code", str),
         epsilon=epsilon,
-        enqueue=enqueue,
+        enqueue=current_app.extensions["enqueue"],
     )
     return jsonify(id=job.id, status=job.status), 202
 

@@ -7,7 +7,6 @@ are acknowledged late and re-delivered when a worker dies mid-job.
 from __future__ import annotations
 
 from celery import Celery
-from celery.signals import worker_ready
 
 from sandbox.config import Settings
 
@@ -26,21 +25,7 @@ def make_celery(settings: Settings) -> Celery:
         worker_hijack_root_logger=False,
         broker_transport_options={"visibility_timeout": 3600},
     )
+    if settings.broker_url.startswith("sqla+"):
+        # The embedded broker is a table that the worker polls.
+        app.conf.broker_transport_options["polling_interval"] = 0.1
     return app
-
-
-def _settings_app() -> Celery:
-    settings = Settings.from_env()
-    settings.ensure_dirs()
-    return make_celery(settings)
-
-
-app = _settings_app()
-
-
-@worker_ready.connect
-def _requeue_waiting_jobs(sender: object = None, **_: object) -> None:
-    """Queue again jobs that were accepted while no broker or worker was there."""
-    from sandbox.tasks import requeue_waiting
-
-    requeue_waiting()

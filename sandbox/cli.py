@@ -154,7 +154,7 @@ def worker(concurrency: int) -> None:
 
 def _worker_command(concurrency: int) -> list[str]:
     return [
-        sys.executable, "-m", "celery", "-A", "sandbox.celery_app", "worker",
+        sys.executable, "-m", "celery", "-A", "sandbox.worker", "worker",
         "--loglevel=INFO", f"--concurrency={concurrency}", "-Q", "sandbox-jobs",
         "--without-gossip", "--without-mingle",
     ]  # fmt: skip

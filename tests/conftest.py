@@ -30,3 +30,22 @@ def docker_client() -> Iterator[object]:
         unavailable("Docker runner image", f"{IMAGE_TAG} is not built (sandbox runner build-image)")
     yield client
     client.close()
+
+
+@pytest.fixture
+def sandbox_instance(tmp_path):  # type: ignore[no-untyped-def]
+    """A migrated instance (SQLite, development runner) with demo users, grants, data."""
+    from tests.factories import make_sandbox
+
+    return make_sandbox(tmp_path / "instance")
+
+
+@pytest.fixture(scope="module")
+def live_portal(tmp_path_factory):  # type: ignore[no-untyped-def]
+    """The whole product on embedded defaults: portal on a free port and a real Celery
+    worker process on the embedded SQLite broker, with the development runner."""
+    from tests.live import start_live_portal
+
+    live = start_live_portal(tmp_path_factory.mktemp("live") / "instance", runner="local")
+    yield live
+    live.stop()

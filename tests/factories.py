@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from functools import cache
 from pathlib import Path
 
@@ -11,6 +12,7 @@ from datasets.health import generate_health
 from sandbox.config import Settings
 from sandbox.context import Sandbox
 from sandbox.setup import ensure_demo_grants, ensure_demo_users, upgrade_database
+from tests.services import fresh_postgres_database
 
 TEST_PATIENTS = 1500
 
@@ -29,6 +31,8 @@ def make_settings(
     runner: str = "local",
     timeout_s: int = 60,
 ) -> Settings:
+    if database_url is None and os.environ.get("SANDBOX_TEST_METADATA") == "postgres":
+        database_url = fresh_postgres_database()
     return Settings(
         instance=instance,
         database_url=database_url or f"sqlite:///{instance / 'sandbox.db'}",

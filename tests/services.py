@@ -27,3 +27,32 @@ def unavailable(service: str, why: str) -> None:
     if services_required():
         pytest.fail(message + " (SANDBOX_REQUIRE_SERVICES=1)", pytrace=False)
     pytest.skip(message)
+
+
+def fresh_postgres_database() -> str:
+    """A new, empty database on the test PostgreSQL server; its SQLAlchemy URL."""
+    import uuid
+
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.exc import OperationalError
+
+    name = f"sandbox_t_{uuid.uuid4().hex[:12]}"
+    try:
+        admin = create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
+        with admin.connect() as connection:
+            connection.execute(text(f'CREATE DATABASE "{name}"'))
+        admin.dispose()
+    except OperationalError as error:
+        unavailable("PostgreSQL", type(error).__name__)
+    base, _, _ = POSTGRES_URL.rpartition("/")
+    return f"{base}/{name}"
+
+
+def redis_available() -> None:
+    """Skip (or fail in CI) unless the test Redis answers."""
+    import redis
+
+    try:
+        redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2).ping()
+    except redis.exceptions.RedisError as error:
+        unavailable("Redis", type(error).__name__)

@@ -229,7 +229,8 @@ def _exact_sql(
     # Which rows a person keeps is decided by a keyed hash with a fresh secret
     # salt: not by data order, and not predictable by the analyst.
     salt = secrets.token_hex(16)
-    order = f"md5(CAST({record} AS VARCHAR) || '{salt}')" if record else "random()"
+    keyed = f"{alias}.{record}" if record else alias  # a table's alias is its whole row
+    order = f"md5(CAST({keyed} AS VARCHAR) || '{salt}')"
     key_sql = ", ".join(f'"{k.name}"' for k in keys)
     aggregates = []
     for measure in measures:

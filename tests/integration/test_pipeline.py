@@ -1,0 +1,139 @@
+"""The job flow in one process: submit, run (development runner), release, audit."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from sandbox import audit, grants, jobs
+from sandbox.context import Sandbox
+from sandbox.errors import BudgetExhausted, NoActiveGrant, PolicyRejected
+from sandbox.models import Grant, Job
+from sandbox.pipeline import run_job
+from sandbox.signing import sha256_json, verify_certificate
+from sandbox.users import user_by_name
+
+
+def user_id(sandbox: Sandbox, name: str) -> int:
+    with sandbox.tx() as session:
+        user = user_by_name(session, name)
+        assert user is not None
+        return user.id
+
+
+def submit(sandbox: Sandbox, code: str, *, mode: str = "masked", language: str = "sql",
+           epsilon: float | None = None, who: str = "analyst") -> Job:  # fmt: skip
+    queued: list[str] = []
+    job = jobs.submit(
+        sandbox, by_id=user_id(sandbox, who), dataset="health", language=language, mode=mode,
+        code=code, epsilon=epsilon, enqueue=queued.append,
+    )  # fmt: skip
+    assert queued == [job.id]
+    return job
+
+
+def finished(sandbox: Sandbox, job: Job) -> Job:
+    run_job(sandbox, job.id)
+    with sandbox.tx() as session:
+        found = session.get(Job, job.id)
+        assert found is not None
+        return found
+
+
+def test_pipeline_masked_sql_released_and_signed(sandbox_instance: Sandbox) -> None:
+    job = finished(
+        sandbox_instance,
+        submit(sandbox_instance, "SELECT department, COUNT(*) AS n, AVG(cost) AS c "
+                                 "FROM visits GROUP BY department"),
+    )  # fmt: skip
+    assert job.status == "released", (job.error_code, job.error_message)
+    assert job.result is not None and job.certificate is not None
+    verify_certificate(job.certificate, sandbox_instance.release_key.public_pem)
+    assert job.certificate["document"]["outputs_sha256"] == sha256_json(job.result["tables"])
+    assert not (sandbox_instance.settings.work_dir / job.id).exists()  # the view is gone
+
+
+def test_pipeline_never_releases_direct_identifiers(sandbox_instance: Sandbox) -> None:
+    job = finished(
+        sandbox_instance,
+        submit(sandbox_instance, "import sandbox_job\n"
+               "p = sandbox_job.table('patients')\n"
+               "sandbox_job.output('cols', p.groupby('district').size().reset_index(name='n'))\n"
+               "assert 'name' not in p.columns and 'id_card' not in p.columns\n"
+               "assert 'birth_date' not in p.columns and 'birth_year' in p.columns\n",
+               language="python"),
+    )  # fmt: skip
+    assert job.status == "released", (job.error_code, job.error_message)
+
+
+def test_pipeline_rejection_is_recorded_and_explained(sandbox_instance: Sandbox) -> None:
+    with pytest.raises(PolicyRejected) as caught:
+        submit(sandbox_instance, "SELECT name, COUNT(*) FROM patients GROUP BY name")
+    error = caught.value.to_dict()
+    assert error["rule"] == "column.forbidden"
+    assert "name" in error["message"]
+    with sandbox_instance.tx() as session:
+        job = session.get(Job, error["job_id"])
+        assert job is not None and job.status == "rejected"
+        assert audit.verify(session).ok
+
+
+def test_pipeline_dp_charges_budget_until_exhausted(sandbox_instance: Sandbox) -> None:
+    sql = "SELECT sex, COUNT(*) AS n FROM patients GROUP BY sex"
+    released = []
+    for _ in range(5):  # the demo grant holds ε=10, at most 2 per job
+        released.append(finished(sandbox_instance, submit(sandbox_instance, sql, mode="dp",
+                                                          epsilon=2.0)))  # fmt: skip
+    assert [j.status for j in released] == ["released"] * 5
+    assert released[0].result is not None
+    assert released[0].result["privacy"]["epsilon"] == 2.0
+    with pytest.raises(BudgetExhausted) as caught:
+        submit(sandbox_instance, sql, mode="dp", epsilon=0.5)
+    assert caught.value.to_dict()["rule"] == "dp.budget_exhausted"
+    with sandbox_instance.tx() as session:
+        grant = session.get_one(Grant, released[0].grant_id)
+        assert grant.epsilon_spent == pytest.approx(10.0)
+
+
+def test_pipeline_failed_job_refunds_and_hides_values(sandbox_instance: Sandbox) -> None:
+    job = finished(
+        sandbox_instance,
+        submit(sandbox_instance, "import sandbox_job\n"
+               "p = sandbox_job.table('visits')\n"
+               "raise ValueError(str(p.head(3).to_dict()))\n", language="python"),
+    )  # fmt: skip
+    assert job.status == "failed"
+    assert job.error_message == "The job raised ValueError at line 3 of your code."
+    assert job.log and "ValueError" in job.log  # the auditor's copy keeps the detail
+
+
+def test_pipeline_revoked_grant_stops_queued_job(sandbox_instance: Sandbox) -> None:
+    job = submit(sandbox_instance, "SELECT COUNT(*) AS n FROM visits")
+    with sandbox_instance.tx() as session:
+        owner = user_by_name(session, "owner")
+        assert owner is not None
+        grants.revoke_grant(session, by=owner, grant_id=job.grant_id)
+    job = finished(sandbox_instance, job)
+    assert job.status == "failed" and job.error_code == "grant_inactive"
+    with pytest.raises(NoActiveGrant):
+        submit(sandbox_instance, "SELECT COUNT(*) AS n FROM visits")
+
+
+def test_pipeline_run_is_idempotent(sandbox_instance: Sandbox) -> None:
+    job = finished(sandbox_instance, submit(sandbox_instance, "SELECT COUNT(*) AS n FROM visits"))
+    assert run_job(sandbox_instance, job.id) == "released"
+    with sandbox_instance.tx() as session:
+        actions = [e.action for e in session.query(audit.AuditEntry).filter_by(subject=job.id)]
+    assert actions == ["job.submitted", "job.queued", "job.running", "job.checking", "job.released"]
+
+
+def test_pipeline_consent_filter_applies(sandbox_instance: Sandbox) -> None:
+    from tests.factories import health_tables
+
+    patients = health_tables()["patients"]
+    consenting = int(patients["consent_research"].sum())
+    job = finished(sandbox_instance, submit(sandbox_instance, "SELECT COUNT(*) AS n FROM patients"))
+    result: dict[str, Any] = job.result or {}
+    assert result["tables"][0]["rows"] == [[consenting]]
+    assert consenting < len(patients)

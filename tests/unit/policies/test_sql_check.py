@@ -1,0 +1,154 @@
+"""The SQL checker: what it accepts, what it rejects, and that it says why and where."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from datasets.health_manifest import HEALTH
+from policies.sql_check import check_sql
+
+FORBIDDEN = [c.name for t in HEALTH.tables for c in t.columns if c.forbidden]
+
+
+def rules(sql: str, mode: str = "masked") -> list[str]:
+    return [f.rule for f in check_sql(sql, HEALTH, mode=mode).decision.findings]  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "SELECT sex, COUNT(*) AS n FROM patients GROUP BY sex",
+        "select district, avg(cost) from visits v join patients p on v.person_id = p.person_id "
+        "group by district having count(*) > 20 order by 2 desc limit 5",
+        "SELECT COUNT(*) FROM visits WHERE cost > 1000 AND department IN ('内科', '外科')",
+        "SELECT year(visit_date) AS y, COUNT(DISTINCT person_id) FROM visits GROUP BY y",
+        'SELECT "Department", SUM(length_of_stay) FROM "VISITS" GROUP BY 1 -- a comment',
+        "SELECT test_code, AVG(value), STDDEV(value) FROM labs GROUP BY test_code",
+        "SELECT birth_year - birth_year % 5 AS band, COUNT(*) FROM patients GROUP BY band",
+    ],
+)
+def test_check_sql_accepts_aggregates(sql: str) -> None:
+    checked = check_sql(sql, HEALTH, mode="masked")
+    assert checked.allowed, checked.decision.findings
+
+
+@pytest.mark.parametrize(
+    ("sql", "rule"),
+    [
+        ("SELECT name, COUNT(*) FROM patients GROUP BY name", "column.forbidden"),
+        ("SELECT COUNT(*) FROM patients WHERE id_card LIKE '3204%'", "column.forbidden"),
+        ("SELECT COUNT(*) FROM patients p ORDER BY p.phone", "column.forbidden"),
+        ('SELECT COUNT(*) FROM patients WHERE "ADDRESS" IS NOT NULL', "column.forbidden"),
+        ("SELECT * FROM visits", "output.not_aggregated"),
+        ("SELECT cost FROM visits", "output.no_aggregate"),
+        ("SELECT department, cost, COUNT(*) FROM visits GROUP BY department", "output.not_aggregated"),
+        ("SELECT person_id, COUNT(*) FROM visits GROUP BY person_id", "output.identifier_group"),
+        ("SELECT visit_id, SUM(cost) FROM visits GROUP BY 1", "output.identifier_group"),
+        ("SELECT birth_date, COUNT(*) FROM patients GROUP BY 1", "column.generalised"),
+        ("SELECT COUNT(*) FROM read_csv('/etc/passwd')", "sql.table_function"),
+        ("SELECT COUNT(*) FROM '/input/patients.parquet'", "sql.unknown_table"),
+        ("SELECT COUNT(*) FROM main.visits", "sql.unknown_table"),
+        ("SELECT COUNT(*) FROM secrets", "sql.unknown_table"),
+        ("PRAGMA database_list", "sql.statement_not_allowed"),
+        ("ATTACH 'x.db'", "sql.statement_not_allowed"),
+        ("COPY visits TO '/tmp/x.csv'", "sql.statement_not_allowed"),
+        ("SET enable_external_access = true", "sql.statement_not_allowed"),
+        ("INSTALL httpfs", "sql.statement_not_allowed"),
+        ("LOAD httpfs", "sql.statement_not_allowed"),
+        ("SELECT 1; SELECT 2", "sql.single_statement"),
+        ("SELECT getenv('HOME'), COUNT(*) FROM visits", "sql.function_not_allowed"),
+        ("SELECT COUNT(*) OVER () FROM visits", "sql.window_not_allowed"),
+        ("SELECT COUNT(*) FROM (SELECT * FROM visits)", "sql.unsupported"),
+        ("WITH x AS (SELECT * FROM visits) SELECT COUNT(*) FROM x", "sql.unsupported"),
+        ("SELECT MAX(cost) FROM visits", "masked.min_max"),
+        ("SELECT COUNT(*) FROM visits v JOIN labs l ON v.visit_id = l.visit_id WHERE person_id = 'x'",
+         "column.ambiguous"),
+        ("SELECT nonsense, COUNT(*) FROM visits GROUP BY 1", "column.unknown"),
+        ("SELEC COUNT(*) FROM visits", "sql.parse"),
+    ],  # fmt: skip
+)
+def test_check_sql_rejects_with_rule(sql: str, rule: str) -> None:
+    assert rule in rules(sql)
+
+
+def test_check_sql_finding_names_column_and_location() -> None:
+    (finding, *_) = check_sql(
+        "SELECT COUNT(*)\nFROM patients\nWHERE id_card = '1'", HEALTH, mode="masked"
+    ).decision.findings
+    assert "id_card" in finding.message
+    assert finding.location == "line 3, column 7"
+
+
+def test_check_sql_reports_every_finding_at_once() -> None:
+    found = rules("SELECT name, phone, MAX(cost) FROM patients p JOIN visits v ON 1=1")
+    assert found.count("column.forbidden") == 2
+    assert "masked.min_max" in found
+
+
+def test_check_sql_rejects_overlong_query() -> None:
+    assert rules("SELECT COUNT(*) FROM visits WHERE " + " OR ".join(["cost > 1"] * 3000)) == [
+        "sql.too_long"
+    ]
+
+
+# Property: whatever the query looks like around it, touching a negative-list
+# column anywhere means rejection.
+PLACES = [
+    "SELECT {c}, COUNT(*) FROM patients GROUP BY {c}",
+    "SELECT COUNT(*) FROM patients WHERE {c} IS NOT NULL",
+    "SELECT COUNT(*) FROM patients p WHERE p.{c} LIKE '1%'",
+    "SELECT district, COUNT(DISTINCT {c}) FROM patients GROUP BY district",
+    "SELECT sex, SUM(length({c})) FROM patients GROUP BY sex",
+    "SELECT COUNT(*) FROM patients GROUP BY district HAVING MIN({c}) > ''",
+    "SELECT COUNT(*) FROM patients ORDER BY {c}",
+    "SELECT COUNT(*) FROM visits v JOIN patients p ON v.person_id = p.person_id AND p.{c} = 'x'",
+    "SELECT CASE WHEN {c} = 'a' THEN 1 END AS x, COUNT(*) FROM patients GROUP BY 1",
+    "SELECT COUNT(*) FROM (SELECT {c} FROM patients)",
+]
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    column=st.sampled_from(FORBIDDEN),
+    place=st.sampled_from(PLACES),
+    quoting=st.sampled_from(["{}", '"{}"', "{}"]),
+    casing=st.sampled_from([str.lower, str.upper, str.title]),
+    mode=st.sampled_from(["masked", "dp"]),
+)
+def test_check_sql_never_accepts_a_forbidden_column(
+    column: str, place: str, quoting: str, casing: object, mode: str
+) -> None:
+    reference = quoting.format(casing(column))  # type: ignore[operator]
+    sql = place.format(c=reference)
+    assert not check_sql(sql, HEALTH, mode=mode).allowed  # type: ignore[arg-type]
+
+
+GROUPABLE = ["sex", "district", "department", "hospital", "icd10", "test_code"]
+AGGS = ["COUNT(*)", "SUM(cost)", "AVG(cost)", "COUNT(length_of_stay)", "AVG(value)"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    keys=st.lists(st.sampled_from(GROUPABLE), max_size=2, unique=True),
+    aggs=st.lists(st.sampled_from(AGGS), min_size=1, max_size=3),
+    extra=st.sampled_from(["", "cost", "person_id", "visit_date", "value"]),
+)
+def test_check_sql_accepted_outputs_are_aggregates_or_keys(
+    keys: list[str], aggs: list[str], extra: str
+) -> None:
+    projections = keys + aggs + ([extra] if extra else [])
+    sql = (
+        f"SELECT {', '.join(projections)} FROM visits v JOIN labs l ON v.visit_id = l.visit_id "
+        f"JOIN patients p ON p.person_id = v.person_id"
+        + (f" GROUP BY {', '.join(keys)}" if keys else "")
+    )
+    checked = check_sql(sql, HEALTH, mode="masked")
+    if checked.allowed:
+        assert checked.statement is not None
+        for projection in checked.statement.expressions:
+            text = projection.sql().lower()
+            assert any(a.split("(")[0].lower() in text for a in AGGS) or text in keys
+    if extra:  # a bare column that is not a group key is never accepted
+        assert not checked.allowed

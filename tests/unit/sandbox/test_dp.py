@@ -1,0 +1,93 @@
+"""DP: the planner's bounding and clamping, and noise that matches the declared scale."""
+
+from __future__ import annotations
+
+import duckdb
+import pandas as pd
+import pytest
+from scipy import stats
+
+from datasets.health_manifest import HEALTH
+from policies.sql_check import check_sql
+from sandbox.dp import mechanisms
+from sandbox.dp.planner import DpUnsupported, plan_dp_query, release_noisy
+
+
+def plan(sql: str, epsilon: float = 1.0):  # type: ignore[no-untyped-def]
+    return plan_dp_query(check_sql(sql, HEALTH, mode="dp"), HEALTH, epsilon=epsilon)
+
+
+def test_dp_plan_bounds_rows_per_person_and_clamps() -> None:
+    p = plan("SELECT department, COUNT(*) AS n, SUM(cost) AS s FROM visits GROUP BY department")
+    frame = pd.DataFrame(
+        {"visit_id": [f"v{i}" for i in range(40)], "person_id": ["a"] * 30 + ["b"] * 10,
+         "department": ["内科"] * 40, "cost": [1e9] * 40}
+    )  # fmt: skip
+    con = duckdb.connect()
+    con.register("visits", frame)
+    cursor = con.execute(p.sql)
+    row = cursor.fetchone()
+    # Person a keeps only max_rows_per_person rows; every value is clamped to 50,000.
+    per_person = HEALTH.table("visits").max_rows_per_person  # type: ignore[union-attr]
+    assert row[1] == min(30, per_person) + min(10, per_person)
+    assert row[2] == pytest.approx(row[1] * 50_000)
+
+
+def test_dp_release_includes_every_public_key() -> None:
+    p = plan("SELECT sex, COUNT(*) AS n FROM patients GROUP BY sex")
+    released = release_noisy(p, ["sex", "__dp_count_rows"], [["男", 500]])
+    assert [r[0] for r in released["rows"]] == ["男", "女"]
+    assert all(isinstance(r[1], int) and r[1] >= 0 for r in released["rows"])
+    assert released["error95"][0][1] == pytest.approx(mechanisms.error95(1.0))
+
+
+@pytest.mark.parametrize(
+    ("sql", "rule"),
+    [
+        ("SELECT person_id, COUNT(*) FROM visits GROUP BY person_id", None),
+        ("SELECT birth_year, COUNT(*) FROM patients GROUP BY birth_year", "dp.private_group_key"),
+        ("SELECT COUNT(*) FROM visits v JOIN patients p ON v.person_id = p.person_id",
+         "dp.unsupported"),
+        ("SELECT COUNT(*) FROM visits ORDER BY 1", "dp.unsupported"),
+        ("SELECT SUM(visit_date) FROM visits", "dp.unbounded_column"),
+    ],  # fmt: skip
+)
+def test_dp_plan_refuses_what_it_cannot_bound(sql: str, rule: str | None) -> None:
+    checked = check_sql(sql, HEALTH, mode="dp")
+    if rule is None:
+        assert not checked.allowed
+        return
+    assert checked.allowed, checked.decision.findings
+    with pytest.raises(DpUnsupported) as caught:
+        plan_dp_query(checked, HEALTH, epsilon=1.0)
+    assert caught.value.finding.rule == rule
+
+
+def test_discrete_laplace_noise_matches_declared_scale() -> None:
+    scale_epsilon, sensitivity = 0.5, 2
+    draws = mechanisms.noisy_counts([0] * 20_000, sensitivity=sensitivity, epsilon=scale_epsilon)
+    scale = sensitivity / scale_epsilon
+    assert all(isinstance(d, int) for d in draws)
+    # The discrete Laplace is close to the continuous one at this scale; compare the
+    # shifted draws with a continuous Laplace by KS on jittered integers.
+    jittered = [d + u for d, u in zip(draws, stats.uniform.rvs(-0.5, 1, size=len(draws)), strict=True)]
+    result = stats.kstest(jittered, stats.laplace(scale=scale).cdf)
+    assert result.pvalue > 0.001, result
+
+
+def test_float_laplace_noise_matches_declared_scale() -> None:
+    draws = mechanisms.noisy_sums([0.0] * 20_000, sensitivity=10.0, epsilon=1.0)
+    result = stats.kstest(draws, stats.laplace(scale=10.0).cdf)
+    assert result.pvalue > 0.001, result
+
+
+def test_error95_covers_95_percent_of_draws() -> None:
+    draws = mechanisms.noisy_sums([0.0] * 20_000, sensitivity=1.0, epsilon=1.0)
+    bound = mechanisms.error95(1.0)
+    inside = sum(abs(d) <= bound for d in draws) / len(draws)
+    assert 0.94 <= inside <= 0.96
+
+
+def test_mechanism_refuses_nonpositive_epsilon() -> None:
+    with pytest.raises(mechanisms.MechanismError):
+        mechanisms.noisy_counts([1], sensitivity=1, epsilon=0)
