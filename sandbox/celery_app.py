@@ -8,13 +8,13 @@ from __future__ import annotations
 
 from celery import Celery
 
+from sandbox.broker import celery_broker_settings
 from sandbox.config import Settings
 
 
 def make_celery(settings: Settings) -> Celery:
     app = Celery("sandbox", include=["sandbox.tasks"])
     app.conf.update(
-        broker_url=settings.broker_url,
         task_ignore_result=True,
         result_backend=None,
         task_acks_late=True,
@@ -23,9 +23,6 @@ def make_celery(settings: Settings) -> Celery:
         task_default_queue="sandbox-jobs",
         broker_connection_retry_on_startup=True,
         worker_hijack_root_logger=False,
-        broker_transport_options={"visibility_timeout": 3600},
+        **celery_broker_settings(settings.broker_url),
     )
-    if settings.broker_url.startswith("sqla+"):
-        # The embedded broker is a table that the worker polls.
-        app.conf.broker_transport_options["polling_interval"] = 0.1
     return app

@@ -64,6 +64,8 @@ class Plan:
     sql: str | None = None
     threshold: ThresholdPlan | None = None
     dp: DpPlan | None = None
+    # The view tables the job reads; empty means all of them (Python jobs).
+    tables: tuple[str, ...] = ()
 
 
 def plan_job(manifest: Manifest, *, language: str, mode: str, code: str, epsilon: float) -> Plan:
@@ -90,12 +92,13 @@ def plan_job(manifest: Manifest, *, language: str, mode: str, code: str, epsilon
     if not checked.allowed:
         findings = [f.to_dict() for f in checked.decision.findings]
         raise PolicyRejected(_summary(checked.decision.findings), findings=findings)
+    tables = tuple(dict.fromkeys(ref.table.name for ref in checked.tables))
     try:
         if mode == "dp":
             dp_plan = plan_dp_query(checked, manifest, epsilon=epsilon)
-            return Plan(sql=dp_plan.sql, dp=dp_plan)
+            return Plan(sql=dp_plan.sql, dp=dp_plan, tables=tables)
         threshold = plan_threshold(checked, privacy_unit=manifest.privacy_unit)
-        return Plan(sql=threshold.sql, threshold=threshold)
+        return Plan(sql=threshold.sql, threshold=threshold, tables=tables)
     except (DpUnsupported, DisclosureError) as error:
         raise PolicyRejected(error.finding.message, findings=[error.finding.to_dict()]) from error
 

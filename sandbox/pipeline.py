@@ -67,7 +67,7 @@ def run_job(sandbox: Sandbox, job_id: str) -> str:
             code=job_data.code,
             epsilon=job_data.epsilon,
         )
-        _prepare_view(sandbox, job_data, folder / "input")
+        _prepare_view(sandbox, job_data, plan, folder / "input")
         spec = JobSpec(
             job_id=job_id,
             language=job_data.language,  # type: ignore[arg-type]
@@ -127,14 +127,19 @@ class _JobData:
         )
 
 
-def _prepare_view(sandbox: Sandbox, job: _JobData, folder: Path) -> None:
+def _prepare_view(sandbox: Sandbox, job: _JobData, plan: Plan, folder: Path) -> None:
     manifest = manifest_for(job.dataset)
-    tables = {name: sandbox.store.read_table(job.dataset, name) for name in manifest.table_names}
+    names = plan.tables or manifest.table_names
+    raw_names = set(names)
+    if job.require_consent and manifest.consent_column:
+        raw_names.add(manifest.consent_column.split(".")[0])  # who consented
+    tables = {name: sandbox.store.read_table(job.dataset, name) for name in raw_names}
     view = build_view(
         tables,
         manifest,
         key=pseudonym_key(sandbox.secrets.pseudonym_secret, job.dataset, job.grant_id),
         require_consent=job.require_consent,
+        table_names=names,
     )
     folder.mkdir(parents=True, exist_ok=True, mode=0o755)
     write_view(view, folder)

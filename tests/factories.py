@@ -46,12 +46,12 @@ def make_settings(
     )
 
 
-def make_sandbox(instance: Path, **settings: object) -> Sandbox:
+def make_sandbox(instance: Path, *, patients: int = TEST_PATIENTS, **settings: object) -> Sandbox:
     """A migrated instance with demo users, grants and the health data stored."""
     sandbox = Sandbox(make_settings(instance, **settings))  # type: ignore[arg-type]
     upgrade_database(sandbox)
     credentials = ensure_demo_users(sandbox)
-    version = sandbox.store.write("health", health_tables())
+    version = sandbox.store.write("health", health_tables(patients))
     from sandbox.models import DatasetRecord
     from sandbox.users import user_by_name
 

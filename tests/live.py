@@ -85,7 +85,9 @@ class LivePortal:
         assert status == 200, body
         return str(body["token"])
 
-    def wait_for(self, job_id: str, token: str, *, timeout: float = 120) -> dict[str, Any]:
+    def wait_for(
+        self, job_id: str, token: str, *, timeout: float = 120, poll: float = 0.05
+    ) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
         final = {"released", "rejected", "failed", "withheld", "pending_review"}
         while time.monotonic() < deadline:
@@ -93,7 +95,7 @@ class LivePortal:
             assert status == 200, body
             if body["status"] in final:
                 return dict(body)
-            time.sleep(0.1)
+            time.sleep(poll)
         raise AssertionError(f"job {job_id} did not finish in {timeout} s: {body}")
 
     def stop(self) -> None:
