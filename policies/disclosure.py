@@ -65,7 +65,7 @@ def plan_threshold(checked: CheckedQuery, *, privacy_unit: str) -> ThresholdPlan
     person = exp.column(privacy_unit, table=holder.alias)
     statement = checked.statement.copy()
     visible = len(statement.expressions)
-    hidden: list[exp.Expression] = [
+    hidden: list[exp.Expr] = [
         exp.Count(this=exp.Distinct(expressions=[person.copy()])).as_(PERSONS)
     ]
     contributors: dict[int, tuple[int, ...]] = {}
@@ -93,13 +93,13 @@ def plan_threshold(checked: CheckedQuery, *, privacy_unit: str) -> ThresholdPlan
     )
 
 
-def _contribution(aggregate: exp.Expression) -> exp.Expression | None:
+def _contribution(aggregate: exp.Expr) -> exp.Expr | None:
     """When a row contributes to an aggregate; None for COUNT(*)."""
     argument = aggregate.this
     if isinstance(argument, exp.Star) or argument is None:
         return None
     values = argument.expressions if isinstance(argument, exp.Distinct) else [argument]
-    conditions: list[exp.Expression] = [
+    conditions: list[exp.Expr] = [
         exp.Not(this=exp.Is(this=v.copy(), expression=exp.Null())) for v in values
     ]
     if isinstance(aggregate, exp.Sum):
@@ -110,7 +110,8 @@ def _contribution(aggregate: exp.Expression) -> exp.Expression | None:
                 expression=exp.Literal.number(0),
             )
         )
-    return exp.and_(*conditions)
+    combined: exp.Expr = exp.and_(*conditions)
+    return combined
 
 
 def apply_threshold(

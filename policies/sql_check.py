@@ -23,7 +23,7 @@ DIALECT = "duckdb"
 MAX_SQL_CHARS = 20_000
 
 
-def _classes(*names: str) -> frozenset[type[exp.Expression]]:
+def _classes(*names: str) -> frozenset[type[exp.Expr]]:
     return frozenset(getattr(exp, n) for n in names if hasattr(exp, n))
 
 
@@ -83,7 +83,7 @@ class CheckedQuery:
         return self.decision.allowed
 
 
-def location_of(node: exp.Expression) -> str | None:
+def location_of(node: exp.Expr) -> str | None:
     """'line L, column C' of a node, from the first identifier that carries a position."""
     for candidate in node.walk():
         meta = getattr(candidate, "meta", None) or {}
@@ -94,7 +94,7 @@ def location_of(node: exp.Expression) -> str | None:
     return None
 
 
-def _name_of(node: exp.Expression) -> str:
+def _name_of(node: exp.Expr) -> str:
     if isinstance(node, exp.Anonymous):
         return str(node.name).upper()
     if isinstance(node, exp.Func):
@@ -157,7 +157,7 @@ def _parse_finding(error: Exception) -> Finding:
     )
 
 
-def _statement_finding(statement: exp.Expression) -> Finding:
+def _statement_finding(statement: exp.Expr) -> Finding:
     kind = type(statement).__name__
     if kind in STATEMENTS_NAMED:
         return Finding(
@@ -216,7 +216,7 @@ def _check_nodes(statement: exp.Select) -> list[Finding]:
     return findings
 
 
-def _subquery_finding(node: exp.Expression) -> Finding:
+def _subquery_finding(node: exp.Expr) -> Finding:
     return Finding(
         "sql.unsupported",
         "Subqueries, CTEs (WITH) and set operations are not supported yet.",
@@ -346,11 +346,11 @@ def _check_columns(
     return findings
 
 
-def _is_aggregate(node: exp.Expression) -> bool:
+def _is_aggregate(node: exp.Expr) -> bool:
     return type(node) in AGGREGATES
 
 
-def _group_keys(statement: exp.Select) -> list[exp.Expression]:
+def _group_keys(statement: exp.Select) -> list[exp.Expr]:
     group = statement.args.get("group")
     if not group:
         return []
@@ -421,7 +421,7 @@ def _check_aggregation(statement: exp.Select, tables: list[TableRef]) -> list[Fi
     return findings
 
 
-def _columns_outside_aggregates(node: exp.Expression) -> list[exp.Column]:
+def _columns_outside_aggregates(node: exp.Expr) -> list[exp.Column]:
     if _is_aggregate(node):
         return []
     if isinstance(node, exp.Column):

@@ -132,24 +132,26 @@ def parse_harness_output(stdout: str, *, max_output_bytes: int, log: str = "") -
     try:
         envelope = json.loads(lines[0][len(RESULT_MARKER) :])
     except ValueError as error:
-        raise JobFailed("malformed_output", "The job's result could not be read.", log=log) from error
+        raise JobFailed(
+            "malformed_output", "The job's result could not be read.", log=log
+        ) from error
     if not isinstance(envelope, dict):
         raise JobFailed("malformed_output", "The job's result could not be read.", log=log)
     log = log or str(envelope.get("log", ""))[:MAX_LOG_CHARS]
     duration = float(envelope.get("duration_s", 0.0) or 0.0)
     if not envelope.get("ok"):
-        error = envelope.get("error") or {}
-        reason = error.get("reason", "error")
+        failure = envelope.get("error") or {}
+        reason = failure.get("reason", "error")
         if reason == "output_too_large":
             raise JobFailed(
                 "output_too_large",
                 f"The job's output is larger than the cap of {max_output_bytes} bytes.",
                 log=log,
             )
-        error_type = str(error.get("type", "Error"))
+        error_type = str(failure.get("type", "Error"))
         if not _SAFE_NAME.match(error_type):
             error_type = "Error"
-        line = error.get("line")
+        line = failure.get("line")
         line = line if isinstance(line, int) and 0 < line < 1_000_000 else None
         where = f" at line {line} of your code" if line else ""
         raise JobFailed(
@@ -171,5 +173,7 @@ def parse_harness_output(stdout: str, *, max_output_bytes: int, log: str = "") -
                 )
             )
         except (KeyError, TypeError) as error:
-            raise JobFailed("malformed_output", "The job's output is malformed.", log=log) from error
+            raise JobFailed(
+                "malformed_output", "The job's output is malformed.", log=log
+            ) from error
     return RunResult(tables=tables, log=log, duration_s=duration)

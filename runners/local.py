@@ -56,7 +56,9 @@ class LocalProcessRunner:
                     check=False,
                 )
             except subprocess.TimeoutExpired as error:
-                raise JobFailed("timeout", f"The job timed out after {spec.timeout_s} s.") from error
+                raise JobFailed(
+                    "timeout", f"The job timed out after {spec.timeout_s} s."
+                ) from error
         stdout = completed.stdout.decode("utf-8", "replace")
         result = parse_harness_output(stdout, max_output_bytes=spec.max_output_bytes)
         return RunResult(result.tables, result.log, time.monotonic() - started)

@@ -99,7 +99,7 @@ def charge_budget(session: Session, *, grant_id: str, epsilon: float) -> bool:
         .values(epsilon_spent=Grant.epsilon_spent + epsilon)
         .execution_options(synchronize_session=False)
     )
-    return bool(result.rowcount == 1)
+    return bool(result.rowcount == 1)  # type: ignore[attr-defined]
 
 
 def refund_budget(session: Session, *, grant_id: str, epsilon: float) -> None:

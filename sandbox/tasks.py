@@ -37,7 +37,9 @@ def make_enqueue(app: Celery) -> Callable[[str], None]:
         try:
             app.send_task(TASK_NAME, args=[job_id], retry=False)
         except Exception as error:  # noqa: BLE001 - any broker failure leaves the job queued
-            log.warning("job %s stays queued: broker unavailable (%s)", job_id, type(error).__name__)
+            log.warning(
+                "job %s stays queued: broker unavailable (%s)", job_id, type(error).__name__
+            )
 
     return enqueue
 

@@ -37,13 +37,26 @@ def worker_env(sandbox: Sandbox) -> dict[str, str]:
     return env
 
 
-def start_worker(sandbox: Sandbox, *, concurrency: int = 1, name: str = "w1") -> subprocess.Popen[bytes]:
+def start_worker(
+    sandbox: Sandbox, *, concurrency: int = 1, name: str = "w1"
+) -> subprocess.Popen[bytes]:
     with open(sandbox.settings.instance / f"worker-{name}.log", "ab") as log:
         return subprocess.Popen(
             [
-                sys.executable, "-m", "celery", "-A", "sandbox.worker", "worker",
-                "--loglevel=INFO", f"--concurrency={concurrency}", "-Q", "sandbox-jobs",
-                "--without-gossip", "--without-mingle", "-n", f"{name}@%h",
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "sandbox.worker",
+                "worker",
+                "--loglevel=INFO",
+                f"--concurrency={concurrency}",
+                "-Q",
+                "sandbox-jobs",
+                "--without-gossip",
+                "--without-mingle",
+                "-n",
+                f"{name}@%h",
             ],  # fmt: skip
             env=worker_env(sandbox),
             stdout=log,

@@ -77,7 +77,7 @@ class DpPlan:
         return mechanisms.laplace_scale(self.sensitivity(measure), self.epsilon_per_measure)
 
 
-def _unsupported(message: str, node: exp.Expression | None = None) -> DpUnsupported:
+def _unsupported(message: str, node: exp.Expr | None = None) -> DpUnsupported:
     return DpUnsupported(
         Finding("dp.unsupported", message, location_of(node) if node is not None else None)
     )
@@ -147,7 +147,7 @@ def plan_dp_query(checked: CheckedQuery, manifest: Manifest, *, epsilon: float) 
     )
 
 
-def _plain_column(node: exp.Expression, table: Any, statement: exp.Select) -> Column | None:
+def _plain_column(node: exp.Expr, table: Any, statement: exp.Select) -> Column | None:
     if isinstance(node, exp.Literal) and node.is_int:
         index = int(node.name) - 1
         if 0 <= index < len(statement.expressions):
@@ -163,7 +163,7 @@ def _plain_column(node: exp.Expression, table: Any, statement: exp.Select) -> Co
     return None
 
 
-def _aggregate_output(node: exp.Expression, name: str, table: Any) -> Output:
+def _aggregate_output(node: exp.Expr, name: str, table: Any) -> Output:
     if isinstance(node, exp.Count):
         argument = node.this
         if isinstance(argument, exp.Distinct):
@@ -195,7 +195,7 @@ def _bounds(column: Column) -> tuple[float, float]:
 
 
 def _bounded_column(
-    argument: exp.Expression, table: Any, node: exp.Expression, *, need_bounds: bool
+    argument: exp.Expr, table: Any, node: exp.Expr, *, need_bounds: bool
 ) -> Column:
     column = table.view_column(argument.name) if isinstance(argument, exp.Column) else None
     if column is None:

@@ -35,7 +35,9 @@ def visits_frame() -> pd.DataFrame:
 
 
 def test_threshold_drops_groups_of_few_persons_even_with_many_rows() -> None:
-    released = run("SELECT department, COUNT(*) AS n FROM visits GROUP BY department", visits_frame())
+    released = run(
+        "SELECT department, COUNT(*) AS n FROM visits GROUP BY department", visits_frame()
+    )
     assert released.columns == ["department", "n"]
     assert released.rows == [["内科", 12]]
     assert released.suppressed_rows == 1

@@ -43,7 +43,10 @@ def test_check_sql_accepts_aggregates(sql: str) -> None:
         ('SELECT COUNT(*) FROM patients WHERE "ADDRESS" IS NOT NULL', "column.forbidden"),
         ("SELECT * FROM visits", "output.not_aggregated"),
         ("SELECT cost FROM visits", "output.no_aggregate"),
-        ("SELECT department, cost, COUNT(*) FROM visits GROUP BY department", "output.not_aggregated"),
+        (
+            "SELECT department, cost, COUNT(*) FROM visits GROUP BY department",
+            "output.not_aggregated",
+        ),
         ("SELECT person_id, COUNT(*) FROM visits GROUP BY person_id", "output.identifier_group"),
         ("SELECT visit_id, SUM(cost) FROM visits GROUP BY 1", "output.identifier_group"),
         ("SELECT birth_date, COUNT(*) FROM patients GROUP BY 1", "column.generalised"),
@@ -63,8 +66,11 @@ def test_check_sql_accepts_aggregates(sql: str) -> None:
         ("SELECT COUNT(*) FROM (SELECT * FROM visits)", "sql.unsupported"),
         ("WITH x AS (SELECT * FROM visits) SELECT COUNT(*) FROM x", "sql.unsupported"),
         ("SELECT MAX(cost) FROM visits", "masked.min_max"),
-        ("SELECT COUNT(*) FROM visits v JOIN labs l ON v.visit_id = l.visit_id WHERE person_id = 'x'",
-         "column.ambiguous"),
+        (
+            "SELECT COUNT(*) FROM visits v JOIN labs l ON v.visit_id = l.visit_id "
+            "WHERE person_id = 'x'",
+            "column.ambiguous",
+        ),
         ("SELECT nonsense, COUNT(*) FROM visits GROUP BY 1", "column.unknown"),
         ("SELEC COUNT(*) FROM visits", "sql.parse"),
     ],  # fmt: skip

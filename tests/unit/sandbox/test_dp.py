@@ -46,8 +46,10 @@ def test_dp_release_includes_every_public_key() -> None:
     [
         ("SELECT person_id, COUNT(*) FROM visits GROUP BY person_id", None),
         ("SELECT birth_year, COUNT(*) FROM patients GROUP BY birth_year", "dp.private_group_key"),
-        ("SELECT COUNT(*) FROM visits v JOIN patients p ON v.person_id = p.person_id",
-         "dp.unsupported"),
+        (
+            "SELECT COUNT(*) FROM visits v JOIN patients p ON v.person_id = p.person_id",
+            "dp.unsupported",
+        ),
         ("SELECT COUNT(*) FROM visits ORDER BY 1", "dp.unsupported"),
         ("SELECT SUM(visit_date) FROM visits", "dp.unbounded_column"),
     ],  # fmt: skip
@@ -70,7 +72,9 @@ def test_discrete_laplace_noise_matches_declared_scale() -> None:
     assert all(isinstance(d, int) for d in draws)
     # The discrete Laplace is close to the continuous one at this scale; compare the
     # shifted draws with a continuous Laplace by KS on jittered integers.
-    jittered = [d + u for d, u in zip(draws, stats.uniform.rvs(-0.5, 1, size=len(draws)), strict=True)]
+    jittered = [
+        d + u for d, u in zip(draws, stats.uniform.rvs(-0.5, 1, size=len(draws)), strict=True)
+    ]
     result = stats.kstest(jittered, stats.laplace(scale=scale).cdf)
     assert result.pvalue > 0.001, result
 
