@@ -118,7 +118,9 @@ def parse_harness_output(stdout: str, *, max_output_bytes: int, log: str = "") -
     through disclosure control; the error fields are validated so that no
     value from the data can ride on them.
     """
-    if len(stdout.encode("utf-8", "replace")) > max_output_bytes + 4096:
+    # The line carries the tables and a tail of the job's log (at most
+    # LOG_TAIL_BYTES before JSON escaping); the tables alone are checked below.
+    if len(stdout.encode("utf-8", "replace")) > max_output_bytes + 1024 * 1024:
         raise JobFailed(
             "output_too_large",
             f"The job's output is larger than the cap of {max_output_bytes} bytes.",
@@ -161,8 +163,15 @@ def parse_harness_output(stdout: str, *, max_output_bytes: int, log: str = "") -
             line=line,
             log=log,
         )
+    raw_tables = envelope.get("tables", [])
+    if len(json.dumps(raw_tables, ensure_ascii=False).encode()) > max_output_bytes:
+        raise JobFailed(
+            "output_too_large",
+            f"The job's output is larger than the cap of {max_output_bytes} bytes.",
+            log=log,
+        )
     tables = []
-    for raw in envelope.get("tables", []):
+    for raw in raw_tables:
         try:
             tables.append(
                 OutputTable(

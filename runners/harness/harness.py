@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 RESULT_MARKER = "SANDBOX-RESULT "
-LOG_TAIL_CHARS = 1_000_000
+LOG_TAIL_BYTES = 128 * 1024  # what the auditor's copy keeps of a job's output
 
 
 class OutputTooLarge(Exception):
@@ -145,9 +145,9 @@ def main() -> int:
     sys.stdout.flush()
     sys.stderr.flush()
     try:
-        with open(log_path, encoding="utf-8", errors="replace") as handle:
-            handle.seek(max(0, os.path.getsize(log_path) - LOG_TAIL_CHARS))
-            envelope["log"] = handle.read()
+        with open(log_path, "rb") as handle:
+            handle.seek(max(0, os.path.getsize(log_path) - LOG_TAIL_BYTES))
+            envelope["log"] = handle.read().decode("utf-8", "replace")
     except OSError:
         envelope["log"] = ""
     envelope["duration_s"] = round(time.monotonic() - started, 4)

@@ -1,0 +1,252 @@
+"""The production runner: each job in its own locked-down Docker container.
+
+The container runs the same harness as the development runner (built into
+the image by :mod:`runners.image`), sees only this job's view at ``/input``
+(read-only), has no network, a read-only root, a small ``/tmp``, no
+capabilities and limits on memory, CPU, processes, time and output. Only the
+harness's standard output is read back; it carries the one result line.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import secrets
+import stat
+import time
+from typing import Any
+
+import requests
+from docker.errors import APIError, DockerException, ImageNotFound, NotFound
+from docker.types import LogConfig, Mount, Ulimit
+
+from runners.contract import JobFailed, JobSpec, RunnerUnavailable, RunResult, parse_harness_output
+from runners.image import IMAGE_TAG
+
+logger = logging.getLogger(__name__)
+
+LABEL_JOB = "sandbox.job"
+LABEL_RUNNER = "sandbox.runner"
+LABEL_DEADLINE = "sandbox.deadline"
+RUNNER_USER = "10001:10001"
+# Time, past a job's own timeout, after which its container is surely an orphan.
+ORPHAN_GRACE_S = 60
+STDERR_TAIL_BYTES = 64 * 1024
+# What a lost or failing engine raises: the SDK's errors, and the HTTP
+# client's when the connection itself breaks.
+ENGINE_ERRORS = (DockerException, requests.exceptions.RequestException)
+
+
+class DockerRunner:
+    name = "docker"
+
+    def __init__(
+        self,
+        client: Any | None = None,
+        *,
+        image: str = IMAGE_TAG,
+        runtime: str | None = None,
+    ) -> None:
+        """``runtime`` names an engine runtime such as ``runsc`` (gVisor) for
+        a second wall around the job; None uses the engine's default (runc)."""
+        self._client = client
+        self.image = image
+        self.runtime = runtime
+
+    def run(self, spec: JobSpec) -> RunResult:
+        client = self._engine()
+        try:
+            client.images.get(self.image)
+        except ImageNotFound as error:
+            raise RunnerUnavailable(
+                f"The runner image {self.image} is missing; build it with "
+                "`sandbox runner build-image` (or `python -m runners.image`)."
+            ) from error
+        except ENGINE_ERRORS as error:
+            raise RunnerUnavailable(f"The Docker engine is not reachable: {error}") from error
+        spec.write_job_file()
+        _let_runner_read(spec)
+        try:
+            container = client.containers.create(self.image, **self._container_options(spec))
+        except ENGINE_ERRORS as error:
+            raise RunnerUnavailable(
+                f"The Docker engine could not create the job: {error}"
+            ) from error
+        started = time.monotonic()
+        try:
+            try:
+                container.start()
+                self._wait(container, spec, started)
+                container.reload()
+                oom_killed = bool(container.attrs["State"].get("OOMKilled"))
+                # Standard output only: it carries nothing but the harness's result line.
+                stdout = container.logs(stdout=True, stderr=False).decode("utf-8", "replace")
+            except ENGINE_ERRORS as error:
+                raise RunnerUnavailable(
+                    f"The Docker engine failed during the job: {error}"
+                ) from error
+            if oom_killed:
+                raise JobFailed(
+                    "memory", f"The job exceeded its memory limit of {spec.memory_mb} MB."
+                )
+            try:
+                result = parse_harness_output(stdout, max_output_bytes=spec.max_output_bytes)
+            except JobFailed as failure:
+                if failure.reason == "malformed_output" and not failure.log:
+                    failure.log = _stderr_tail(container)  # why it crashed, for auditors
+                raise
+            return RunResult(result.tables, result.log, time.monotonic() - started)
+        finally:
+            _remove(container)
+
+    def cleanup_orphans(self) -> int:
+        """Remove this runner's containers that no job is waiting for; return how many.
+
+        A container still inside its job's time limit is left alone, so a
+        worker starting up does not kill the jobs of another worker on the
+        same engine.
+        """
+        client = self._engine()
+        try:
+            containers = client.containers.list(all=True, filters={"label": f"{LABEL_RUNNER}=1"})
+        except ENGINE_ERRORS as error:
+            raise RunnerUnavailable(f"The Docker engine is not reachable: {error}") from error
+        removed = 0
+        now = time.time()
+        for container in containers:
+            deadline = _float(container.labels.get(LABEL_DEADLINE))
+            if container.status == "running" and deadline is not None and now < deadline:
+                continue
+            if _remove(container):
+                removed += 1
+        return removed
+
+    @property
+    def client(self) -> Any:
+        """The Docker client, made from the environment on first use."""
+        return self._engine()
+
+    def _engine(self) -> Any:
+        if self._client is None:
+            import docker
+
+            try:
+                self._client = docker.from_env(timeout=30)
+            except ENGINE_ERRORS as error:
+                raise RunnerUnavailable(f"The Docker engine is not reachable: {error}") from error
+        return self._client
+
+    def _container_options(self, spec: JobSpec) -> dict[str, Any]:
+        deadline = time.time() + spec.timeout_s + ORPHAN_GRACE_S
+        options: dict[str, Any] = {
+            "name": f"sandbox-job-{_name_part(spec.job_id)}-{secrets.token_hex(3)}",
+            # Only this job's view, read-only: the job cannot change its input.
+            "mounts": [Mount("/input", str(spec.input_dir.resolve()), type="bind", read_only=True)],
+            # No network namespace peers: nothing to exfiltrate to, nothing to fetch.
+            "network_mode": "none",
+            # Nothing in the image can be replaced or planted between jobs.
+            "read_only": True,
+            # The only writable place: small, no programs run from it, no setuid.
+            "tmpfs": {"/tmp": f"size={spec.tmp_mb}m,mode=1777,noexec,nosuid,nodev"},
+            # No /dev/shm: a second writable place outside the /tmp cap.
+            "ipc_mode": "none",
+            # Not root, and nobody on the host.
+            "user": RUNNER_USER,
+            # No capability at all: the job needs none to compute.
+            "cap_drop": ["ALL"],
+            # setuid programs cannot raise privileges either.
+            "security_opt": ["no-new-privileges"],
+            # The same number twice: no swap, so the limit is real memory.
+            "mem_limit": f"{spec.memory_mb}m",
+            "memswap_limit": f"{spec.memory_mb}m",
+            # A CPU share, so one job cannot starve the others.
+            "nano_cpus": int(spec.cpus * 1_000_000_000),
+            # Processes and threads: a fork bomb stops here.
+            "pids_limit": spec.pids,
+            # No core dump: it would hold the job's data and land on the host.
+            "ulimits": [Ulimit(name="core", soft=0, hard=0)],
+            # Only what the harness reads; no host environment, no secrets.
+            "environment": {"SANDBOX_INPUT": "/input", "SANDBOX_TMP": "/tmp"},
+            # json-file so the output can be read back, and bounded on disk: two
+            # files, each larger than any output the cap allows even after JSON
+            # escaping, so an oversized output is seen as such, not as a cut one.
+            "log_config": LogConfig(
+                type="json-file",
+                config={"max-size": str(2 * spec.max_output_bytes + 1024 * 1024), "max-file": "2"},
+            ),
+            # To find (and remove) this runner's containers after a crash.
+            "labels": {
+                LABEL_JOB: spec.job_id,
+                LABEL_RUNNER: "1",
+                LABEL_DEADLINE: f"{deadline:.0f}",
+            },
+        }
+        if self.runtime:
+            # e.g. runsc: a user-space kernel between the job and the host's.
+            options["runtime"] = self.runtime
+        return options
+
+    def _wait(self, container: Any, spec: JobSpec, started: float) -> None:
+        try:
+            container.wait(timeout=spec.timeout_s)
+        except (requests.exceptions.ReadTimeout, requests.exceptions.ConnectionError) as error:
+            if time.monotonic() - started < spec.timeout_s:
+                raise RunnerUnavailable(f"The Docker engine stopped answering: {error}") from error
+            _kill(container)
+            raise JobFailed("timeout", f"The job timed out after {spec.timeout_s} s.") from error
+
+
+def _let_runner_read(spec: JobSpec) -> None:
+    """Let the container's user read the view.
+
+    That user (uid 10001) is nobody on the host. The bind mount bypasses the
+    view folder's parents, so the folder and its files get read access for
+    everyone while the parents (the private instance folder) keep strangers
+    on the host out.
+    """
+    folder = spec.input_dir
+    mode = folder.stat().st_mode
+    folder.chmod(stat.S_IMODE(mode) | 0o555)
+    for path in folder.iterdir():
+        # Not through a symbolic link: its target is outside the view anyway.
+        if path.is_file() and not path.is_symlink():
+            path.chmod(stat.S_IMODE(path.stat().st_mode) | 0o444)
+
+
+def _kill(container: Any) -> None:
+    try:
+        container.kill()
+    except (NotFound, APIError) as error:
+        # Most likely it ended by itself meanwhile; removal follows anyway.
+        logger.info("could not kill container %s: %s", container.id, error)
+
+
+def _remove(container: Any) -> bool:
+    try:
+        container.remove(force=True)
+    except NotFound:
+        return False
+    except ENGINE_ERRORS as error:
+        # Not fatal to the job; cleanup_orphans() removes it later.
+        logger.warning("could not remove container %s: %s", container.id, error)
+        return False
+    return True
+
+
+def _stderr_tail(container: Any) -> str:
+    try:
+        stderr = container.logs(stdout=False, stderr=True, tail=200)
+    except ENGINE_ERRORS:
+        return ""
+    return bytes(stderr[-STDERR_TAIL_BYTES:]).decode("utf-8", "replace")
+
+
+def _name_part(job_id: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]", "-", job_id)[:60] or "job"
+
+
+def _float(value: str | None) -> float | None:
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return None

@@ -1,0 +1,430 @@
+"""The Docker runner against a real engine and the real runner image.
+
+Each hostile job does its probing itself and reports what happened in an
+output table, so the assertions read what the job could and could not do.
+"""
+
+from __future__ import annotations
+
+import gc
+import textwrap
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+
+from runners.contract import JobFailed, JobSpec, RunnerUnavailable, RunResult
+from runners.docker_runner import LABEL_JOB, LABEL_RUNNER, DockerRunner
+from runners.image import IMAGE_TAG
+
+pytestmark = pytest.mark.docker
+
+
+@pytest.fixture
+def runner(docker_client: Any) -> DockerRunner:
+    return DockerRunner(docker_client)
+
+
+@pytest.fixture
+def view(tmp_path: Path) -> Path:
+    folder = tmp_path / "view"
+    folder.mkdir(mode=0o700)
+    pd.DataFrame(
+        {
+            "person_id": [1, 2, 3, 4, 5],
+            "department": ["cardiology", "oncology", "cardiology", "oncology", "cardiology"],
+            "age": [34, 51, 67, 45, 29],
+        }
+    ).to_parquet(folder / "visits.parquet")
+    return folder
+
+
+def make_spec(view: Path, code: str, *, language: str = "python", **limits: Any) -> JobSpec:
+    return JobSpec(
+        job_id=f"test-{uuid.uuid4().hex[:12]}",
+        language=language,  # type: ignore[arg-type]
+        code=textwrap.dedent(code),
+        input_dir=view,
+        **{"timeout_s": 30, **limits},
+    )
+
+
+def job_containers(client: Any, job_id: str) -> list[Any]:
+    return client.containers.list(all=True, filters={"label": f"{LABEL_JOB}={job_id}"})
+
+
+def run_job(runner: DockerRunner, spec: JobSpec) -> RunResult:
+    """Run a job and check that, however it ended, its container is gone."""
+    try:
+        return runner.run(spec)
+    finally:
+        assert job_containers(runner.client, spec.job_id) == []
+
+
+def probe(runner: DockerRunner, view: Path, code: str, **limits: Any) -> dict[str, str]:
+    """Run a job that writes ``check -> outcome`` rows to the table "probe"."""
+    result = run_job(runner, make_spec(view, code, **limits))
+    (table,) = result.tables
+    assert table.name == "probe"
+    return {check: outcome for check, outcome in table.rows}
+
+
+PROBE_HELPERS = """
+import errno
+import pandas as pd
+import sandbox_job
+
+outcomes = {}
+
+def attempt(check, action):
+    try:
+        action()
+        outcomes[check] = "ok"
+    except OSError as error:
+        outcomes[check] = errno.errorcode.get(error.errno or 0, type(error).__name__)
+
+def report():
+    frame = pd.DataFrame(sorted(outcomes.items()), columns=["check", "outcome"])
+    sandbox_job.output("probe", frame, kind="model_summary", count_column=None)
+"""
+
+
+def test_sql_job_returns_table(runner: DockerRunner, view: Path) -> None:
+    spec = make_spec(
+        view,
+        "SELECT department, count(*) AS n FROM visits GROUP BY department ORDER BY department",
+        language="sql",
+    )
+
+    result = run_job(runner, spec)
+
+    (table,) = result.tables
+    assert table.name == "result"
+    assert table.columns == ["department", "n"]
+    assert table.rows == [["cardiology", 3], ["oncology", 2]]
+
+
+def test_python_job_returns_table(runner: DockerRunner, view: Path) -> None:
+    code = """
+    import sandbox_job
+    visits = sandbox_job.table("visits")
+    print("this line goes to the auditors' log")
+    by_department = visits.groupby("department").age.agg(["count", "mean"]).reset_index()
+    sandbox_job.output("ages", by_department, kind="magnitude", count_column="count")
+    """
+
+    result = run_job(runner, make_spec(view, code))
+
+    (table,) = result.tables
+    assert table.name == "ages"
+    assert table.columns == ["department", "count", "mean"]
+    assert table.rows == [["cardiology", 3, pytest.approx(43.333, abs=1e-3)], ["oncology", 2, 48.0]]
+    assert table.declared == {"kind": "magnitude", "count_column": "count"}
+    assert "auditors' log" in result.log
+
+
+def test_python_job_network_unreachable(runner: DockerRunner, view: Path) -> None:
+    # Connecting is only tried when loopback is the sole interface, so this
+    # test cannot send a packet off the machine even if isolation broke.
+    code = (
+        PROBE_HELPERS
+        + """
+import socket
+interfaces = sorted(name for _, name in socket.if_nameindex())
+outcomes["interfaces"] = ",".join(interfaces)
+if interfaces == ["lo"]:
+    attempt("connect", lambda: socket.create_connection(("192.0.2.1", 80), timeout=2))
+    def resolve():
+        try:
+            socket.getaddrinfo("example.com", 80)
+        except socket.gaierror as error:
+            raise OSError(errno.EHOSTUNREACH, str(error)) from error
+    attempt("resolve", resolve)
+report()
+"""
+    )
+
+    outcomes = probe(runner, view, code)
+
+    assert outcomes["interfaces"] == "lo"
+    assert outcomes["connect"] == "ENETUNREACH"
+    assert outcomes["resolve"] == "EHOSTUNREACH"
+
+
+def test_python_job_cannot_write_root_or_input(runner: DockerRunner, view: Path) -> None:
+    code = (
+        PROBE_HELPERS
+        + """
+def write(path):
+    with open(path, "w") as handle:
+        handle.write("x")
+attempt("root", lambda: write("/planted"))
+attempt("etc", lambda: write("/etc/planted"))
+attempt("harness", lambda: write("/opt/sandbox/harness.py"))
+attempt("input_new", lambda: write("/input/planted.parquet"))
+attempt("input_existing", lambda: write("/input/visits.parquet"))
+attempt("tmp", lambda: write("/tmp/scratch"))
+report()
+"""
+    )
+
+    outcomes = probe(runner, view, code)
+
+    for place in ("root", "etc", "harness", "input_new", "input_existing"):
+        assert outcomes[place] in ("EROFS", "EACCES"), place
+    assert outcomes["tmp"] == "ok"
+    assert sorted(p.name for p in view.iterdir()) == ["job.json", "visits.parquet"]
+
+
+def test_python_job_cannot_run_programs_from_tmp(runner: DockerRunner, view: Path) -> None:
+    code = (
+        PROBE_HELPERS
+        + """
+import os, shutil, subprocess
+shutil.copy("/bin/true", "/tmp/true")
+os.chmod("/tmp/true", 0o755)
+attempt("exec_tmp", lambda: subprocess.run(["/tmp/true"], check=True))
+attempt("exec_bin", lambda: subprocess.run(["/bin/true"], check=True))
+report()
+"""
+    )
+
+    outcomes = probe(runner, view, code)
+
+    assert outcomes["exec_tmp"] == "EACCES"
+    assert outcomes["exec_bin"] == "ok"
+
+
+def test_python_job_runs_unprivileged(runner: DockerRunner, view: Path) -> None:
+    code = (
+        PROBE_HELPERS
+        + """
+for line in open("/proc/self/status"):
+    key, _, value = line.partition(":")
+    if key in ("Uid", "Gid", "Groups", "CapEff", "CapPrm", "CapBnd", "NoNewPrivs"):
+        outcomes[key] = " ".join(value.split())
+report()
+"""
+    )
+
+    status = probe(runner, view, code)
+
+    assert status["Uid"] == "10001 10001 10001 10001"
+    assert status["Gid"] == "10001 10001 10001 10001"
+    assert status["Groups"] == "10001"
+    assert status["CapEff"] == "0000000000000000"
+    assert status["CapPrm"] == "0000000000000000"
+    assert status["CapBnd"] == "0000000000000000"
+    assert status["NoNewPrivs"] == "1"
+
+
+def test_python_job_sees_no_host_environment(
+    runner: DockerRunner, view: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SANDBOX_SECRET_KEY", "do-not-leak-4f1c")
+    monkeypatch.setenv("SANDBOX_DATABASE_URL", "postgresql://user:do-not-leak-4f1c@db/x")
+    code = (
+        PROBE_HELPERS
+        + """
+import os
+for name, value in os.environ.items():
+    outcomes[name] = value
+report()
+"""
+    )
+
+    environment = probe(runner, view, code)
+
+    sandbox_names = {name for name in environment if name.startswith("SANDBOX")}
+    assert sandbox_names == {"SANDBOX_INPUT", "SANDBOX_TMP"}
+    assert not any("do-not-leak" in value for value in environment.values())
+    assert set(environment) <= {
+        "SANDBOX_INPUT",
+        "SANDBOX_TMP",
+        "PATH",
+        "HOME",
+        "HOSTNAME",
+        "OPENBLAS_NUM_THREADS",
+        "LC_CTYPE",  # set by Python itself in the C locale (PEP 538)
+    }
+
+
+def test_endless_loop_times_out(runner: DockerRunner, view: Path) -> None:
+    spec = make_spec(view, "while True:\n    pass\n", timeout_s=3)
+    started = time.monotonic()
+
+    with pytest.raises(JobFailed) as failure:
+        run_job(runner, spec)
+
+    assert failure.value.reason == "timeout"
+    assert failure.value.message == "The job timed out after 3 s."
+    assert time.monotonic() - started < 15
+
+
+def test_memory_bomb_is_killed(runner: DockerRunner, view: Path) -> None:
+    code = """
+    blocks = []
+    while True:
+        blocks.append(b"x" * (16 * 1024 * 1024))
+    """
+    spec = make_spec(view, code, memory_mb=128)
+
+    with pytest.raises(JobFailed) as failure:
+        run_job(runner, spec)
+
+    assert failure.value.reason == "memory"
+    assert failure.value.message == "The job exceeded its memory limit of 128 MB."
+
+
+def test_fork_bomb_hits_pids_limit(runner: DockerRunner, view: Path) -> None:
+    code = (
+        PROBE_HELPERS
+        + """
+import os, time
+children = 0
+while True:
+    try:
+        pid = os.fork()
+    except OSError as error:
+        outcomes["fork"] = errno.errorcode[error.errno]
+        break
+    if pid == 0:
+        time.sleep(60)
+        os._exit(0)
+    children += 1
+outcomes["children"] = str(children)
+report()
+"""
+    )
+
+    outcomes = probe(runner, view, code, pids=32)
+
+    assert outcomes["fork"] == "EAGAIN"
+    assert 0 < int(outcomes["children"]) < 32
+
+
+def test_fork_bomb_times_out_and_runner_serves_next_job(runner: DockerRunner, view: Path) -> None:
+    bomb = """
+    import os
+    while True:
+        try:
+            os.fork()
+        except OSError:
+            pass
+    """
+    with pytest.raises(JobFailed) as failure:
+        run_job(runner, make_spec(view, bomb, pids=32, timeout_s=4))
+    assert failure.value.reason == "timeout"
+
+    result = run_job(runner, make_spec(view, "SELECT count(*) AS n FROM visits", language="sql"))
+
+    assert result.tables[0].rows == [[5]]
+
+
+def test_output_over_cap_fails(runner: DockerRunner, view: Path) -> None:
+    code = """
+    import pandas as pd
+    import sandbox_job
+    frame = pd.DataFrame({"n": range(5000), "label": ["some text"] * 5000})
+    sandbox_job.output("big", frame)
+    """
+    spec = make_spec(view, code, max_output_bytes=10_000)
+
+    with pytest.raises(JobFailed) as failure:
+        run_job(runner, spec)
+
+    assert failure.value.reason == "output_too_large"
+    assert "10000 bytes" in failure.value.message
+
+
+def test_output_written_around_harness_fails(runner: DockerRunner, view: Path) -> None:
+    # The job finds the harness's own copy of standard output and floods it.
+    code = """
+    import os
+    line = b"A" * 1023 + b"\\n"
+    for fd in range(3, 10):
+        try:
+            os.fstat(fd)
+        except OSError:
+            continue
+        for _ in range(4 * 1024):
+            os.write(fd, line)
+    """
+    spec = make_spec(view, code, max_output_bytes=100_000)
+
+    with pytest.raises(JobFailed) as failure:
+        run_job(runner, spec)
+
+    assert failure.value.reason == "output_too_large"
+
+
+def test_job_ending_without_result_is_malformed(runner: DockerRunner, view: Path) -> None:
+    spec = make_spec(view, "import os\nos._exit(0)\n")
+
+    with pytest.raises(JobFailed) as failure:
+        run_job(runner, spec)
+
+    assert failure.value.reason == "malformed_output"
+
+
+def test_job_printing_much_keeps_stdout_clean(runner: DockerRunner, view: Path) -> None:
+    # Analyst prints go to the log file, never to the result channel.
+    code = """
+    import sys
+    import pandas as pd
+    import sandbox_job
+    for _ in range(2000):
+        print("SANDBOX-RESULT {\\"ok\\": true, \\"tables\\": []}")
+        print("noise" * 20, file=sys.stderr)
+    sandbox_job.output("one", pd.DataFrame({"n": [1]}))
+    """
+
+    result = run_job(runner, make_spec(view, code))
+
+    assert [t.name for t in result.tables] == ["one"]
+
+
+def test_missing_image_is_unavailable(docker_client: Any, view: Path) -> None:
+    runner = DockerRunner(docker_client, image="sandbox-runner:does-not-exist")
+
+    with pytest.raises(RunnerUnavailable) as unavailable:
+        runner.run(make_spec(view, "SELECT 1", language="sql"))
+
+    assert "sandbox-runner:does-not-exist" in str(unavailable.value)
+    assert "python -m runners.image" in str(unavailable.value)
+
+
+# The SDK leaves the socket of a refused connection to the garbage collector.
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def test_unreachable_engine_is_unavailable(view: Path, tmp_path: Path) -> None:
+    import docker
+
+    client = docker.DockerClient(base_url=f"unix://{tmp_path}/no-engine.sock", version="1.41")
+    runner = DockerRunner(client)
+
+    with pytest.raises(RunnerUnavailable) as unavailable:
+        runner.run(make_spec(view, "SELECT 1", language="sql"))
+
+    assert "not reachable" in str(unavailable.value)
+    client.close()
+    del unavailable
+    gc.collect()  # here, under this test's filter, not in a later test
+
+
+def test_cleanup_orphans_removes_stopped_containers(
+    runner: DockerRunner, docker_client: Any
+) -> None:
+    orphan = docker_client.containers.create(
+        IMAGE_TAG, network_mode="none", labels={LABEL_JOB: "orphan", LABEL_RUNNER: "1"}
+    )
+    try:
+        removed = runner.cleanup_orphans()
+
+        assert removed >= 1
+        assert job_containers(docker_client, "orphan") == []
+    finally:
+        if job_containers(docker_client, "orphan"):
+            orphan.remove(force=True)
