@@ -101,8 +101,8 @@ def test_api_bad_input_is_a_clear_json_error(live_portal: LivePortal) -> None:
         ({"dataset": "health", "language": "cobol", "mode": "masked", "code": "x"}, 400),
         ({"dataset": "nope", "language": "sql", "mode": "masked", "code": "SELECT 1"}, 404),
         ({"dataset": "health", "language": "sql", "mode": "dp", "code": "x", "epsilon": "1"}, 400),
-        ({"dataset": "health", "language": "sql", "mode": "dp", "code": "SELECT COUNT(*) FROM visits",
-          "epsilon": 50}, 422),
+        ({"dataset": "health", "language": "sql", "mode": "dp",
+          "code": "SELECT COUNT(*) FROM visits", "epsilon": 50}, 422),
         ("not an object", 400),
     ]  # fmt: skip
     for body, expected in cases:
