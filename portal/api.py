@@ -8,7 +8,7 @@ from flask import Blueprint, Response, current_app, g, jsonify, request
 
 from portal.auth import requires, sandbox
 from sandbox import audit, grants, jobs, reads, reviews, users
-from sandbox.errors import InvalidRequest, PolicyRejected
+from sandbox.errors import InvalidRequest, PolicyRejected, Unauthenticated
 from sandbox.models import Grant, Role, User
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
@@ -36,9 +36,16 @@ def token() -> Any:
     body = _body()
     username = _field(body, "username", str)
     password = _field(body, "password", str)
+    failure: Unauthenticated | None = None
     with sandbox().tx() as db:
-        user = users.authenticate(db, username=username, password=password)
-        issued = users.issue_token(db, user=user)
+        try:
+            user = users.authenticate(db, username=username, password=password)
+        except Unauthenticated as error:
+            failure = error  # raised after the commit, so the audit keeps the failed login
+        else:
+            issued = users.issue_token(db, user=user)
+    if failure is not None:
+        raise failure
     return jsonify(token=issued, role=user.role)
 
 

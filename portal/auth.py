@@ -13,6 +13,7 @@ from sandbox.context import Sandbox
 from sandbox.errors import Forbidden, Unauthenticated
 
 F = TypeVar("F", bound=Callable[..., Any])
+SAFE_METHODS = frozenset({"GET", "HEAD"})
 
 
 def sandbox() -> Sandbox:
@@ -27,7 +28,11 @@ def _current_user_id() -> int:
             user = users.user_for_token(db, header.removeprefix("Bearer ").strip())
             g.role, g.username = user.role, user.username
             return user.id
-    if "user_id" in session:
+    # The browser's session cookie stands for the user on pages and on API
+    # reads; an API call that changes something needs the bearer token, so a
+    # forged cross-site request cannot ride on the cookie.
+    cookie_allowed = not request.path.startswith("/api/") or request.method in SAFE_METHODS
+    if "user_id" in session and cookie_allowed:
         g.role, g.username = session["role"], session["username"]
         return int(session["user_id"])
     raise Unauthenticated("Log in first: send Authorization: Bearer <token>.")

@@ -194,9 +194,7 @@ def _bounds(column: Column) -> tuple[float, float]:
     return (float(low), float(high))
 
 
-def _bounded_column(
-    argument: exp.Expr, table: Any, node: exp.Expr, *, need_bounds: bool
-) -> Column:
+def _bounded_column(argument: exp.Expr, table: Any, node: exp.Expr, *, need_bounds: bool) -> Column:
     column = table.view_column(argument.name) if isinstance(argument, exp.Column) else None
     if column is None:
         raise _unsupported("dp aggregates take a plain column of the table.", node)

@@ -139,3 +139,15 @@ def test_api_mock_rows_have_the_view_schema(live_portal: LivePortal) -> None:
     header, *rows = csv.strip().splitlines()
     assert header.split(",") == ["person_id", "sex", "birth_year", "district", "consent_research"]
     assert len(rows) == 5
+
+
+def test_api_failed_login_is_audited(live_portal: LivePortal) -> None:
+    status, body = live_portal.request(
+        "POST", "/api/v1/auth/token", {"username": "analyst", "password": "wrong"}
+    )
+    assert status == 401 and body["error"]["code"] == "unauthenticated"
+    with live_portal.sandbox.tx() as session:
+        from sandbox.models import AuditEntry
+
+        failed = session.query(AuditEntry).filter_by(action="auth.failed", subject="analyst")
+        assert failed.count() >= 1

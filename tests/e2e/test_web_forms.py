@@ -1,0 +1,170 @@
+"""The web pages through Flask's test client (no browser): CSRF, access, form answers."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+from sqlalchemy import select
+
+from portal import create_app
+from sandbox.models import AuditEntry
+
+MASKED_SQL = (
+    "SELECT p.district, COUNT(*) AS n FROM visits v "
+    "JOIN patients p ON v.person_id = p.person_id GROUP BY p.district"
+)
+TOKEN = re.compile(r'name="csrf_token" value="([^"]+)"')
+
+
+@pytest.fixture
+def app(sandbox_instance: Any) -> Flask:
+    queued: list[str] = []
+    app = create_app({"SANDBOX": sandbox_instance, "ENQUEUE": queued.append, "TESTING": True})
+    app.config["QUEUED"] = queued
+    return app
+
+
+@pytest.fixture
+def credentials(sandbox_instance: Any) -> dict[str, str]:
+    return dict(sandbox_instance.credentials)
+
+
+def csrf_of(client: FlaskClient, path: str) -> str:
+    page = client.get(path)
+    found = TOKEN.search(page.get_data(as_text=True))
+    assert found, f"no CSRF token on {path}"
+    return found.group(1)
+
+
+def log_in(client: FlaskClient, username: str, password: str) -> None:
+    token = csrf_of(client, "/login")
+    answer = client.post(
+        "/login", data={"username": username, "password": password, "csrf_token": token}
+    )
+    assert answer.status_code == 303, answer.get_data(as_text=True)
+
+
+def submit(client: FlaskClient, code: str, **fields: str) -> Any:
+    token = csrf_of(client, "/jobs/new")
+    form = {"dataset": "health", "mode": "masked", "language": "sql", "code": code}
+    return client.post("/jobs/new", data=form | fields | {"csrf_token": token})
+
+
+def test_web_login_without_csrf_token_is_400(app: Flask, credentials: dict[str, str]) -> None:
+    client = app.test_client()
+    client.get("/login")
+    answer = client.post("/login", data={"username": "analyst", "password": credentials["analyst"]})
+    assert answer.status_code == 400
+    assert "user_id" not in _session(client)
+
+
+def test_web_job_submit_without_csrf_token_is_400(app: Flask, credentials: dict[str, str]) -> None:
+    client = app.test_client()
+    log_in(client, "analyst", credentials["analyst"])
+    form = {"dataset": "health", "mode": "masked", "language": "sql", "code": MASKED_SQL}
+    assert client.post("/jobs/new", data=form).status_code == 400
+    wrong = form | {"csrf_token": "not-the-token"}
+    assert client.post("/jobs/new", data=wrong).status_code == 400
+    assert app.config["QUEUED"] == []
+
+
+def test_web_logout_without_csrf_token_is_400(app: Flask, credentials: dict[str, str]) -> None:
+    client = app.test_client()
+    log_in(client, "analyst", credentials["analyst"])
+    assert client.post("/logout").status_code == 400
+    assert client.get("/").status_code == 200  # still logged in
+
+
+def test_web_job_page_of_another_analyst_is_404(app: Flask, credentials: dict[str, str]) -> None:
+    other = app.test_client()
+    log_in(other, "analyst2", credentials["analyst2"])
+    answer = submit(other, MASKED_SQL)
+    assert answer.status_code == 303
+    job_path = answer.headers["Location"]
+    assert other.get(job_path).status_code == 200
+
+    client = app.test_client()
+    log_in(client, "analyst", credentials["analyst"])
+    page = client.get(job_path)
+    assert page.status_code == 404
+    assert MASKED_SQL not in page.get_data(as_text=True)
+
+
+def test_web_home_without_login_redirects_to_login(app: Flask) -> None:
+    answer = app.test_client().get("/")
+    assert answer.status_code == 302
+    assert answer.headers["Location"].startswith("/login")
+
+
+def test_web_login_wrong_password_is_401_with_message_and_audited(
+    app: Flask, sandbox_instance: Any
+) -> None:
+    client = app.test_client()
+    token = csrf_of(client, "/login")
+    answer = client.post(
+        "/login", data={"username": "analyst", "password": "wrong", "csrf_token": token}
+    )
+    assert answer.status_code == 401
+    assert "用户名或密码错误" in answer.get_data(as_text=True)
+    with sandbox_instance.tx() as db:
+        failed = db.scalars(select(AuditEntry).where(AuditEntry.action == "auth.failed")).all()
+        assert [entry.subject for entry in failed] == ["analyst"]
+
+
+def test_web_job_rejected_shows_findings_and_keeps_code(
+    app: Flask, credentials: dict[str, str]
+) -> None:
+    client = app.test_client()
+    log_in(client, "analyst", credentials["analyst"])
+    code = "SELECT name, COUNT(*) AS n FROM patients GROUP BY name"
+    answer = submit(client, code)
+    assert answer.status_code == 422
+    html = answer.get_data(as_text=True)
+    assert "column.forbidden" in html
+    assert "SELECT name, COUNT(*) AS n FROM patients GROUP BY name</textarea>" in html
+    assert app.config["QUEUED"] == []
+
+
+def test_web_job_submitted_redirects_to_its_page(app: Flask, credentials: dict[str, str]) -> None:
+    client = app.test_client()
+    log_in(client, "analyst", credentials["analyst"])
+    answer = submit(client, MASKED_SQL)
+    assert answer.status_code == 303
+    (job_id,) = app.config["QUEUED"]
+    assert answer.headers["Location"] == f"/jobs/{job_id}"
+    page = client.get(f"/jobs/{job_id}").get_data(as_text=True)
+    assert 'http-equiv="refresh" content="2"' in page  # queued: the page polls itself
+    assert job_id in client.get("/jobs").get_data(as_text=True)
+
+
+def test_web_language_switch_refuses_offsite_redirect(app: Flask) -> None:
+    client = app.test_client()
+    for offsite in ("//example.com/x", "/\t/example.com", "/\\example.com", "https://example.com"):
+        answer = client.get("/lang/en", query_string={"next": offsite})
+        assert answer.headers["Location"] == "/", offsite
+    assert client.get("/lang/en?next=/jobs").headers["Location"] == "/jobs"
+    assert "Log in" in client.get("/login").get_data(as_text=True)
+    assert client.get("/lang/fr").status_code == 404
+
+
+def _session(client: FlaskClient) -> dict[str, Any]:
+    with client.session_transaction() as session:
+        return dict(session)
+
+
+def test_web_session_cookie_reads_but_cannot_write_the_api(
+    app: Flask, credentials: dict[str, str]
+) -> None:
+    client = app.test_client()
+    log_in(client, "analyst", credentials["analyst"])
+    assert client.get("/api/v1/budget").status_code == 200
+    answer = client.post(
+        "/api/v1/jobs",
+        json={"dataset": "health", "language": "sql", "mode": "masked", "code": MASKED_SQL},
+    )
+    assert answer.status_code == 401
+    assert app.config["QUEUED"] == []
