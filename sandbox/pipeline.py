@@ -19,7 +19,7 @@ from sqlalchemy import select
 from datasets.views import build_view, pseudonym_key, write_view
 from policies.decision import Finding
 from policies.disclosure import DisclosureError, apply_threshold, check_declared_output
-from runners import JobFailed, JobSpec, RunResult
+from runners import JobFailed, JobSpec, RunnerUnavailable, RunResult
 from sandbox import audit, grants
 from sandbox.context import Sandbox
 from sandbox.dp.planner import release_noisy
@@ -82,6 +82,12 @@ def run_job(sandbox: Sandbox, job_id: str) -> str:
             job = session.get_one(Job, job_id)
             _fail(job, session, f"run.{failure.reason}", failure.message, log=failure.log)
             return job.status
+    except RunnerUnavailable:
+        # Not the job's fault: give up the lease so the task's retry runs it again.
+        with sandbox.tx() as session:
+            session.get_one(Job, job_id).started_at = None
+            audit.append(session, actor=WORKER, action="job.runner_unavailable", subject=job_id)
+        raise
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 

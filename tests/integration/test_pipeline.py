@@ -137,3 +137,36 @@ def test_pipeline_consent_filter_applies(sandbox_instance: Sandbox) -> None:
     result: dict[str, Any] = job.result or {}
     assert result["tables"][0]["rows"] == [[consenting]]
     assert consenting < len(patients)
+
+
+class _UnavailableOnce:
+    """A runner whose engine is down for the first call, then the real development runner."""
+
+    name = "flaky"
+
+    def __init__(self) -> None:
+        from runners.local import LocalProcessRunner
+
+        self.calls = 0
+        self.real = LocalProcessRunner()
+
+    def run(self, spec: Any) -> Any:
+        from runners import RunnerUnavailable
+
+        self.calls += 1
+        if self.calls == 1:
+            raise RunnerUnavailable("engine restarting")
+        return self.real.run(spec)
+
+    def cleanup_orphans(self) -> int:
+        return 0
+
+
+def test_pipeline_retry_after_runner_unavailable_runs_the_job(sandbox_instance: Sandbox) -> None:
+    from runners import RunnerUnavailable
+
+    sandbox_instance.runner = _UnavailableOnce()  # type: ignore[misc]
+    job = submit(sandbox_instance, "SELECT COUNT(*) AS n FROM visits")
+    with pytest.raises(RunnerUnavailable):
+        run_job(sandbox_instance, job.id)
+    assert run_job(sandbox_instance, job.id) == "released"  # what Celery's retry does
