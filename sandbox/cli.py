@@ -201,6 +201,8 @@ def demo(patients: int, host: str, port: int, no_serve: bool) -> None:
     env = dict(os.environ)
     env.setdefault("SANDBOX_INSTANCE", str(sandbox.settings.instance))
     worker_process = subprocess.Popen(_worker_command(2), env=env)
+    # Stopped by a signal or by Ctrl-C, the demo takes its worker with it.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     click.echo(f"worker started (pid {worker_process.pid}); portal on {base}/  (Ctrl-C stops both)")
     try:
         from werkzeug.serving import run_simple
