@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -76,17 +77,28 @@ class Secrets:
     @classmethod
     def load_or_create(cls, path: Path) -> Secrets:
         if not path.exists():
-            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             values = {name: secrets.token_hex(32) for name in cls.__dataclass_fields__}
-            try:
-                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            except FileExistsError:
-                pass  # another process of this instance created it first
-            else:
-                with os.fdopen(fd, "w") as handle:
-                    json.dump(values, handle)
+            create_secret_file_once(path, json.dumps(values))
         values = json.loads(path.read_text())
         env_master = os.environ.get("SANDBOX_MASTER_KEY")
         if env_master:
             values["master_key"] = env_master
         return cls(**{name: bytes.fromhex(values[name]) for name in cls.__dataclass_fields__})
+
+
+def create_secret_file_once(path: Path, content: str) -> None:
+    """Write a 0600 file unless it exists; readers never see it half-written.
+
+    The content goes to a private temporary file that is then hard-linked into
+    place, which fails if another process of this instance got there first.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(content)
+        os.link(temporary, path)
+    except FileExistsError:
+        pass  # another process created it first; theirs stands
+    finally:
+        os.unlink(temporary)

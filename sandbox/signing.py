@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ from Crypto.PublicKey import ECC
 from Crypto.Signature import eddsa
 
 from sandbox.audit import canonical_json
+from sandbox.config import create_secret_file_once
 
 
 class SignatureInvalid(Exception):
@@ -30,15 +30,7 @@ class ReleaseKey:
     @classmethod
     def load_or_create(cls, path: Path) -> ReleaseKey:
         if not path.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            pem = ECC.generate(curve="ed25519").export_key(format="PEM")
-            try:
-                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            except FileExistsError:
-                pass  # another process of this instance made it first
-            else:
-                with os.fdopen(fd, "w") as handle:
-                    handle.write(pem)
+            create_secret_file_once(path, ECC.generate(curve="ed25519").export_key(format="PEM"))
         return cls(ECC.import_key(path.read_text()))
 
     @property
