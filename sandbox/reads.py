@@ -8,12 +8,12 @@ from __future__ import annotations
 import io
 from typing import Any
 
-from datasets.mock import mock_view_table
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from datasets.health_manifest import MANIFESTS
 from datasets.manifest import Manifest
+from datasets.mock import mock_view_table
 from sandbox.errors import Conflict, Forbidden, InvalidRequest, NotFound
 from sandbox.models import DatasetRecord, Grant, Job, JobStatus, Role, User
 
