@@ -112,8 +112,15 @@ def result(job_id: str) -> Any:
     with sandbox().tx() as db:
         found = reads.job_for(db, job_id, user_id=g.user_id, role=g.role)
         data = reads.job_result(found, user_id=g.user_id)
-        audit.append(db, actor=g.username, action="result.downloaded", subject=job_id)
-        return jsonify(data)
+        wanted = request.args.get("format", "json")
+        if wanted not in ("json", "csv"):
+            raise InvalidRequest("format must be json or csv.", field="format")
+        csv = reads.result_csv(data, table=request.args.get("table")) if wanted == "csv" else None
+        audit.append(db, actor=g.username, action="result.downloaded", subject=job_id,
+                     details={"format": wanted})  # fmt: skip
+    if csv is not None:
+        return Response(csv, mimetype="text/csv; charset=utf-8")
+    return jsonify(data)
 
 
 @bp.post("/policy/check")

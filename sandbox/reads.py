@@ -5,6 +5,7 @@ The analyst-facing shapes never hold a job's log or anything from raw data.
 
 from __future__ import annotations
 
+import csv
 import io
 from typing import Any
 
@@ -110,6 +111,20 @@ def job_result(job: Job, *, user_id: int) -> dict[str, Any]:
         raise Conflict(f"The job is {job.status}; a result exists once it is released.",
                        status=job.status)  # fmt: skip
     return {**job.result, "certificate": job.certificate}
+
+
+def result_csv(result: dict[str, Any], *, table: str | None) -> str:
+    """One released table as CSV (the first one unless ``table`` names another)."""
+    tables = result["tables"]
+    chosen = next((t for t in tables if table in (None, t["name"])), None)
+    if chosen is None:
+        names = ", ".join(t["name"] for t in tables)
+        raise InvalidRequest(f"table must be one of {names}.", field="table")
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(chosen["columns"])
+    writer.writerows(chosen["rows"])
+    return buffer.getvalue()
 
 
 def jobs_of(session: Session, *, user_id: int, limit: int = 50) -> list[Job]:

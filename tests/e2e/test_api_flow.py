@@ -151,3 +151,24 @@ def test_api_failed_login_is_audited(live_portal: LivePortal) -> None:
 
         failed = session.query(AuditEntry).filter_by(action="auth.failed", subject="analyst")
         assert failed.count() >= 1
+
+
+def test_api_result_downloads_as_csv(live_portal: LivePortal) -> None:
+    token = live_portal.token("analyst")
+    status, body = live_portal.request(
+        "POST", "/api/v1/jobs",
+        {"dataset": "health", "language": "sql", "mode": "masked",
+         "code": "SELECT sex, COUNT(*) AS n FROM patients GROUP BY sex ORDER BY sex"},
+        token,
+    )  # fmt: skip
+    assert live_portal.wait_for(body["id"], token)["status"] == "released"
+    status, csv = live_portal.request(
+        "GET", f"/api/v1/jobs/{body['id']}/result?format=csv", token=token
+    )
+    assert status == 200
+    header, *rows = csv.strip().splitlines()
+    assert header == "sex,n" and len(rows) == 2
+    status, error = live_portal.request(
+        "GET", f"/api/v1/jobs/{body['id']}/result?format=csv&table=nope", token=token
+    )
+    assert status == 400 and error["error"]["field"] == "table"
