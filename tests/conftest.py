@@ -6,7 +6,13 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.services import unavailable
+from tests.services import drop_created_databases, unavailable
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _drop_test_databases() -> Iterator[None]:
+    yield
+    drop_created_databases()
 
 
 @pytest.fixture(scope="session")

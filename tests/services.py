@@ -15,6 +15,7 @@ POSTGRES_URL = os.environ.get(
     "SANDBOX_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 )
 REDIS_URL = os.environ.get("SANDBOX_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+CREATED_DATABASES: list[str] = []
 
 
 def services_required() -> bool:
@@ -37,6 +38,7 @@ def fresh_postgres_database() -> str:
     from sqlalchemy.exc import OperationalError
 
     name = f"sandbox_t_{uuid.uuid4().hex[:12]}"
+    CREATED_DATABASES.append(name)
     try:
         admin = create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
         with admin.connect() as connection:
@@ -46,6 +48,20 @@ def fresh_postgres_database() -> str:
         unavailable("PostgreSQL", type(error).__name__)
     base, _, _ = POSTGRES_URL.rpartition("/")
     return f"{base}/{name}"
+
+
+def drop_created_databases() -> None:
+    """Drop the databases this test session created (connections and all)."""
+    from sqlalchemy import create_engine, text
+
+    if not CREATED_DATABASES:
+        return
+    admin = create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        for name in CREATED_DATABASES:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+    CREATED_DATABASES.clear()
 
 
 def redis_available() -> None:
