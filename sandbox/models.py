@@ -105,6 +105,10 @@ class Grant(Base):
     k_threshold: Mapped[int] = mapped_column(Integer, default=10)
     requires_consent: Mapped[bool] = mapped_column(Boolean, default=True)
     requires_review: Mapped[bool] = mapped_column(Boolean, default=False)
+    # "table.column" names the grant opens; empty: every column the policy allows.
+    columns: Mapped[list[Any]] = mapped_column(default=list)
+    # Per-grant narrowing of the dataset policy's column rules ("table.column": rule).
+    column_rules: Mapped[dict[str, Any]] = mapped_column(default=dict)
     created_by: Mapped[int] = mapped_column(ForeignKey("users.id"))
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     expires_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
@@ -140,6 +144,8 @@ class Job(Base):
     mode: Mapped[str] = mapped_column(String(16))
     code: Mapped[str] = mapped_column(Text)
     code_sha256: Mapped[str] = mapped_column(String(64))
+    # SHA-256 of the dataset policy (and grant narrowing) the job was checked against.
+    policy_version: Mapped[str] = mapped_column(String(64), default="")
     epsilon: Mapped[float] = mapped_column(Float, default=0.0)
     delta: Mapped[float] = mapped_column(Float, default=0.0)
     status: Mapped[str] = mapped_column(String(16), default=JobStatus.SUBMITTED.value, index=True)
@@ -171,3 +177,46 @@ class AuditEntry(Base):
     details: Mapped[dict[str, Any]] = mapped_column(default=dict)
     prev_hash: Mapped[str] = mapped_column(String(64), unique=True)
     hash: Mapped[str] = mapped_column(String(64), unique=True)
+
+
+class AccessRequestStatus(StrEnum):
+    PENDING = "pending"
+    APPROVED = "approved"
+    DENIED = "denied"
+
+
+class AccessRequest(Base):
+    """An analyst asks an owner for a grant: purpose, columns, modes, duration."""
+
+    __tablename__ = "access_requests"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    analyst_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    dataset: Mapped[str] = mapped_column(String(64))
+    purpose: Mapped[str] = mapped_column(String(64))
+    justification: Mapped[str] = mapped_column(Text, default="")
+    columns: Mapped[list[Any]] = mapped_column(default=list)
+    modes: Mapped[str] = mapped_column(String(32))
+    epsilon: Mapped[float] = mapped_column(Float, default=0.0)
+    days: Mapped[int] = mapped_column(Integer, default=90)
+    status: Mapped[str] = mapped_column(String(16), default=AccessRequestStatus.PENDING.value)
+    decided_by: Mapped[int | None] = mapped_column(ForeignKey("users.id"), nullable=True)
+    decision_comment: Mapped[str] = mapped_column(Text, default="")
+    grant_id: Mapped[str | None] = mapped_column(ForeignKey("grants.id"), nullable=True)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    decided_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+    analyst: Mapped[User] = relationship(foreign_keys=[analyst_id])
+
+
+class ConsentRecord(Base):
+    """One person's consent (个人授权) to one purpose of use, until withdrawn."""
+
+    __tablename__ = "consent_records"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    dataset: Mapped[str] = mapped_column(String(64), index=True)
+    person_id: Mapped[str] = mapped_column(String(64))
+    purpose: Mapped[str] = mapped_column(String(64))
+    given_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    withdrawn_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
