@@ -15,9 +15,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlglot import exp
+from sqlglot.optimizer.scope import Scope, traverse_scope
 
 from policies.decision import Finding, PolicyError
-from policies.sql_check import AGGREGATES, DIALECT, CheckedQuery
+from policies.sql_check import AGGREGATES, DIALECT, CheckedQuery, _branches
 
 HIDDEN_PREFIX = "__sandbox_"
 PERSONS = f"{HIDDEN_PREFIX}persons"
@@ -51,46 +52,96 @@ class Released:
 
 
 def plan_threshold(checked: CheckedQuery, *, privacy_unit: str) -> ThresholdPlan:
-    """Rewrite an allowed query so the engine computes persons per row and per cell."""
+    """Rewrite an allowed query so the engine computes persons per row and per cell.
+
+    Every released SELECT (each side of a UNION too) gets the same hidden
+    columns: the distinct persons behind the row, then for each output column
+    the distinct persons who contribute to its aggregates (the fewest, where a
+    column holds several). A derived table that drops the person key gets it
+    back as a hidden column of its own, if it does not aggregate.
+    """
     if checked.statement is None:
         raise PolicyError("only an allowed query can be planned")
-    holder = next((r for r in checked.tables if r.table.view_column(privacy_unit)), None)
-    if holder is None:
-        raise DisclosureError(
-            Finding(
-                "masked.no_privacy_unit",
-                f"None of the query's tables holds the privacy unit {privacy_unit}.",
-            )
-        )
-    person = exp.column(privacy_unit, table=holder.alias)
     statement = checked.statement.copy()
-    visible = len(statement.expressions)
-    hidden: list[exp.Expr] = [
-        exp.Count(this=exp.Distinct(expressions=[person.copy()])).as_(PERSONS)
-    ]
+    scopes = {id(s.expression): s for s in traverse_scope(statement)}
+    holders = {r.table.name for r in checked.tables if r.table.view_column(privacy_unit)}
+    branches = _branches(statement)
+    visible = len(branches[0].expressions)
     contributors: dict[int, tuple[int, ...]] = {}
-    for index, projection in enumerate(checked.statement.expressions):
-        needs = []
-        for node in projection.walk():
-            if type(node) not in AGGREGATES:
-                continue
-            condition = _contribution(node)
-            if condition is None:
-                needs.append(visible)  # COUNT(*): the row's own persons
-                continue
-            name = f"{HIDDEN_PREFIX}n{len(hidden)}"
-            counted = exp.Case(ifs=[exp.If(this=condition, true=person.copy())])
-            hidden.append(exp.Count(this=exp.Distinct(expressions=[counted])).as_(name))
-            needs.append(visible + len(hidden) - 1)
-        if needs:
-            contributors[index] = tuple(needs)
-    statement.set("expressions", statement.expressions + hidden)
+    for branch in branches:
+        person = _person_of(branch, scopes, privacy_unit, holders)
+        hidden: list[exp.Expr] = [_count_persons(person, None).as_(PERSONS)]
+        for index, projection in enumerate(branch.expressions[:visible]):
+            counts = [
+                _count_persons(person, _contribution(node))
+                for node in projection.walk()
+                if type(node) in AGGREGATES
+            ]
+            if not counts:  # a GROUP BY key: the row's own persons stand behind it
+                counts = [_count_persons(person, None)]
+            else:
+                contributors[index] = (visible + 1 + index,)
+            fewest = (
+                counts[0] if len(counts) == 1 else exp.Least(this=counts[0], expressions=counts[1:])
+            )
+            hidden.append(fewest.as_(f"{HIDDEN_PREFIX}n{index}"))
+        branch.set("expressions", branch.expressions + hidden)
     return ThresholdPlan(
         sql=statement.sql(dialect=DIALECT),
         visible=visible,
         persons_index=visible,
         contributors=contributors,
     )
+
+
+def _count_persons(person: exp.Column, condition: exp.Expr | None) -> exp.Expr:
+    counted: exp.Expr = person.copy()
+    if condition is not None:
+        counted = exp.Case(ifs=[exp.If(this=condition, true=person.copy())])
+    return exp.Count(this=exp.Distinct(expressions=[counted]))
+
+
+def _no_person(privacy_unit: str) -> DisclosureError:
+    return DisclosureError(
+        Finding(
+            "masked.no_privacy_unit",
+            f"The query's output cannot be traced to persons ({privacy_unit}): a derived "
+            "table that aggregates must keep the person key in its GROUP BY.",
+        )
+    )
+
+
+def _person_of(
+    select: exp.Select, scopes: dict[int, Scope], privacy_unit: str, holders: set[str]
+) -> exp.Column:
+    """A column of this SELECT's sources that holds the privacy unit."""
+    scope = scopes.get(id(select))
+    if scope is None:
+        raise _no_person(privacy_unit)
+    for name, source in scope.selected_sources.items():
+        _, value = source
+        if isinstance(value, exp.Table):
+            if value.name in holders:
+                return exp.column(privacy_unit, table=name)
+            continue
+        inner = value.expression
+        if not isinstance(inner, exp.Select):
+            continue
+        for projection in inner.expressions:
+            target = projection.unalias()
+            if isinstance(target, exp.Column) and target.name == privacy_unit:
+                return exp.column(projection.alias_or_name, table=name)
+        aggregates = inner.args.get("group") or any(
+            type(n) in AGGREGATES for p in inner.expressions for n in p.walk()
+        )
+        if aggregates or inner.args.get("distinct"):
+            continue
+        carried = _person_of(inner, scopes, privacy_unit, holders)
+        alias = f"{HIDDEN_PREFIX}person"
+        if not any(p.alias_or_name == alias for p in inner.expressions):
+            inner.set("expressions", inner.expressions + [carried.as_(alias)])
+        return exp.column(alias, table=name)
+    raise _no_person(privacy_unit)
 
 
 def _contribution(aggregate: exp.Expr) -> exp.Expr | None:

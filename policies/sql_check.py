@@ -1,22 +1,31 @@
-"""The SQL checker: one SELECT over the dataset's tables, aggregated, and nothing else.
+"""The SQL checker: one query over the dataset's tables, every column resolved, every use allowed.
 
-Every node of the parsed statement must be on an allowlist, every column must
-resolve to a column of the job's view, and the output must be aggregated. What
-cannot be analysed is rejected (fail closed). A rejection names the rule, the
-column or construct, and where it stands in the query.
+The statement is parsed with sqlglot, every node must be on an allowlist, and
+sqlglot's qualifier resolves every column reference — through aliases, CTEs,
+subqueries, set operations, joins and ``*`` — to its source column in the
+job's view. Each reference's *use* (join key, inside an aggregate, filter,
+GROUP BY key, output) is checked against the column's rule in the owner's
+policy. The released output must be aggregated. What cannot be analysed is
+rejected (fail closed); each rejection names the rule, the column or
+construct, and where it stands.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
+from functools import cache
 from typing import Literal
 
 import sqlglot
 from sqlglot import exp
-from sqlglot.errors import ParseError, TokenError
+from sqlglot.errors import OptimizeError, ParseError, SqlglotError, TokenError
+from sqlglot.optimizer.qualify import qualify
+from sqlglot.optimizer.scope import Scope, traverse_scope
 
-from datasets.manifest import Column, ColumnClass, Manifest, Masking, Table
+from datasets.manifest import ColumnClass, Manifest, Masking, Table
 from policies.decision import Decision, Finding
+from policies.policy_file import USE_WORDS, DatasetPolicy, Use, load_policy
 
 Mode = Literal["dp", "masked"]
 DIALECT = "duckdb"
@@ -29,9 +38,14 @@ def _classes(*names: str) -> frozenset[type[exp.Expr]]:
 
 AGGREGATES = _classes(
     "Count", "Sum", "Avg", "Min", "Max", "Stddev", "StddevSamp", "StddevPop",
-    "Variance", "VariancePop",
+    "Variance", "VariancePop", "Median",
 )  # fmt: skip
-EXTREMES = _classes("Min", "Max")
+AGGREGATE_NAMES = {
+    "Count": "COUNT", "Sum": "SUM", "Avg": "AVG", "Min": "MIN", "Max": "MAX",
+    "Stddev": "STDDEV", "StddevSamp": "STDDEV", "StddevPop": "STDDEV",
+    "Variance": "VARIANCE", "VariancePop": "VARIANCE", "Median": "MEDIAN",
+}  # fmt: skip
+EXTREMES = _classes("Min", "Max", "Median")
 SCALAR_FUNCTIONS = _classes(
     "Round", "Abs", "Cast", "TryCast", "Coalesce", "Year", "Month", "Quarter", "Extract",
     "Floor", "Ceil", "Lower", "Upper", "Greatest", "Least", "Nullif", "DateTrunc",
@@ -42,26 +56,20 @@ STRUCTURE = _classes(
     "Ordered", "Limit", "Offset", "Column", "Identifier", "Literal", "Boolean", "Null", "Alias",
     "Paren", "Distinct", "And", "Or", "Not", "EQ", "NEQ", "GT", "GTE", "LT", "LTE", "Add", "Sub",
     "Mul", "Div", "IntDiv", "Mod", "Neg", "Is", "In", "Between", "Like", "ILike", "DataType",
-    "DataTypeParam", "Var", "Star", "Tuple", "Interval",
+    "DataTypeParam", "Var", "Star", "Tuple", "Interval", "With", "CTE", "Subquery", "Union",
+    "Intersect", "Except", "Exists",
 )  # fmt: skip
 ALLOWED = AGGREGATES | SCALAR_FUNCTIONS | STRUCTURE
 STATEMENTS_NAMED = {
-    "Pragma": "PRAGMA",
-    "Attach": "ATTACH",
-    "Detach": "DETACH",
-    "Copy": "COPY",
-    "Set": "SET",
-    "Install": "INSTALL",
-    "Command": "this command",
-    "Insert": "INSERT",
-    "Update": "UPDATE",
-    "Delete": "DELETE",
-    "Create": "CREATE",
-    "Drop": "DROP",
-    "Alter": "ALTER",
-    "Use": "USE",
-}
+    "Pragma": "PRAGMA", "Attach": "ATTACH", "Detach": "DETACH", "Copy": "COPY", "Set": "SET",
+    "Install": "INSTALL", "Command": "this command", "Insert": "INSERT", "Update": "UPDATE",
+    "Delete": "DELETE", "Create": "CREATE", "Drop": "DROP", "Alter": "ALTER", "Use": "USE",
+}  # fmt: skip
 KEY_CLASSES = (ColumnClass.PERSON_KEY, ColumnClass.RECORD_KEY)
+DUCKDB_TYPES = {
+    "integer": "BIGINT", "float": "DOUBLE", "string": "VARCHAR", "date": "DATE",
+    "timestamp": "TIMESTAMP", "boolean": "BOOLEAN",
+}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -72,15 +80,25 @@ class TableRef:
 
 @dataclass(frozen=True)
 class CheckedQuery:
-    """The decision, and for an allowed query the parsed statement and its tables."""
+    """The decision; for an allowed query also the qualified statement and its base tables."""
 
     decision: Decision
-    statement: exp.Select | None = None
+    statement: exp.Query | None = None
     tables: tuple[TableRef, ...] = field(default=())
+    policy_version: str = ""
 
     @property
     def allowed(self) -> bool:
         return self.decision.allowed
+
+    @property
+    def is_simple(self) -> bool:
+        """One SELECT over base tables: no CTE, subquery or set operation."""
+        return (
+            isinstance(self.statement, exp.Select)
+            and not self.statement.args.get("with")
+            and not any(isinstance(n, exp.Subquery) for n in self.statement.walk())
+        )
 
 
 def location_of(node: exp.Expr) -> str | None:
@@ -102,45 +120,98 @@ def _name_of(node: exp.Expr) -> str:
     return node.key.upper()
 
 
-def check_sql(sql: str, manifest: Manifest, *, mode: Mode) -> CheckedQuery:
-    """Check one analyst SQL statement against the dataset's manifest."""
+@cache
+def _default_policy(manifest: Manifest) -> DatasetPolicy:
+    return load_policy(manifest)
+
+
+def check_sql(
+    sql: str, manifest: Manifest, *, mode: Mode, policy: DatasetPolicy | None = None
+) -> CheckedQuery:
+    """Check one analyst SQL statement against the dataset's manifest and policy."""
+    policy = policy or _default_policy(manifest)
     if len(sql) > MAX_SQL_CHARS:
-        return CheckedQuery(
-            Decision.deny(
-                Finding("sql.too_long", f"The query is longer than {MAX_SQL_CHARS} characters.")
-            )
-        )
+        too_long = f"The query is longer than {MAX_SQL_CHARS} characters."
+        return _deny(Finding("sql.too_long", too_long))
     try:
         statements = [s for s in sqlglot.parse(sql, read=DIALECT) if s is not None]
     except (ParseError, TokenError) as error:
-        return CheckedQuery(Decision.deny(_parse_finding(error)))
+        return _deny(_parse_finding(error))
     if len(statements) != 1:
-        return CheckedQuery(
-            Decision.deny(
-                Finding(
-                    "sql.single_statement",
-                    f"Submit exactly one SELECT statement; this has {len(statements)}.",
-                )
+        return _deny(
+            Finding(
+                "sql.single_statement",
+                f"Submit exactly one SELECT statement; this has {len(statements)}.",
             )
         )
     statement = statements[0]
-    if not isinstance(statement, exp.Select):
-        return CheckedQuery(Decision.deny(_statement_finding(statement)))
+    if not isinstance(statement, exp.Select | exp.SetOperation):
+        return _deny(_statement_finding(statement))
+    _lowercase_identifiers(statement)
 
-    findings: list[Finding] = []
-    findings += _check_nodes(statement)
+    findings = _check_nodes(statement)
     tables, table_findings = _resolve_tables(statement, manifest)
     findings += table_findings
-    if not table_findings:
-        findings += _check_columns(statement, manifest, tables)
-    findings += _check_aggregation(statement, tables)
+    findings += _check_raw_names(statement, manifest)
     if mode == "masked":
         findings += _check_masked(statement)
+    if findings:
+        return _deny(*findings)
+
+    original_outputs = [p.copy() for p in _branches(statement)[0].expressions]
+    try:
+        qualified = qualify(
+            statement, schema=_schema(manifest), dialect=DIALECT, validate_qualify_columns=True,
+            quote_identifiers=False, expand_stars=True,
+        )  # fmt: skip
+    except OptimizeError as error:
+        return _deny(_qualify_finding(error, statement, tables))
+    except SqlglotError as error:  # anything else it cannot analyse: fail closed
+        return _deny(Finding("sql.unanalysable", f"The query cannot be analysed: {error}."))
+    _restore_output_names(qualified, original_outputs)
+
+    findings += _check_uses(qualified, manifest, policy)
+    for branch in _branches(qualified):
+        findings += _check_aggregation(branch)
+    if findings:
+        return _deny(*findings)
+    return CheckedQuery(Decision.allow(), qualified, tuple(tables), policy.version)
+
+
+def _deny(*findings: Finding) -> CheckedQuery:
     # One finding per rule and place is enough for a person to act on.
-    unique = list(dict.fromkeys(findings))
-    if unique:
-        return CheckedQuery(Decision.deny(*unique))
-    return CheckedQuery(Decision.allow(), statement, tuple(tables))
+    return CheckedQuery(Decision.deny(*dict.fromkeys(findings)))
+
+
+def _branches(statement: exp.Expr) -> list[exp.Select]:
+    """The SELECTs whose rows are released: the statement, or each side of a set operation."""
+    if isinstance(statement, exp.SetOperation):
+        return _branches(statement.this) + _branches(statement.expression)
+    if isinstance(statement, exp.Subquery):
+        return _branches(statement.this)
+    assert isinstance(statement, exp.Select)
+    return [statement]
+
+
+def _lowercase_identifiers(statement: exp.Expr) -> None:
+    # DuckDB resolves identifiers case-insensitively, quoted or not.
+    for identifier in statement.find_all(exp.Identifier):
+        identifier.set("this", identifier.name.lower())
+
+
+def _schema(manifest: Manifest) -> dict[str, object]:
+    return {
+        t.name: {c.name: DUCKDB_TYPES[c.type.value] for c in t.view_columns()}
+        for t in manifest.tables
+    }
+
+
+def _restore_output_names(statement: exp.Query, originals: list[exp.Expr]) -> None:
+    """Keep the names DuckDB would give unaliased outputs (qualify invents _col_N)."""
+    first = _branches(statement)[0]
+    for projection, original in zip(first.expressions, originals, strict=False):
+        if not original.alias and not isinstance(original, exp.Column | exp.Star):
+            projection.set("alias", exp.to_identifier(original.sql(dialect=DIALECT)))
 
 
 def _parse_finding(error: Exception) -> Finding:
@@ -164,28 +235,16 @@ def _statement_finding(statement: exp.Expr) -> Finding:
             "sql.statement_not_allowed",
             f"{STATEMENTS_NAMED[kind]} statements are not allowed; submit one SELECT.",
         )
-    if isinstance(statement, exp.SetOperation):
-        return Finding(
-            "sql.unsupported",
-            f"{statement.key.upper()} of several SELECTs is not supported yet; submit one SELECT.",
-        )
     return Finding("sql.select_only", "Only a single SELECT statement is allowed.")
 
 
-def _check_nodes(statement: exp.Select) -> list[Finding]:
+def _check_nodes(statement: exp.Expr) -> list[Finding]:
     findings = []
     for node in statement.walk():
         if isinstance(node, exp.Star) and not isinstance(node.parent, exp.Count | exp.Select):
-            findings.append(
-                Finding(
-                    "sql.star",
-                    "* is allowed only in COUNT(*).",
-                    location_of(node.parent or node),
-                )
-            )
+            where = location_of(node.parent or node)
+            findings.append(Finding("sql.star", "* is allowed only in COUNT(*).", where))
         if type(node) in ALLOWED:
-            if isinstance(node, exp.Select) and node is not statement:
-                findings.append(_subquery_finding(node))
             continue
         if isinstance(node, exp.Window):
             findings.append(
@@ -195,8 +254,6 @@ def _check_nodes(statement: exp.Select) -> list[Finding]:
                     location_of(node),
                 )
             )
-        elif isinstance(node, exp.With | exp.CTE | exp.Subquery | exp.SetOperation):
-            findings.append(_subquery_finding(node))
         elif isinstance(node, exp.Func):
             findings.append(
                 Finding(
@@ -216,19 +273,16 @@ def _check_nodes(statement: exp.Select) -> list[Finding]:
     return findings
 
 
-def _subquery_finding(node: exp.Expr) -> Finding:
-    return Finding(
-        "sql.unsupported",
-        "Subqueries, CTEs (WITH) and set operations are not supported yet.",
-        location_of(node),
-    )
+def _cte_names(statement: exp.Expr) -> set[str]:
+    return {cte.alias_or_name.lower() for cte in statement.find_all(exp.CTE)}
 
 
 def _resolve_tables(
-    statement: exp.Select, manifest: Manifest
+    statement: exp.Expr, manifest: Manifest
 ) -> tuple[list[TableRef], list[Finding]]:
     refs: list[TableRef] = []
     findings: list[Finding] = []
+    ctes = _cte_names(statement)
     for node in statement.find_all(exp.Table):
         if not isinstance(node.this, exp.Identifier):
             findings.append(
@@ -240,8 +294,11 @@ def _resolve_tables(
                 )
             )
             continue
+        qualified = node.args.get("db") or node.args.get("catalog")
+        if not qualified and node.name.lower() in ctes:
+            continue
         table = manifest.table(node.name)
-        if node.args.get("db") or node.args.get("catalog") or table is None:
+        if qualified or table is None:
             findings.append(
                 Finding(
                     "sql.unknown_table",
@@ -251,165 +308,293 @@ def _resolve_tables(
                 )
             )
             continue
-        alias = (node.alias or node.name).lower()
-        if any(ref.alias == alias for ref in refs):
-            findings.append(
-                Finding(
-                    "sql.duplicate_alias",
-                    f"The name {alias} is used for two tables; give each an alias.",
-                    location_of(node),
-                )
-            )
-            continue
-        refs.append(TableRef(alias, table))
+        refs.append(TableRef((node.alias or node.name).lower(), table))
     if not refs and not findings:
         findings.append(Finding("sql.no_table", "The query reads no table of the dataset."))
     return refs, findings
 
 
-def _forbidden_columns(manifest: Manifest) -> dict[str, Column]:
-    return {c.name: c for t in manifest.tables for c in t.columns if c.forbidden}
-
-
-def _check_columns(
-    statement: exp.Select, manifest: Manifest, tables: list[TableRef]
-) -> list[Finding]:
+def _check_raw_names(statement: exp.Expr, manifest: Manifest) -> list[Finding]:
+    """Negative-list and generalised columns, by name, wherever they stand."""
+    forbidden = {c.name: c for t in manifest.tables for c in t.columns if c.forbidden}
+    generalised = {
+        c.name: c for t in manifest.tables for c in t.columns if c.masking is Masking.YEAR
+    }
     findings = []
-    forbidden = _forbidden_columns(manifest)
-    output_aliases = {p.alias.lower() for p in statement.expressions if p.alias}
-    by_alias = {ref.alias: ref.table for ref in tables}
     for node in statement.find_all(exp.Column):
         name = node.name.lower()
-        where = location_of(node)
         if name in forbidden:
             findings.append(
                 Finding(
                     "column.forbidden",
                     f"The column {name} ({forbidden[name].description}) is on the negative list "
                     "(负面清单) and may not appear anywhere in a query.",
-                    where,
+                    location_of(node),
                 )
             )
-            continue
-        qualifier = node.table.lower() if node.table else None
-        if node.args.get("db") or node.args.get("catalog"):
-            findings.append(
-                Finding("column.unknown", f"{node.sql(dialect=DIALECT)} is not resolvable.", where)
-            )
-            continue
-        if qualifier is not None:
-            if qualifier not in by_alias:
-                findings.append(
-                    Finding(
-                        "column.unknown",
-                        f"{qualifier}.{name}: {qualifier} is not a table in this query.",
-                        where,
-                    )
-                )
-                continue
-            candidates = [by_alias[qualifier]]
-        else:
-            candidates = list(by_alias.values())
-        holders = [t for t in candidates if t.view_column(name) is not None]
-        if len(holders) == 1:
-            continue
-        if len(holders) > 1:
-            findings.append(
-                Finding(
-                    "column.ambiguous",
-                    f"The column {name} is in several tables of this query; qualify it "
-                    f"({', '.join(sorted(r.alias for r in tables if r.table in holders))}).",
-                    where,
-                )
-            )
-            continue
-        raw = next((t.column(name) for t in candidates if t.column(name) is not None), None)
-        if raw is not None and raw.masking is Masking.YEAR:
+        elif name in generalised:
+            view_name = generalised[name].view_name
             findings.append(
                 Finding(
                     "column.generalised",
-                    f"The column {name} is generalised in the view; use {raw.view_name}.",
-                    where,
-                    suggestion=f"use {raw.view_name} (or a 5-year band of it) instead of {name}",
+                    f"The column {name} is generalised in the view; use {view_name}.",
+                    location_of(node),
+                    suggestion=f"use {view_name} (or a 5-year band of it) instead of {name}",
                 )
             )
-        elif qualifier is None and name in output_aliases:
-            continue
-        else:
+        elif node.args.get("db") or node.args.get("catalog"):
             findings.append(
                 Finding(
                     "column.unknown",
-                    f"No table of this query has a column {name}.",
-                    where,
-                )
+                    f"{node.sql(dialect=DIALECT)} is not resolvable.",
+                    location_of(node),
+                )  # fmt: skip
             )
     return findings
+
+
+_UNRESOLVED = re.compile(r"Column '([^']+)' could not be resolved")
+_AMBIGUOUS = re.compile(r"[Aa]mbiguous column '?([\w.]+)'?")
+
+
+def _qualify_finding(error: OptimizeError, statement: exp.Expr, tables: list[TableRef]) -> Finding:
+    message = str(error)
+    unresolved = _UNRESOLVED.search(message)
+    name = unresolved.group(1).split(".")[-1].strip('"') if unresolved else None
+    node = next((c for c in statement.find_all(exp.Column) if c.name == name), None)
+    where = location_of(node) if node is not None else None
+    if unresolved:
+        holders = sorted({r.alias for r in tables if name and r.table.view_column(name)})
+        if len(holders) > 1:
+            return Finding(
+                "column.ambiguous",
+                f"The column {name} is in several tables of this query; qualify it "
+                f"({', '.join(holders)}).",
+                where,
+            )
+        return Finding("column.unknown", f"No table in scope has a column {name}.", where)
+    ambiguous = _AMBIGUOUS.search(message)
+    if ambiguous or "mbiguous" in message:
+        column = ambiguous.group(1) if ambiguous else "a column"
+        return Finding(
+            "column.ambiguous",
+            f"The column {column} is in several tables of this query; qualify it.",
+            where,
+        )
+    return Finding("sql.unanalysable", "The query's columns cannot be resolved.", where)
+
+
+# --- uses -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BaseColumn:
+    table: Table
+    name: str
+
+
+def _check_uses(statement: exp.Query, manifest: Manifest, policy: DatasetPolicy) -> list[Finding]:
+    findings: list[Finding] = []
+    resolver = _Resolver(manifest)
+    for scope in traverse_scope(statement):
+        for column in scope.columns:
+            use, aggregate = _use_of(column, scope)
+            if use is None:
+                continue  # passed through a derived table: its use is judged where it is used
+            where = location_of(column) or location_of(scope.expression)
+            for base in resolver.base_columns(column, scope):
+                finding = _judge(base, use, aggregate, column, policy, where)
+                if finding:
+                    findings.append(finding)
+    return findings
+
+
+class _Resolver:
+    """Maps a column reference in a scope to the view columns it is computed from."""
+
+    def __init__(self, manifest: Manifest) -> None:
+        self.manifest = manifest
+
+    def base_columns(self, column: exp.Column, scope: Scope) -> list[BaseColumn]:
+        source = scope.sources.get(column.table)
+        if isinstance(source, exp.Table):
+            table = self.manifest.table(source.name)
+            return [BaseColumn(table, column.name)] if table else []
+        if isinstance(source, Scope):
+            branches = _branches(source.expression)
+            names = [p.alias_or_name for p in branches[0].expressions]
+            if column.name not in names:
+                return []
+            # A set operation matches columns by position: the first branch names them.
+            position = names.index(column.name)
+            found: list[BaseColumn] = []
+            for branch in branches:
+                if position >= len(branch.expressions):
+                    continue
+                inner = _scope_of(source, branch)
+                for ref in branch.expressions[position].find_all(exp.Column):
+                    found += self.base_columns(ref, inner)
+            return found
+        return []
+
+
+def _scope_of(scope: Scope, select: exp.Select) -> Scope:
+    """The scope of one branch of a (possibly nested) set operation."""
+    if scope.expression is select:
+        return scope
+    for child in scope.set_operation_scopes:
+        found = _scope_of(child, select)
+        if found.expression is select:
+            return found
+    return scope
+
+
+def _use_of(column: exp.Column, scope: Scope) -> tuple[Use | None, str | None]:
+    """How a column reference is used where it stands in its scope."""
+    node: exp.Expr = column
+    compared = False  # only the truth of a comparison with literals flows on
+    while node.parent is not None and node is not scope.expression:
+        parent = node.parent
+        if isinstance(parent, COMPARISONS) and _other_operands_literal(parent, node):
+            compared = True
+        if type(parent) in AGGREGATES:
+            if compared:  # SUM(CASE WHEN icd10 = 'C34' THEN 1 END): a filter inside a count
+                return Use.FILTER, None
+            return Use.AGGREGATE, AGGREGATE_NAMES[type(parent).__name__]
+        if isinstance(parent, exp.Join | exp.Where | exp.Having):
+            joined = _is_column_equality(column) or _is_semi_join(column)
+            return (Use.JOIN if joined else Use.FILTER), None
+        if isinstance(parent, exp.Group):
+            return Use.GROUP, None
+        if isinstance(parent, exp.Order):
+            return Use.OUTPUT, None
+        if parent is scope.expression and node in scope.expression.expressions:
+            return _projection_use(scope.expression), None
+        node = parent
+    return Use.OUTPUT, None
+
+
+COMPARISONS = (exp.EQ, exp.NEQ, exp.GT, exp.GTE, exp.LT, exp.LTE, exp.In, exp.Like, exp.ILike,
+               exp.Between, exp.Is)  # fmt: skip
+
+
+def _other_operands_literal(comparison: exp.Expr, operand: exp.Expr) -> bool:
+    others = [child for child in comparison.iter_expressions() if child is not operand]
+    return bool(others) and all(
+        isinstance(o, exp.Literal | exp.Null | exp.Boolean | exp.Tuple)
+        or (isinstance(o, exp.Neg) and isinstance(o.this, exp.Literal))
+        for o in others
+    )
+
+
+def _is_column_equality(column: exp.Column) -> bool:
+    parent = column.parent
+    while isinstance(parent, exp.Paren):
+        parent = parent.parent
+    return (
+        isinstance(parent, exp.EQ)
+        and isinstance(parent.this, exp.Column)
+        and isinstance(parent.expression, exp.Column)
+    )
+
+
+def _projection_use(select: exp.Expr) -> Use | None:
+    """What a SELECT's own output is for: released, passed to an outer query, or a predicate."""
+    node = select
+    while isinstance(node.parent, exp.SetOperation):
+        node = node.parent
+    holder = node.parent
+    if holder is None:
+        return Use.OUTPUT  # the released result
+    if isinstance(holder, exp.CTE):
+        return None  # judged where the CTE's columns are used
+    if isinstance(holder, exp.Subquery):
+        outer = holder.parent
+        if isinstance(outer, exp.From | exp.Join):
+            return None  # a derived table: judged where its columns are used
+        if isinstance(outer, exp.In):
+            return Use.JOIN  # key IN (SELECT key ...)
+        if isinstance(outer, exp.SetOperation):
+            return _projection_use(holder)
+    if isinstance(holder, exp.In):
+        return Use.JOIN
+    return Use.FILTER  # EXISTS, scalar comparisons: the values feed a predicate
+
+
+def _is_semi_join(column: exp.Column) -> bool:
+    """``key IN (SELECT key FROM ...)``: a join written as a predicate."""
+    parent = column.parent
+    return isinstance(parent, exp.In) and parent.this is column and bool(parent.args.get("query"))
+
+
+def _judge(
+    base: BaseColumn,
+    use: Use,
+    aggregate: str | None,
+    node: exp.Column,
+    policy: DatasetPolicy,
+    where: str | None,
+) -> Finding | None:
+    rule = policy.rule(base.table.name, base.name)
+    if rule.allows(use, aggregate):
+        return None
+    qualified = f"{base.table.name}.{base.name}"
+    view_column = base.table.view_column(base.name)
+    if rule.forbidden:
+        return Finding(
+            "column.forbidden",
+            f"The column {qualified} is forbidden by the dataset policy and may not appear "
+            "anywhere in a query.",
+            where,
+        )
+    if use in (Use.GROUP, Use.OUTPUT) and view_column and view_column.cls in KEY_CLASSES:
+        return Finding(
+            "output.identifier_group",
+            f"{'GROUP BY' if use is Use.GROUP else 'Releasing'} {base.name} would release one "
+            "row per person or record.",
+            where,
+            suggestion=f"count them instead: COUNT(DISTINCT {base.name})",
+        )
+    what = USE_WORDS[use].format(aggregate=aggregate)
+    suggestion = None
+    allowed = sorted(rule.allowed_aggregates())
+    if use in (Use.GROUP, Use.OUTPUT) and allowed:
+        suggestion = f"aggregate it, e.g. {allowed[0]}({base.name}); allowed: {', '.join(allowed)}"
+    return Finding(
+        f"column.{use.value}_not_allowed",
+        f"The column {qualified} may not be {what}; its rule is {rule.describe()}.",
+        where,
+        suggestion=suggestion,
+    )
+
+
+# --- output ------------------------------------------------------------------------------------
 
 
 def _is_aggregate(node: exp.Expr) -> bool:
     return type(node) in AGGREGATES
 
 
-def _group_keys(statement: exp.Select) -> list[exp.Expr]:
-    group = statement.args.get("group")
-    if not group:
-        return []
-    keys = []
-    projections = [p.unalias() for p in statement.expressions]
-    aliases = {p.alias.lower(): p.unalias() for p in statement.expressions if p.alias}
-    for key in group.expressions:
-        if isinstance(key, exp.Literal) and key.is_int and 1 <= int(key.name) <= len(projections):
-            keys.append(projections[int(key.name) - 1])
-        elif isinstance(key, exp.Column) and not key.table and key.name.lower() in aliases:
-            keys.append(aliases[key.name.lower()])
-        else:
-            keys.append(key)
-    return keys
-
-
-def _key_columns(tables: list[TableRef]) -> set[str]:
-    return {c.name for ref in tables for c in ref.table.view_columns() if c.cls in KEY_CLASSES}
-
-
-def _check_aggregation(statement: exp.Select, tables: list[TableRef]) -> list[Finding]:
+def _check_aggregation(select: exp.Select) -> list[Finding]:
     findings = []
-    keys = _group_keys(statement)
-    key_sql = {k.sql(dialect=DIALECT).lower() for k in keys}
-    identifiers = _key_columns(tables)
-    for key in keys:
-        for column in key.find_all(exp.Column):
-            if column.name.lower() in identifiers:
-                findings.append(
-                    Finding(
-                        "output.identifier_group",
-                        f"GROUP BY {column.name} would release one row per person or record.",
-                        location_of(column),
-                    )
-                )
-    has_aggregate = any(_is_aggregate(n) for p in statement.expressions for n in p.walk())
+    group = select.args.get("group")
+    keys = list(group.expressions) if group else []
+    key_sql = {k.sql(dialect=DIALECT) for k in keys}
+    has_aggregate = any(_is_aggregate(n) for p in select.expressions for n in p.walk())
     if not has_aggregate:
         findings.append(
             Finding(
                 "output.no_aggregate",
                 "The output must be aggregated: use COUNT, SUM, AVG ... with GROUP BY.",
-                location_of(statement),
+                location_of(select),
             )
         )
-    for projection in statement.expressions:
+    for projection in select.expressions:
         inner = projection.unalias()
-        if isinstance(inner, exp.Star):
-            findings.append(
-                Finding(
-                    "output.not_aggregated",
-                    "SELECT * returns rows; select aggregates and GROUP BY keys.",
-                    location_of(projection),
-                )
-            )
-            continue
-        if inner.sql(dialect=DIALECT).lower() in key_sql:
+        if inner.sql(dialect=DIALECT) in key_sql:
             continue
         for column in _columns_outside_aggregates(inner):
-            if column.sql(dialect=DIALECT).lower() not in key_sql:
+            if column.sql(dialect=DIALECT) not in key_sql:
                 findings.append(
                     Finding(
                         "output.not_aggregated",
@@ -432,7 +617,7 @@ def _columns_outside_aggregates(node: exp.Expr) -> list[exp.Column]:
     return found
 
 
-def _check_masked(statement: exp.Select) -> list[Finding]:
+def _check_masked(statement: exp.Expr) -> list[Finding]:
     return [
         Finding(
             "masked.min_max",

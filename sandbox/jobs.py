@@ -18,11 +18,12 @@ from datasets.health_manifest import MANIFESTS
 from datasets.manifest import Manifest
 from policies.decision import Finding
 from policies.disclosure import DisclosureError, ThresholdPlan, plan_threshold
+from policies.policy_file import DatasetPolicy, load_policy
 from policies.sql_check import check_sql
 from sandbox import audit, grants
 from sandbox.dp.planner import DpPlan, DpUnsupported, plan_dp_query
 from sandbox.errors import BudgetExhausted, InvalidRequest, NotFound, PolicyRejected
-from sandbox.models import TRANSITIONS, Job, JobStatus, Role, User, utcnow
+from sandbox.models import TRANSITIONS, Grant, Job, JobStatus, Role, User, utcnow
 
 LANGUAGES = ("sql", "python")
 MAX_CODE_CHARS = 100_000
@@ -66,10 +67,28 @@ class Plan:
     dp: DpPlan | None = None
     # The view tables the job reads; empty means all of them (Python jobs).
     tables: tuple[str, ...] = ()
+    policy_version: str = ""
 
 
-def plan_job(manifest: Manifest, *, language: str, mode: str, code: str, epsilon: float) -> Plan:
+def policy_for(manifest: Manifest, grant: Grant | None) -> DatasetPolicy:
+    """The owner's policy for the dataset, narrowed by the grant's own rules and columns."""
+    policy = load_policy(manifest)
+    if grant is None:
+        return policy
+    return policy.narrowed(grant.column_rules or {}, list(grant.columns or []))
+
+
+def plan_job(
+    manifest: Manifest,
+    *,
+    language: str,
+    mode: str,
+    code: str,
+    epsilon: float,
+    policy: DatasetPolicy | None = None,
+) -> Plan:
     """Check the job's code; raise PolicyRejected with every finding, or return its plan."""
+    policy = policy or load_policy(manifest)
     if language == "python":
         if mode == "dp":
             raise PolicyRejected(
@@ -87,8 +106,8 @@ def plan_job(manifest: Manifest, *, language: str, mode: str, code: str, epsilon
                 f"line {error.lineno}, column {error.offset}",
             )
             raise PolicyRejected(finding.message, findings=[finding.to_dict()]) from error
-        return Plan()
-    checked = check_sql(code, manifest, mode="dp" if mode == "dp" else "masked")
+        return Plan(policy_version=policy.version)
+    checked = check_sql(code, manifest, mode="dp" if mode == "dp" else "masked", policy=policy)
     if not checked.allowed:
         findings = [f.to_dict() for f in checked.decision.findings]
         raise PolicyRejected(_summary(checked.decision.findings), findings=findings)
@@ -96,9 +115,11 @@ def plan_job(manifest: Manifest, *, language: str, mode: str, code: str, epsilon
     try:
         if mode == "dp":
             dp_plan = plan_dp_query(checked, manifest, epsilon=epsilon)
-            return Plan(sql=dp_plan.sql, dp=dp_plan, tables=tables)
+            return Plan(dp_plan.sql, dp=dp_plan, tables=tables, policy_version=policy.version)
         threshold = plan_threshold(checked, privacy_unit=manifest.privacy_unit)
-        return Plan(sql=threshold.sql, threshold=threshold, tables=tables)
+        return Plan(
+            threshold.sql, threshold=threshold, tables=tables, policy_version=policy.version
+        )
     except (DpUnsupported, DisclosureError) as error:
         raise PolicyRejected(error.finding.message, findings=[error.finding.to_dict()]) from error
 
@@ -164,7 +185,11 @@ def submit_job(
                 f"One job may spend at most ε={grant.max_epsilon_per_job} under this grant.",
             )
             raise PolicyRejected(finding.message, findings=[finding.to_dict()])
-        plan_job(manifest, language=language, mode=mode, code=code, epsilon=job.epsilon)
+        plan = plan_job(
+            manifest, language=language, mode=mode, code=code, epsilon=job.epsilon,
+            policy=policy_for(manifest, grant),
+        )  # fmt: skip
+        job.policy_version = plan.policy_version
         if mode == "dp" and not grants.charge_budget(
             session, grant_id=grant.id, epsilon=job.epsilon
         ):

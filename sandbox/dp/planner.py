@@ -87,6 +87,12 @@ def plan_dp_query(checked: CheckedQuery, manifest: Manifest, *, epsilon: float) 
     statement = checked.statement
     if statement is None or not checked.allowed:
         raise ValueError("only an allowed query can be planned")
+    if not checked.is_simple:
+        raise _unsupported(
+            "dp mode takes one SELECT over one table for now (no CTE, subquery or UNION).",
+            statement,
+        )
+    assert isinstance(statement, exp.Select)
     if len(checked.tables) != 1:
         raise _unsupported("dp mode reads one table per query for now (no JOIN).", statement)
     for part in ("having", "order", "limit", "offset", "distinct"):

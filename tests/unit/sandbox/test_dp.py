@@ -51,7 +51,7 @@ def test_dp_release_includes_every_public_key() -> None:
             "dp.unsupported",
         ),
         ("SELECT COUNT(*) FROM visits ORDER BY 1", "dp.unsupported"),
-        ("SELECT SUM(visit_date) FROM visits", "dp.unbounded_column"),
+        ("SELECT SUM(visit_date) FROM visits", None),  # the policy allows only COUNT of it
     ],  # fmt: skip
 )
 def test_dp_plan_refuses_what_it_cannot_bound(sql: str, rule: str | None) -> None:
@@ -95,3 +95,18 @@ def test_error95_covers_95_percent_of_draws() -> None:
 def test_mechanism_refuses_nonpositive_epsilon() -> None:
     with pytest.raises(mechanisms.MechanismError):
         mechanisms.noisy_counts([1], sensitivity=1, epsilon=0)
+
+
+def test_dp_plan_refuses_a_sum_without_bounds() -> None:
+    from dataclasses import replace
+
+    from policies.policy_file import ColumnRule, Rule, load_policy
+
+    policy = load_policy(HEALTH)
+    summable = ColumnRule(frozenset({Rule.AGGREGATE_ONLY}), frozenset({"SUM"}))
+    lenient = replace(policy, columns={**policy.columns, "visits.visit_date": summable})
+    checked = check_sql("SELECT SUM(visit_date) FROM visits", HEALTH, mode="dp", policy=lenient)
+    assert checked.allowed, checked.decision.findings
+    with pytest.raises(DpUnsupported) as caught:
+        plan_dp_query(checked, HEALTH, epsilon=1.0)
+    assert caught.value.finding.rule == "dp.unbounded_column"
