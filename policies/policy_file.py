@@ -222,13 +222,16 @@ def parse_policy(text: str, manifest: Manifest, *, source: str = "policy") -> Da
         for column in table.columns:
             view = column.view_column()
             columns[f"{table.name}.{view.name}"] = default_rule(view.cls)
+    negative_list = {f"{t.name}.{c.name}" for t in manifest.tables for c in t.columns
+                     if c.forbidden}  # fmt: skip
     for name, rule in (raw.get("columns") or {}).items():
         key = str(name).lower()
+        if key in negative_list:
+            raise PolicyFileError(
+                f"{source}: columns.{name} is on the negative list (负面清单) and never opens"
+            )
         if key not in columns:
-            forbidden = [f"{t.name}.{c.name}" for t in manifest.tables for c in t.columns
-                         if c.forbidden]  # fmt: skip
-            hint = " (it is on the negative list)" if key in forbidden else ""
-            raise PolicyFileError(f"{source}: columns.{name} is not a view column{hint}")
+            raise PolicyFileError(f"{source}: columns.{name} is not a view column")
         columns[key] = _parse_rule(rule, f"{source}: columns.{name}")
     return DatasetPolicy(
         dataset=manifest.name,

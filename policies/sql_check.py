@@ -96,7 +96,7 @@ class CheckedQuery:
         """One SELECT over base tables: no CTE, subquery or set operation."""
         return (
             isinstance(self.statement, exp.Select)
-            and not self.statement.args.get("with")
+            and not (self.statement.args.get("with_") or self.statement.args.get("with"))
             and not any(isinstance(n, exp.Subquery) for n in self.statement.walk())
         )
 
@@ -193,10 +193,16 @@ def _branches(statement: exp.Expr) -> list[exp.Select]:
     return [statement]
 
 
+_PLAIN_NAME = re.compile(r"^[a-z_][a-z0-9_]*$")
+
+
 def _lowercase_identifiers(statement: exp.Expr) -> None:
     # DuckDB resolves identifiers case-insensitively, quoted or not.
     for identifier in statement.find_all(exp.Identifier):
-        identifier.set("this", identifier.name.lower())
+        name = identifier.name.lower()
+        identifier.set("this", name)
+        if _PLAIN_NAME.match(name):
+            identifier.set("quoted", False)  # "Dept" and dept are one column
 
 
 def _schema(manifest: Manifest) -> dict[str, object]:
@@ -353,14 +359,15 @@ def _check_raw_names(statement: exp.Expr, manifest: Manifest) -> list[Finding]:
     return findings
 
 
-_UNRESOLVED = re.compile(r"Column '([^']+)' could not be resolved")
+_UNRESOLVED = re.compile(r"Column '([^']+)' could not be resolved|Unknown column: ([\w.\"]+)")
 _AMBIGUOUS = re.compile(r"[Aa]mbiguous column '?([\w.]+)'?")
 
 
 def _qualify_finding(error: OptimizeError, statement: exp.Expr, tables: list[TableRef]) -> Finding:
     message = str(error)
     unresolved = _UNRESOLVED.search(message)
-    name = unresolved.group(1).split(".")[-1].strip('"') if unresolved else None
+    raw = (unresolved.group(1) or unresolved.group(2)) if unresolved else None
+    name = raw.split(".")[-1].strip('"') if raw else None
     node = next((c for c in statement.find_all(exp.Column) if c.name == name), None)
     where = location_of(node) if node is not None else None
     if unresolved:
@@ -579,7 +586,7 @@ def _check_aggregation(select: exp.Select) -> list[Finding]:
     findings = []
     group = select.args.get("group")
     keys = list(group.expressions) if group else []
-    key_sql = {k.sql(dialect=DIALECT) for k in keys}
+    key_sql = {_text(k) for k in keys}
     has_aggregate = any(_is_aggregate(n) for p in select.expressions for n in p.walk())
     if not has_aggregate:
         findings.append(
@@ -591,10 +598,10 @@ def _check_aggregation(select: exp.Select) -> list[Finding]:
         )
     for projection in select.expressions:
         inner = projection.unalias()
-        if inner.sql(dialect=DIALECT) in key_sql:
+        if _text(inner) in key_sql:
             continue
         for column in _columns_outside_aggregates(inner):
-            if column.sql(dialect=DIALECT) not in key_sql:
+            if _text(column) not in key_sql:
                 findings.append(
                     Finding(
                         "output.not_aggregated",
@@ -604,6 +611,11 @@ def _check_aggregation(select: exp.Select) -> list[Finding]:
                     )
                 )
     return findings
+
+
+def _text(node: exp.Expr) -> str:
+    """An expression's SQL for comparison: comments are not part of it."""
+    return node.sql(dialect=DIALECT, comments=False)
 
 
 def _columns_outside_aggregates(node: exp.Expr) -> list[exp.Column]:

@@ -5,10 +5,9 @@ from __future__ import annotations
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from datasets.health_manifest import HEALTH
 from sqlglot import exp
 
+from datasets.health_manifest import HEALTH
 from policies.sql_check import AGGREGATES, check_sql
 
 AGGREGATE_CLASSES = tuple(AGGREGATES)
@@ -161,3 +160,117 @@ def test_check_sql_accepted_outputs_are_aggregates_or_keys(
             assert is_key or any(isinstance(n, AGGREGATE_CLASSES) for n in inner.walk())
     if extra:  # a bare column that is not a group key is never accepted
         assert not checked.allowed
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "WITH v AS (SELECT department, cost FROM visits WHERE cost > 100) "
+        "SELECT department, AVG(cost) FROM v GROUP BY department",
+        "WITH a AS (SELECT person_id AS p, department FROM visits), b AS (SELECT p, department "
+        "FROM a) SELECT department, COUNT(DISTINCT p) FROM b GROUP BY department",
+        "SELECT t.d, COUNT(*) FROM (SELECT department AS d FROM visits) AS t GROUP BY t.d",
+        "SELECT sex, COUNT(*) FROM patients GROUP BY sex "
+        "UNION ALL SELECT district, COUNT(*) FROM patients GROUP BY district",
+        "SELECT COUNT(*) FROM visits WHERE person_id IN (SELECT person_id FROM patients "
+        "WHERE sex = '女')",
+        "SELECT COUNT(*) FROM visits v WHERE EXISTS (SELECT 1 FROM patients p "
+        "WHERE p.person_id = v.person_id AND p.district = '天宁区')",
+        "SELECT department, SUM(CASE WHEN icd10 = 'C34' THEN 1 ELSE 0 END) AS c34 "
+        "FROM visits GROUP BY department",
+        'SELECT "Hospital", /* a comment */ COUNT(*) FROM "Visits" AS "V" GROUP BY "V"."HOSPITAL"',
+        "WITH u AS (SELECT cost FROM visits UNION ALL SELECT value FROM labs) "
+        "SELECT AVG(cost) FROM u",
+    ],
+)
+def test_check_sql_resolves_through_ctes_subqueries_and_unions(sql: str) -> None:
+    checked = check_sql(sql, HEALTH, mode="masked")
+    assert checked.allowed, checked.decision.findings
+
+
+@pytest.mark.parametrize(
+    ("sql", "rule"),
+    [
+        # A measurement smuggled out as a group key through a derived table.
+        (
+            "SELECT c, COUNT(*) FROM (SELECT cost AS c FROM visits) t GROUP BY c",
+            "column.group_not_allowed",
+        ),
+        # ... through a CTE, renamed twice.
+        (
+            "WITH a AS (SELECT cost AS x FROM visits), b AS (SELECT x AS y FROM a) "
+            "SELECT y, COUNT(*) FROM b GROUP BY y",
+            "column.group_not_allowed",
+        ),
+        # ... through the second branch of a UNION (columns match by position).
+        (
+            "SELECT d, COUNT(*) FROM (SELECT department AS d FROM visits UNION ALL "
+            "SELECT cost FROM visits) t GROUP BY d",
+            "column.group_not_allowed",
+        ),
+        # ... as a CASE band on an aggregate_only column.
+        (
+            "SELECT CASE WHEN cost > 1000 THEN 'high' ELSE 'low' END AS band, COUNT(*) "
+            "FROM visits GROUP BY band",
+            "column.group_not_allowed",
+        ),
+        # SELECT * in a derived table keeps each column's rule.
+        (
+            "SELECT t.person_id, COUNT(*) FROM (SELECT * FROM visits) t GROUP BY t.person_id",
+            "output.identifier_group",
+        ),
+        (
+            "SELECT COUNT(*) FROM visits WHERE cost IN (SELECT value FROM labs)",
+            "column.join_not_allowed",
+        ),
+        (
+            "SELECT x.nope, COUNT(*) FROM (SELECT department FROM visits) x GROUP BY 1",
+            "column.unknown",
+        ),
+        ("WITH t AS (SELECT name FROM patients) SELECT COUNT(*) FROM t", "column.forbidden"),
+        (
+            "SELECT COUNT(*) FROM visits UNION ALL SELECT COUNT(*) FROM patients WHERE phone = '1'",
+            "column.forbidden",
+        ),
+        ("SELECT consent_research, COUNT(*) FROM patients GROUP BY 1", "column.forbidden"),
+    ],  # fmt: skip
+)
+def test_check_sql_follows_columns_to_their_source(sql: str, rule: str) -> None:
+    assert rule in rules(sql)
+
+
+def test_check_sql_keeps_duckdb_output_names() -> None:
+    checked = check_sql("SELECT department, AVG(cost), COUNT(*) AS n FROM visits GROUP BY 1",
+                        HEALTH, mode="masked")  # fmt: skip
+    assert checked.statement is not None
+    names = [p.alias_or_name for p in checked.statement.expressions]  # type: ignore[attr-defined]
+    assert names == ["department", "AVG(cost)", "n"]
+
+
+def test_check_sql_records_the_policy_version() -> None:
+    from policies.policy_file import load_policy
+
+    checked = check_sql("SELECT COUNT(*) FROM visits", HEALTH, mode="masked")
+    assert checked.policy_version == load_policy(HEALTH).version
+
+
+WRAPPERS = [
+    "{q}",
+    "WITH w AS ({q}) SELECT COUNT(*) FROM w",
+    "SELECT COUNT(*) FROM ({q}) AS w",
+    "SELECT COUNT(*) FROM visits UNION ALL {q}",
+]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    column=st.sampled_from(FORBIDDEN),
+    wrapper=st.sampled_from(WRAPPERS),
+    mode=st.sampled_from(["masked", "dp"]),
+)
+def test_check_sql_never_accepts_a_forbidden_column_in_any_scope(
+    column: str, wrapper: str, mode: str
+) -> None:
+    inner = f"SELECT COUNT(*) FROM patients WHERE {column} IS NOT NULL"
+    sql = wrapper.format(q=inner)
+    assert not check_sql(sql, HEALTH, mode=mode).allowed  # type: ignore[arg-type]
