@@ -57,6 +57,53 @@ def datasets_generate(patients: int, seed: int, owner: str) -> None:
 
 
 @main.group()
+def consent() -> None:
+    """Consent records (个人授权): withdraw or give one person's consent as a data owner."""
+
+
+@consent.command("withdraw")
+@click.option("--dataset", required=True, help="The dataset, e.g. health.")
+@click.option("--person", "person_id", required=True, help="The person's raw id.")
+@click.option("--purpose", required=True, help="The purpose of use, e.g. research.")
+@click.option("--as", "username", default="owner", show_default=True, help="The data owner.")
+def consent_withdraw(dataset: str, person_id: str, purpose: str, username: str) -> None:
+    """End the person's consent to a purpose: every job that starts later leaves them out."""
+    _change_consent("withdraw", dataset=dataset, person_id=person_id, purpose=purpose,
+                    username=username)  # fmt: skip
+    click.echo(f"{dataset}: consent to {purpose} withdrawn")
+
+
+@consent.command("give")
+@click.option("--dataset", required=True, help="The dataset, e.g. health.")
+@click.option("--person", "person_id", required=True, help="The person's raw id.")
+@click.option("--purpose", required=True, help="The purpose of use, e.g. research.")
+@click.option("--as", "username", default="owner", show_default=True, help="The data owner.")
+def consent_give(dataset: str, person_id: str, purpose: str, username: str) -> None:
+    """Record the person's consent to a purpose."""
+    _change_consent("give", dataset=dataset, person_id=person_id, purpose=purpose,
+                    username=username)  # fmt: skip
+    click.echo(f"{dataset}: consent to {purpose} given")
+
+
+def _change_consent(action: str, *, dataset: str, person_id: str, purpose: str,
+                    username: str) -> None:  # fmt: skip
+    from sandbox import consent as consent_service
+    from sandbox import reads
+    from sandbox.errors import SandboxError
+
+    change = {"withdraw": consent_service.withdraw_consent,
+              "give": consent_service.give_consent}[action]  # fmt: skip
+    with _sandbox().tx() as session:
+        try:
+            change(
+                session, by=reads.user_named(session, username), dataset=dataset,
+                person_id=person_id, purpose=purpose,
+            )  # fmt: skip
+        except SandboxError as error:
+            raise click.ClickException(error.message) from error
+
+
+@main.group()
 def users() -> None:
     """Users and tokens."""
 
@@ -118,6 +165,58 @@ def runner_status() -> None:
 
 
 @main.group()
+def policy() -> None:
+    """Dataset policies and dry runs."""
+
+
+@policy.command("check")
+@click.argument("code_file", type=click.File("r", encoding="utf-8"))
+@click.option("--analyst", required=True, help="Check as this analyst (their grant applies).")
+@click.option("--dataset", default="health", show_default=True)
+@click.option("--mode", type=click.Choice(["masked", "dp"]), default="masked", show_default=True)
+@click.option(
+    "--language",
+    type=click.Choice(["sql", "python"]),
+    default=None,
+    help="Default: from the file name (.py is python, anything else sql).",
+)
+@click.option("--epsilon", type=float, default=None)
+def policy_check(code_file, analyst, dataset, mode, language, epsilon):  # type: ignore[no-untyped-def]
+    """Dry run: print every finding for CODE_FILE (- for standard input); queue nothing."""
+    from sandbox import jobs
+    from sandbox import users as user_service
+
+    language = language or ("python" if code_file.name.endswith(".py") else "sql")
+    code = code_file.read()
+    with _sandbox().tx() as session:
+        user = user_service.user_by_name(session, analyst)
+        if user is None:
+            raise click.ClickException(f"There is no user {analyst}.")
+        report = jobs.dry_run(session, by=user, dataset=dataset, language=language, mode=mode,
+                              code=code, epsilon=epsilon)  # fmt: skip
+    if report["allowed"]:
+        click.echo(f"allowed (policy {report['policy_version'][:12]})")
+        return
+    for finding in report["findings"]:
+        where = f" at {finding['location']}" if finding.get("location") else ""
+        click.echo(f"{finding['rule']}{where}: {finding['message']}")
+        if finding.get("suggestion"):
+            click.echo(f"    suggestion: {finding['suggestion']}")
+    sys.exit(1)
+
+
+@policy.command("show")
+@click.option("--dataset", default="health", show_default=True)
+def policy_show(dataset: str) -> None:
+    """Print the dataset's column rules as the owner's file sets them."""
+    from policies.policy_file import load_policy
+    from sandbox.jobs import manifest_for
+
+    click.echo(json.dumps(load_policy(manifest_for(dataset)).to_dict(), ensure_ascii=False,
+                          indent=2))  # fmt: skip
+
+
+@main.group()
 def audit() -> None:
     """The hash-chained audit log."""
 
@@ -131,6 +230,85 @@ def audit_verify() -> None:
         report = audit_log.verify(session)
     click.echo(json.dumps(report.to_dict(), ensure_ascii=False))
     sys.exit(0 if report.ok else 1)
+
+
+@main.group()
+def access() -> None:
+    """Access requests: list them, approve or deny them as a data owner."""
+
+
+@access.command("list")
+@click.option("--as", "username", default="owner", show_default=True, help="Who is asking.")
+@click.option("--status", type=click.Choice(["pending", "approved", "denied"]))
+def access_list(username: str, status: str | None) -> None:
+    """Print the access requests USERNAME may see, one JSON object a line."""
+    from sandbox import access as access_service
+    from sandbox import reads
+    from sandbox.errors import SandboxError
+
+    with _sandbox().tx() as session:
+        try:
+            user = reads.user_named(session, username)
+            found = access_service.list_requests(session, user=user, status=status)
+        except SandboxError as error:
+            raise click.ClickException(error.message) from error
+        for request in found:
+            click.echo(json.dumps(reads.access_request_view(session, request), ensure_ascii=False))
+
+
+@access.command("approve")
+@click.argument("request_id")
+@click.option("--as", "username", default="owner", show_default=True, help="The data owner.")
+@click.option("--comment", default="", help="What the analyst reads.")
+@click.option("--column", "columns", multiple=True, help="Open only these columns (repeat).")
+@click.option("--mode", "modes", multiple=True, type=click.Choice(["dp", "masked"]))
+@click.option("--epsilon", type=float, help="At most the requested epsilon.")
+@click.option("--days", type=int, help="At most the requested days.")
+def access_approve(
+    request_id: str,
+    username: str,
+    comment: str,
+    columns: tuple[str, ...],
+    modes: tuple[str, ...],
+    epsilon: float | None,
+    days: int | None,
+) -> None:
+    """Approve REQUEST_ID, narrowed by any option given."""
+    from sandbox import access as access_service
+    from sandbox import reads
+    from sandbox.errors import SandboxError
+
+    with _sandbox().tx() as session:
+        try:
+            grant = access_service.approve_request(
+                session, by=reads.user_named(session, username), request_id=request_id,
+                comment=comment, columns=list(columns) or None, modes=list(modes) or None,
+                epsilon=epsilon, days=days,
+            )  # fmt: skip
+        except SandboxError as error:
+            raise click.ClickException(error.message) from error
+        click.echo(f"approved {request_id}: grant {grant.id}")
+
+
+@access.command("deny")
+@click.argument("request_id")
+@click.option("--as", "username", default="owner", show_default=True, help="The data owner.")
+@click.option("--comment", required=True, help="Why: the analyst reads it.")
+def access_deny(request_id: str, username: str, comment: str) -> None:
+    """Deny REQUEST_ID with a comment."""
+    from sandbox import access as access_service
+    from sandbox import reads
+    from sandbox.errors import SandboxError
+
+    with _sandbox().tx() as session:
+        try:
+            access_service.deny_request(
+                session, by=reads.user_named(session, username), request_id=request_id,
+                comment=comment,
+            )  # fmt: skip
+        except SandboxError as error:
+            raise click.ClickException(error.message) from error
+    click.echo(f"denied {request_id}")
 
 
 @main.command()

@@ -22,7 +22,13 @@ from policies.policy_file import DatasetPolicy, load_policy
 from policies.sql_check import check_sql
 from sandbox import audit, grants
 from sandbox.dp.planner import DpPlan, DpUnsupported, plan_dp_query
-from sandbox.errors import BudgetExhausted, InvalidRequest, NotFound, PolicyRejected
+from sandbox.errors import (
+    BudgetExhausted,
+    InvalidRequest,
+    NoActiveGrant,
+    NotFound,
+    PolicyRejected,
+)
 from sandbox.models import TRANSITIONS, Grant, Job, JobStatus, Role, User, utcnow
 
 LANGUAGES = ("sql", "python")
@@ -122,6 +128,39 @@ def plan_job(
         )
     except (DpUnsupported, DisclosureError) as error:
         raise PolicyRejected(error.finding.message, findings=[error.finding.to_dict()]) from error
+
+
+def dry_run(
+    session: Session,
+    *,
+    by: User,
+    dataset: str,
+    language: str,
+    mode: str,
+    code: str,
+    epsilon: float | None = None,
+) -> dict[str, Any]:
+    """Every finding the job would meet, without queueing it or spending budget."""
+    if language not in LANGUAGES:
+        raise InvalidRequest("language must be sql or python.", field="language")
+    if mode not in grants.MODES:
+        raise InvalidRequest("mode must be dp or masked.", field="mode")
+    manifest = manifest_for(dataset)
+    findings: list[dict[str, Any]] = []
+    grant: Grant | None = None
+    try:
+        grant = grants.active_grant(session, analyst=by, dataset=dataset, mode=mode)
+    except NoActiveGrant as error:
+        findings.append(Finding("grant.none", error.message).to_dict())
+    policy = policy_for(manifest, grant)
+    try:
+        plan_job(
+            manifest, language=language, mode=mode, code=code,
+            epsilon=float(epsilon or DEFAULT_EPSILON), policy=policy,
+        )  # fmt: skip
+    except PolicyRejected as rejection:
+        findings += rejection.details.get("findings", [])
+    return {"allowed": not findings, "findings": findings, "policy_version": policy.version}
 
 
 def _summary(findings: tuple[Finding, ...]) -> str:

@@ -50,3 +50,21 @@ def test_cli_token_and_audit_verify(instance: Path) -> None:
     verify = CliRunner().invoke(main, ["audit", "verify"])
     assert verify.exit_code == 0, verify.output
     assert json.loads(verify.output)["ok"] is True
+
+
+def test_cli_policy_check_prints_every_finding(instance: Path, tmp_path: Path) -> None:
+    assert CliRunner().invoke(main, ["demo", "--patients", "200", "--no-serve"]).exit_code == 0
+    query = tmp_path / "q.sql"
+    query.write_text("SELECT birth_date, name, MAX(cost)\nFROM patients p JOIN visits v ON 1 = 1")
+    result = CliRunner().invoke(main, ["policy", "check", str(query), "--analyst", "analyst"])
+    assert result.exit_code == 1
+    assert "column.generalised at line 1, column 8" in result.output
+    assert (
+        "suggestion: use birth_year (or a 5-year band of it) instead of birth_date" in result.output
+    )
+    assert "column.forbidden at line 1, column 20" in result.output
+    assert "masked.min_max" in result.output
+    good = tmp_path / "good.sql"
+    good.write_text("SELECT sex, COUNT(*) FROM patients GROUP BY sex")
+    ok = CliRunner().invoke(main, ["policy", "check", str(good), "--analyst", "analyst"])
+    assert ok.exit_code == 0 and ok.output.startswith("allowed (policy ")
