@@ -6,7 +6,6 @@ machine does not allow and appends the audit entry in the same transaction.
 
 from __future__ import annotations
 
-import ast
 import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ from datasets.manifest import Manifest
 from policies.decision import Finding
 from policies.disclosure import DisclosureError, ThresholdPlan, plan_threshold
 from policies.policy_file import DatasetPolicy, load_policy
+from policies.python_check import check_python
 from policies.sql_check import check_sql
 from sandbox import audit, grants
 from sandbox.dp.planner import DpPlan, DpUnsupported, plan_dp_query
@@ -34,6 +34,8 @@ from sandbox.models import TRANSITIONS, Grant, Job, JobStatus, Role, User, utcno
 LANGUAGES = ("sql", "python")
 MAX_CODE_CHARS = 100_000
 DEFAULT_EPSILON = 1.0
+# A pathological job can break a rule thousands of times; the first ones tell enough.
+MAX_FINDINGS = 50
 
 
 class IllegalTransition(Exception):
@@ -103,19 +105,14 @@ def plan_job(
                     Finding("dp.python_unsupported", "dp mode takes SQL jobs only.").to_dict()
                 ],
             )
-        try:
-            ast.parse(code, filename="<job>")
-        except SyntaxError as error:
-            finding = Finding(
-                "python.syntax",
-                f"The code is not valid Python: {error.msg}.",
-                f"line {error.lineno}, column {error.offset}",
-            )
-            raise PolicyRejected(finding.message, findings=[finding.to_dict()]) from error
+        decision = check_python(code)
+        if not decision.allowed:
+            findings = [f.to_dict() for f in decision.findings[:MAX_FINDINGS]]
+            raise PolicyRejected(_summary(decision.findings), findings=findings)
         return Plan(policy_version=policy.version)
     checked = check_sql(code, manifest, mode="dp" if mode == "dp" else "masked", policy=policy)
     if not checked.allowed:
-        findings = [f.to_dict() for f in checked.decision.findings]
+        findings = [f.to_dict() for f in checked.decision.findings[:MAX_FINDINGS]]
         raise PolicyRejected(_summary(checked.decision.findings), findings=findings)
     tables = tuple(dict.fromkeys(ref.table.name for ref in checked.tables))
     try:

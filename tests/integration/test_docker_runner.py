@@ -16,6 +16,7 @@ from typing import Any
 import pandas as pd
 import pytest
 
+from policies.python_check import check_python
 from runners.contract import JobFailed, JobSpec, RunnerUnavailable, RunResult
 from runners.docker_runner import LABEL_JOB, LABEL_RUNNER, DockerRunner
 from runners.image import IMAGE_TAG
@@ -248,8 +249,51 @@ report()
         "HOME",
         "HOSTNAME",
         "OPENBLAS_NUM_THREADS",
+        "OMP_NUM_THREADS",
         "LC_CTYPE",  # set by Python itself in the C locale (PEP 538)
     }
+
+
+def test_python_job_fits_sklearn_and_statsmodels(runner: DockerRunner, tmp_path: Path) -> None:
+    folder = tmp_path / "view"
+    folder.mkdir(mode=0o700)
+    x = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]
+    noise = [0.1, -0.1, 0.0, 0.1, -0.1, 0.0]
+    y = [1.0 + 2.0 * xi + e for xi, e in zip(x, noise, strict=True)]
+    pd.DataFrame({"x": x, "y": y}).to_parquet(folder / "points.parquet")
+    code = """
+    import pandas as pd
+    import scipy.stats
+    import statsmodels.api as sm
+    import statsmodels.formula.api as smf
+    from sklearn.linear_model import LinearRegression
+    import sandbox_job
+
+    points = sandbox_job.table("points")
+    lr = LinearRegression().fit(points[["x"]], points["y"])
+    ols = sm.OLS(points["y"], sm.add_constant(points[["x"]])).fit()
+    formula = smf.ols("y ~ x", data=points).fit()
+    slope = scipy.stats.linregress(points["x"], points["y"]).slope
+    coefficients = pd.DataFrame(
+        {
+            "model": ["sklearn", "statsmodels", "formula", "scipy"],
+            "intercept": [lr.intercept_, ols.params["const"], formula.params["Intercept"], None],
+            "slope": [lr.coef_[0], ols.params["x"], formula.params["x"], slope],
+        }
+    )
+    sandbox_job.output("coefficients", coefficients, kind="model_summary", count_column=None)
+    """
+    assert check_python(textwrap.dedent(code)).allowed
+
+    result = run_job(runner, make_spec(folder, code))
+
+    (table,) = result.tables
+    assert table.columns == ["model", "intercept", "slope"]
+    assert [row[0] for row in table.rows] == ["sklearn", "statsmodels", "formula", "scipy"]
+    expected_slope = pytest.approx(1.988571, abs=1e-5)
+    for _, intercept, slope in table.rows:
+        assert slope == expected_slope
+        assert intercept is None or intercept == pytest.approx(1.04, abs=1e-5)
 
 
 def test_endless_loop_times_out(runner: DockerRunner, view: Path) -> None:

@@ -19,6 +19,7 @@ class RuleExample:
     accepted: str
     rejected: str
     mode: str = "masked"
+    language: str = "sql"
 
 
 EXAMPLES = [
@@ -169,6 +170,43 @@ EXAMPLES = [
         "WITH p AS (SELECT sex FROM patients) SELECT sex, COUNT(*) FROM p GROUP BY sex",
         mode="dp",
     ),
+    RuleExample(
+        "python.import_not_allowed",
+        "Python jobs import pandas, numpy, scipy, statsmodels, scikit-learn, sandbox_job and "
+        "harmless standard modules only.",
+        "import sandbox_job\nimport statsmodels.api as sm",
+        "import sandbox_job\nimport polars",
+        language="python",
+    ),
+    RuleExample(
+        "python.import_denied",
+        "Escapes are named: os, sys, subprocess, socket, ctypes, importlib, pickle, duckdb ...",
+        "import numpy as np",
+        "import subprocess",
+        language="python",
+    ),
+    RuleExample(
+        "python.call_denied",
+        "No `eval`, `exec`, `compile`, `__import__`, `open`, `globals`, `vars`; `getattr` only "
+        "with a literal name.",
+        "import sandbox_job\nv = sandbox_job.table('visits')\nn = getattr(v, 'shape')",
+        "code = 'print(1)'\neval(code)",
+        language="python",
+    ),
+    RuleExample(
+        "python.dunder_access",
+        "No dunder tricks (`__class__`, `__subclasses__`, `__globals__`, `__builtins__` ...).",
+        "class Model:\n    def __init__(self):\n        self.k = 1",
+        "x = ().__class__.__bases__[0].__subclasses__()",
+        language="python",
+    ),
+    RuleExample(
+        "python.syntax",
+        "The code is valid Python.",
+        "x = 1",
+        "x = (1",
+        language="python",
+    ),
 ]
 
 
@@ -186,6 +224,7 @@ def render() -> str:
     ]
     for example in EXAMPLES:
         mode = " (dp mode)" if example.mode == "dp" else ""
+        mode += " (Python)" if example.language == "python" else ""
         lines.append(
             f"| `{example.rule}`{mode} | {example.meaning} | `{_cell(example.accepted)}` "
             f"| `{_cell(example.rejected)}` |"
@@ -194,7 +233,7 @@ def render() -> str:
 
 
 def _cell(sql: str) -> str:
-    return sql.replace("|", "\\|")
+    return sql.replace("|", "\\|").replace("\n", "; ")
 
 
 if __name__ == "__main__":

@@ -14,9 +14,9 @@ from tests.unit.policies.rule_examples import EXAMPLES, RuleExample, render
 DOC = Path(__file__).resolve().parents[3] / "docs" / "policy-rules.md"
 
 
-def findings_of(sql: str, mode: str) -> list[str]:
+def findings_of(code: str, mode: str, language: str = "sql") -> list[str]:
     try:
-        plan_job(HEALTH, language="sql", mode=mode, code=sql, epsilon=1.0)
+        plan_job(HEALTH, language=language, mode=mode, code=code, epsilon=1.0)
     except PolicyRejected as rejection:
         return [f["rule"] for f in rejection.details["findings"]]
     return []
@@ -24,12 +24,12 @@ def findings_of(sql: str, mode: str) -> list[str]:
 
 @pytest.mark.parametrize("example", EXAMPLES, ids=lambda e: e.rule)
 def test_rule_example_accepted(example: RuleExample) -> None:
-    assert findings_of(example.accepted, example.mode) == []
+    assert findings_of(example.accepted, example.mode, example.language) == []
 
 
 @pytest.mark.parametrize("example", EXAMPLES, ids=lambda e: e.rule)
 def test_rule_example_rejected_by_its_rule(example: RuleExample) -> None:
-    assert example.rule in findings_of(example.rejected, example.mode)
+    assert example.rule in findings_of(example.rejected, example.mode, example.language)
 
 
 def test_rule_examples_page_is_current() -> None:

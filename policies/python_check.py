@@ -1,0 +1,783 @@
+"""The Python checker: a guard rail in front of the runner, not a sandbox.
+
+An analyst's Python job runs in the Docker runner (no network, read-only
+root, no capabilities, limits); that container is the security boundary.
+This check stands in front of it so that honest mistakes and the usual
+escape attempts are refused early, with a message that says what, why and
+where, and so that an auditor sees them refused instead of contained.
+
+Rules (every finding is reported at once, each at "line L, column C"):
+
+``python.too_long``
+    more than MAX_PYTHON_CHARS characters;
+``python.syntax``
+    the code does not parse (or is nested too deeply to analyse);
+``python.import_not_allowed``
+    a module outside ALLOWED_MODULES (decided by the top-level package),
+    a relative import; unknown modules are not allowed (fail closed);
+``python.import_denied``
+    a module of a denied family (processes, native code, files, network,
+    code loading, code-running serialisation, engines), a denied submodule
+    of an allowed package (``numpy.ctypeslib``), or one of these reached as
+    an attribute of an imported module (``warnings.sys``, ``np.ctypeslib``);
+``python.star_import``
+    ``from x import *``;
+``python.call_denied``
+    a builtin that runs or loads code, reads files or the interpreter's
+    namespaces (DENIED_BUILTINS), even when passed around uncalled;
+    ``getattr``/``setattr``/``delattr``/``hasattr`` and
+    ``operator.attrgetter``/``methodcaller`` with a name that is not a string
+    literal; library functions that run code (DENIED_ATTRIBUTES:
+    ``read_pickle``, ``allow_pickle=True``, ...);
+``python.dunder_access``
+    a dunder name or attribute (``__class__``, ``__globals__``,
+    ``__builtins__``, ...), a string literal naming one, or a frame, code or
+    traceback attribute (``gi_frame``, ``f_globals``, ...), which reach the
+    same internals without underscores. Allowed: ``__name__``; dunder
+    methods and class attributes defined in the job's own class, and
+    ``__init__`` inside it (``super().__init__()``); ``__future__``;
+``python.private_access``
+    a private (``_``-prefixed) module or attribute of an imported module
+    (``collections._sys``, ``sandbox_job._outputs``).
+
+Strings that libraries evaluate as code are checked as code when they are
+literals: ``DataFrame.query``/``eval`` expressions, statsmodels formulas
+(a string with ``~``, or a ``*formula`` keyword) and string annotations
+(``typing.get_type_hints``, ``functools.singledispatch`` evaluate them).
+
+Judgement calls:
+
+- An allowed package's submodules are allowed unless listed:
+  ``numpy.ctypeslib`` (loads native libraries), ``numpy.f2py`` (compiles and
+  runs a compiler), ``pandas.io.clipboard(s)`` (runs xclip/xsel). Left
+  allowed: ``pandas.io.sql`` (needs a connection from a module that is not
+  allowed) and ``numpy.testing``.
+- pandas/NumPy file I/O (``pd.read_csv('/etc/passwd')``) is allowed: it is
+  how analysts read files they make in /tmp, the root file system is the
+  image's own and read-only, and the view is the only data mounted. The
+  builtin ``open`` is refused all the same: a job has no use for it.
+- ``memoryview`` is refused: no analysis needs it, and it is a usual
+  ingredient of interpreter memory-corruption exploits.
+- ``csv``, ``json`` and ``hashlib`` are allowed for in-memory use; ``uuid``
+  is not (``uuid1`` reads the host's MAC address).
+- Escape module names reached as attributes are only checked on imported
+  modules: a column called ``sys`` (systolic pressure) or ``os`` (overall
+  survival) must stay usable as ``df.sys``. ``io``, ``select`` and
+  ``signal`` are not checked as attributes at all: ``pd.io``, ``np.select``
+  and ``scipy.signal`` are public APIs.
+
+Known limits: what is built at run time (a formula or query from an
+f-string, an attribute name assembled from pieces and passed to something
+other than ``getattr``, ``str.format`` fields) cannot be seen here; that is
+what the container is for.
+"""
+
+from __future__ import annotations
+
+import ast
+import io
+import re
+import tokenize
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from policies.decision import Decision, Finding
+
+MAX_PYTHON_CHARS = 100_000
+
+# -- what a job may import ----------------------------------------------------
+
+ANALYSIS_MODULES = frozenset({"pandas", "numpy", "scipy", "statsmodels", "sklearn"})
+# The helper that reads the view and declares outputs (runners/harness).
+HARNESS_MODULES = frozenset({"sandbox_job"})
+# Standard library modules that compute and nothing else. csv and json are
+# for in-memory use (the container bounds the rest); time is for timing.
+STDLIB_MODULES = frozenset(
+    {
+        "__future__",
+        "math", "statistics", "collections", "itertools", "functools", "operator",
+        "datetime", "time", "calendar", "re", "json", "csv", "decimal", "fractions",
+        "random", "string", "textwrap", "typing", "dataclasses", "enum", "copy", "heapq",
+        "bisect", "numbers", "hashlib", "warnings",
+    }
+)  # fmt: skip
+ALLOWED_MODULES = ANALYSIS_MODULES | HARNESS_MODULES | STDLIB_MODULES
+
+# -- what a job may never import, by why ---------------------------------------
+
+# Processes, signals, the environment, users, the interpreter itself.
+PROCESS_MODULES = frozenset(
+    {
+        "os", "sys", "subprocess", "multiprocessing", "threading", "_thread", "concurrent",
+        "signal", "resource", "pty", "tty", "termios", "fcntl", "posix", "pwd", "grp",
+        "platform", "sysconfig", "atexit", "faulthandler",
+    }
+)  # fmt: skip
+# Native code and raw memory: the way out of the interpreter.
+NATIVE_CODE_MODULES = frozenset({"ctypes", "cffi", "mmap", "numpy.ctypeslib", "numpy.f2py"})
+# The file system: jobs read their view through sandbox_job.
+FILE_MODULES = frozenset(
+    {
+        "io", "pathlib", "shutil", "tempfile", "glob", "fnmatch", "fileinput", "filecmp",
+        "zipfile", "tarfile", "linecache",
+    }
+)  # fmt: skip
+# The network, and programs that talk to the desktop (the clipboard, a browser).
+NETWORK_MODULES = frozenset(
+    {
+        "socket", "ssl", "select", "selectors", "asyncio", "socketserver", "urllib", "http",
+        "requests", "httpx", "ftplib", "smtplib", "poplib", "imaplib", "telnetlib",
+        "xmlrpc", "webbrowser", "pandas.io.clipboard", "pandas.io.clipboards",
+    }
+)  # fmt: skip
+# Loading, compiling or inspecting code, and reaching frames and namespaces.
+CODE_LOADING_MODULES = frozenset(
+    {
+        "importlib", "builtins", "inspect", "gc", "code", "codeop", "runpy", "site",
+        "types", "ast", "dis", "traceback", "pdb", "pydoc", "pkgutil", "zipimport",
+        "weakref",
+    }
+)  # fmt: skip
+# Serialisation formats whose loading runs arbitrary code.
+CODE_RUNNING_SERIALISATION_MODULES = frozenset(
+    {"pickle", "marshal", "shelve", "copyreg", "dill", "cloudpickle", "joblib"}
+)
+# Engines with their own file and network access: the runner's SQL engine
+# (analysts use pandas, or submit a SQL job) and PyArrow's file systems.
+ENGINE_MODULES = frozenset({"duckdb", "sqlite3", "pyarrow.fs"})
+
+_DENIAL_REASONS = {
+    PROCESS_MODULES: "it reaches the operating system (processes, environment, interpreter)",
+    NATIVE_CODE_MODULES: "it runs native code or touches raw memory",
+    FILE_MODULES: "it works on the file system; read your tables with sandbox_job.table()",
+    NETWORK_MODULES: "it opens network connections or starts desktop programs",
+    CODE_LOADING_MODULES: "it loads, compiles or inspects code and the interpreter's state",
+    CODE_RUNNING_SERIALISATION_MODULES: "loading its data runs arbitrary code",
+    ENGINE_MODULES: "it has its own file and network access; use pandas on "
+    "sandbox_job.table(), or submit a SQL job",
+}
+DENIED_MODULES = frozenset().union(*_DENIAL_REASONS)
+# Escape modules that allowed modules re-export (warnings.sys,
+# pandas.io.common.os): checked as attributes of imported modules. Left out
+# where the name is a public API: pd.io, pd.api.types, np.select, scipy.signal.
+ESCAPE_ATTRIBUTE_NAMES = frozenset(
+    name for name in DENIED_MODULES if "." not in name and not name.startswith("_")
+) - {"io", "types", "select", "signal"}
+# Denied submodules whose names are distinctive enough to refuse on any object.
+DENIED_SUBMODULE_NAMES = {"ctypeslib": "numpy.ctypeslib", "f2py": "numpy.f2py"}
+
+# -- what a job may not call ----------------------------------------------------
+
+# Builtins that run code from strings, read files or stdin, start a debugger
+# or a pager, or hand out namespaces (which hold __builtins__), with why.
+_BUILTIN_REASONS = {
+    "eval": "it runs code from a string, which this check cannot see",
+    "exec": "it runs code from a string, which this check cannot see",
+    "compile": "it turns a string into code, which this check cannot see",
+    "__import__": "it imports modules by name, around this check",
+    "open": "a job reads its tables through sandbox_job",
+    "input": "a job has no one to answer",
+    "breakpoint": "a job cannot be debugged interactively",
+    "help": "it starts the documentation browser",
+    "globals": "it hands out the job's namespace, builtins included",
+    "locals": "it hands out the job's namespace, builtins included",
+    "vars": "it hands out an object's namespace",
+    "memoryview": "no analysis needs raw memory views",
+}
+DENIED_BUILTINS = frozenset(_BUILTIN_REASONS)
+# Attribute access by a computed name hides what is reached; allowed only
+# called directly with a string literal, which is then checked as an attribute.
+GETATTR_BUILTINS = frozenset({"getattr", "setattr", "delattr", "hasattr"})
+ATTRGETTER_PATHS = frozenset({"operator.attrgetter", "operator.methodcaller"})
+# Library functions, by attribute name on any object, that run code.
+DENIED_ATTRIBUTES = {
+    "read_pickle": "unpickling runs code stored in the file",
+    "load_pickle": "unpickling runs code stored in the file",
+    "read_clipboard": "it runs a clipboard program",
+    "to_clipboard": "it runs a clipboard program",
+    "LowLevelCallable": "it calls native functions by address",
+    "from_cython": "it calls native functions by address",
+    "get_type_hints": "it evaluates strings as code",
+    "ForwardRef": "it evaluates strings as code",
+    "webdoc": "it starts a web browser",
+}
+# The same, by dotted path where the name alone is too common.
+DENIED_PATHS = {"statsmodels.api.load": "unpickling runs code stored in the file"}
+# Keywords that make a loader unpickle.
+DENIED_TRUE_KEYWORDS = {"allow_pickle": "unpickling runs code stored in the file"}
+
+# -- dunders and interpreter internals ------------------------------------------
+
+DUNDER = re.compile(r"__[A-Za-z]\w*__", re.ASCII)
+ALLOWED_DUNDERS = frozenset({"__name__"})
+ALLOWED_DUNDER_STRINGS = frozenset({"__main__", "__name__"})
+# Frame, code, generator and traceback attributes: the namespaces of running
+# code (f_globals holds __builtins__) without a single underscore.
+INTERNAL_ATTRIBUTES = frozenset(
+    {
+        "gi_frame", "gi_code", "gi_yieldfrom", "cr_frame", "cr_code", "cr_await",
+        "ag_frame", "ag_code", "ag_await", "f_globals", "f_locals", "f_builtins", "f_back",
+        "f_code", "f_trace", "tb_frame", "tb_next", "co_code", "co_consts", "co_names",
+        "func_globals", "func_code",
+    }
+)  # fmt: skip
+
+# Library calls that evaluate a string argument as an expression.
+EXPRESSION_METHODS = frozenset({"query", "eval"})
+
+SUGGEST_ALLOWED = (
+    "Read tables with sandbox_job.table() and analyse them with pandas, numpy, scipy, "
+    "statsmodels or scikit-learn (sklearn)."
+)
+SUGGEST_PUBLIC_API = "Use the library's public API instead."
+
+
+def check_python(code: str) -> Decision:
+    """Check an analyst's Python job before it is queued for the runner."""
+    if len(code) > MAX_PYTHON_CHARS:
+        return Decision.deny(
+            Finding(
+                "python.too_long",
+                f"The job is {len(code)} characters long; the limit is {MAX_PYTHON_CHARS}.",
+                suggestion="Keep the analysis in the job and the data in the view.",
+            )
+        )
+    try:
+        tree = ast.parse(code, filename="<job>")
+    except SyntaxError as error:
+        location = None
+        if error.lineno:
+            location = f"line {error.lineno}, column {max(1, error.offset or 1)}"
+        return Decision.deny(Finding("python.syntax", f"Syntax error: {error.msg}.", location))
+    except (RecursionError, MemoryError):
+        return Decision.deny(
+            Finding("python.syntax", "The code is nested too deeply to be analysed.")
+        )
+    findings = _Checker(code, tree).run()
+    if findings:
+        return Decision.deny(*findings)
+    return Decision.allow()
+
+
+def is_dunder(name: str) -> bool:
+    return len(name) > 4 and name.startswith("__") and name.endswith("__")
+
+
+def allowed_module_list() -> str:
+    return ", ".join(sorted(ALLOWED_MODULES - {"__future__"}))
+
+
+@dataclass(frozen=True)
+class _Scope:
+    in_class: bool = False  # anywhere inside a class the job defines
+    class_body: bool = False  # directly in that class's body
+
+
+@dataclass(frozen=True)
+class _Issue:
+    rule: str
+    message: str
+    suggestion: str | None = None
+
+
+class _Checker:
+    def __init__(self, code: str, tree: ast.Module) -> None:
+        self.lines = code.splitlines()
+        self.tree = tree
+        self.found: list[tuple[int, int, Finding]] = []
+        self.modules = _imported_modules(tree)
+        # Nodes already judged by their parent (a called getattr, a docstring).
+        self.handled: set[int] = set()
+
+    def run(self) -> list[Finding]:
+        for node, scope in _walk(self.tree):
+            self.visit(node, scope)
+        ordered = sorted(self.found, key=lambda item: (item[0], item[1]))
+        return list(dict.fromkeys(finding for _, _, finding in ordered))
+
+    # -- reporting --------------------------------------------------------------
+
+    def add(self, issue: _Issue, line: int, byte_offset: int) -> None:
+        column = self.column(line, byte_offset)
+        location = f"line {line}, column {column}"
+        self.found.append(
+            (line, column, Finding(issue.rule, issue.message, location, issue.suggestion))
+        )
+
+    def add_at(self, issue: _Issue, node: ast.AST) -> None:
+        self.add(issue, getattr(node, "lineno", 1), getattr(node, "col_offset", 0))
+
+    def column(self, line: int, byte_offset: int) -> int:
+        """1-based character column of ast's 0-based UTF-8 byte offset."""
+        text = self.lines[line - 1] if 0 < line <= len(self.lines) else ""
+        prefix = text.encode("utf-8")[: max(0, byte_offset)]
+        return len(prefix.decode("utf-8", errors="replace")) + 1
+
+    def add_at_attribute(self, issue: _Issue, node: ast.Attribute) -> None:
+        # Point at the attribute's name, not at the start of the expression.
+        line = node.end_lineno or node.lineno
+        end = node.end_col_offset if node.end_col_offset is not None else node.col_offset
+        self.add(issue, line, end - len(node.attr.encode("utf-8")))
+
+    # -- nodes ------------------------------------------------------------------
+
+    def visit(self, node: ast.AST, scope: _Scope) -> None:
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                for issue in _module_issues(alias.name):
+                    self.add_at(issue, alias)
+                self.check_bound_name(alias.asname, alias)
+        elif isinstance(node, ast.ImportFrom):
+            self.visit_import_from(node)
+        elif isinstance(node, ast.Name):
+            self.visit_name(node, scope)
+        elif isinstance(node, ast.Attribute):
+            self.visit_attribute(node, scope)
+        elif isinstance(node, ast.Call):
+            self.visit_call(node)
+        elif isinstance(node, ast.Expr) and _is_str(node.value):
+            self.handled.add(id(node.value))  # a docstring or a bare string: never used
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str):
+            if id(node) not in self.handled:
+                self.check_string(node.value, node)
+        elif isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            if is_dunder(node.name) and not scope.class_body:
+                self.add(_dunder_issue(node.name), node.lineno, _name_offset(node))
+            if not isinstance(node, ast.ClassDef) and node.returns is not None:
+                self.check_annotation(node.returns)
+        elif isinstance(node, ast.arg):
+            self.check_bound_name(node.arg, node)
+            if node.annotation is not None:
+                self.check_annotation(node.annotation)
+        elif isinstance(node, ast.AnnAssign):
+            self.check_annotation(node.annotation)
+        elif isinstance(node, ast.Global | ast.Nonlocal):
+            for name in node.names:
+                self.check_bound_name(name, node)
+        elif isinstance(node, ast.ExceptHandler | ast.MatchAs | ast.MatchStar):
+            self.check_bound_name(node.name, node)
+        elif isinstance(node, ast.MatchMapping):
+            self.check_bound_name(node.rest, node)
+        elif isinstance(node, ast.MatchClass):
+            # case C(__class__=x) reads the attribute without an Attribute node.
+            for attr in node.kwd_attrs:
+                for issue in _attribute_issues(attr, None):
+                    self.add_at(issue, node)
+
+    def check_bound_name(self, name: str | None, node: ast.AST) -> None:
+        if name and is_dunder(name) and name not in ALLOWED_DUNDERS:
+            self.add_at(_dunder_issue(name), node)
+
+    def visit_import_from(self, node: ast.ImportFrom) -> None:
+        if node.level:
+            self.add_at(
+                _Issue(
+                    "python.import_not_allowed",
+                    "Relative imports are not allowed: a job is a single file.",
+                    SUGGEST_ALLOWED,
+                ),
+                node,
+            )
+            return
+        module = node.module or ""
+        module_issues = _module_issues(module)
+        for issue in module_issues:
+            self.add_at(issue, node)
+        for alias in node.names:
+            if alias.name == "*":
+                self.add_at(
+                    _Issue(
+                        "python.star_import",
+                        f"'from {module} import *' hides which names the job uses.",
+                        f"Import the module ('import {module}') or the names you need.",
+                    ),
+                    alias,
+                )
+                continue
+            if module == "__future__":
+                continue
+            if not module_issues:
+                for issue in _attribute_issues(alias.name, module):
+                    self.add_at(issue, alias)
+            elif f"{module}.{alias.name}" in DENIED_MODULES:
+                # from pyarrow import fs: the denial says more than "not allowed".
+                path = f"{module}.{alias.name}"
+                self.add_at(_denied_module_issue(path, path), alias)
+            self.check_bound_name(alias.asname, alias)
+
+    def visit_name(self, node: ast.Name, scope: _Scope) -> None:
+        if id(node) in self.handled:
+            return
+        name = node.id
+        if name in DENIED_BUILTINS and not isinstance(node.ctx, ast.Load):
+            self.add_at(
+                _Issue(
+                    "python.call_denied",
+                    f"'{name}' is the name of a denied builtin; a variable may not take it.",
+                    f"Call the variable something else, e.g. '{name}_'.",
+                ),
+                node,
+            )
+        elif name in DENIED_BUILTINS:
+            self.add_at(_builtin_issue(name), node)
+        elif name in GETATTR_BUILTINS:
+            self.add_at(_computed_name_issue(name, passed=True), node)
+        elif self.modules.get(name) in ATTRGETTER_PATHS:
+            self.add_at(_computed_name_issue(name, passed=True), node)
+        elif is_dunder(name) and name not in ALLOWED_DUNDERS:
+            if not (isinstance(node.ctx, ast.Store) and scope.class_body):
+                self.add_at(_dunder_issue(name), node)
+
+    def visit_attribute(self, node: ast.Attribute, scope: _Scope) -> None:
+        if node.attr == "__init__" and scope.in_class:
+            return  # super().__init__() in the job's own class
+        root_path = _module_path(node.value, self.modules)
+        for issue in _attribute_issues(node.attr, root_path):
+            self.add_at_attribute(issue, node)
+        path = f"{root_path}.{node.attr}" if root_path else None
+        if path in ATTRGETTER_PATHS and id(node) not in self.handled:
+            self.add_at_attribute(_computed_name_issue(path, passed=True), node)
+
+    def visit_call(self, node: ast.Call) -> None:
+        func = node.func
+        if isinstance(func, ast.Name) and func.id in GETATTR_BUILTINS:
+            self.handled.add(id(func))
+            self.check_getattr(func.id, node)
+        path = _module_path(func, self.modules)
+        if path in ATTRGETTER_PATHS:
+            self.handled.add(id(func))
+            self.check_attrgetter(path, node)
+        if isinstance(func, ast.Attribute) and func.attr in EXPRESSION_METHODS:
+            expression = node.args[0] if node.args else _keyword(node, "expr")
+            if expression is not None:
+                self.check_evaluated(expression, f"the {func.attr}() expression")
+        for argument in node.args:
+            if _formula_text(argument) is not None:
+                self.check_evaluated(argument, "the formula")
+        for keyword in node.keywords:
+            if keyword.arg and keyword.arg.endswith("formula"):
+                for part in ast.walk(keyword.value):
+                    if _is_str(part) or isinstance(part, ast.JoinedStr):
+                        self.check_evaluated(part, "the formula")
+            elif keyword.arg and _formula_text(keyword.value) is not None:
+                self.check_evaluated(keyword.value, "the formula")
+            if keyword.arg in DENIED_TRUE_KEYWORDS and not _is_false(keyword.value):
+                self.add_at(
+                    _Issue(
+                        "python.call_denied",
+                        f"{keyword.arg}= may not be set: {DENIED_TRUE_KEYWORDS[keyword.arg]}.",
+                        "Save and load arrays and tables as .npy/.csv/.parquet "
+                        "without pickled objects.",
+                    ),
+                    keyword.value,
+                )
+
+    def check_getattr(self, name: str, node: ast.Call) -> None:
+        args = node.args
+        attr = (
+            _str_value(args[1]) if len(args) >= 2 and not isinstance(args[0], ast.Starred) else None
+        )
+        if attr is None:
+            self.add_at(_computed_name_issue(name, passed=False), node)
+            return
+        root_path = _module_path(args[0], self.modules)
+        for issue in _attribute_issues(attr, root_path, strings_checked=True):
+            self.add_at(issue, args[1])
+        if attr.startswith("_") and not is_dunder(attr) and root_path is None:
+            self.add_at(_private_issue(attr, "an object"), args[1])
+
+    def check_attrgetter(self, path: str, node: ast.Call) -> None:
+        name = path.rpartition(".")[2]
+        names = node.args[:1] if name == "methodcaller" else node.args
+        if not names:
+            self.add_at(_computed_name_issue(name, passed=False), node)
+            return
+        for argument in names:
+            text = _str_value(argument)
+            if text is None:
+                self.add_at(_computed_name_issue(name, passed=False), argument)
+                continue
+            for attr in text.split("."):
+                for issue in _attribute_issues(attr, None, strings_checked=True):
+                    self.add_at(issue, argument)
+                if attr.startswith("_") and not is_dunder(attr):
+                    self.add_at(_private_issue(attr, "an object"), argument)
+
+    def check_string(self, text: str, node: ast.AST) -> None:
+        for match in DUNDER.finditer(text):
+            if match.group() not in ALLOWED_DUNDER_STRINGS:
+                self.add_at(_dunder_issue(match.group(), in_string=True), node)
+
+    def check_annotation(self, annotation: ast.expr) -> None:
+        # String annotations are evaluated by typing.get_type_hints and by
+        # functools.singledispatch; a nested one ("list['x']") as well.
+        for part in ast.walk(annotation):
+            if _is_str(part):
+                self.check_evaluated(part, "the string annotation")
+
+    def check_evaluated(self, node: ast.AST, what: str) -> None:
+        """Check a literal string that a library evaluates as Python."""
+        text = _formula_text(node, any_text=True)
+        if text is None:
+            return
+        for chain, called in _name_chains(text):
+            root = chain[0]
+            if len(chain) == 1 and called and root in DENIED_BUILTINS:
+                issue = _builtin_issue(root)
+                self.add_at(_Issue(issue.rule, f"In {what}: {issue.message}"), node)
+            if len(chain) == 1 and called and root in GETATTR_BUILTINS:
+                issue = _computed_name_issue(root, passed=False)
+                self.add_at(_Issue(issue.rule, f"In {what}: {issue.message}"), node)
+            path = self.modules.get(root)
+            for attr in chain[1:]:
+                for issue in _attribute_issues(attr, path, strings_checked=True):
+                    self.add_at(_Issue(issue.rule, f"In {what}: {issue.message}"), node)
+                path = f"{path}.{attr}" if path else None
+
+
+# -- pure helpers ---------------------------------------------------------------
+
+
+def _walk(tree: ast.AST) -> Iterator[tuple[ast.AST, _Scope]]:
+    """Every node with its class scope, parents first, without recursion."""
+    stack: list[tuple[ast.AST, _Scope]] = [(tree, _Scope())]
+    while stack:
+        node, scope = stack.pop()
+        yield node, scope
+        if isinstance(node, ast.ClassDef):
+            body = {id(statement) for statement in node.body}
+            inner = _Scope(in_class=True, class_body=True)
+            children = [(c, inner if id(c) in body else scope) for c in ast.iter_child_nodes(node)]
+        elif isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda):
+            inner = _Scope(in_class=scope.in_class, class_body=False)
+            children = [(c, inner) for c in ast.iter_child_nodes(node)]
+        else:
+            children = [(c, scope) for c in ast.iter_child_nodes(node)]
+        stack.extend(reversed(children))
+
+
+def _imported_modules(tree: ast.AST) -> dict[str, str]:
+    """Local name -> dotted path, for every name an import binds."""
+    modules: dict[str, str] = {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.asname:
+                    modules[alias.asname] = alias.name
+                else:
+                    top = alias.name.partition(".")[0]
+                    modules[top] = top
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            for alias in node.names:
+                if alias.name != "*":
+                    modules[alias.asname or alias.name] = f"{node.module}.{alias.name}"
+    return modules
+
+
+def _module_path(node: ast.expr, modules: dict[str, str]) -> str | None:
+    """The dotted path of name.attr.attr when name was bound by an import."""
+    attrs: list[str] = []
+    while isinstance(node, ast.Attribute):
+        attrs.append(node.attr)
+        node = node.value
+    if not isinstance(node, ast.Name) or node.id not in modules:
+        return None
+    return ".".join([modules[node.id], *reversed(attrs)])
+
+
+def _module_issues(module: str) -> list[_Issue]:
+    """What is wrong with importing a module by its dotted name."""
+    parts = module.split(".")
+    for end in range(1, len(parts) + 1):
+        prefix = ".".join(parts[:end])
+        if prefix in DENIED_MODULES:
+            return [_denied_module_issue(prefix, module)]
+    top = parts[0]
+    if top not in ALLOWED_MODULES:
+        if top.startswith("_") and top != "__future__":
+            reason = "it is an interpreter-internal module"
+            return [_Issue("python.import_denied", f"'{module}' is denied: {reason}.")]
+        return [
+            _Issue(
+                "python.import_not_allowed",
+                f"'{module}' is not on the list of modules a job may import: "
+                f"{allowed_module_list()}.",
+                SUGGEST_ALLOWED,
+            )
+        ]
+    issues: list[_Issue] = []
+    path = top
+    for part in parts[1:]:
+        issues += _attribute_issues(part, path)
+        path = f"{path}.{part}"
+    return issues[:1]
+
+
+def _attribute_issues(
+    attr: str, root_path: str | None, *, strings_checked: bool = False
+) -> list[_Issue]:
+    """What is wrong with reaching ``attr``, on a module's path or on any object.
+
+    ``strings_checked``: the attribute came from a string literal, whose
+    dunders the string rule reports already.
+    """
+    if is_dunder(attr):
+        if attr in ALLOWED_DUNDERS or strings_checked:
+            return []
+        return [_dunder_issue(attr)]
+    if attr in INTERNAL_ATTRIBUTES:
+        return [
+            _Issue(
+                "python.dunder_access",
+                f"'{attr}' reaches the interpreter's frames and namespaces.",
+                SUGGEST_PUBLIC_API,
+            )
+        ]
+    path = f"{root_path}.{attr}" if root_path else None
+    if path is not None:
+        if path in DENIED_MODULES:
+            return [_denied_module_issue(path, path)]
+        if attr in ESCAPE_ATTRIBUTE_NAMES:
+            return [_denied_module_issue(attr, path)]
+        if path in DENIED_PATHS:
+            return [_Issue("python.call_denied", f"'{path}' is denied: {DENIED_PATHS[path]}.")]
+    if attr in DENIED_ATTRIBUTES:
+        return [
+            _Issue(
+                "python.call_denied",
+                f"'{attr}' is denied: {DENIED_ATTRIBUTES[attr]}.",
+                SUGGEST_PUBLIC_API if "pickle" not in attr else "Read .csv or .parquet files.",
+            )
+        ]
+    if attr in DENIED_SUBMODULE_NAMES:
+        return [_denied_module_issue(DENIED_SUBMODULE_NAMES[attr], path or attr)]
+    if path is not None and attr.startswith("_"):
+        return [_private_issue(attr, f"'{root_path}'")]
+    return []
+
+
+def _denied_module_issue(denied: str, reached: str) -> _Issue:
+    family, reason = next((f, r) for f, r in _DENIAL_REASONS.items() if denied in f)
+    what = f"'{reached}'" if reached == denied else f"'{reached}' (module {denied})"
+    # These families' reasons say what to use instead.
+    suggestion = None if family in (FILE_MODULES, ENGINE_MODULES) else SUGGEST_ALLOWED
+    return _Issue("python.import_denied", f"{what} is denied: {reason}.", suggestion)
+
+
+def _builtin_issue(name: str) -> _Issue:
+    suggestions = {
+        "open": "Read tables with sandbox_job.table(name).",
+        "vars": "Use the object's attributes directly.",
+        "eval": "Write the expression as code.",
+        "exec": "Write the code in the job itself.",
+        "compile": "For a regular expression, write re.compile(...).",
+    }
+    return _Issue(
+        "python.call_denied",
+        f"{name}() is denied: {_BUILTIN_REASONS[name]}.",
+        suggestions.get(name),
+    )
+
+
+def _computed_name_issue(name: str, *, passed: bool) -> _Issue:
+    short = name.rpartition(".")[2]
+    if passed:
+        message = f"{short} may only be called directly, with the name as a string literal."
+    else:
+        message = (
+            f"{short}() needs the attribute name as a string literal: "
+            "a computed name hides what it reaches."
+        )
+    return _Issue(
+        "python.call_denied",
+        message,
+        "Write obj.name, or getattr(obj, 'name') with a literal name.",
+    )
+
+
+def _dunder_issue(name: str, *, in_string: bool = False) -> _Issue:
+    where = "A string names" if in_string else "The job uses"
+    return _Issue(
+        "python.dunder_access",
+        f"{where} '{name}': dunder names reach Python's internals and are denied.",
+        "Use type(x), isinstance(x, T) or the library's public API instead."
+        if name in ("__class__", "__dict__")
+        else SUGGEST_PUBLIC_API,
+    )
+
+
+def _private_issue(attr: str, owner: str) -> _Issue:
+    return _Issue(
+        "python.private_access",
+        f"'{attr}' is a private name of {owner}.",
+        SUGGEST_PUBLIC_API,
+    )
+
+
+def _name_offset(node: ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef) -> int:
+    # "def name" / "async def name" / "class name": the name after the keyword.
+    keyword = {ast.FunctionDef: 4, ast.AsyncFunctionDef: 10, ast.ClassDef: 6}[type(node)]
+    return node.col_offset + keyword
+
+
+def _str_value(node: ast.AST) -> str | None:
+    """The text of a string literal; None for anything else."""
+    if isinstance(node, ast.Constant) and isinstance(node.value, str):
+        return node.value
+    return None
+
+
+def _is_str(node: ast.AST) -> bool:
+    return _str_value(node) is not None
+
+
+def _is_false(node: ast.expr) -> bool:
+    return isinstance(node, ast.Constant) and node.value in (False, None, 0)
+
+
+def _keyword(node: ast.Call, name: str) -> ast.expr | None:
+    return next((k.value for k in node.keywords if k.arg == name), None)
+
+
+def _formula_text(node: ast.AST, *, any_text: bool = False) -> str | None:
+    """The literal text of a string or f-string (holes as names), if it is one.
+
+    Without ``any_text`` only a formula (a text with ``~``) counts.
+    """
+    text = _str_value(node)
+    if isinstance(node, ast.JoinedStr):
+        text = "".join(_str_value(v) or " hole " for v in node.values)
+    if text is None:
+        return None
+    return text if any_text or "~" in text else None
+
+
+def _name_chains(text: str) -> Iterator[tuple[list[str], bool]]:
+    """Dotted name chains in an expression, and whether each one is called.
+
+    Tokenized, not parsed: formulas (y ~ x:z) and pandas expressions
+    (@local, `quoted column`) are not Python, but their names are.
+    """
+    text = re.sub(r"`[^`]*`", lambda m: " " * len(m.group()), text).replace("@", " ")
+    tokens: list[tokenize.TokenInfo] = []
+    try:
+        for token in tokenize.generate_tokens(io.StringIO(text).readline):
+            if token.type not in (tokenize.NL, tokenize.NEWLINE, tokenize.COMMENT):
+                tokens.append(token)
+    except (tokenize.TokenError, SyntaxError):
+        pass  # what was read before the error is checked; the library fails the same way
+    chain: list[str] = []
+    for index, token in enumerate(tokens):
+        after_dot = index > 0 and tokens[index - 1].string == "."
+        if token.type == tokenize.NAME:
+            if after_dot:
+                # (expr).name: an attribute of something that is no module.
+                chain = [*(chain or [""]), token.string]
+            else:
+                chain = [token.string]
+            following = tokens[index + 1].string if index + 1 < len(tokens) else ""
+            if following != ".":
+                yield chain, following == "("
+                chain = []
+        elif token.string != ".":
+            chain = []
