@@ -4,8 +4,10 @@ What leaves here is all a job ever sees. Columns on the negative list never
 enter; person and record keys become keyed HMAC-SHA256 pseudonyms whose key is
 derived per dataset *and* grant, so two grants' views cannot be joined while
 the tables of one view still join on them; quasi-identifying dates become
-years; and with consent required, persons without consent are left out of
-every table.
+years; and given the persons with active consent for the grant's purpose,
+everyone else is left out of every table. Who consents is the caller's to say
+(the consent records live in the metadata database, not in the data); persons
+are matched on their raw key as text, as ``str(7)`` for the integer 7.
 
 View dtypes (what DuckDB sees in the written Parquet files): INTEGER
 ``int64`` (BIGINT), FLOAT ``float64`` (DOUBLE), BOOLEAN ``bool`` (BOOLEAN),
@@ -20,7 +22,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -54,25 +56,34 @@ def build_view(
     manifest: Manifest,
     *,
     key: bytes,
-    require_consent: bool,
+    consenting: Collection[str] | None = None,
+    require_consent: bool = False,
     table_names: Iterable[str] | None = None,
 ) -> dict[str, pd.DataFrame]:
-    """The view of ``table_names`` (default: every table of the manifest) under ``key``."""
+    """The view of ``table_names`` (default: every table of the manifest) under ``key``.
+
+    ``consenting`` holds the raw person ids (as text) with active consent; None
+    applies no consent filter. ``require_consent`` says the caller means to
+    filter, so a missing ``consenting`` is an error rather than a full view.
+    """
     if len(key) < 16:
         raise ViewError("the pseudonym key is too short")
+    if require_consent and consenting is None:
+        raise ViewError("consent is required, but no consenting persons were given")
+    if isinstance(consenting, str):
+        raise ViewError("consenting must be a collection of person ids, not one string")
     specs = [_table_spec(manifest, name) for name in _names(manifest, table_names)]
     frames = {spec.name: _raw_table(tables, spec) for spec in specs}
 
-    if require_consent:
-        consenting = _consenting_persons(tables, manifest)
+    if consenting is not None:
+        wanted = consenting if isinstance(consenting, set | frozenset) else frozenset(consenting)
         for spec in specs:
             if spec.column(manifest.privacy_unit) is None:
                 raise ViewError(
                     f"table {spec.name!r} has no {manifest.privacy_unit!r} column, so consent "
                     "cannot be applied to it"
                 )
-            raw = frames[spec.name]
-            frames[spec.name] = raw[raw[manifest.privacy_unit].isin(consenting).to_numpy()]
+            frames[spec.name] = _consenting_rows(frames[spec.name], manifest.privacy_unit, wanted)
 
     pseudonyms = _pseudonym_maps(frames, specs, key)
     return {spec.name: _view_table(frames[spec.name], spec, pseudonyms) for spec in specs}
@@ -125,24 +136,15 @@ def _raw_table(tables: Mapping[str, pd.DataFrame], spec: Table) -> pd.DataFrame:
     return raw.loc[:, needed]
 
 
-def _consenting_persons(tables: Mapping[str, pd.DataFrame], manifest: Manifest) -> pd.Index:
-    if not manifest.consent_column or "." not in manifest.consent_column:
-        raise ViewError(f"dataset {manifest.name!r} declares no consent column")
-    table_name, column_name = manifest.consent_column.split(".", 1)
-    raw = tables.get(table_name)
-    if raw is None or column_name not in raw.columns or manifest.privacy_unit not in raw.columns:
-        raise ViewError(f"the consent column {manifest.consent_column!r} is not in the data")
-    consent = raw[column_name]
-    try:
-        given = consent.to_numpy() if consent.dtype == bool else _true_only(consent)
-    except (TypeError, ValueError) as error:
-        raise ViewError(f"the consent column {manifest.consent_column!r} is not boolean") from error
-    return pd.Index(raw[manifest.privacy_unit].to_numpy()[given]).dropna().unique()
-
-
-def _true_only(consent: pd.Series) -> np.ndarray:
-    # Missing or anything but True means no consent.
-    return consent.astype("boolean").fillna(False).to_numpy(dtype=bool)
+def _consenting_rows(raw: pd.DataFrame, unit: str, consenting: Collection[str]) -> pd.DataFrame:
+    """The rows of persons in ``consenting``; a row without a person is left out."""
+    persons = raw[unit]
+    # Each distinct person is looked up once, not each of their (many) rows.
+    distinct = pd.Index(pd.unique(persons.dropna()))
+    found = np.fromiter(
+        (text in consenting for text in _canonical_texts(distinct)), dtype=bool, count=len(distinct)
+    )
+    return raw[persons.isin(distinct[found]).to_numpy()]
 
 
 def _pseudonym_maps(

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from flask import Blueprint, Response, current_app, g, jsonify, request
 
 from portal.auth import requires, sandbox
-from sandbox import audit, grants, jobs, reads, reviews, users
-from sandbox.errors import InvalidRequest, PolicyRejected, Unauthenticated
-from sandbox.models import Grant, Role, User
+from sandbox import access, audit, consent, grants, jobs, reads, reviews, users
+from sandbox.errors import InvalidRequest, Unauthenticated
+from sandbox.models import AccessRequest, Grant, Role, User
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 ANY_ROLE = ()
@@ -67,6 +68,33 @@ def dataset(name: str) -> Any:
 def mock(name: str) -> Any:
     csv = reads.mock_csv(name, table=request.args.get("table"), rows=request.args.get("rows"))
     return Response(csv, mimetype="text/csv; charset=utf-8")
+
+
+@bp.post("/datasets/<name>/consents/withdraw")
+@requires(Role.OWNER, Role.ADMIN)
+def withdraw_consent(name: str) -> Any:
+    return _change_consent(consent.withdraw_consent, name)
+
+
+@bp.post("/datasets/<name>/consents/give")
+@requires(Role.OWNER, Role.ADMIN)
+def give_consent(name: str) -> Any:
+    return _change_consent(consent.give_consent, name)
+
+
+def _change_consent(change: Callable[..., int], dataset: str) -> Any:
+    """One person's consent (个人授权) to one purpose: ``{person_id, purpose}``."""
+    body = _body()
+    person_id = body.get("person_id")
+    if isinstance(person_id, bool) or not isinstance(person_id, str | int):
+        raise InvalidRequest("person_id must be a string.", field="person_id")
+    purpose = _field(body, "purpose", str)
+    with sandbox().tx() as db:
+        records = change(
+            db, by=db.get_one(User, g.user_id), dataset=dataset, person_id=str(person_id),
+            purpose=purpose,
+        )  # fmt: skip
+    return jsonify(dataset=dataset, purpose=purpose, records=records)
 
 
 @bp.post("/jobs")
@@ -128,17 +156,16 @@ def result(job_id: str) -> Any:
 def policy_check() -> Any:
     """Dry run: every finding at once, without queueing a job or spending budget."""
     body = _body()
-    mode = _field(body, "mode", str)
-    language = _field(body, "language", str)
-    epsilon = body.get("epsilon") or jobs.DEFAULT_EPSILON
-    try:
-        jobs.plan_job(
-            jobs.manifest_for(_field(body, "dataset", str)),
-            language=language, mode=mode, code=_field(body, "code", str), epsilon=float(epsilon),
+    epsilon = body.get("epsilon")
+    if epsilon is not None and (isinstance(epsilon, bool) or not isinstance(epsilon, int | float)):
+        raise InvalidRequest("epsilon must be a number.", field="epsilon")
+    with sandbox().tx() as db:
+        report = jobs.dry_run(
+            db, by=db.get_one(User, g.user_id), dataset=_field(body, "dataset", str),
+            language=_field(body, "language", str), mode=_field(body, "mode", str),
+            code=_field(body, "code", str), epsilon=epsilon,
         )  # fmt: skip
-    except PolicyRejected as rejection:
-        return jsonify(allowed=False, findings=rejection.details.get("findings", []))
-    return jsonify(allowed=True, findings=[])
+    return jsonify(report)
 
 
 @bp.get("/budget")
@@ -192,6 +219,56 @@ def revoke(grant_id: str) -> Any:
     with sandbox().tx() as db:
         grant = grants.revoke_grant(db, by=db.get_one(User, g.user_id), grant_id=grant_id)
         return jsonify(reads.grant_view(grant))
+
+
+@bp.get("/access-requests")
+@requires(Role.ANALYST, Role.OWNER, Role.ADMIN)
+def list_access_requests() -> Any:
+    with sandbox().tx() as db:
+        found = access.list_requests(
+            db, user=db.get_one(User, g.user_id), status=request.args.get("status")
+        )
+        return jsonify(access_requests=[reads.access_request_view(db, r) for r in found])
+
+
+@bp.post("/access-requests")
+@requires(Role.ANALYST)
+def file_access_request() -> Any:
+    body = _body()
+    with sandbox().tx() as db:
+        filed = access.request_access(
+            db, by=db.get_one(User, g.user_id), dataset=_field(body, "dataset", str),
+            purpose=body.get("purpose", ""), columns=body.get("columns", []),
+            modes=body.get("modes", []), epsilon=body.get("epsilon", 0.0),
+            days=body.get("days", 90), justification=body.get("justification", ""),
+        )  # fmt: skip
+        return jsonify(reads.access_request_view(db, filed)), 201
+
+
+@bp.post("/access-requests/<request_id>/approve")
+@requires(Role.OWNER, Role.ADMIN)
+def approve_access_request(request_id: str) -> Any:
+    body = _body()  # {} approves the request as filed; the action checks each field's type
+    with sandbox().tx() as db:
+        access.approve_request(
+            db, by=db.get_one(User, g.user_id), request_id=request_id,
+            comment=body.get("comment", ""), columns=body.get("columns"),
+            modes=body.get("modes"), epsilon=body.get("epsilon"), days=body.get("days"),
+            k_threshold=body.get("k_threshold"), column_rules=body.get("column_rules"),
+        )  # fmt: skip
+        return jsonify(reads.access_request_view(db, db.get_one(AccessRequest, request_id)))
+
+
+@bp.post("/access-requests/<request_id>/deny")
+@requires(Role.OWNER, Role.ADMIN)
+def deny_access_request(request_id: str) -> Any:
+    body = _body()
+    with sandbox().tx() as db:
+        denied = access.deny_request(
+            db, by=db.get_one(User, g.user_id), request_id=request_id,
+            comment=body.get("comment", ""),
+        )  # fmt: skip
+        return jsonify(reads.access_request_view(db, denied))
 
 
 @bp.get("/reviews")

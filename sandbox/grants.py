@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from datasets.health_manifest import MANIFESTS
+from policies.policy_file import PolicyFileError, load_policy
 from sandbox import audit
 from sandbox.errors import Forbidden, InvalidRequest, NoActiveGrant, NotFound
 from sandbox.models import Grant, Role, User, utcnow
@@ -29,6 +31,8 @@ def grant_access(
     purpose: str = "research",
     requires_consent: bool = True,
     requires_review: bool = False,
+    columns: list[str] | None = None,
+    column_rules: dict[str, Any] | None = None,
 ) -> Grant:
     if by.role not in (Role.OWNER, Role.ADMIN):
         raise Forbidden("Only a data owner can grant access.")
@@ -41,6 +45,10 @@ def grant_access(
         raise InvalidRequest(f"modes must be a non-empty list of {', '.join(MODES)}.")
     if epsilon_total < 0 or max_epsilon_per_job <= 0 or k_threshold < 2 or days <= 0:
         raise InvalidRequest("epsilon must be positive, k at least 2 and days at least 1.")
+    columns = [c.strip().lower() for c in columns or []]
+    column_rules = {str(k).strip().lower(): v for k, v in (column_rules or {}).items()}
+    if columns or column_rules:
+        check_narrowing(dataset, columns=columns, column_rules=column_rules)
     grant = Grant(
         dataset=dataset,
         analyst_id=analyst.id,
@@ -51,6 +59,8 @@ def grant_access(
         k_threshold=k_threshold,
         requires_consent=requires_consent,
         requires_review=requires_review,
+        columns=columns,
+        column_rules=column_rules,
         created_by=by.id,
         expires_at=utcnow() + dt.timedelta(days=days),
     )
@@ -62,9 +72,19 @@ def grant_access(
         action="grant.created",
         subject=grant.id,
         details={"dataset": dataset, "analyst": analyst.username, "modes": modes,
-                 "epsilon_total": epsilon_total, "k": k_threshold, "days": days},
+                 "epsilon_total": epsilon_total, "k": k_threshold, "days": days,
+                 "columns": columns, "column_rules": column_rules},
     )  # fmt: skip
     return grant
+
+
+def check_narrowing(dataset: str, *, columns: list[str], column_rules: dict[str, Any]) -> None:
+    """Refuse a grant's columns or rules that the dataset policy cannot narrow to."""
+    try:
+        load_policy(MANIFESTS[dataset]).narrowed(column_rules, columns)
+    except PolicyFileError as error:
+        field = "columns" if str(error).startswith("grant columns") else "column_rules"
+        raise InvalidRequest(str(error), field=field) from error
 
 
 def revoke_grant(session: Session, *, by: User, grant_id: str) -> Grant:

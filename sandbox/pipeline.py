@@ -15,15 +15,18 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from datasets.views import build_view, pseudonym_key, write_view
 from policies.decision import Finding
 from policies.disclosure import DisclosureError, apply_threshold, check_declared_output
+from policies.policy_file import PolicyFileError, load_policy
 from runners import JobFailed, JobSpec, RunnerUnavailable, RunResult
 from sandbox import audit, grants
+from sandbox.consent import consenting_persons
 from sandbox.context import Sandbox
 from sandbox.dp.planner import release_noisy
-from sandbox.jobs import Plan, manifest_for, move, plan_job
+from sandbox.jobs import Plan, manifest_for, move, plan_job, policy_for
 from sandbox.models import FINAL_STATES, Grant, Job, JobStatus, utcnow
 from sandbox.signing import sha256_json
 
@@ -57,6 +60,7 @@ def run_job(sandbox: Sandbox, job_id: str) -> str:
             return job.status
         job.runner = sandbox.runner.name
         job_data = _JobData.of(job, grant)
+        policy = policy_for(manifest_for(job.dataset), grant)
 
     folder = sandbox.settings.work_dir / job_id
     try:
@@ -66,6 +70,7 @@ def run_job(sandbox: Sandbox, job_id: str) -> str:
             mode=job_data.mode,
             code=job_data.code,
             epsilon=job_data.epsilon,
+            policy=policy,
         )
         _prepare_view(sandbox, job_data, plan, folder / "input")
         spec = JobSpec(
@@ -113,12 +118,24 @@ class _JobData:
     epsilon: float
     grant_id: str
     k: int
-    require_consent: bool
+    # The raw person ids (as text) the view keeps; None: no consent filter.
+    consenting: frozenset[str] | None
     requires_review: bool
     purpose: str
 
     @classmethod
     def of(cls, job: Job, grant: Grant) -> _JobData:
+        # Who consents is read in the transaction that starts the run, so a
+        # withdrawal committed before it counts and the job sees one snapshot.
+        session = Session.object_session(job)
+        assert session is not None, "read inside the run's first transaction"
+        basis, consenting = _consent_basis(session, job, grant)
+        audit.append(
+            session, actor=WORKER, action="consent.applied", subject=job.dataset,
+            details={"job": job.id, "grant": grant.id, "purpose": grant.purpose,
+                     "basis": basis,
+                     "persons": None if consenting is None else len(consenting)},
+        )  # fmt: skip
         return cls(
             dataset=job.dataset,
             language=job.language,
@@ -127,24 +144,38 @@ class _JobData:
             epsilon=job.epsilon,
             grant_id=grant.id,
             k=grant.k_threshold,
-            require_consent=grant.requires_consent,
+            consenting=consenting,
             requires_review=grant.requires_review,
             purpose=grant.purpose,
         )
 
 
+def _consent_basis(session: Session, job: Job, grant: Grant) -> tuple[str, frozenset[str] | None]:
+    """Why the view is or is not filtered by consent, and the persons it keeps."""
+    manifest = manifest_for(job.dataset)
+    try:
+        central = load_policy(manifest).central_authorization_purposes
+    except PolicyFileError:
+        # Without the owner's policy nothing is authorised centrally: consent applies.
+        log.warning("no valid policy file for %s; consent applies to every purpose", job.dataset)
+        central = frozenset()
+    if grant.purpose in central:
+        return "central_authorization", None
+    if not grant.requires_consent:
+        return "not_required", None
+    persons = consenting_persons(session, dataset=job.dataset, purpose=grant.purpose)
+    return "consent", frozenset(persons)
+
+
 def _prepare_view(sandbox: Sandbox, job: _JobData, plan: Plan, folder: Path) -> None:
     manifest = manifest_for(job.dataset)
     names = plan.tables or manifest.table_names
-    raw_names = set(names)
-    if job.require_consent and manifest.consent_column:
-        raw_names.add(manifest.consent_column.split(".")[0])  # who consented
-    tables = {name: sandbox.store.read_table(job.dataset, name) for name in raw_names}
+    tables = {name: sandbox.store.read_table(job.dataset, name) for name in names}
     view = build_view(
         tables,
         manifest,
         key=pseudonym_key(sandbox.secrets.pseudonym_secret, job.dataset, job.grant_id),
-        require_consent=job.require_consent,
+        consenting=job.consenting,
         table_names=names,
     )
     folder.mkdir(parents=True, exist_ok=True, mode=0o755)

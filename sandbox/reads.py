@@ -16,7 +16,7 @@ from datasets.health_manifest import MANIFESTS
 from datasets.manifest import Manifest
 from datasets.mock import mock_view_table
 from sandbox.errors import Conflict, Forbidden, InvalidRequest, NotFound
-from sandbox.models import DatasetRecord, Grant, Job, JobStatus, Role, User
+from sandbox.models import AccessRequest, DatasetRecord, Grant, Job, JobStatus, Role, User
 
 MAX_MOCK_ROWS = 10_000
 
@@ -176,6 +176,31 @@ def grant_view(grant: Grant) -> dict[str, Any]:
         "revoked_at": _iso(grant.revoked_at),
         "active": grant.is_active(),
     }
+
+
+def access_request_view(session: Session, request: AccessRequest) -> dict[str, Any]:
+    """A request as its analyst and the owners see it, with the grant it became."""
+    decider = session.get(User, request.decided_by) if request.decided_by is not None else None
+    grant = session.get(Grant, request.grant_id) if request.grant_id is not None else None
+    return {
+        "id": request.id,
+        "dataset": request.dataset,
+        "analyst": request.analyst.username,
+        "purpose": request.purpose,
+        "justification": request.justification,
+        "columns": list(request.columns),
+        "modes": [m for m in request.modes.split(",") if m],
+        "epsilon": request.epsilon,
+        "days": request.days,
+        "status": request.status,
+        "created_at": _iso(request.created_at),
+        "decided_by": decider.username if decider is not None else None,
+        "decided_at": _iso(request.decided_at),
+        "comment": request.decision_comment,
+        "grant": grant_view(grant) | {"columns": list(grant.columns),
+                                      "column_rules": dict(grant.column_rules)}
+        if grant is not None else None,
+    }  # fmt: skip
 
 
 def user_named(session: Session, username: str) -> User:

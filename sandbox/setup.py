@@ -12,6 +12,7 @@ from sqlalchemy import select
 
 from datasets.health import generate_health
 from sandbox import audit, grants, users
+from sandbox.consent import seed_consent
 from sandbox.context import Sandbox
 from sandbox.models import DatasetRecord, Grant, Role
 
@@ -58,6 +59,8 @@ def store_dataset(sandbox: Sandbox, *, patients: int, seed: int, owner: str) -> 
             session, actor=owner, action="dataset.stored", subject="health",
             details={"version": version, "rows": counts, "seed": seed},
         )  # fmt: skip
+        # The generated consent flag is where each person's consent record starts.
+        seed_consent(session, dataset="health", patients=tables["patients"], by=owner)
     return version
 
 

@@ -10,6 +10,7 @@ import pandas as pd
 
 from datasets.health import generate_health
 from sandbox.config import Settings
+from sandbox.consent import seed_consent
 from sandbox.context import Sandbox
 from sandbox.setup import ensure_demo_grants, ensure_demo_users, upgrade_database
 from tests.services import fresh_postgres_database
@@ -59,6 +60,8 @@ def make_sandbox(instance: Path, *, patients: int = TEST_PATIENTS, **settings: o
         owner = user_by_name(session, "owner")
         assert owner is not None
         session.add(DatasetRecord(name="health", version=version, owner_id=owner.id))
+        seed_consent(session, dataset="health", patients=health_tables(patients)["patients"],
+                     by="setup")  # fmt: skip
     ensure_demo_grants(sandbox)
     sandbox.credentials = credentials  # type: ignore[attr-defined]
     return sandbox

@@ -172,3 +172,31 @@ def test_api_result_downloads_as_csv(live_portal: LivePortal) -> None:
         "GET", f"/api/v1/jobs/{body['id']}/result?format=csv&table=nope", token=token
     )
     assert status == 400 and error["error"]["field"] == "table"
+
+
+def test_api_policy_check_is_a_dry_run(live_portal: LivePortal) -> None:
+    token = live_portal.token("analyst")
+    _, before = live_portal.request("GET", "/api/v1/budget", token=token)
+    _, jobs_before = live_portal.request("GET", "/api/v1/jobs", token=token)
+    status, report = live_portal.request(
+        "POST", "/api/v1/policy/check",
+        {"dataset": "health", "language": "sql", "mode": "masked",
+         "code": "SELECT length_of_stay, COUNT(*) FROM visits GROUP BY length_of_stay"},
+        token,
+    )  # fmt: skip
+    assert status == 200 and report["allowed"] is False
+    assert {f["rule"] for f in report["findings"]} == {
+        "column.group_not_allowed",
+        "column.output_not_allowed",
+    }
+    assert all("location" in f for f in report["findings"])
+    status, report = live_portal.request(
+        "POST", "/api/v1/policy/check",
+        {"dataset": "health", "language": "sql", "mode": "dp", "epsilon": 1.0,
+         "code": "SELECT sex, COUNT(*) FROM patients GROUP BY sex"},
+        token,
+    )  # fmt: skip
+    assert report == {"allowed": True, "findings": [], "policy_version": report["policy_version"]}
+    _, after = live_portal.request("GET", "/api/v1/budget", token=token)
+    _, jobs_after = live_portal.request("GET", "/api/v1/jobs", token=token)
+    assert after == before and jobs_after == jobs_before  # nothing spent, nothing queued

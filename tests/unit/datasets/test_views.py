@@ -24,12 +24,15 @@ KEY_COLUMNS = ("person_id", "visit_id", "lab_id")
 
 
 def view_of(tables: Tables, *, key: bytes = KEY, consent: bool = False, **kwargs: object) -> Tables:
-    return build_view(tables, HEALTH, key=key, require_consent=consent, **kwargs)  # type: ignore[arg-type]
+    """The view; with ``consent``, of the persons whose consent flag is true."""
+    consenting = consenting_ids(tables) if consent else kwargs.pop("consenting", None)
+    return build_view(tables, HEALTH, key=key, consenting=consenting, **kwargs)  # type: ignore[arg-type]
 
 
-def consenting_ids(tables: Tables) -> set[int]:
+def consenting_ids(tables: Tables) -> set[str]:
+    """Who consents, as consent records name them: the raw person key as text."""
     patients = tables["patients"]
-    return set(patients.loc[patients["consent_research"], "person_id"])
+    return {str(p) for p in patients.loc[patients["consent_research"], "person_id"]}
 
 
 def test_pseudonym_key_differs_per_grant_and_dataset() -> None:
@@ -126,7 +129,7 @@ def test_build_view_consent_leaves_out_non_consenting_everywhere(
     full = view_of(raw)
     view = view_of(raw, consent=True)
     for table in HEALTH.table_names:
-        kept = raw[table]["person_id"].isin(consenting)
+        kept = raw[table]["person_id"].astype(str).isin(consenting)
         assert len(view[table]) == int(kept.sum()), table
         left_out = set(full[table].loc[~kept.to_numpy(), "person_id"])
         for other in view.values():
@@ -134,20 +137,54 @@ def test_build_view_consent_leaves_out_non_consenting_everywhere(
     assert view["patients"]["consent_research"].all()
 
 
-def test_build_view_consent_missing_or_false_means_left_out(small_health_tables: Tables) -> None:
-    tables = dict(small_health_tables)
-    patients = tables["patients"].head(4).copy()
-    patients["consent_research"] = pd.array([True, None, False, True], dtype="boolean")
-    tables["patients"] = patients
-    view = view_of(tables, consent=True, table_names=["patients"])
-    assert len(view["patients"]) == 2
+def test_build_view_consent_follows_the_records_not_the_flag(small_health_tables: Tables) -> None:
+    patients = small_health_tables["patients"].head(4)
+    ids = [str(p) for p in patients["person_id"]]
+    flags = patients["consent_research"].tolist()
+    # A person whose flag says yes but whose record was withdrawn is left out, and the
+    # other way round.
+    consenting = {i for i, flag in zip(ids, flags, strict=True) if not flag}
+    view = view_of({"patients": patients}, consenting=consenting, table_names=["patients"])
+    assert len(view["patients"]) == len(consenting)
+    assert not view["patients"]["consent_research"].any()
 
 
-def test_build_view_consent_needs_the_consent_table(small_health_tables: Tables) -> None:
+def test_build_view_consent_matches_the_raw_key_as_text(small_health_tables: Tables) -> None:
+    patients = small_health_tables["patients"].head(3).copy()
+    first, second, _ = (int(p) for p in patients["person_id"])
+    as_float = patients.assign(person_id=patients["person_id"].astype("float64"))
+    as_text = patients.assign(person_id=patients["person_id"].astype(str))
+    for frame in (patients, as_float, as_text):
+        view = view_of({"patients": frame}, consenting=[str(first), str(second)],
+                       table_names=["patients"])  # fmt: skip
+        assert len(view["patients"]) == 2, frame["person_id"].dtype
+    # Ids of another type are not person ids as records hold them: nobody matches.
+    view = view_of({"patients": patients}, consenting={first, second}, table_names=["patients"])
+    assert view["patients"].empty
+
+
+def test_build_view_consent_without_the_patients_table(small_health_tables: Tables) -> None:
     tables = {"visits": small_health_tables["visits"]}
-    with pytest.raises(ViewError, match="consent"):
-        view_of(tables, consent=True, table_names=["visits"])
+    consenting = consenting_ids(small_health_tables)
+    view = view_of(tables, consenting=consenting, table_names=["visits"])
+    kept = tables["visits"]["person_id"].astype(str).isin(consenting)
+    assert len(view["visits"]) == int(kept.sum()) < len(tables["visits"])
     assert len(view_of(tables, table_names=["visits"])["visits"]) == len(tables["visits"])
+
+
+def test_build_view_nobody_consenting_leaves_every_table_empty(small_health_tables: Tables) -> None:
+    view = view_of(small_health_tables, consenting=frozenset())
+    assert all(frame.empty for frame in view.values())
+    assert list(view["patients"].columns) == view_schema(HEALTH)["patients"]
+
+
+def test_build_view_required_consent_needs_the_consenting_persons(
+    small_health_tables: Tables,
+) -> None:
+    with pytest.raises(ViewError, match="consent"):
+        build_view(small_health_tables, HEALTH, key=KEY, require_consent=True)
+    with pytest.raises(ViewError, match="one string"):
+        build_view(small_health_tables, HEALTH, key=KEY, consenting="12")
 
 
 def test_build_view_table_subset(small_health_tables: Tables) -> None:
@@ -320,7 +357,8 @@ def populations(draw: st.DrawFn) -> Tables:
 def test_build_view_property_no_forbidden_column_or_raw_key(
     tables: Tables, key: bytes, require_consent: bool
 ) -> None:
-    view = build_view(tables, HEALTH, key=key, require_consent=require_consent)
+    consenting = consenting_ids(tables) if require_consent else None
+    view = build_view(tables, HEALTH, key=key, consenting=consenting)
     raw_keys = set()
     for frame in tables.values():
         for column in KEY_COLUMNS:
@@ -329,7 +367,6 @@ def test_build_view_property_no_forbidden_column_or_raw_key(
     identifiers = set().union(
         *(set(tables["patients"][c]) for c in ("name", "id_card", "phone", "address"))
     )
-    consenting = consenting_ids(tables)
     for table in HEALTH.tables:
         frame = view[table.name]
         assert list(frame.columns) == [c.name for c in table.view_columns()]
@@ -340,8 +377,8 @@ def test_build_view_property_no_forbidden_column_or_raw_key(
                 assert not raw_keys & set(values), column.name
             assert not identifiers & {str(v) for v in values}, column.name
         expected = len(tables[table.name])
-        if require_consent:
-            expected = int(tables[table.name]["person_id"].isin(consenting).sum())
+        if consenting is not None:
+            expected = int(tables[table.name]["person_id"].astype(str).isin(consenting).sum())
         assert len(frame) == expected
 
 
