@@ -1,0 +1,325 @@
+"""Access requests: an analyst asks for a grant; a data owner approves, narrows or denies it.
+
+An approval can only narrow what was asked for (fewer columns and modes, less
+epsilon, fewer days, a higher k, stricter column rules), never widen it, so
+the analyst's request is the most the grant can ever hold.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from datasets.health_manifest import MANIFESTS
+from datasets.manifest import Manifest
+from policies.policy_file import DatasetPolicy, load_policy
+from sandbox import audit, grants
+from sandbox.errors import Conflict, Forbidden, InvalidRequest, NotFound
+from sandbox.models import AccessRequest, AccessRequestStatus, Grant, Role, User, utcnow
+
+MAX_PURPOSE_CHARS = 64
+MAX_TEXT_CHARS = 4000
+MAX_DAYS = 365
+DEFAULT_MAX_EPSILON_PER_JOB = 2.0
+DECIDERS = (Role.OWNER, Role.ADMIN)
+
+
+def request_access(
+    session: Session,
+    *,
+    by: User,
+    dataset: str,
+    purpose: str,
+    columns: list[str],
+    modes: list[str],
+    epsilon: float,
+    days: int,
+    justification: str,
+) -> AccessRequest:
+    """File a pending request; an empty ``columns`` asks for every column the policy allows."""
+    if by.role != Role.ANALYST:
+        raise Forbidden("Only analysts request access.")
+    manifest = _manifest(dataset)
+    purpose = _text(purpose, "purpose", limit=MAX_PURPOSE_CHARS, required=True)
+    justification = _text(justification, "justification", limit=MAX_TEXT_CHARS)
+    wanted_columns = _checked_columns(manifest, load_policy(manifest), columns)
+    wanted_modes = _checked_modes(modes)
+    epsilon = _checked_epsilon(epsilon, wanted_modes)
+    days = _checked_days(days, limit=MAX_DAYS)
+    duplicate = session.scalar(
+        select(AccessRequest.id).where(
+            AccessRequest.analyst_id == by.id,
+            AccessRequest.dataset == dataset,
+            AccessRequest.purpose == purpose,
+            AccessRequest.status == AccessRequestStatus.PENDING.value,
+        )
+    )
+    if duplicate is not None:
+        raise Conflict(
+            f"You have a pending request for {dataset} with this purpose already.",
+            request=duplicate,
+        )
+    request = AccessRequest(
+        analyst_id=by.id,
+        dataset=dataset,
+        purpose=purpose,
+        justification=justification,
+        columns=wanted_columns,
+        modes=",".join(wanted_modes),
+        epsilon=epsilon,
+        days=days,
+        status=AccessRequestStatus.PENDING.value,
+    )
+    session.add(request)
+    session.flush()
+    audit.append(
+        session,
+        actor=by.username,
+        action="access.requested",
+        subject=request.id,
+        details={"dataset": dataset, "purpose": purpose, "columns": wanted_columns,
+                 "modes": wanted_modes, "epsilon": epsilon, "days": days},
+    )  # fmt: skip
+    return request
+
+
+def approve_request(
+    session: Session,
+    *,
+    by: User,
+    request_id: str,
+    comment: str = "",
+    columns: list[str] | None = None,
+    modes: list[str] | None = None,
+    epsilon: float | None = None,
+    days: int | None = None,
+    k_threshold: int | None = None,
+    column_rules: dict[str, Any] | None = None,
+) -> Grant:
+    """Grant what was asked for, or less of it; a field left ``None`` keeps the request's."""
+    _require_decider(by)
+    request = _pending(session, request_id)
+    comment = _text(comment, "comment", limit=MAX_TEXT_CHARS)
+    manifest = _manifest(request.dataset)
+    policy = load_policy(manifest)
+    requested_modes = [m for m in request.modes.split(",") if m]
+
+    approved_columns = list(request.columns)
+    if columns is not None:
+        approved_columns = _checked_columns(manifest, policy, columns)
+        if request.columns:
+            extra = [c for c in approved_columns if c not in request.columns]
+            if extra or not approved_columns:
+                raise InvalidRequest(
+                    "An approval can only narrow the request's columns; not requested: "
+                    f"{', '.join(extra) or 'every column'}.",
+                    field="columns",
+                )
+    approved_modes = requested_modes
+    if modes is not None:
+        approved_modes = _checked_modes(modes)
+        extra = [m for m in approved_modes if m not in requested_modes]
+        if extra:
+            raise InvalidRequest(f"Mode {', '.join(extra)} was not requested.", field="modes")
+    approved_epsilon = request.epsilon
+    if epsilon is not None:
+        approved_epsilon = _checked_epsilon(epsilon, approved_modes)
+        if approved_epsilon > request.epsilon:
+            raise InvalidRequest(
+                f"epsilon may be at most the requested {request.epsilon}.", field="epsilon"
+            )
+    approved_days = request.days if days is None else _checked_days(days, limit=request.days)
+    k = policy.k_threshold if k_threshold is None else _checked_k(k_threshold, policy)
+    if column_rules is not None and not isinstance(column_rules, dict):
+        raise InvalidRequest(
+            'column_rules must map "table.column" to a rule.', field="column_rules"
+        )
+
+    asked_for: dict[str, Any] = {"columns": sorted(request.columns), "modes": requested_modes,
+                                 "epsilon": request.epsilon, "days": request.days}  # fmt: skip
+    given: dict[str, Any] = {"columns": sorted(approved_columns), "modes": approved_modes,
+                             "epsilon": approved_epsilon, "days": approved_days}  # fmt: skip
+    narrowed: dict[str, Any] = {
+        name: {"requested": asked_for[name], "approved": given[name]}
+        for name in asked_for
+        if asked_for[name] != given[name]
+    }
+    if k_threshold is not None:
+        narrowed["k_threshold"] = k
+
+    grant = grants.grant_access(
+        session,
+        by=by,
+        dataset=request.dataset,
+        analyst=session.get_one(User, request.analyst_id),
+        modes=approved_modes,
+        epsilon_total=approved_epsilon,
+        # A small grant's per-job cap is the grant itself; the cap must stay above 0.
+        max_epsilon_per_job=min(DEFAULT_MAX_EPSILON_PER_JOB, approved_epsilon)
+        if approved_epsilon > 0
+        else DEFAULT_MAX_EPSILON_PER_JOB,
+        k_threshold=k,
+        days=approved_days,
+        purpose=request.purpose,
+        columns=approved_columns,
+        column_rules=column_rules or {},
+    )
+    if grant.column_rules:
+        narrowed["column_rules"] = grant.column_rules
+    _decide(request, by=by, status=AccessRequestStatus.APPROVED, comment=comment)
+    request.grant_id = grant.id
+    audit.append(
+        session,
+        actor=by.username,
+        action="access.approved",
+        subject=request.id,
+        details={"grant": grant.id, "dataset": request.dataset,
+                 "analyst": grant.analyst.username, "narrowed": narrowed, "comment": comment},
+    )  # fmt: skip
+    return grant
+
+
+def deny_request(session: Session, *, by: User, request_id: str, comment: str) -> AccessRequest:
+    """Refuse the request; the analyst reads the comment, so it is required."""
+    _require_decider(by)
+    comment = _text(comment, "comment", limit=MAX_TEXT_CHARS, required=True)
+    request = _pending(session, request_id)
+    _decide(request, by=by, status=AccessRequestStatus.DENIED, comment=comment)
+    audit.append(
+        session,
+        actor=by.username,
+        action="access.denied",
+        subject=request.id,
+        details={"dataset": request.dataset, "analyst": request.analyst.username,
+                 "comment": comment},
+    )  # fmt: skip
+    return request
+
+
+def list_requests(
+    session: Session, *, user: User, status: str | None = None
+) -> list[AccessRequest]:
+    """Owners and admins see every request, an analyst their own; newest first."""
+    query = select(AccessRequest).order_by(AccessRequest.created_at.desc())
+    if user.role == Role.ANALYST:
+        query = query.where(AccessRequest.analyst_id == user.id)
+    elif user.role not in DECIDERS:
+        raise Forbidden("Only analysts and data owners see access requests.")
+    if status is not None:
+        if status not in {s.value for s in AccessRequestStatus}:
+            names = ", ".join(s.value for s in AccessRequestStatus)
+            raise InvalidRequest(f"status must be one of {names}.", field="status")
+        query = query.where(AccessRequest.status == status)
+    return list(session.scalars(query))
+
+
+def _require_decider(user: User) -> None:
+    if user.role not in DECIDERS:
+        raise Forbidden("Only a data owner decides access requests.")
+
+
+def _pending(session: Session, request_id: str) -> AccessRequest:
+    # Locked, so two owners deciding at once cannot both act on one request.
+    request = session.scalars(
+        select(AccessRequest).where(AccessRequest.id == request_id).with_for_update()
+    ).one_or_none()
+    if request is None:
+        raise NotFound(f"There is no access request {request_id}.")
+    if request.status != AccessRequestStatus.PENDING:
+        raise Conflict(f"The request was {request.status} already.", status=request.status)
+    return request
+
+
+def _decide(request: AccessRequest, *, by: User, status: AccessRequestStatus, comment: str) -> None:
+    request.status = status.value
+    request.decided_by = by.id
+    request.decided_at = utcnow()
+    request.decision_comment = comment
+
+
+def _manifest(dataset: str) -> Manifest:
+    manifest = MANIFESTS.get(dataset) if isinstance(dataset, str) else None
+    if manifest is None:
+        raise NotFound(f"There is no dataset {dataset}.")
+    return manifest
+
+
+def _text(value: Any, field: str, *, limit: int, required: bool = False) -> str:
+    if not isinstance(value, str):
+        raise InvalidRequest(f"{field} must be text.", field=field)
+    value = value.strip()
+    if required and not value:
+        raise InvalidRequest(f"{field} is required.", field=field)
+    if len(value) > limit:
+        raise InvalidRequest(f"{field} may be at most {limit} characters.", field=field)
+    return value
+
+
+def _checked_columns(manifest: Manifest, policy: DatasetPolicy, columns: Any) -> list[str]:
+    """Known, allowed "table.column" view names, in the order given, each once."""
+    if not isinstance(columns, list) or not all(isinstance(c, str) for c in columns):
+        raise InvalidRequest('columns must be a list of "table.column" names.', field="columns")
+    negative = {f"{t.name}.{c.name}" for t in manifest.tables for c in t.columns if c.forbidden}
+    renamed = {f"{t.name}.{c.name}": f"{t.name}.{c.view_name}"
+               for t in manifest.tables for c in t.columns if c.view_name != c.name}  # fmt: skip
+    names: list[str] = []
+    refused: list[str] = []
+    unknown: list[str] = []
+    for raw in columns:
+        name = raw.strip().lower()
+        if name in negative or (name in policy.columns and policy.columns[name].forbidden):
+            refused.append(name)
+        elif name not in policy.columns:
+            unknown.append(f"{name} (the view has {renamed[name]})" if name in renamed else name)
+        elif name not in names:
+            names.append(name)
+    if refused:
+        raise InvalidRequest(
+            f"{', '.join(refused)} may not be requested: forbidden by the {manifest.name} "
+            "policy (direct identifiers are on the negative list, 负面清单).",
+            field="columns",
+            columns=refused,
+        )
+    if unknown:
+        raise InvalidRequest(
+            f"{', '.join(unknown)}: not a column of {manifest.name}.", field="columns"
+        )
+    return names
+
+
+def _checked_modes(modes: Any) -> list[str]:
+    if (
+        not isinstance(modes, list)
+        or not modes
+        or not all(isinstance(m, str) and m in grants.MODES for m in modes)
+    ):
+        raise InvalidRequest(
+            f"modes must be a non-empty list of {', '.join(grants.MODES)}.", field="modes"
+        )
+    return [m for m in grants.MODES if m in modes]
+
+
+def _checked_epsilon(epsilon: Any, modes: list[str]) -> float:
+    if isinstance(epsilon, bool) or not isinstance(epsilon, int | float) or epsilon < 0:
+        raise InvalidRequest("epsilon must be a number of at least 0.", field="epsilon")
+    if "dp" in modes and epsilon <= 0:
+        raise InvalidRequest("dp jobs need an epsilon above 0.", field="epsilon")
+    return float(epsilon)
+
+
+def _checked_days(days: Any, *, limit: int) -> int:
+    if isinstance(days, bool) or not isinstance(days, int) or not 1 <= days <= limit:
+        raise InvalidRequest(f"days must be a whole number from 1 to {limit}.", field="days")
+    return days
+
+
+def _checked_k(k: Any, policy: DatasetPolicy) -> int:
+    if isinstance(k, bool) or not isinstance(k, int) or k < policy.k_threshold:
+        raise InvalidRequest(
+            f"k_threshold must be a whole number of at least {policy.k_threshold}, "
+            "the dataset policy's.",
+            field="k_threshold",
+        )
+    return k
