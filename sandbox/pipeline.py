@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 from datasets.views import build_view, pseudonym_key, write_view
 from policies.decision import Finding
 from policies.disclosure import DisclosureError, apply_threshold, check_declared_output
-from policies.policy_file import PolicyFileError, load_policy
+from policies.policy_file import DatasetPolicy, PolicyFileError, load_policy
 from runners import JobFailed, JobSpec, RunnerUnavailable, RunResult
 from sandbox import audit, grants
 from sandbox.consent import consenting_persons
@@ -72,7 +72,7 @@ def run_job(sandbox: Sandbox, job_id: str) -> str:
             epsilon=job_data.epsilon,
             policy=policy,
         )
-        _prepare_view(sandbox, job_data, plan, folder / "input")
+        _prepare_view(sandbox, job_data, plan, policy, folder / "input")
         spec = JobSpec(
             job_id=job_id,
             language=job_data.language,  # type: ignore[arg-type]
@@ -167,7 +167,9 @@ def _consent_basis(session: Session, job: Job, grant: Grant) -> tuple[str, froze
     return "consent", frozenset(persons)
 
 
-def _prepare_view(sandbox: Sandbox, job: _JobData, plan: Plan, folder: Path) -> None:
+def _prepare_view(
+    sandbox: Sandbox, job: _JobData, plan: Plan, policy: DatasetPolicy, folder: Path
+) -> None:
     manifest = manifest_for(job.dataset)
     names = plan.tables or manifest.table_names
     tables = {name: sandbox.store.read_table(job.dataset, name) for name in names}
@@ -178,6 +180,14 @@ def _prepare_view(sandbox: Sandbox, job: _JobData, plan: Plan, folder: Path) -> 
         consenting=job.consenting,
         table_names=names,
     )
+    if job.language == "python":
+        # Python code reads whole tables, so the columns its policy closes (the
+        # grant's, the consent flag) are not given to it at all. SQL keeps them
+        # for the rewritten query's own use; the checker keeps the analyst off them.
+        view = {
+            name: frame[[c for c in frame.columns if not policy.rule(name, c).forbidden]]
+            for name, frame in view.items()
+        }
     folder.mkdir(parents=True, exist_ok=True, mode=0o755)
     write_view(view, folder)
 
@@ -207,7 +217,9 @@ def _check_and_release(sandbox: Sandbox, job_id: str, plan: Plan, result: RunRes
             move(session, job, JobStatus.WITHHELD, actor=WORKER, details={"reason": "grant"})
             return job.status
         try:
-            released = _disclosure(job, plan, result, k=grant.k_threshold)
+            # The owner's file sets the floor; a grant may only ask for more.
+            k = max(grant.k_threshold, load_policy(manifest_for(job.dataset)).k_threshold)
+            released = _disclosure(job, plan, result, k=k)
         except DisclosureError as error:
             job.findings = [error.finding.to_dict()]
             job.error_code, job.error_message = "disclosure", error.finding.message
@@ -266,6 +278,7 @@ def release(sandbox: Sandbox, session: Any, job: Job, *, reviewers: list[str]) -
         "analyst": job.analyst.username,
         "dataset": job.dataset,
         "dataset_version": version,
+        "policy_version": job.policy_version,
         "grant": job.grant_id,
         "language": job.language,
         "mode": job.mode,

@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 from datasets.health_manifest import MANIFESTS
 from datasets.manifest import Manifest
 from datasets.mock import mock_view_table
+from policies.policy_file import load_policy
 from sandbox.errors import Conflict, Forbidden, InvalidRequest, NotFound
 from sandbox.models import AccessRequest, DatasetRecord, Grant, Job, JobStatus, Role, User
 
@@ -62,6 +63,9 @@ def mock_csv(name: str, *, table: str | None, rows: str | None) -> str:
     if not 1 <= count <= MAX_MOCK_ROWS:
         raise InvalidRequest(f"rows must be between 1 and {MAX_MOCK_ROWS}.", field="rows")
     frame = mock_view_table(manifest, table, count, seed=count)
+    # The columns a Python job will not see are not in its mock rows either.
+    policy = load_policy(manifest)
+    frame = frame[[c for c in frame.columns if not policy.rule(table, c).forbidden]]
     buffer = io.StringIO()
     frame.to_csv(buffer, index=False)
     return buffer.getvalue()

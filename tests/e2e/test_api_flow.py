@@ -137,7 +137,7 @@ def test_api_mock_rows_have_the_view_schema(live_portal: LivePortal) -> None:
     )
     assert status == 200
     header, *rows = csv.strip().splitlines()
-    assert header.split(",") == ["person_id", "sex", "birth_year", "district", "consent_research"]
+    assert header.split(",") == ["person_id", "sex", "birth_year", "district"]
     assert len(rows) == 5
 
 

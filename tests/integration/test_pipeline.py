@@ -170,3 +170,39 @@ def test_pipeline_retry_after_runner_unavailable_runs_the_job(sandbox_instance: 
     with pytest.raises(RunnerUnavailable):
         run_job(sandbox_instance, job.id)
     assert run_job(sandbox_instance, job.id) == "released"  # what Celery's retry does
+
+
+def test_pipeline_python_view_lacks_closed_columns(sandbox_instance: Sandbox) -> None:
+    with sandbox_instance.tx() as session:
+        analyst = user_by_name(session, "analyst")
+        assert analyst is not None
+        grant = session.query(Grant).filter_by(analyst_id=analyst.id).one()
+        grant.columns = ["visits.department", "visits.person_id", "visits.cost"]
+    job = finished(
+        sandbox_instance,
+        submit(sandbox_instance, "import sandbox_job\n"
+               "v = sandbox_job.table('visits')\n"
+               "assert sorted(v.columns) == ['cost', 'department', 'person_id'], list(v.columns)\n"
+               "p = sandbox_job.table('patients')\n"
+               "assert 'consent_research' not in p.columns and 'sex' not in p.columns\n"
+               "sandbox_job.output('n', v.groupby('department').size().reset_index(name='n'))\n",
+               language="python"),
+    )  # fmt: skip
+    assert job.status == "released", (job.error_code, job.error_message, job.log)
+    assert job.certificate is not None
+    assert job.certificate["document"]["policy_version"] == job.policy_version != ""
+
+
+def test_pipeline_sql_respects_grant_columns(sandbox_instance: Sandbox) -> None:
+    with sandbox_instance.tx() as session:
+        analyst = user_by_name(session, "analyst")
+        assert analyst is not None
+        session.query(Grant).filter_by(analyst_id=analyst.id).one().columns = [
+            "visits.department", "visits.cost", "visits.person_id"
+        ]  # fmt: skip
+    with pytest.raises(PolicyRejected) as caught:
+        submit(sandbox_instance, "SELECT hospital, COUNT(*) FROM visits GROUP BY hospital")
+    assert caught.value.to_dict()["rule"] == "column.forbidden"
+    sql = "SELECT department, AVG(cost) FROM visits GROUP BY department"
+    job = finished(sandbox_instance, submit(sandbox_instance, sql))
+    assert job.status == "released"
