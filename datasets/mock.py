@@ -39,7 +39,6 @@ def mock_view_table(manifest: Manifest, table: str, rows: int, *, seed: int = 0)
         raw,
         manifest,
         key=secrets.token_bytes(32),
-        require_consent=False,
         table_names=[spec.name],
     )
     return view[spec.name].head(rows).reset_index(drop=True)

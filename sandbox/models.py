@@ -7,7 +7,7 @@ import uuid
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Integer, String, Text
+from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 
@@ -213,6 +213,7 @@ class ConsentRecord(Base):
     """One person's consent (个人授权) to one purpose of use, until withdrawn."""
 
     __tablename__ = "consent_records"
+    __table_args__ = (Index("ix_consent_records_lookup", "dataset", "purpose", "person_id"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     dataset: Mapped[str] = mapped_column(String(64), index=True)
