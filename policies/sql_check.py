@@ -49,7 +49,7 @@ EXTREMES = _classes("Min", "Max", "Median")
 SCALAR_FUNCTIONS = _classes(
     "Round", "Abs", "Cast", "TryCast", "Coalesce", "Year", "Month", "Quarter", "Extract",
     "Floor", "Ceil", "Lower", "Upper", "Greatest", "Least", "Nullif", "DateTrunc",
-    "TimestampTrunc", "Case", "If",
+    "TimestampTrunc", "Case", "If", "Substring", "Left", "Right", "Length", "Trim",
 )  # fmt: skip
 STRUCTURE = _classes(
     "Select", "From", "Table", "TableAlias", "Join", "Where", "Group", "Having", "Order",

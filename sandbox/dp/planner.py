@@ -1,12 +1,15 @@
 """Planning a dp-mode SQL query and turning exact aggregates into released noisy ones.
 
-Supported (first version): one table, WHERE filters, GROUP BY columns that have
-a public category list in the manifest (every key is released, empty groups
-too), and COUNT(*), COUNT(col), SUM(col), AVG(col) with col numeric and
-bounded. Each person contributes at most the table's ``max_rows_per_person``
-rows, picked by a keyed hash (not data order) before aggregation; values are
-clamped to the manifest's bounds. The exact aggregates are computed by DuckDB
-in one pass inside the runner and never leave the worker unnoised.
+Supported: one SELECT over one table, or tables joined on the privacy unit;
+WHERE filters; GROUP BY keys that are a categorical column with a public
+category list, or an expression of one (``SUBSTRING(icd10, 1, 1)``) whose
+public domain is computed from that list — every key is released, empty
+groups too; COUNT(*), COUNT(x), SUM(x), AVG(x) where x is a bounded column or
+arithmetic of one with literals (``2022 - birth_year``), bounds propagated.
+Each person contributes at most ``max_rows_per_person`` rows, picked by a
+keyed hash with a fresh secret salt (not data order); values are clamped to
+their bounds. The exact aggregates are computed by DuckDB in one pass inside
+the runner and never leave the worker unnoised.
 """
 
 from __future__ import annotations
@@ -14,11 +17,13 @@ from __future__ import annotations
 import itertools
 import secrets
 from dataclasses import dataclass
+from functools import cache
 from typing import Any
 
+import duckdb
 from sqlglot import exp
 
-from datasets.manifest import Column, ColumnClass, ColumnType, Manifest
+from datasets.manifest import ColumnClass, ColumnType, Manifest, Table
 from policies.decision import Finding
 from policies.sql_check import DIALECT, CheckedQuery, location_of
 from sandbox.dp import mechanisms
@@ -34,16 +39,26 @@ class DpUnsupported(Exception):
 
 
 @dataclass(frozen=True)
+class Key:
+    """A released group key and every value it can take (public, from the manifest)."""
+
+    name: str
+    sql: str
+    domain: tuple[Any, ...]
+
+
+@dataclass(frozen=True)
 class Measure:
-    """One noisy measurement: a count of rows (column None = COUNT(*)) or a clamped sum."""
+    """One noisy measurement: a count of rows (value None = COUNT(*)) or a clamped sum."""
 
     kind: str  # "count" | "sum"
-    column: str | None
+    value: str | None  # the SQL of the counted or summed expression
     bounds: tuple[float, float] | None = None
+    index: int = 0
 
     @property
     def alias(self) -> str:
-        return f"__dp_{self.kind}_{self.column or 'rows'}"
+        return f"__dp_{self.kind}_{self.index}"
 
 
 @dataclass(frozen=True)
@@ -57,7 +72,7 @@ class Output:
 @dataclass(frozen=True)
 class DpPlan:
     sql: str
-    keys: tuple[Column, ...]
+    keys: tuple[Key, ...]
     measures: tuple[Measure, ...]
     outputs: tuple[Output, ...]
     epsilon: float
@@ -89,126 +104,184 @@ def plan_dp_query(checked: CheckedQuery, manifest: Manifest, *, epsilon: float) 
         raise ValueError("only an allowed query can be planned")
     if not checked.is_simple:
         raise _unsupported(
-            "dp mode takes one SELECT over one table for now (no CTE, subquery or UNION).",
+            "dp mode takes one SELECT over one table or tables joined on the privacy unit "
+            "(no CTE, subquery or UNION) for now.",
             statement,
         )
     assert isinstance(statement, exp.Select)
-    if len(checked.tables) != 1:
-        raise _unsupported("dp mode reads one table per query for now (no JOIN).", statement)
     for part in ("having", "order", "limit", "offset", "distinct"):
         if statement.args.get(part):
             raise _unsupported(
                 f"{part.upper()} is not supported in dp mode yet.", statement.args[part]
             )
-    ref = checked.tables[0]
-    table = ref.table
-    person = table.view_column(manifest.privacy_unit)
-    if person is None:
-        raise _unsupported(f"The table {table.name} has no privacy unit {manifest.privacy_unit}.")
+    tables = {ref.alias: ref.table for ref in checked.tables}
+    unit = manifest.privacy_unit
+    for table in tables.values():
+        if table.view_column(unit) is None:
+            raise _unsupported(f"The table {table.name} has no privacy unit {unit}.")
+    _check_joins(statement, unit)
 
-    keys: list[Column] = []
+    keys: list[Key] = []
     group = statement.args.get("group")
-    for key in group.expressions if group else []:
-        column = _plain_column(key, table, statement)
-        if column is None or not column.categories:
-            raise DpUnsupported(
-                Finding(
-                    "dp.private_group_key",
-                    "In dp mode GROUP BY takes columns with a public category list "
-                    f"({', '.join(c.name for c in table.view_columns() if c.categories)}).",
-                    location_of(key),
-                )
-            )
-        keys.append(column)
+    for position, expression in enumerate(group.expressions if group else []):
+        keys.append(_key(expression, tables, position))
+    key_sql = [k.sql for k in keys]
 
-    measures: dict[Measure, None] = {}
+    measures: dict[tuple[str, str | None], Measure] = {}
     outputs: list[Output] = []
     for projection in statement.expressions:
         inner = projection.unalias()
         name = projection.alias or projection.sql(dialect=DIALECT)
-        column = _plain_column(inner, table, statement) if isinstance(inner, exp.Column) else None
-        if column is not None and column in keys:
-            outputs.append(Output(name, "key", key_index=keys.index(column)))
+        text = inner.sql(dialect=DIALECT, comments=False)
+        if text in key_sql:
+            outputs.append(Output(name, "key", key_index=key_sql.index(text)))
             continue
-        output = _aggregate_output(inner, name, table)
-        measures.update(dict.fromkeys(output.measures))
+        output = _aggregate_output(inner, name, tables, measures)
         outputs.append(output)
     if not measures:
         raise _unsupported("A dp query needs at least one COUNT, SUM or AVG.", statement)
 
     groups = 1
     for key in keys:
-        groups *= len(key.categories or ())
+        groups *= len(key.domain)
     if groups > MAX_GROUPS:
         raise _unsupported(f"The GROUP BY would release {groups} groups (at most {MAX_GROUPS}).")
 
-    plan_measures = tuple(measures)
+    rows_per_person = max(t.max_rows_per_person for t in tables.values())
+    plan_measures = tuple(measures.values())
     return DpPlan(
-        sql=_exact_sql(statement, ref.alias, table, keys, plan_measures, person.name),
+        sql=_exact_sql(statement, tables, keys, plan_measures, unit, rows_per_person),
         keys=tuple(keys),
         measures=plan_measures,
         outputs=tuple(outputs),
         epsilon=epsilon,
-        rows_per_person=table.max_rows_per_person,
+        rows_per_person=rows_per_person,
     )
 
 
-def _plain_column(node: exp.Expr, table: Any, statement: exp.Select) -> Column | None:
-    if isinstance(node, exp.Literal) and node.is_int:
-        index = int(node.name) - 1
-        if 0 <= index < len(statement.expressions):
-            node = statement.expressions[index].unalias()
-    if isinstance(node, exp.Column):
-        found: Column | None = table.view_column(node.name)
+def _check_joins(statement: exp.Select, unit: str) -> None:
+    """Tables join only on the privacy unit, so each joined row belongs to one person."""
+    for join in statement.args.get("joins") or []:
+        condition = join.args.get("on")
+        kind = (join.args.get("kind") or "").upper()
+        side = (join.args.get("side") or "").upper()
+        if side or kind not in ("", "INNER") or condition is None:
+            raise _unsupported("dp mode joins with INNER JOIN ... ON only.", join)
+        equalities = list(condition.flatten()) if isinstance(condition, exp.And) else [condition]
+        on_unit = any(
+            isinstance(e, exp.EQ)
+            and all(isinstance(s, exp.Column) and s.name == unit for s in (e.this, e.expression))
+            for e in equalities
+        )
+        if not on_unit:
+            raise DpUnsupported(
+                Finding(
+                    "dp.join_not_on_privacy_unit",
+                    f"dp mode joins tables on the privacy unit ({unit}) only.",
+                    location_of(join),
+                )
+            )
+
+
+def _key(expression: exp.Expr, tables: dict[str, Table], position: int) -> Key:
+    columns = list(expression.find_all(exp.Column))
+    sources = {(c.table, c.name) for c in columns}
+    if len(sources) != 1:
+        raise _private_key(expression, tables)
+    ((alias, name),) = sources
+    column = tables[alias].view_column(name) if alias in tables else None
+    if column is None or not column.categories:
+        raise _private_key(expression, tables)
+    text = expression.sql(dialect=DIALECT, comments=False)
+    if isinstance(expression, exp.Column):
+        return Key(name, text, tuple(column.categories))
+    return Key(f"__dp_key_{position}", text, _domain(expression, column.categories))
+
+
+def _private_key(expression: exp.Expr, tables: dict[str, Table]) -> DpUnsupported:
+    public = sorted({c.name for t in tables.values() for c in t.view_columns() if c.categories})
+    return DpUnsupported(
+        Finding(
+            "dp.private_group_key",
+            "In dp mode GROUP BY takes a column with a public category list, or an expression "
+            f"of one ({', '.join(public)}).",
+            location_of(expression),
+        )
+    )
+
+
+def _domain(expression: exp.Expr, categories: tuple[str, ...]) -> tuple[Any, ...]:
+    """The values an expression of one categorical column takes over its public list."""
+    template = expression.copy()
+    for column in template.find_all(exp.Column):
+        column.replace(exp.column("category", table="c"))
+    return _evaluate_domain(template.sql(dialect=DIALECT), categories)
+
+
+@cache
+def _evaluate_domain(sql: str, categories: tuple[str, ...]) -> tuple[Any, ...]:
+    # Public values only: the category list from the manifest, no data.
+    connection = duckdb.connect()
+    rows = connection.execute(
+        f"SELECT DISTINCT {sql} AS v, MIN(i) AS first FROM (SELECT unnest(?) AS category, "
+        "generate_subscripts(?, 1) AS i) AS c GROUP BY v ORDER BY first",
+        [list(categories), list(categories)],
+    ).fetchall()
+    connection.close()
+    return tuple(r[0] for r in rows)
+
+
+def _aggregate_output(
+    node: exp.Expr,
+    name: str,
+    tables: dict[str, Table],
+    measures: dict[tuple[str, str | None], Measure],
+) -> Output:
+    def measure(kind: str, value: exp.Expr | None, bounds: tuple[float, float] | None) -> Measure:
+        text = None if value is None else value.sql(dialect=DIALECT, comments=False)
+        found = measures.get((kind, text))
         if found is None:
-            aliases = {p.alias.lower(): p.unalias() for p in statement.expressions if p.alias}
-            target = aliases.get(node.name.lower())
-            if isinstance(target, exp.Column):
-                found = table.view_column(target.name)
+            found = Measure(kind, text, bounds, index=len(measures))
+            measures[(kind, text)] = found
         return found
-    return None
 
-
-def _aggregate_output(node: exp.Expr, name: str, table: Any) -> Output:
     if isinstance(node, exp.Count):
         argument = node.this
         if isinstance(argument, exp.Distinct):
             raise _unsupported("COUNT(DISTINCT ...) is not supported in dp mode yet.", node)
         if isinstance(argument, exp.Star):
-            return Output(name, "count", measures=(Measure("count", None),))
-        column = _bounded_column(argument, table, node, need_bounds=False)
-        return Output(name, "count", measures=(Measure("count", column.name),))
-    if isinstance(node, exp.Sum):
-        column = _bounded_column(node.this, table, node, need_bounds=True)
-        return Output(name, "sum", measures=(Measure("sum", column.name, _bounds(column)),))
-    if isinstance(node, exp.Avg):
-        column = _bounded_column(node.this, table, node, need_bounds=True)
-        return Output(
-            name,
-            "avg",
-            measures=(Measure("sum", column.name, _bounds(column)), Measure("count", column.name)),
-        )
+            return Output(name, "count", measures=(measure("count", None, None),))
+        return Output(name, "count", measures=(measure("count", argument, None),))
+    if isinstance(node, exp.Sum | exp.Avg):
+        bounds = _bounds(node.this, tables, node)
+        total = measure("sum", node.this, bounds)
+        if isinstance(node, exp.Sum):
+            return Output(name, "sum", measures=(total,))
+        return Output(name, "avg", measures=(total, measure("count", node.this, None)))
     raise _unsupported(
-        f"{name}: dp mode releases GROUP BY keys and COUNT, SUM or AVG of a column.", node
+        f"{name}: dp mode releases GROUP BY keys and COUNT, SUM or AVG of a bounded value.", node
     )
 
 
-def _bounds(column: Column) -> tuple[float, float]:
-    if column.type is ColumnType.BOOLEAN:
-        return (0.0, 1.0)
-    low, high = column.bounds or (0.0, 0.0)
-    return (float(low), float(high))
-
-
-def _bounded_column(argument: exp.Expr, table: Any, node: exp.Expr, *, need_bounds: bool) -> Column:
-    column = table.view_column(argument.name) if isinstance(argument, exp.Column) else None
-    if column is None:
-        raise _unsupported("dp aggregates take a plain column of the table.", node)
-    if column.cls in (ColumnClass.PERSON_KEY, ColumnClass.RECORD_KEY) and need_bounds:
-        raise _unsupported(f"{column.name} is a key, not a measurement.", node)
-    if need_bounds and (
-        column.type not in NUMERIC or (column.bounds is None and column.type != ColumnType.BOOLEAN)
-    ):
+def _bounds(value: exp.Expr, tables: dict[str, Table], node: exp.Expr) -> tuple[float, float]:
+    """Interval arithmetic: the range of a value from its column's bounds."""
+    if isinstance(value, exp.Paren):
+        return _bounds(value.this, tables, node)
+    if isinstance(value, exp.Literal) and value.is_number:
+        number = float(value.name)
+        return (number, number)
+    if isinstance(value, exp.Neg):
+        low, high = _bounds(value.this, tables, node)
+        return (-high, -low)
+    if isinstance(value, exp.Column):
+        table = tables.get(value.table)
+        column = table.view_column(value.name) if table else None
+        if column is None or column.cls in (ColumnClass.PERSON_KEY, ColumnClass.RECORD_KEY):
+            raise _unsupported(f"{value.name} is a key, not a measurement.", node)
+        if column.type is ColumnType.BOOLEAN:
+            return (0.0, 1.0)
+        if column.type in NUMERIC and column.bounds is not None:
+            return (float(column.bounds[0]), float(column.bounds[1]))
         raise DpUnsupported(
             Finding(
                 "dp.unbounded_column",
@@ -216,44 +289,65 @@ def _bounded_column(argument: exp.Expr, table: Any, node: exp.Expr, *, need_boun
                 location_of(node),
             )
         )
-    return column
+    if isinstance(value, exp.Add | exp.Sub | exp.Mul | exp.Div):
+        a = _bounds(value.this, tables, node)
+        b = _bounds(value.expression, tables, node)
+        if isinstance(value, exp.Add):
+            return (a[0] + b[0], a[1] + b[1])
+        if isinstance(value, exp.Sub):
+            return (a[0] - b[1], a[1] - b[0])
+        if isinstance(value, exp.Mul):
+            corners = [x * y for x in a for y in b]
+            return (min(corners), max(corners))
+        if b[0] == b[1] and b[0] != 0:  # division by a literal
+            corners = [a[0] / b[0], a[1] / b[0]]
+            return (min(corners), max(corners))
+    raise DpUnsupported(
+        Finding(
+            "dp.unbounded_column",
+            "dp aggregates take a bounded column, or + - * / of one with literals.",
+            location_of(node),
+        )
+    )
 
 
 def _exact_sql(
     statement: exp.Select,
-    alias: str,
-    table: Any,
-    keys: list[Column],
+    tables: dict[str, Table],
+    keys: list[Key],
     measures: tuple[Measure, ...],
-    person: str,
+    unit: str,
+    rows_per_person: int,
 ) -> str:
-    where = statement.args.get("where")
+    source = statement.copy()
+    where = source.args.get("where")
     where_sql = f" WHERE {where.this.sql(dialect=DIALECT)}" if where else ""
-    record = next((c.name for c in table.view_columns() if c.cls is ColumnClass.RECORD_KEY), None)
+    from_sql = source.args["from_"].sql(dialect=DIALECT)
+    joins_sql = " ".join(j.sql(dialect=DIALECT) for j in source.args.get("joins") or [])
+    first = next(iter(tables))
     # Which rows a person keeps is decided by a keyed hash with a fresh secret
     # salt: not by data order, and not predictable by the analyst.
     salt = secrets.token_hex(16)
-    keyed = f"{alias}.{record}" if record else alias  # a table's alias is its whole row
-    order = f"md5(CAST({keyed} AS VARCHAR) || '{salt}')"
-    key_sql = ", ".join(f'"{k.name}"' for k in keys)
-    aggregates = []
-    for measure in measures:
-        if measure.kind == "count":
-            inner = "*" if measure.column is None else f'"{measure.column}"'
-            aggregates.append(f'COUNT({inner}) AS "{measure.alias}"')
+    identity = " || ".join(f"CAST({alias} AS VARCHAR)" for alias in tables)
+    inner = [f"{k.sql} AS __dp_k{i}" for i, k in enumerate(keys)]
+    inner += [f"{m.value} AS __dp_v{m.index}" for m in measures if m.value is not None]
+    inner.append(
+        f"row_number() OVER (PARTITION BY {first}.{unit} "
+        f"ORDER BY md5({identity} || '{salt}')) AS __dp_rank"
+    )
+    outer = [f"__dp_k{i}" for i in range(len(keys))]
+    for m in measures:
+        if m.kind == "count":
+            counted = "*" if m.value is None else f"__dp_v{m.index}"
+            outer.append(f'COUNT({counted}) AS "{m.alias}"')
         else:
-            low, high = measure.bounds or (0.0, 0.0)
-            value = f'CAST("{measure.column}" AS DOUBLE)'
-            aggregates.append(
-                f'SUM(LEAST(GREATEST({value}, {low!r}), {high!r})) AS "{measure.alias}"'
-            )
-    select_list = ", ".join(([key_sql] if keys else []) + aggregates)
-    group_sql = f" GROUP BY {key_sql}" if keys else ""
+            low, high = m.bounds or (0.0, 0.0)
+            value = f"CAST(__dp_v{m.index} AS DOUBLE)"
+            outer.append(f'SUM(LEAST(GREATEST({value}, {low!r}), {high!r})) AS "{m.alias}"')
+    group_sql = f" GROUP BY {', '.join(f'__dp_k{i}' for i in range(len(keys)))}" if keys else ""
     return (
-        f"SELECT {select_list} FROM (SELECT * FROM (SELECT {alias}.*, row_number() OVER "
-        f'(PARTITION BY "{person}" ORDER BY {order}) AS __dp_rank '
-        f'FROM "{table.name}" AS {alias}{where_sql}) WHERE __dp_rank <= '
-        f"{table.max_rows_per_person}){group_sql}"
+        f"SELECT {', '.join(outer)} FROM (SELECT {', '.join(inner)} {from_sql} {joins_sql}"
+        f"{where_sql}) WHERE __dp_rank <= {rows_per_person}{group_sql}"
     )
 
 
@@ -261,7 +355,7 @@ def release_noisy(plan: DpPlan, columns: list[str], rows: list[list[Any]]) -> di
     """Noise the exact aggregates; every public key combination gets a row."""
     index = {name: i for i, name in enumerate(columns)}
     exact: dict[tuple[Any, ...], list[Any]] = {tuple(r[: len(plan.keys)]): r for r in rows}
-    combos = list(itertools.product(*(k.categories or () for k in plan.keys)))
+    combos = list(itertools.product(*(k.domain for k in plan.keys)))
     noisy: dict[Measure, list[float]] = {}
     for measure in plan.measures:
         at = index[measure.alias]

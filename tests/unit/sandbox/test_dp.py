@@ -35,7 +35,7 @@ def test_dp_plan_bounds_rows_per_person_and_clamps() -> None:
 
 def test_dp_release_includes_every_public_key() -> None:
     p = plan("SELECT sex, COUNT(*) AS n FROM patients GROUP BY sex")
-    released = release_noisy(p, ["sex", "__dp_count_rows"], [["男", 500]])
+    released = release_noisy(p, ["__dp_k0", "__dp_count_0"], [["男", 500]])
     assert [r[0] for r in released["rows"]] == ["男", "女"]
     assert all(isinstance(r[1], int) and r[1] >= 0 for r in released["rows"])
     assert released["error95"][0][1] == pytest.approx(mechanisms.error95(1.0))
@@ -47,8 +47,8 @@ def test_dp_release_includes_every_public_key() -> None:
         ("SELECT person_id, COUNT(*) FROM visits GROUP BY person_id", None),
         ("SELECT birth_year, COUNT(*) FROM patients GROUP BY birth_year", "dp.private_group_key"),
         (
-            "SELECT COUNT(*) FROM visits v JOIN patients p ON v.person_id = p.person_id",
-            "dp.unsupported",
+            "SELECT COUNT(*) FROM visits v JOIN labs l ON v.visit_id = l.visit_id",
+            "dp.join_not_on_privacy_unit",
         ),
         ("SELECT COUNT(*) FROM visits ORDER BY 1", "dp.unsupported"),
         ("SELECT SUM(visit_date) FROM visits", None),  # the policy allows only COUNT of it
@@ -110,3 +110,44 @@ def test_dp_plan_refuses_a_sum_without_bounds() -> None:
     with pytest.raises(DpUnsupported) as caught:
         plan_dp_query(checked, HEALTH, epsilon=1.0)
     assert caught.value.finding.rule == "dp.unbounded_column"
+
+
+def run_plan(sql: str, frames: dict[str, pd.DataFrame]) -> tuple[list[str], list[tuple]]:  # type: ignore[type-arg]
+    p = plan(sql)
+    con = duckdb.connect()
+    for name, frame in frames.items():
+        con.register(name, frame)
+    cursor = con.execute(p.sql)
+    return [d[0] for d in cursor.description], cursor.fetchall()
+
+
+def test_dp_join_on_privacy_unit_bounds_joined_rows_per_person() -> None:
+    visits = pd.DataFrame({"visit_id": [f"v{i}" for i in range(25)],
+                           "person_id": ["a"] * 20 + ["b"] * 5, "cost": [10.0] * 25})  # fmt: skip
+    patients = pd.DataFrame(
+        {"person_id": ["a", "b"], "sex": ["男", "女"], "birth_year": [1950, 1990]}
+    )
+    _, rows = run_plan(
+        "SELECT p.sex, COUNT(*) AS n FROM visits v JOIN patients p ON v.person_id = p.person_id "
+        "GROUP BY p.sex",
+        {"visits": visits, "patients": patients},
+    )
+    per_person = HEALTH.table("visits").max_rows_per_person  # type: ignore[union-attr]
+    assert dict((r[0], r[1]) for r in rows) == {"男": min(20, per_person), "女": 5}
+
+
+def test_dp_key_expression_domain_comes_from_public_categories() -> None:
+    p = plan("SELECT SUBSTRING(icd10, 1, 1) AS chapter, COUNT(*) FROM visits GROUP BY 1")
+    (key,) = p.keys
+    from datasets.health_manifest import ICD10
+
+    assert set(key.domain) == {code[0] for code in ICD10}
+    assert len(key.domain) == len(set(key.domain))
+
+
+def test_dp_bounds_propagate_through_arithmetic() -> None:
+    p = plan("SELECT AVG(2022 - birth_year) AS age FROM patients")
+    total = next(m for m in p.measures if m.kind == "sum")
+    assert total.bounds == (2022 - 2025, 2022 - 1920)
+    p = plan("SELECT SUM(cost / 1000) FROM visits")
+    assert p.measures[0].bounds == (0.0, 50.0)
