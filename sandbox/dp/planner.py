@@ -21,6 +21,7 @@ from functools import cache
 from typing import Any
 
 import duckdb
+import pandas as pd
 from sqlglot import exp
 
 from datasets.manifest import ColumnClass, ColumnType, Manifest, Table
@@ -62,11 +63,11 @@ class Measure:
 
 
 @dataclass(frozen=True)
-class Output:
-    name: str
-    kind: str  # "key" | "count" | "sum" | "avg"
-    key_index: int | None = None
-    measures: tuple[Measure, ...] = ()
+class Slot:
+    """One aggregate of the query (COUNT, SUM or AVG) as a noisy value per group."""
+
+    kind: str  # "count" | "sum" | "avg"
+    measures: tuple[Measure, ...]
 
 
 @dataclass(frozen=True)
@@ -74,7 +75,11 @@ class DpPlan:
     sql: str
     keys: tuple[Key, ...]
     measures: tuple[Measure, ...]
-    outputs: tuple[Output, ...]
+    slots: tuple[Slot, ...]
+    # Post-processing of the noisy groups (the analyst's outputs, HAVING, ORDER BY,
+    # LIMIT), run on the released values only, over the table "noisy".
+    post_sql: str
+    output_names: tuple[str, ...]
     epsilon: float
     rows_per_person: int
 
@@ -109,11 +114,8 @@ def plan_dp_query(checked: CheckedQuery, manifest: Manifest, *, epsilon: float) 
             statement,
         )
     assert isinstance(statement, exp.Select)
-    for part in ("having", "order", "limit", "offset", "distinct"):
-        if statement.args.get(part):
-            raise _unsupported(
-                f"{part.upper()} is not supported in dp mode yet.", statement.args[part]
-            )
+    if statement.args.get("distinct"):
+        raise _unsupported("SELECT DISTINCT is not supported in dp mode.", statement)
     tables = {ref.alias: ref.table for ref in checked.tables}
     unit = manifest.privacy_unit
     for table in tables.values():
@@ -125,21 +127,27 @@ def plan_dp_query(checked: CheckedQuery, manifest: Manifest, *, epsilon: float) 
     group = statement.args.get("group")
     for position, expression in enumerate(group.expressions if group else []):
         keys.append(_key(expression, tables, position))
-    key_sql = [k.sql for k in keys]
 
     measures: dict[tuple[str, str | None], Measure] = {}
-    outputs: list[Output] = []
-    for projection in statement.expressions:
-        inner = projection.unalias()
-        name = projection.alias or projection.sql(dialect=DIALECT)
-        text = inner.sql(dialect=DIALECT, comments=False)
-        if text in key_sql:
-            outputs.append(Output(name, "key", key_index=key_sql.index(text)))
-            continue
-        output = _aggregate_output(inner, name, tables, measures)
-        outputs.append(output)
+    slots: dict[str, Slot] = {}
+    post = statement.copy()
+    for node in list(post.find_all(*AGGREGATE_TYPES)):
+        text = node.sql(dialect=DIALECT, comments=False)
+        if text not in slots:
+            slots[text] = _slot(node, tables, measures)
+        node.replace(exp.column(f"__dp_a{list(slots).index(text)}"))
     if not measures:
         raise _unsupported("A dp query needs at least one COUNT, SUM or AVG.", statement)
+    _replace_keys(post, keys)
+    for projection in post.expressions:
+        outside = [c for c in projection.find_all(exp.Column) if not c.name.startswith("__dp_")]
+        if outside:
+            raise _unsupported(
+                f"{outside[0].name} is used outside an aggregate and is not a GROUP BY key.",
+                outside[0],
+            )
+    output_names = tuple(p.alias or p.sql(dialect=DIALECT) for p in statement.expressions)
+    post_sql = _post_sql(post, statement, list(slots))
 
     groups = 1
     for key in keys:
@@ -153,10 +161,46 @@ def plan_dp_query(checked: CheckedQuery, manifest: Manifest, *, epsilon: float) 
         sql=_exact_sql(statement, tables, keys, plan_measures, unit, rows_per_person),
         keys=tuple(keys),
         measures=plan_measures,
-        outputs=tuple(outputs),
+        slots=tuple(slots.values()),
+        post_sql=post_sql,
+        output_names=output_names,
         epsilon=epsilon,
         rows_per_person=rows_per_person,
     )
+
+
+AGGREGATE_TYPES = (exp.Count, exp.Sum, exp.Avg, exp.Min, exp.Max, exp.Stddev, exp.StddevSamp,
+                   exp.StddevPop, exp.Variance, exp.VariancePop, exp.Median)  # fmt: skip
+
+
+def _replace_keys(post: exp.Select, keys: list[Key]) -> None:
+    by_sql = {k.sql: i for i, k in enumerate(keys)}
+    for node in list(post.walk()):
+        if not isinstance(node, exp.Expr) or node is post:
+            continue
+        text = (
+            node.sql(dialect=DIALECT, comments=False) if not isinstance(node, exp.Alias) else None
+        )
+        if text in by_sql and node.parent is not None:
+            node.replace(exp.column(f"__dp_k{by_sql[text]}"))
+
+
+def _post_sql(post: exp.Select, statement: exp.Select, slot_sql: list[str]) -> str:
+    """The analyst's SELECT, re-pointed at the noisy groups; error bounds ride along."""
+    for part in ("from_", "joins", "where", "group", "with_"):
+        post.set(part, None)
+    having = post.args.get("having")
+    post.set("having", None)
+    errors = []
+    for index, projection in enumerate(statement.expressions):
+        inner = projection.unalias().sql(dialect=DIALECT, comments=False)
+        bound = f"__dp_e{slot_sql.index(inner)}" if inner in slot_sql else "NULL"
+        errors.append(exp.alias_(exp.maybe_parse(bound), f"__dp_err{index}"))
+    post.set("expressions", list(post.expressions) + errors)
+    post = post.from_("noisy")
+    if having is not None:
+        post = post.where(having.this)
+    return post.sql(dialect=DIALECT)
 
 
 def _check_joins(statement: exp.Select, unit: str) -> None:
@@ -231,12 +275,9 @@ def _evaluate_domain(sql: str, categories: tuple[str, ...]) -> tuple[Any, ...]:
     return tuple(r[0] for r in rows)
 
 
-def _aggregate_output(
-    node: exp.Expr,
-    name: str,
-    tables: dict[str, Table],
-    measures: dict[tuple[str, str | None], Measure],
-) -> Output:
+def _slot(
+    node: exp.Expr, tables: dict[str, Table], measures: dict[tuple[str, str | None], Measure]
+) -> Slot:
     def measure(kind: str, value: exp.Expr | None, bounds: tuple[float, float] | None) -> Measure:
         text = None if value is None else value.sql(dialect=DIALECT, comments=False)
         found = measures.get((kind, text))
@@ -250,16 +291,17 @@ def _aggregate_output(
         if isinstance(argument, exp.Distinct):
             raise _unsupported("COUNT(DISTINCT ...) is not supported in dp mode yet.", node)
         if isinstance(argument, exp.Star):
-            return Output(name, "count", measures=(measure("count", None, None),))
-        return Output(name, "count", measures=(measure("count", argument, None),))
+            return Slot("count", (measure("count", None, None),))
+        return Slot("count", (measure("count", argument, None),))
     if isinstance(node, exp.Sum | exp.Avg):
         bounds = _bounds(node.this, tables, node)
         total = measure("sum", node.this, bounds)
         if isinstance(node, exp.Sum):
-            return Output(name, "sum", measures=(total,))
-        return Output(name, "avg", measures=(total, measure("count", node.this, None)))
+            return Slot("sum", (total,))
+        return Slot("avg", (total, measure("count", node.this, None)))
     raise _unsupported(
-        f"{name}: dp mode releases GROUP BY keys and COUNT, SUM or AVG of a bounded value.", node
+        f"{node.sql(dialect=DIALECT)}: dp mode computes COUNT, SUM and AVG of bounded values.",
+        node,
     )
 
 
@@ -375,39 +417,61 @@ def release_noisy(plan: DpPlan, columns: list[str], rows: list[list[Any]]) -> di
                 sensitivity=plan.sensitivity(measure),
                 epsilon=plan.epsilon_per_measure,
             )
-    out_rows: list[list[Any]] = []
-    errors: list[list[float | None]] = []
-    for position, combo in enumerate(combos):
-        row: list[Any] = []
-        row_errors: list[float | None] = []
-        for output in plan.outputs:
-            if output.kind == "key":
-                row.append(combo[output.key_index or 0])
-                row_errors.append(None)
-            elif output.kind == "avg":
-                total_m, count_m = output.measures
-                total, count = noisy[total_m][position], noisy[count_m][position]
-                low, high = total_m.bounds or (0.0, 0.0)
-                if count >= 1:
-                    mean = min(max(total / count, low), high)
-                    bound = (
-                        mechanisms.error95(plan.scale(total_m))
-                        + abs(mean) * mechanisms.error95(plan.scale(count_m))
-                    ) / count
-                    row.append(round(mean, 6))
-                    row_errors.append(round(min(bound, high - low), 6))
-                else:
-                    row.append(None)
-                    row_errors.append(None)
-            else:
-                (measure,) = output.measures
-                value = noisy[measure][position]
-                row.append(int(value) if output.kind == "count" else round(value, 6))
-                row_errors.append(round(mechanisms.error95(plan.scale(measure)), 6))
-        out_rows.append(row)
-        errors.append(row_errors)
-    return {
-        "columns": [o.name for o in plan.outputs],
-        "rows": out_rows,
-        "error95": errors,
+    frame: dict[str, list[Any]] = {
+        f"__dp_k{i}": [combo[i] for combo in combos] for i in range(len(plan.keys))
     }
+    for number, slot in enumerate(plan.slots):
+        values, bounds = _slot_values(plan, slot, noisy, len(combos))
+        frame[f"__dp_a{number}"] = values
+        frame[f"__dp_e{number}"] = bounds
+    connection = duckdb.connect()
+    try:
+        connection.register("noisy", pd.DataFrame(frame))
+        cursor = connection.execute(plan.post_sql)
+        result = [list(r) for r in cursor.fetchall()]
+    finally:
+        connection.close()
+    width = len(plan.output_names)
+    return {
+        "columns": list(plan.output_names),
+        "rows": [[_tidy(v) for v in r[:width]] for r in result],
+        "error95": [[_tidy(v) for v in r[width:]] for r in result],
+    }
+
+
+def _slot_values(
+    plan: DpPlan, slot: Slot, noisy: dict[Measure, list[float]], groups: int
+) -> tuple[list[Any], list[float | None]]:
+    if slot.kind == "avg":
+        total_m, count_m = slot.measures
+        low, high = total_m.bounds or (0.0, 0.0)
+        values: list[Any] = []
+        bounds: list[float | None] = []
+        for position in range(groups):
+            total, count = noisy[total_m][position], noisy[count_m][position]
+            if count < 1:
+                values.append(None)
+                bounds.append(None)
+                continue
+            mean = min(max(total / count, low), high)
+            bound = (
+                mechanisms.error95(plan.scale(total_m))
+                + abs(mean) * mechanisms.error95(plan.scale(count_m))
+            ) / count
+            values.append(mean)
+            bounds.append(min(bound, high - low))
+        return values, bounds
+    (measure,) = slot.measures
+    error = mechanisms.error95(plan.scale(measure))
+    column = noisy[measure]
+    if slot.kind == "count":
+        return [int(v) for v in column], [error] * groups
+    return list(column), [error] * groups
+
+
+def _tidy(value: Any) -> Any:
+    if isinstance(value, float):
+        return round(value, 6)
+    if hasattr(value, "item"):
+        return _tidy(value.item())
+    return value

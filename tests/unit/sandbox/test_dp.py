@@ -50,7 +50,7 @@ def test_dp_release_includes_every_public_key() -> None:
             "SELECT COUNT(*) FROM visits v JOIN labs l ON v.visit_id = l.visit_id",
             "dp.join_not_on_privacy_unit",
         ),
-        ("SELECT COUNT(*) FROM visits ORDER BY 1", "dp.unsupported"),
+        ("SELECT COUNT(DISTINCT department) FROM visits", "dp.unsupported"),
         ("SELECT SUM(visit_date) FROM visits", None),  # the policy allows only COUNT of it
     ],  # fmt: skip
 )
@@ -151,3 +151,17 @@ def test_dp_bounds_propagate_through_arithmetic() -> None:
     assert total.bounds == (2022 - 2025, 2022 - 1920)
     p = plan("SELECT SUM(cost / 1000) FROM visits")
     assert p.measures[0].bounds == (0.0, 50.0)
+
+
+def test_dp_post_processing_runs_on_noisy_values_only() -> None:
+    p = plan(
+        "SELECT department, COUNT(*) AS n, SUM(cost) / COUNT(*) AS mean FROM visits "
+        "GROUP BY department HAVING COUNT(*) > 100 ORDER BY n DESC LIMIT 2",
+        epsilon=50.0,
+    )
+    exact = [[d, 1000 * (i + 1), 50.0 * 1000 * (i + 1)] for i, d in enumerate(["内科", "外科"])]
+    released = release_noisy(p, ["__dp_k0", "__dp_count_0", "__dp_sum_1"], exact)
+    assert released["columns"] == ["department", "n", "mean"]
+    assert [r[0] for r in released["rows"]] == ["外科", "内科"]  # ordered by the noisy count
+    assert all(r[1] > 100 for r in released["rows"])  # HAVING on the noisy count
+    assert released["error95"][0][1] is not None and released["error95"][0][2] is None
