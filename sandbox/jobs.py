@@ -21,7 +21,7 @@ from policies.policy_file import DatasetPolicy, load_policy
 from policies.python_check import check_python
 from policies.sql_check import check_sql
 from sandbox import audit, grants
-from sandbox.dp.planner import DpPlan, DpUnsupported, plan_dp_query
+from sandbox.dp.planner import DpPlan, DpUnsupported, estimates, plan_dp_query
 from sandbox.errors import (
     BudgetExhausted,
     InvalidRequest,
@@ -150,14 +150,21 @@ def dry_run(
     except NoActiveGrant as error:
         findings.append(Finding("grant.none", error.message).to_dict())
     policy = policy_for(manifest, grant)
+    report: dict[str, Any] = {}
+    spend = float(epsilon or DEFAULT_EPSILON)
     try:
-        plan_job(
-            manifest, language=language, mode=mode, code=code,
-            epsilon=float(epsilon or DEFAULT_EPSILON), policy=policy,
-        )  # fmt: skip
+        plan = plan_job(
+            manifest, language=language, mode=mode, code=code, epsilon=spend, policy=policy
+        )
     except PolicyRejected as rejection:
         findings += rejection.details.get("findings", [])
-    return {"allowed": not findings, "findings": findings, "policy_version": policy.version}
+    else:
+        if plan.dp is not None:
+            remaining = grant.epsilon_remaining if grant else 0.0
+            report["estimate"] = {"epsilon": spend, "epsilon_remaining": remaining,
+                                  "outputs": estimates(plan.dp)}  # fmt: skip
+    return {"allowed": not findings, "findings": findings, "policy_version": policy.version,
+            **report}  # fmt: skip
 
 
 def _summary(findings: tuple[Finding, ...]) -> str:

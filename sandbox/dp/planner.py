@@ -22,6 +22,7 @@ from typing import Any
 
 import duckdb
 import pandas as pd
+import sqlglot
 from sqlglot import exp
 
 from datasets.manifest import ColumnClass, ColumnType, Manifest, Table
@@ -87,7 +88,18 @@ class DpPlan:
     def epsilon_per_measure(self) -> float:
         return self.epsilon / len(self.measures)
 
+    @property
+    def groups(self) -> int:
+        total = 1
+        for key in self.keys:
+            total *= len(key.domain)
+        return total
+
     def sensitivity(self, measure: Measure) -> float:
+        if measure.kind == "persons":
+            # A person is one of the distinct persons of at most as many groups
+            # as the rows they keep.
+            return float(min(self.rows_per_person, self.groups))
         if measure.kind == "count":
             return float(self.rows_per_person)
         low, high = measure.bounds or (0.0, 0.0)
@@ -134,7 +146,7 @@ def plan_dp_query(checked: CheckedQuery, manifest: Manifest, *, epsilon: float) 
     for node in list(post.find_all(*AGGREGATE_TYPES)):
         text = node.sql(dialect=DIALECT, comments=False)
         if text not in slots:
-            slots[text] = _slot(node, tables, measures)
+            slots[text] = _slot(node, tables, measures, unit)
         node.replace(exp.column(f"__dp_a{list(slots).index(text)}"))
     if not measures:
         raise _unsupported("A dp query needs at least one COUNT, SUM or AVG.", statement)
@@ -276,7 +288,10 @@ def _evaluate_domain(sql: str, categories: tuple[str, ...]) -> tuple[Any, ...]:
 
 
 def _slot(
-    node: exp.Expr, tables: dict[str, Table], measures: dict[tuple[str, str | None], Measure]
+    node: exp.Expr,
+    tables: dict[str, Table],
+    measures: dict[tuple[str, str | None], Measure],
+    unit: str,
 ) -> Slot:
     def measure(kind: str, value: exp.Expr | None, bounds: tuple[float, float] | None) -> Measure:
         text = None if value is None else value.sql(dialect=DIALECT, comments=False)
@@ -289,7 +304,12 @@ def _slot(
     if isinstance(node, exp.Count):
         argument = node.this
         if isinstance(argument, exp.Distinct):
-            raise _unsupported("COUNT(DISTINCT ...) is not supported in dp mode yet.", node)
+            (counted,) = argument.expressions or [None]
+            if isinstance(counted, exp.Column) and counted.name == unit:
+                return Slot("count", (measure("persons", counted, None),))
+            raise _unsupported(
+                f"COUNT(DISTINCT ...) counts the privacy unit ({unit}) only in dp mode.", node
+            )
         if isinstance(argument, exp.Star):
             return Slot("count", (measure("count", None, None),))
         return Slot("count", (measure("count", argument, None),))
@@ -382,6 +402,8 @@ def _exact_sql(
         if m.kind == "count":
             counted = "*" if m.value is None else f"__dp_v{m.index}"
             outer.append(f'COUNT({counted}) AS "{m.alias}"')
+        elif m.kind == "persons":
+            outer.append(f'COUNT(DISTINCT __dp_v{m.index}) AS "{m.alias}"')
         else:
             low, high = m.bounds or (0.0, 0.0)
             value = f"CAST(__dp_v{m.index} AS DOUBLE)"
@@ -402,7 +424,7 @@ def release_noisy(plan: DpPlan, columns: list[str], rows: list[list[Any]]) -> di
     for measure in plan.measures:
         at = index[measure.alias]
         values = [(exact[c][at] or 0) if c in exact else 0 for c in combos]
-        if measure.kind == "count":
+        if measure.kind in ("count", "persons"):
             noisy[measure] = [
                 float(max(0, v))
                 for v in mechanisms.noisy_counts(
@@ -475,3 +497,30 @@ def _tidy(value: Any) -> Any:
     if hasattr(value, "item"):
         return _tidy(value.item())
     return value
+
+
+def estimates(plan: DpPlan) -> list[dict[str, Any]]:
+    """What each output will cost in accuracy, known before any data is read."""
+    found: list[dict[str, Any]] = []
+    slots = {f"__dp_a{i}": slot for i, slot in enumerate(plan.slots)}
+    post = sqlglot.parse_one(plan.post_sql, read=DIALECT)
+    for name, projection in zip(plan.output_names, post.expressions, strict=False):
+        inner = projection.unalias()
+        slot = slots.get(inner.name) if isinstance(inner, exp.Column) else None
+        if slot is None:
+            kind = "key" if isinstance(inner, exp.Column) else "expression"
+            found.append({"output": name, "kind": kind, "error95": None})
+        elif slot.kind == "avg":
+            total, count = slot.measures
+            found.append({
+                "output": name, "kind": "avg",
+                "error95_of_sum": round(mechanisms.error95(plan.scale(total)), 6),
+                "error95_of_count": round(mechanisms.error95(plan.scale(count)), 6),
+                "note": "the mean's error shrinks with the group's size: about "
+                        "(sum error + |mean| x count error) / count",
+            })  # fmt: skip
+        else:
+            (measure,) = slot.measures
+            error = round(mechanisms.error95(plan.scale(measure)), 6)
+            found.append({"output": name, "kind": slot.kind, "error95": error})
+    return found

@@ -196,7 +196,13 @@ def test_api_policy_check_is_a_dry_run(live_portal: LivePortal) -> None:
          "code": "SELECT sex, COUNT(*) FROM patients GROUP BY sex"},
         token,
     )  # fmt: skip
-    assert report == {"allowed": True, "findings": [], "policy_version": report["policy_version"]}
+    assert report["allowed"] is True and report["findings"] == []
+    assert report["estimate"]["epsilon"] == 1.0
+    assert report["estimate"]["outputs"][1] == {
+        "output": "COUNT(*)",
+        "kind": "count",
+        "error95": pytest.approx(2.995732),
+    }  # a count with sensitivity 1 at ε = 1: 95 % of draws within ln(20)
     _, after = live_portal.request("GET", "/api/v1/budget", token=token)
     _, jobs_after = live_portal.request("GET", "/api/v1/jobs", token=token)
     assert after == before and jobs_after == jobs_before  # nothing spent, nothing queued

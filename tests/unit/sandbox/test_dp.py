@@ -165,3 +165,12 @@ def test_dp_post_processing_runs_on_noisy_values_only() -> None:
     assert [r[0] for r in released["rows"]] == ["外科", "内科"]  # ordered by the noisy count
     assert all(r[1] > 100 for r in released["rows"])  # HAVING on the noisy count
     assert released["error95"][0][1] is not None and released["error95"][0][2] is None
+
+
+def test_dp_counts_distinct_persons_with_bounded_sensitivity() -> None:
+    p = plan("SELECT department, COUNT(DISTINCT person_id) AS persons FROM visits GROUP BY 1")
+    (measure,) = p.measures
+    assert measure.kind == "persons"
+    assert p.sensitivity(measure) == min(p.rows_per_person, len(p.keys[0].domain))
+    total = plan("SELECT COUNT(DISTINCT person_id) FROM patients")
+    assert total.sensitivity(total.measures[0]) == 1.0  # one group: a person counts once
