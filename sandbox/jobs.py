@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from datasets.health_manifest import MANIFESTS
@@ -76,6 +77,8 @@ class Plan:
     # The view tables the job reads; empty means all of them (Python jobs).
     tables: tuple[str, ...] = ()
     policy_version: str = ""
+    # The checked query in normal form: two spellings of one question share it.
+    question: str = ""
 
 
 def policy_for(manifest: Manifest, grant: Grant | None) -> DatasetPolicy:
@@ -115,10 +118,15 @@ def plan_job(
         findings = [f.to_dict() for f in checked.decision.findings[:MAX_FINDINGS]]
         raise PolicyRejected(_summary(checked.decision.findings), findings=findings)
     tables = tuple(dict.fromkeys(ref.table.name for ref in checked.tables))
+    assert checked.statement is not None
+    question = checked.statement.sql(dialect="duckdb", comments=False)
     try:
         if mode == "dp":
             dp_plan = plan_dp_query(checked, manifest, epsilon=epsilon)
-            return Plan(dp_plan.sql, dp=dp_plan, tables=tables, policy_version=policy.version)
+            return Plan(
+                dp_plan.sql, dp=dp_plan, tables=tables, policy_version=policy.version,
+                question=question,
+            )  # fmt: skip
         threshold = plan_threshold(checked, privacy_unit=manifest.privacy_unit)
         return Plan(
             threshold.sql, threshold=threshold, tables=tables, policy_version=policy.version
@@ -182,6 +190,7 @@ def submit_job(
     mode: str,
     code: str,
     epsilon: float | None = None,
+    dataset_version: str | None = None,
 ) -> Job:
     """Record a job and either reject it or queue it. Commit, then enqueue it."""
     if by.role != Role.ANALYST:
@@ -233,7 +242,12 @@ def submit_job(
             policy=policy_for(manifest, grant),
         )  # fmt: skip
         job.policy_version = plan.policy_version
-        if mode == "dp" and not grants.charge_budget(
+        job.dataset_version = dataset_version or ""
+        job.question_sha256 = hashlib.sha256(plan.question.encode()).hexdigest()
+        cached = _cached_answer(session, job) if mode == "dp" and dataset_version else None
+        if cached is not None:
+            job.cached_from = cached.id
+        elif mode == "dp" and not grants.charge_budget(
             session, grant_id=grant.id, epsilon=job.epsilon
         ):
             finding = Finding(
@@ -251,6 +265,28 @@ def submit_job(
         return job
     move(session, job, JobStatus.QUEUED, actor="policy")
     return job
+
+
+def _cached_answer(session: Session, job: Job) -> Job | None:
+    """The released job with the same grant, code, ε and data, if there is one.
+
+    Asking the same question again must not buy a fresh draw: averaging many
+    draws of one query would wear the noise away.
+    """
+    return session.scalars(
+        select(Job)
+        .where(
+            Job.grant_id == job.grant_id,
+            Job.question_sha256 == job.question_sha256,
+            Job.epsilon == job.epsilon,
+            Job.mode == "dp",
+            Job.dataset_version == job.dataset_version,
+            Job.status == JobStatus.RELEASED.value,
+            Job.cached_from.is_(None),
+        )
+        .order_by(Job.submitted_at)
+        .limit(1)
+    ).first()
 
 
 def rejection_of(job: Job) -> PolicyRejected:
@@ -286,9 +322,11 @@ def submit(
         user = session.get(User, by_id)
         if user is None:
             raise NotFound("There is no such user.")
+        store = sandbox.store
+        version = store.version(dataset) if store.exists(dataset) else None
         job = submit_job(
             session, by=user, dataset=dataset, language=language, mode=mode, code=code,
-            epsilon=epsilon,
+            epsilon=epsilon, dataset_version=version,
         )  # fmt: skip
     if job.status == JobStatus.REJECTED:
         raise rejection_of(job)

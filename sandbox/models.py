@@ -146,6 +146,11 @@ class Job(Base):
     code_sha256: Mapped[str] = mapped_column(String(64))
     # SHA-256 of the dataset policy (and grant narrowing) the job was checked against.
     policy_version: Mapped[str] = mapped_column(String(64), default="")
+    # A dp job identical to one already released under the same grant gets that
+    # job's noisy answer again instead of spending budget on a fresh draw.
+    cached_from: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    # SHA-256 of the checked query in normal form (case, spacing, comments gone).
+    question_sha256: Mapped[str] = mapped_column(String(64), default="", index=True)
     epsilon: Mapped[float] = mapped_column(Float, default=0.0)
     delta: Mapped[float] = mapped_column(Float, default=0.0)
     status: Mapped[str] = mapped_column(String(16), default=JobStatus.SUBMITTED.value, index=True)

@@ -58,6 +58,8 @@ def run_job(sandbox: Sandbox, job_id: str) -> str:
         if grant is None or not grant.is_active():
             _fail(job, session, "grant_inactive", "The grant was revoked or expired; not run.")
             return job.status
+        if job.cached_from:
+            return _release_cached(sandbox, session, job)
         job.runner = sandbox.runner.name
         job_data = _JobData.of(job, grant)
         policy = policy_for(manifest_for(job.dataset), grant)
@@ -97,6 +99,18 @@ def run_job(sandbox: Sandbox, job_id: str) -> str:
         shutil.rmtree(folder, ignore_errors=True)
 
     return _check_and_release(sandbox, job_id, plan, result)
+
+
+def _release_cached(sandbox: Sandbox, session: Any, job: Job) -> str:
+    """Release the earlier noisy answer to the same question; nothing runs, nothing is spent."""
+    original = session.get_one(Job, job.cached_from)
+    move(session, job, JobStatus.CHECKING, actor=WORKER, details={"cached_from": original.id})
+    result = dict(original.result or {})
+    result["privacy"] = {**result.get("privacy", {}), "cached_from": original.id,
+                         "epsilon_spent_now": 0.0}  # fmt: skip
+    job.result = result
+    release(sandbox, session, job, reviewers=[])
+    return job.status
 
 
 def _lease_expired(job: Job, sandbox: Sandbox) -> bool:

@@ -80,9 +80,9 @@ def test_pipeline_rejection_is_recorded_and_explained(sandbox_instance: Sandbox)
 
 
 def test_pipeline_dp_charges_budget_until_exhausted(sandbox_instance: Sandbox) -> None:
-    sql = "SELECT sex, COUNT(*) AS n FROM patients GROUP BY sex"
     released = []
-    for _ in range(5):  # the demo grant holds ε=10, at most 2 per job
+    for i in range(5):  # the demo grant holds ε=10, at most 2 per job
+        sql = f"SELECT sex, COUNT(*) AS n FROM patients WHERE birth_year > {1900 + i} GROUP BY sex"
         released.append(finished(sandbox_instance, submit(sandbox_instance, sql, mode="dp",
                                                           epsilon=2.0)))  # fmt: skip
     assert [j.status for j in released] == ["released"] * 5
@@ -206,3 +206,18 @@ def test_pipeline_sql_respects_grant_columns(sandbox_instance: Sandbox) -> None:
     sql = "SELECT department, AVG(cost) FROM visits GROUP BY department"
     job = finished(sandbox_instance, submit(sandbox_instance, sql))
     assert job.status == "released"
+
+
+def test_pipeline_identical_dp_query_returns_the_cached_answer(sandbox_instance: Sandbox) -> None:
+    sql = "SELECT district, COUNT(*) AS n FROM patients GROUP BY district"
+    first = finished(sandbox_instance, submit(sandbox_instance, sql, mode="dp", epsilon=1.0))
+    respelled = "select DISTRICT, count(*) as n  -- the same question\nfrom Patients group by 1"
+    again = finished(sandbox_instance, submit(sandbox_instance, respelled, mode="dp", epsilon=1.0))
+    other = finished(sandbox_instance, submit(sandbox_instance, sql, mode="dp", epsilon=0.5))
+    assert first.result and again.result and other.result
+    assert again.cached_from == first.id
+    assert again.result["tables"] == first.result["tables"]  # the same draw, not a new one
+    assert other.cached_from is None  # another ε is another question
+    with sandbox_instance.tx() as session:
+        grant = session.get_one(Grant, first.grant_id)
+        assert grant.epsilon_spent == pytest.approx(1.5)
