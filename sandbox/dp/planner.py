@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import itertools
 import secrets
+import time
 from dataclasses import dataclass
 from functools import cache
 from typing import Any
@@ -415,8 +416,23 @@ def _exact_sql(
     )
 
 
+# The noise step always takes this long: how long sampling took cannot tell
+# anyone how large the noise was.
+NOISE_STEP_SECONDS = 0.05
+
+
 def release_noisy(plan: DpPlan, columns: list[str], rows: list[list[Any]]) -> dict[str, Any]:
     """Noise the exact aggregates; every public key combination gets a row."""
+    started = time.perf_counter()
+    try:
+        return _release_noisy(plan, columns, rows)
+    finally:
+        remaining = NOISE_STEP_SECONDS - (time.perf_counter() - started)
+        if remaining > 0:
+            time.sleep(remaining)
+
+
+def _release_noisy(plan: DpPlan, columns: list[str], rows: list[list[Any]]) -> dict[str, Any]:
     index = {name: i for i, name in enumerate(columns)}
     exact: dict[tuple[Any, ...], list[Any]] = {tuple(r[: len(plan.keys)]): r for r in rows}
     combos = list(itertools.product(*(k.domain for k in plan.keys)))

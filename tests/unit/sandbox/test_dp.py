@@ -174,3 +174,25 @@ def test_dp_counts_distinct_persons_with_bounded_sensitivity() -> None:
     assert p.sensitivity(measure) == min(p.rows_per_person, len(p.keys[0].domain))
     total = plan("SELECT COUNT(DISTINCT person_id) FROM patients")
     assert total.sensitivity(total.measures[0]) == 1.0  # one group: a person counts once
+
+
+def test_dp_release_time_does_not_depend_on_the_noise() -> None:
+    import time
+
+    from sandbox.dp.planner import NOISE_STEP_SECONDS, _release_noisy
+
+    def durations(epsilon: float) -> tuple[float, float]:
+        p = plan("SELECT department, SUM(cost) AS s FROM visits GROUP BY 1", epsilon=epsilon)
+        args = (p, ["__dp_k0", "__dp_sum_0"], [["内科", 1000.0]])
+        started = time.perf_counter()
+        _release_noisy(*args)
+        sampling = time.perf_counter() - started
+        started = time.perf_counter()
+        release_noisy(*args)
+        return sampling, time.perf_counter() - started
+
+    # Tiny ε draws huge noise, large ε tiny noise. Sampling always ends well inside
+    # the fixed step, and the step is never shorter: its length is the constant.
+    measured = [durations(e) for e in (0.001, 100.0) * 3]
+    assert max(sampling for sampling, _ in measured) < NOISE_STEP_SECONDS / 2
+    assert min(total for _, total in measured) >= NOISE_STEP_SECONDS
