@@ -416,45 +416,20 @@ def _exact_sql(
     )
 
 
-# The noise step always takes this long: how long sampling took cannot tell
+# Drawing the noise always takes this long: how long sampling took cannot tell
 # anyone how large the noise was.
 NOISE_STEP_SECONDS = 0.05
 
 
 def release_noisy(plan: DpPlan, columns: list[str], rows: list[list[Any]]) -> dict[str, Any]:
-    """Noise the exact aggregates; every public key combination gets a row."""
-    started = time.perf_counter()
-    try:
-        return _release_noisy(plan, columns, rows)
-    finally:
-        remaining = NOISE_STEP_SECONDS - (time.perf_counter() - started)
-        if remaining > 0:
-            time.sleep(remaining)
-
-
-def _release_noisy(plan: DpPlan, columns: list[str], rows: list[list[Any]]) -> dict[str, Any]:
     index = {name: i for i, name in enumerate(columns)}
     exact: dict[tuple[Any, ...], list[Any]] = {tuple(r[: len(plan.keys)]): r for r in rows}
     combos = list(itertools.product(*(k.domain for k in plan.keys)))
-    noisy: dict[Measure, list[float]] = {}
-    for measure in plan.measures:
-        at = index[measure.alias]
-        values = [(exact[c][at] or 0) if c in exact else 0 for c in combos]
-        if measure.kind in ("count", "persons"):
-            noisy[measure] = [
-                float(max(0, v))
-                for v in mechanisms.noisy_counts(
-                    [int(v) for v in values],
-                    sensitivity=int(plan.sensitivity(measure)),
-                    epsilon=plan.epsilon_per_measure,
-                )
-            ]
-        else:
-            noisy[measure] = mechanisms.noisy_sums(
-                [float(v) for v in values],
-                sensitivity=plan.sensitivity(measure),
-                epsilon=plan.epsilon_per_measure,
-            )
+    started = time.perf_counter()
+    noisy = _draw_noise(plan, index, exact, combos)
+    remaining = NOISE_STEP_SECONDS - (time.perf_counter() - started)
+    if remaining > 0:
+        time.sleep(remaining)
     frame: dict[str, list[Any]] = {
         f"__dp_k{i}": [combo[i] for combo in combos] for i in range(len(plan.keys))
     }
@@ -475,6 +450,34 @@ def _release_noisy(plan: DpPlan, columns: list[str], rows: list[list[Any]]) -> d
         "rows": [[_tidy(v) for v in r[:width]] for r in result],
         "error95": [[_tidy(v) for v in r[width:]] for r in result],
     }
+
+
+def _draw_noise(
+    plan: DpPlan,
+    index: dict[str, int],
+    exact: dict[tuple[Any, ...], list[Any]],
+    combos: list[tuple[Any, ...]],
+) -> dict[Measure, list[float]]:
+    noisy: dict[Measure, list[float]] = {}
+    for measure in plan.measures:
+        at = index[measure.alias]
+        values = [(exact[c][at] or 0) if c in exact else 0 for c in combos]
+        if measure.kind in ("count", "persons"):
+            noisy[measure] = [
+                float(max(0, v))
+                for v in mechanisms.noisy_counts(
+                    [int(v) for v in values],
+                    sensitivity=int(plan.sensitivity(measure)),
+                    epsilon=plan.epsilon_per_measure,
+                )
+            ]
+        else:
+            noisy[measure] = mechanisms.noisy_sums(
+                [float(v) for v in values],
+                sensitivity=plan.sensitivity(measure),
+                epsilon=plan.epsilon_per_measure,
+            )
+    return noisy
 
 
 def _slot_values(
