@@ -135,6 +135,13 @@ def plan_job(
         raise PolicyRejected(error.finding.message, findings=[error.finding.to_dict()]) from error
 
 
+def _check_kind(*, language: str, mode: str) -> None:
+    if language not in LANGUAGES:
+        raise InvalidRequest("language must be sql or python.", field="language")
+    if mode not in grants.MODES:
+        raise InvalidRequest("mode must be dp or masked.", field="mode")
+
+
 def dry_run(
     session: Session,
     *,
@@ -146,10 +153,7 @@ def dry_run(
     epsilon: float | None = None,
 ) -> dict[str, Any]:
     """Every finding the job would meet, without queueing it or spending budget."""
-    if language not in LANGUAGES:
-        raise InvalidRequest("language must be sql or python.", field="language")
-    if mode not in grants.MODES:
-        raise InvalidRequest("mode must be dp or masked.", field="mode")
+    _check_kind(language=language, mode=mode)
     manifest = manifest_for(dataset)
     findings: list[dict[str, Any]] = []
     grant: Grant | None = None
@@ -195,10 +199,7 @@ def submit_job(
     """Record a job and either reject it or queue it. Commit, then enqueue it."""
     if by.role != Role.ANALYST:
         raise InvalidRequest("Only analysts submit jobs.")
-    if language not in LANGUAGES:
-        raise InvalidRequest("language must be sql or python.", field="language")
-    if mode not in grants.MODES:
-        raise InvalidRequest("mode must be dp or masked.", field="mode")
+    _check_kind(language=language, mode=mode)
     if not isinstance(code, str) or not code.strip() or len(code) > MAX_CODE_CHARS:
         raise InvalidRequest(f"code must be 1 to {MAX_CODE_CHARS} characters.", field="code")
     if mode == "dp":
