@@ -382,22 +382,25 @@ def _exact_sql(
     unit: str,
     rows_per_person: int,
 ) -> str:
+    """One pass in DuckDB: bound each person's rows, clamp, aggregate.
+
+    Only persons with more rows than the bound are ranked; which of their rows
+    they keep is decided by a keyed hash of each row's identity with a fresh
+    secret salt: not by data order, and not predictable by the analyst.
+    """
     source = statement.copy()
     where = source.args.get("where")
     where_sql = f" WHERE {where.this.sql(dialect=DIALECT)}" if where else ""
     from_sql = source.args["from_"].sql(dialect=DIALECT)
     joins_sql = " ".join(j.sql(dialect=DIALECT) for j in source.args.get("joins") or [])
     first = next(iter(tables))
-    # Which rows a person keeps is decided by a keyed hash with a fresh secret
-    # salt: not by data order, and not predictable by the analyst.
     salt = secrets.token_hex(16)
-    identity = " || ".join(f"CAST({alias} AS VARCHAR)" for alias in tables)
+    identity = " || '|' || ".join(
+        _row_identity(alias, table, unit) for alias, table in tables.items()
+    )
     inner = [f"{k.sql} AS __dp_k{i}" for i, k in enumerate(keys)]
     inner += [f"{m.value} AS __dp_v{m.index}" for m in measures if m.value is not None]
-    inner.append(
-        f"row_number() OVER (PARTITION BY {first}.{unit} "
-        f"ORDER BY md5({identity} || '{salt}')) AS __dp_rank"
-    )
+    inner += [f"{first}.{unit} AS __dp_person", f"{identity} AS __dp_id"]
     outer = [f"__dp_k{i}" for i in range(len(keys))]
     for m in measures:
         if m.kind == "count":
@@ -410,10 +413,29 @@ def _exact_sql(
             value = f"CAST(__dp_v{m.index} AS DOUBLE)"
             outer.append(f'SUM(LEAST(GREATEST({value}, {low!r}), {high!r})) AS "{m.alias}"')
     group_sql = f" GROUP BY {', '.join(f'__dp_k{i}' for i in range(len(keys)))}" if keys else ""
+    bound = rows_per_person
     return (
-        f"SELECT {', '.join(outer)} FROM (SELECT {', '.join(inner)} {from_sql} {joins_sql}"
-        f"{where_sql}) WHERE __dp_rank <= {rows_per_person}{group_sql}"
+        f"WITH __dp_rows AS MATERIALIZED (SELECT {', '.join(inner)} {from_sql} {joins_sql}"
+        f"{where_sql}), "
+        f"__dp_heavy AS (SELECT __dp_person FROM __dp_rows GROUP BY __dp_person "
+        f"HAVING COUNT(*) > {bound}), "
+        f"__dp_kept AS (SELECT * FROM __dp_rows ANTI JOIN __dp_heavy USING (__dp_person) "
+        f"UNION ALL SELECT * EXCLUDE (__dp_rank) FROM (SELECT r.*, row_number() OVER "
+        f"(PARTITION BY r.__dp_person ORDER BY md5(r.__dp_id || '{salt}')) AS __dp_rank "
+        f"FROM __dp_rows AS r SEMI JOIN __dp_heavy USING (__dp_person)) "
+        f"WHERE __dp_rank <= {bound}) "
+        f"SELECT {', '.join(outer)} FROM __dp_kept{group_sql}"
     )
+
+
+def _row_identity(alias: str, table: Table, unit: str) -> str:
+    """What tells one row of a table from another: its record key where it has one."""
+    record = next((c.name for c in table.view_columns() if c.cls is ColumnClass.RECORD_KEY), None)
+    if record is not None:
+        return f"CAST({alias}.{record} AS VARCHAR)"
+    if table.max_rows_per_person == 1:
+        return f"CAST({alias}.{unit} AS VARCHAR)"
+    return f"CAST({alias} AS VARCHAR)"
 
 
 # Drawing the noise always takes this long: how long sampling took cannot tell
