@@ -186,6 +186,9 @@ AGGREGATE_TYPES = (exp.Count, exp.Sum, exp.Avg, exp.Min, exp.Max, exp.Stddev, ex
                    exp.StddevPop, exp.Variance, exp.VariancePop, exp.Median)  # fmt: skip
 
 
+SPREADS = {exp.Stddev, exp.StddevSamp, exp.StddevPop, exp.Variance, exp.VariancePop}
+
+
 def _replace_keys(post: exp.Select, keys: list[Key]) -> None:
     by_sql = {k.sql: i for i, k in enumerate(keys)}
     for node in list(post.walk()):
@@ -320,8 +323,27 @@ def _slot(
         if isinstance(node, exp.Sum):
             return Slot("sum", (total,))
         return Slot("avg", (total, measure("count", node.this, None)))
+    if type(node) in SPREADS:
+        low, high = _bounds(node.this, tables, node)
+        squared = exp.Mul(this=exp.paren(node.this.copy()), expression=exp.paren(node.this.copy()))
+        square_bounds = (0.0 if low < 0 < high else min(low * low, high * high),
+                         max(low * low, high * high))  # fmt: skip
+        kind = (
+            "stddev"
+            if isinstance(node, exp.Stddev | exp.StddevSamp | exp.StddevPop)
+            else "variance"
+        )
+        return Slot(
+            kind,
+            (
+                measure("sum", node.this, (low, high)),
+                measure("sum", squared, square_bounds),
+                measure("count", node.this, None),
+            ),
+        )
     raise _unsupported(
-        f"{node.sql(dialect=DIALECT)}: dp mode computes COUNT, SUM and AVG of bounded values.",
+        f"{node.sql(dialect=DIALECT)}: dp mode computes COUNT, SUM, AVG, VARIANCE and STDDEV "
+        "of bounded values.",
         node,
     )
 
@@ -505,6 +527,8 @@ def _draw_noise(
 def _slot_values(
     plan: DpPlan, slot: Slot, noisy: dict[Measure, list[float]], groups: int
 ) -> tuple[list[Any], list[float | None]]:
+    if slot.kind in ("variance", "stddev"):
+        return _spread_values(slot, noisy, groups), [None] * groups
     if slot.kind == "avg":
         total_m, count_m = slot.measures
         low, high = total_m.bounds or (0.0, 0.0)
@@ -530,6 +554,24 @@ def _slot_values(
     if slot.kind == "count":
         return [int(v) for v in column], [error] * groups
     return list(column), [error] * groups
+
+
+def _spread_values(slot: Slot, noisy: dict[Measure, list[float]], groups: int) -> list[Any]:
+    """Sample variance (or its root) from noisy sum, sum of squares and count: post-processing."""
+    total_m, squares_m, count_m = slot.measures
+    low, high = total_m.bounds or (0.0, 0.0)
+    widest = ((high - low) / 2) ** 2  # no bounded variable varies more
+    values: list[Any] = []
+    for position in range(groups):
+        count = noisy[count_m][position]
+        if count < 2:
+            values.append(None)
+            continue
+        mean = noisy[total_m][position] / count
+        variance = (noisy[squares_m][position] / count - mean * mean) * count / (count - 1)
+        variance = min(max(variance, 0.0), widest)
+        values.append(variance**0.5 if slot.kind == "stddev" else variance)
+    return values
 
 
 def _tidy(value: Any) -> Any:

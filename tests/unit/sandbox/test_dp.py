@@ -195,3 +195,26 @@ def test_dp_noise_step_time_does_not_depend_on_the_noise() -> None:
     started = time.perf_counter()
     release_noisy(p, ["__dp_k0", "__dp_sum_0"], [["内科", 1000.0]])
     assert time.perf_counter() - started >= planner.NOISE_STEP_SECONDS
+
+
+def test_dp_variance_and_stddev_are_post_processed_from_noisy_sums() -> None:
+    import numpy as np
+
+    rng = np.random.default_rng(3)  # test data, not privacy noise
+    stays = rng.integers(0, 30, size=5000)
+    visits = pd.DataFrame({"visit_id": [f"v{i}" for i in range(5000)],
+                           "person_id": [f"p{i}" for i in range(5000)],
+                           "length_of_stay": stays})  # fmt: skip
+    p = plan(
+        "SELECT VARIANCE(length_of_stay) AS var, STDDEV(length_of_stay) AS sd FROM visits",
+        epsilon=1e6,  # near-exact, to check the arithmetic
+    )
+    con = duckdb.connect()
+    con.register("visits", visits)
+    cursor = con.execute(p.sql)
+    columns = [d[0] for d in cursor.description]
+    released = release_noisy(p, columns, [list(r) for r in cursor.fetchall()])
+    ((variance, stddev),) = released["rows"]
+    assert variance == pytest.approx(float(np.var(stays, ddof=1)), rel=1e-3)
+    assert stddev == pytest.approx(float(np.std(stays, ddof=1)), rel=1e-3)
+    assert released["error95"] == [[None, None]]  # no closed form: not claimed
