@@ -101,9 +101,10 @@ def _change_consent(change: Callable[..., int], dataset: str) -> Any:
 @requires(Role.ANALYST)
 def submit() -> Any:
     body = _body()
-    epsilon = body.get("epsilon")
-    if epsilon is not None and (isinstance(epsilon, bool) or not isinstance(epsilon, int | float)):
-        raise InvalidRequest("epsilon must be a number.", field="epsilon")
+    epsilon, delta = body.get("epsilon"), body.get("delta")
+    for name, value in (("epsilon", epsilon), ("delta", delta)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
+            raise InvalidRequest(f"{name} must be a number.", field=name)
     job = jobs.submit(
         sandbox(),
         by_id=g.user_id,
@@ -112,6 +113,7 @@ def submit() -> Any:
         mode=_field(body, "mode", str),
         code=_field(body, "code", str),
         epsilon=epsilon,
+        delta=delta,
         enqueue=current_app.extensions["enqueue"],
     )
     return jsonify(id=job.id, status=job.status), 202

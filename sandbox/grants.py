@@ -26,6 +26,8 @@ def grant_access(
     modes: list[str],
     epsilon_total: float = 10.0,
     max_epsilon_per_job: float = 2.0,
+    delta_total: float = 0.0,
+    max_delta_per_job: float = 1e-5,
     k_threshold: int = 10,
     days: int = 90,
     purpose: str = "research",
@@ -55,6 +57,8 @@ def grant_access(
         purpose=purpose,
         modes=",".join(modes),
         epsilon_total=epsilon_total,
+        delta_total=delta_total,
+        max_delta_per_job=max_delta_per_job,
         max_epsilon_per_job=max_epsilon_per_job,
         k_threshold=k_threshold,
         requires_consent=requires_consent,
@@ -111,22 +115,26 @@ def active_grant(session: Session, *, analyst: User, dataset: str, mode: str) ->
     raise NoActiveGrant(f"You have no active grant for {mode} jobs on {dataset}.")
 
 
-def charge_budget(session: Session, *, grant_id: str, epsilon: float) -> bool:
-    """Spend epsilon from the grant's ledger, atomically; False when it would overspend."""
+def charge_budget(session: Session, *, grant_id: str, epsilon: float, delta: float = 0.0) -> bool:
+    """Spend ε (and δ) from the grant's ledger in one atomic update; False if it would overspend."""
     result = session.execute(
         update(Grant)
-        .where(Grant.id == grant_id, Grant.epsilon_spent + epsilon <= Grant.epsilon_total + 1e-9)
-        .values(epsilon_spent=Grant.epsilon_spent + epsilon)
+        .where(
+            Grant.id == grant_id,
+            Grant.epsilon_spent + epsilon <= Grant.epsilon_total + 1e-9,
+            Grant.delta_spent + delta <= Grant.delta_total + 1e-15,
+        )
+        .values(epsilon_spent=Grant.epsilon_spent + epsilon, delta_spent=Grant.delta_spent + delta)
         .execution_options(synchronize_session=False)
     )
     return bool(result.rowcount == 1)  # type: ignore[attr-defined]
 
 
-def refund_budget(session: Session, *, grant_id: str, epsilon: float) -> None:
-    """Give back epsilon for a job that failed before any noisy value was drawn."""
+def refund_budget(session: Session, *, grant_id: str, epsilon: float, delta: float = 0.0) -> None:
+    """Give back ε and δ for a job that failed before any noisy value was drawn."""
     session.execute(
         update(Grant)
         .where(Grant.id == grant_id)
-        .values(epsilon_spent=Grant.epsilon_spent - epsilon)
+        .values(epsilon_spent=Grant.epsilon_spent - epsilon, delta_spent=Grant.delta_spent - delta)
         .execution_options(synchronize_session=False)
     )

@@ -97,6 +97,7 @@ def plan_job(
     code: str,
     epsilon: float,
     policy: DatasetPolicy | None = None,
+    delta: float = 0.0,
 ) -> Plan:
     """Check the job's code; raise PolicyRejected with every finding, or return its plan."""
     policy = policy or load_policy(manifest)
@@ -122,7 +123,7 @@ def plan_job(
     question = checked.statement.sql(dialect="duckdb", comments=False)
     try:
         if mode == "dp":
-            dp_plan = plan_dp_query(checked, manifest, epsilon=epsilon)
+            dp_plan = plan_dp_query(checked, manifest, epsilon=epsilon, delta=delta)
             return Plan(
                 dp_plan.sql, dp=dp_plan, tables=tables, policy_version=policy.version,
                 question=question,
@@ -195,6 +196,7 @@ def submit_job(
     code: str,
     epsilon: float | None = None,
     dataset_version: str | None = None,
+    delta: float | None = None,
 ) -> Job:
     """Record a job and either reject it or queue it. Commit, then enqueue it."""
     if by.role != Role.ANALYST:
@@ -206,8 +208,11 @@ def submit_job(
         epsilon = DEFAULT_EPSILON if epsilon is None else epsilon
         if not isinstance(epsilon, int | float) or not 0 < float(epsilon) <= 100:
             raise InvalidRequest("epsilon must be a number above 0.", field="epsilon")
+        delta = 0.0 if delta is None else delta
+        if not isinstance(delta, int | float) or not 0 <= float(delta) < 1e-3:
+            raise InvalidRequest("delta must be at least 0 and below 0.001.", field="delta")
     else:
-        epsilon = 0.0
+        epsilon, delta = 0.0, 0.0
     manifest = manifest_for(dataset)
     grant = grants.active_grant(session, analyst=by, dataset=dataset, mode=mode)
     job = Job(
@@ -219,6 +224,7 @@ def submit_job(
         code=code,
         code_sha256=hashlib.sha256(code.encode()).hexdigest(),
         epsilon=float(epsilon),
+        delta=float(delta),
         status=JobStatus.SUBMITTED.value,
     )
     session.add(job)
@@ -238,9 +244,15 @@ def submit_job(
                 f"One job may spend at most ε={grant.max_epsilon_per_job} under this grant.",
             )
             raise PolicyRejected(finding.message, findings=[finding.to_dict()])
+        if mode == "dp" and job.delta > grant.max_delta_per_job * (1 + 1e-9):
+            finding = Finding(
+                "dp.delta_cap",
+                f"One job may spend at most δ={grant.max_delta_per_job:g} under this grant.",
+            )
+            raise PolicyRejected(finding.message, findings=[finding.to_dict()])
         plan = plan_job(
             manifest, language=language, mode=mode, code=code, epsilon=job.epsilon,
-            policy=policy_for(manifest, grant),
+            policy=policy_for(manifest, grant), delta=job.delta,
         )  # fmt: skip
         job.policy_version = plan.policy_version
         job.dataset_version = dataset_version or ""
@@ -249,12 +261,13 @@ def submit_job(
         if cached is not None:
             job.cached_from = cached.id
         elif mode == "dp" and not grants.charge_budget(
-            session, grant_id=grant.id, epsilon=job.epsilon
+            session, grant_id=grant.id, epsilon=job.epsilon, delta=job.delta
         ):
             finding = Finding(
                 "dp.budget_exhausted",
-                f"The grant's privacy budget is exhausted: ε={grant.epsilon_remaining:.4g} "
-                f"remains, the job asks for ε={job.epsilon:g}.",
+                f"The grant's privacy budget is exhausted: ε={grant.epsilon_remaining:.4g} and "
+                f"δ={grant.delta_total - grant.delta_spent:.3g} remain, the job asks for "
+                f"ε={job.epsilon:g}, δ={job.delta:g}.",
             )
             raise BudgetExhausted(finding.message, findings=[finding.to_dict()])
     except PolicyRejected as rejection:
@@ -280,6 +293,7 @@ def _cached_answer(session: Session, job: Job) -> Job | None:
             Job.grant_id == job.grant_id,
             Job.question_sha256 == job.question_sha256,
             Job.epsilon == job.epsilon,
+            Job.delta == job.delta,
             Job.mode == "dp",
             Job.dataset_version == job.dataset_version,
             Job.status == JobStatus.RELEASED.value,
@@ -317,6 +331,7 @@ def submit(
     code: str,
     epsilon: float | None,
     enqueue: Enqueue,
+    delta: float | None = None,
 ) -> Job:
     """Submit in one transaction; answer a rejection with its error; queue the rest."""
     with sandbox.tx() as session:
@@ -327,7 +342,7 @@ def submit(
         version = store.version(dataset) if store.exists(dataset) else None
         job = submit_job(
             session, by=user, dataset=dataset, language=language, mode=mode, code=code,
-            epsilon=epsilon, dataset_version=version,
+            epsilon=epsilon, dataset_version=version, delta=delta,
         )  # fmt: skip
     if job.status == JobStatus.REJECTED:
         raise rejection_of(job)

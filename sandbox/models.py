@@ -102,6 +102,10 @@ class Grant(Base):
     epsilon_total: Mapped[float] = mapped_column(Float, default=10.0)
     epsilon_spent: Mapped[float] = mapped_column(Float, default=0.0)
     max_epsilon_per_job: Mapped[float] = mapped_column(Float, default=2.0)
+    # δ for (ε, δ) jobs (Gaussian noise); 0 allows pure ε only.
+    delta_total: Mapped[float] = mapped_column(Float, default=0.0)
+    delta_spent: Mapped[float] = mapped_column(Float, default=0.0)
+    max_delta_per_job: Mapped[float] = mapped_column(Float, default=1e-5)
     k_threshold: Mapped[int] = mapped_column(Integer, default=10)
     requires_consent: Mapped[bool] = mapped_column(Boolean, default=True)
     requires_review: Mapped[bool] = mapped_column(Boolean, default=False)

@@ -73,6 +73,7 @@ def run_job(sandbox: Sandbox, job_id: str) -> str:
             code=job_data.code,
             epsilon=job_data.epsilon,
             policy=policy,
+            delta=job_data.delta,
         )
         _prepare_view(sandbox, job_data, plan, policy, folder / "input")
         spec = JobSpec(
@@ -130,6 +131,7 @@ class _JobData:
     mode: str
     code: str
     epsilon: float
+    delta: float
     grant_id: str
     k: int
     # The raw person ids (as text) the view keeps; None: no consent filter.
@@ -156,6 +158,7 @@ class _JobData:
             mode=job.mode,
             code=job.code,
             epsilon=job.epsilon,
+            delta=job.delta,
             grant_id=grant.id,
             k=grant.k_threshold,
             consenting=consenting,
@@ -213,7 +216,7 @@ def _fail(job: Job, session: Any, code: str, message: str, *, log: str = "") -> 
     job.finished_at = utcnow()
     if job.mode == "dp" and job.epsilon > 0:
         # No noisy value was drawn, so nothing was spent.
-        grants.refund_budget(session, grant_id=job.grant_id, epsilon=job.epsilon)
+        grants.refund_budget(session, grant_id=job.grant_id, epsilon=job.epsilon, delta=job.delta)
     move(session, job, JobStatus.FAILED, actor=WORKER, details={"error": code})
 
 
@@ -254,7 +257,7 @@ def _disclosure(job: Job, plan: Plan, result: RunResult, *, k: int) -> dict[str,
         (only,) = result.tables
         noisy = release_noisy(plan.dp, only.columns, only.rows)
         tables.append({"name": "result", **noisy})
-        privacy = {"epsilon": job.epsilon, "delta": 0.0, "mechanism": "laplace",
+        privacy = {"epsilon": job.epsilon, "delta": job.delta, "mechanism": plan.dp.mechanism,
                    "rows_per_person": plan.dp.rows_per_person}  # fmt: skip
         return {"tables": tables, "privacy": privacy, "disclosure": None}
     suppressed_rows = suppressed_cells = 0

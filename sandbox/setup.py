@@ -94,5 +94,6 @@ def ensure_demo_grants(sandbox: Sandbox) -> None:
             if has is None:
                 grants.grant_access(
                     session, by=owner, dataset="health", analyst=analyst, modes=["dp", "masked"],
-                    epsilon_total=10.0, max_epsilon_per_job=2.0, k_threshold=10, days=90,
+                    epsilon_total=10.0, max_epsilon_per_job=2.0, delta_total=1e-4,
+                    max_delta_per_job=1e-5, k_threshold=10, days=90,
                 )  # fmt: skip

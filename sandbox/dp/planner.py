@@ -84,10 +84,25 @@ class DpPlan:
     output_names: tuple[str, ...]
     epsilon: float
     rows_per_person: int
+    # δ > 0: Gaussian noise under zCDP, the measurements' ρ composed; else Laplace.
+    delta: float = 0.0
+
+    @property
+    def mechanism(self) -> str:
+        return "gaussian" if self.delta > 0 else "laplace"
 
     @property
     def epsilon_per_measure(self) -> float:
         return self.epsilon / len(self.measures)
+
+    @property
+    def rho_per_measure(self) -> float:
+        return mechanisms.rho_for(self.epsilon, self.delta) / len(self.measures)
+
+    def error95(self, measure: Measure) -> float:
+        if self.mechanism == "gaussian":
+            return mechanisms.gaussian_error95(self.scale(measure))
+        return mechanisms.error95(self.scale(measure))
 
     @property
     def groups(self) -> int:
@@ -107,6 +122,9 @@ class DpPlan:
         return self.rows_per_person * max(abs(low), abs(high))
 
     def scale(self, measure: Measure) -> float:
+        if self.mechanism == "gaussian":
+            # A person's rows may all fall in one group: the L2 bound is the L1 bound.
+            return mechanisms.gaussian_scale(self.sensitivity(measure), self.rho_per_measure)
         return mechanisms.laplace_scale(self.sensitivity(measure), self.epsilon_per_measure)
 
 
@@ -116,7 +134,9 @@ def _unsupported(message: str, node: exp.Expr | None = None) -> DpUnsupported:
     )
 
 
-def plan_dp_query(checked: CheckedQuery, manifest: Manifest, *, epsilon: float) -> DpPlan:
+def plan_dp_query(
+    checked: CheckedQuery, manifest: Manifest, *, epsilon: float, delta: float = 0.0
+) -> DpPlan:
     statement = checked.statement
     if statement is None or not checked.allowed:
         raise ValueError("only an allowed query can be planned")
@@ -179,6 +199,7 @@ def plan_dp_query(checked: CheckedQuery, manifest: Manifest, *, epsilon: float) 
         output_names=output_names,
         epsilon=epsilon,
         rows_per_person=rows_per_person,
+        delta=delta,
     )
 
 
@@ -506,19 +527,26 @@ def _draw_noise(
     for measure in plan.measures:
         at = index[measure.alias]
         values = [(exact[c][at] or 0) if c in exact else 0 for c in combos]
+        sensitivity = plan.sensitivity(measure)
         if measure.kind in ("count", "persons"):
-            noisy[measure] = [
-                float(max(0, v))
-                for v in mechanisms.noisy_counts(
-                    [int(v) for v in values],
-                    sensitivity=int(plan.sensitivity(measure)),
-                    epsilon=plan.epsilon_per_measure,
+            counts = [int(v) for v in values]
+            if plan.mechanism == "gaussian":
+                drawn = mechanisms.gaussian_counts(
+                    counts, sensitivity=int(sensitivity), rho=plan.rho_per_measure
                 )
-            ]
+            else:
+                drawn = mechanisms.noisy_counts(
+                    counts, sensitivity=int(sensitivity), epsilon=plan.epsilon_per_measure
+                )
+            noisy[measure] = [float(max(0, v)) for v in drawn]
+        elif plan.mechanism == "gaussian":
+            noisy[measure] = mechanisms.gaussian_sums(
+                [float(v) for v in values], sensitivity=sensitivity, rho=plan.rho_per_measure
+            )
         else:
             noisy[measure] = mechanisms.noisy_sums(
                 [float(v) for v in values],
-                sensitivity=plan.sensitivity(measure),
+                sensitivity=sensitivity,
                 epsilon=plan.epsilon_per_measure,
             )
     return noisy
@@ -541,15 +569,12 @@ def _slot_values(
                 bounds.append(None)
                 continue
             mean = min(max(total / count, low), high)
-            bound = (
-                mechanisms.error95(plan.scale(total_m))
-                + abs(mean) * mechanisms.error95(plan.scale(count_m))
-            ) / count
+            bound = (plan.error95(total_m) + abs(mean) * plan.error95(count_m)) / count
             values.append(mean)
             bounds.append(min(bound, high - low))
         return values, bounds
     (measure,) = slot.measures
-    error = mechanisms.error95(plan.scale(measure))
+    error = plan.error95(measure)
     column = noisy[measure]
     if slot.kind == "count":
         return [int(v) for v in column], [error] * groups
@@ -597,13 +622,16 @@ def estimates(plan: DpPlan) -> list[dict[str, Any]]:
             total, count = slot.measures
             found.append({
                 "output": name, "kind": "avg",
-                "error95_of_sum": round(mechanisms.error95(plan.scale(total)), 6),
-                "error95_of_count": round(mechanisms.error95(plan.scale(count)), 6),
+                "error95_of_sum": round(plan.error95(total), 6),
+                "error95_of_count": round(plan.error95(count), 6),
                 "note": "the mean's error shrinks with the group's size: about "
                         "(sum error + |mean| x count error) / count",
             })  # fmt: skip
+        elif slot.kind in ("variance", "stddev"):
+            note = "post-processed from noisy sums; no closed-form bound"
+            found.append({"output": name, "kind": slot.kind, "error95": None, "note": note})
         else:
             (measure,) = slot.measures
-            error = round(mechanisms.error95(plan.scale(measure)), 6)
+            error = round(plan.error95(measure), 6)
             found.append({"output": name, "kind": slot.kind, "error95": error})
     return found

@@ -221,3 +221,42 @@ def test_pipeline_identical_dp_query_returns_the_cached_answer(sandbox_instance:
     with sandbox_instance.tx() as session:
         grant = session.get_one(Grant, first.grant_id)
         assert grant.epsilon_spent == pytest.approx(1.5)
+
+
+def test_pipeline_delta_jobs_use_gaussian_noise_and_the_delta_ledger(
+    sandbox_instance: Sandbox,
+) -> None:
+    job = finished(
+        sandbox_instance,
+        submit(sandbox_instance, "SELECT sex, COUNT(*) AS n FROM patients GROUP BY sex",
+               mode="dp", epsilon=0.5),
+    )  # fmt: skip
+    assert job.result is not None and job.result["privacy"]["mechanism"] == "laplace"
+    with sandbox_instance.tx() as session:
+        grant = session.get_one(Grant, job.grant_id)
+        grant.delta_total, grant.max_delta_per_job = 2e-5, 1e-5
+    sql = "SELECT district, COUNT(*) AS n FROM patients WHERE birth_year > {} GROUP BY district"
+    for year in (1930, 1940):
+        job = finished(
+            sandbox_instance, submit(sandbox_instance, sql.format(year), mode="dp", epsilon=0.5)
+        )
+    with pytest.raises(PolicyRejected) as capped:
+        submit_with_delta(sandbox_instance, sql.format(1950), delta=5e-5)
+    assert capped.value.to_dict()["rule"] == "dp.delta_cap"
+    released = [finished(sandbox_instance, submit_with_delta(sandbox_instance, sql.format(y),
+                                                               delta=1e-5))
+                for y in (1960, 1970)]  # fmt: skip
+    assert all(j.result and j.result["privacy"]["mechanism"] == "gaussian" for j in released)
+    assert released[0].result and released[0].result["privacy"]["delta"] == 1e-5
+    with pytest.raises(BudgetExhausted):
+        submit_with_delta(sandbox_instance, sql.format(1980), delta=1e-5)
+    with sandbox_instance.tx() as session:
+        grant = session.get_one(Grant, job.grant_id)
+        assert grant.delta_spent == pytest.approx(2e-5)
+
+
+def submit_with_delta(sandbox: Sandbox, code: str, *, delta: float) -> Job:
+    return jobs.submit(
+        sandbox, by_id=user_id(sandbox, "analyst"), dataset="health", language="sql", mode="dp",
+        code=code, epsilon=0.5, delta=delta, enqueue=lambda _: None,
+    )  # fmt: skip

@@ -218,3 +218,43 @@ def test_dp_variance_and_stddev_are_post_processed_from_noisy_sums() -> None:
     assert variance == pytest.approx(float(np.var(stays, ddof=1)), rel=1e-3)
     assert stddev == pytest.approx(float(np.std(stays, ddof=1)), rel=1e-3)
     assert released["error95"] == [[None, None]]  # no closed form: not claimed
+
+
+def test_gaussian_rho_converts_within_epsilon_delta() -> None:
+    import opendp.prelude as dp
+
+    rho = mechanisms.rho_for(1.0, 1e-5)
+    probe = dp.c.make_zCDP_to_approxDP(
+        dp.m.make_gaussian(
+            dp.vector_domain(dp.atom_domain(T=float, nan=False)),
+            dp.l2_distance(T=float),
+            scale=mechanisms.gaussian_scale(1.0, rho),
+        )
+    )
+    assert probe.map(1.0).epsilon(1e-5) <= 1.0 + 1e-9
+    assert rho > 0.9 * mechanisms.rho_for(1.0 * 1.01, 1e-5)  # the search is tight
+
+
+def test_gaussian_noise_matches_declared_scale() -> None:
+    rho = 0.05
+    draws = mechanisms.gaussian_sums([0.0] * 20_000, sensitivity=10.0, rho=rho)
+    sigma = mechanisms.gaussian_scale(10.0, rho)
+    assert stats.kstest(draws, stats.norm(scale=sigma).cdf).pvalue > 0.001
+    counts = mechanisms.gaussian_counts([0] * 20_000, sensitivity=3, rho=rho)
+    assert all(isinstance(c, int) for c in counts)  # the discrete Gaussian for counts
+    sigma = mechanisms.gaussian_scale(3, rho)
+    inside = sum(abs(c) <= mechanisms.gaussian_error95(sigma) for c in counts) / len(counts)
+    assert 0.94 <= inside <= 0.96
+
+
+def test_dp_plan_with_delta_uses_gaussian_and_composes_rho() -> None:
+    laplace = plan("SELECT department, COUNT(*), SUM(length_of_stay) FROM visits GROUP BY 1")
+    gaussian = plan_dp_query(
+        check_sql("SELECT department, COUNT(*), SUM(length_of_stay) FROM visits GROUP BY 1",
+                  HEALTH, mode="dp"),
+        HEALTH, epsilon=1.0, delta=1e-5,
+    )  # fmt: skip
+    assert laplace.mechanism == "laplace" and gaussian.mechanism == "gaussian"
+    assert gaussian.rho_per_measure == pytest.approx(mechanisms.rho_for(1.0, 1e-5) / 2)
+    released = release_noisy(gaussian, ["__dp_k0", "__dp_count_0", "__dp_sum_1"], [])
+    assert len(released["rows"]) == len(gaussian.keys[0].domain)
