@@ -15,10 +15,12 @@ the runner and never leave the worker unnoised.
 from __future__ import annotations
 
 import itertools
+import math
 import secrets
 import time
 from dataclasses import dataclass
 from functools import cache
+from statistics import NormalDist
 from typing import Any
 
 import duckdb
@@ -48,6 +50,9 @@ class Key:
     name: str
     sql: str
     domain: tuple[Any, ...]
+    # A key with no public list: its groups come from the data and are released
+    # only above a noisy threshold, which costs δ.
+    private: bool = False
 
 
 @dataclass(frozen=True)
@@ -97,7 +102,35 @@ class DpPlan:
 
     @property
     def rho_per_measure(self) -> float:
-        return mechanisms.rho_for(self.epsilon, self.delta) / len(self.measures)
+        return mechanisms.rho_for(self.epsilon, self.noise_delta) / len(self.measures)
+
+    @property
+    def private_keys(self) -> bool:
+        return any(k.private for k in self.keys)
+
+    @property
+    def noise_delta(self) -> float:
+        """The δ the Gaussian noise may use; with private keys half goes to the threshold."""
+        return self.delta / 2 if self.private_keys else self.delta
+
+    @property
+    def threshold_measure(self) -> Measure | None:
+        return next((m for m in self.measures if m.kind == "persons"), None)
+
+    def threshold(self) -> float:
+        """Distinct persons a group must show (noisily) to be released.
+
+        A person can make at most ``rows_per_person`` groups exist; each such
+        group, holding that person alone, passes with probability at most
+        (δ/2) / rows_per_person, so the whole release stays within δ.
+        """
+        measure = self.threshold_measure
+        assert measure is not None and self.delta > 0
+        per_group = (self.delta / 2) / self.rows_per_person
+        scale = self.scale(measure)
+        if self.mechanism == "gaussian":
+            return 1.0 + scale * NormalDist().inv_cdf(1.0 - per_group)
+        return 1.0 + scale * math.log(1.0 / (2.0 * per_group))
 
     def error95(self, measure: Measure) -> float:
         if self.mechanism == "gaussian":
@@ -106,6 +139,8 @@ class DpPlan:
 
     @property
     def groups(self) -> int:
+        if self.private_keys:
+            return 1 << 62  # unknown in advance: as many as there are rows
         total = 1
         for key in self.keys:
             total *= len(key.domain)
@@ -151,6 +186,7 @@ def plan_dp_query(
         raise _unsupported("SELECT DISTINCT is not supported in dp mode.", statement)
     tables = {ref.alias: ref.table for ref in checked.tables}
     unit = manifest.privacy_unit
+    first_alias = next(iter(tables))
     for table in tables.values():
         if table.view_column(unit) is None:
             raise _unsupported(f"The table {table.name} has no privacy unit {unit}.")
@@ -159,7 +195,14 @@ def plan_dp_query(
     keys: list[Key] = []
     group = statement.args.get("group")
     for position, expression in enumerate(group.expressions if group else []):
-        keys.append(_key(expression, tables, position))
+        try:
+            keys.append(_key(expression, tables, position))
+        except DpUnsupported:
+            if delta <= 0:
+                raise  # a private key needs δ for its threshold
+            text = expression.sql(dialect=DIALECT, comments=False)
+            name = expression.name if isinstance(expression, exp.Column) else f"__dp_key_{position}"
+            keys.append(Key(name, text, (), private=True))
 
     measures: dict[tuple[str, str | None], Measure] = {}
     slots: dict[str, Slot] = {}
@@ -171,6 +214,10 @@ def plan_dp_query(
         node.replace(exp.column(f"__dp_a{list(slots).index(text)}"))
     if not measures:
         raise _unsupported("A dp query needs at least one COUNT, SUM or AVG.", statement)
+    if any(k.private for k in keys) and ("persons", f"{first_alias}.{unit}") not in measures:
+        measures[("persons", f"{first_alias}.{unit}")] = Measure(
+            "persons", f"{first_alias}.{unit}", None, index=len(measures)
+        )
     _replace_keys(post, keys)
     for projection in post.expressions:
         outside = [c for c in projection.find_all(exp.Column) if not c.name.startswith("__dp_")]
@@ -184,7 +231,7 @@ def plan_dp_query(
 
     groups = 1
     for key in keys:
-        groups *= len(key.domain)
+        groups *= len(key.domain) if not key.private else 1
     if groups > MAX_GROUPS:
         raise _unsupported(f"The GROUP BY would release {groups} groups (at most {MAX_GROUPS}).")
 
@@ -285,7 +332,8 @@ def _private_key(expression: exp.Expr, tables: dict[str, Table]) -> DpUnsupporte
         Finding(
             "dp.private_group_key",
             "In dp mode GROUP BY takes a column with a public category list, or an expression "
-            f"of one ({', '.join(public)}).",
+            f'of one ({", ".join(public)}); other keys need δ > 0 ("delta"), and their '
+            "groups are released only above a noisy threshold.",
             location_of(expression),
         )
     )
@@ -489,12 +537,21 @@ NOISE_STEP_SECONDS = 0.05
 def release_noisy(plan: DpPlan, columns: list[str], rows: list[list[Any]]) -> dict[str, Any]:
     index = {name: i for i, name in enumerate(columns)}
     exact: dict[tuple[Any, ...], list[Any]] = {tuple(r[: len(plan.keys)]): r for r in rows}
-    combos = list(itertools.product(*(k.domain for k in plan.keys)))
+    if plan.private_keys:
+        combos = list(exact)  # only groups the data holds; the threshold decides
+    else:
+        combos = list(itertools.product(*(k.domain for k in plan.keys)))
     started = time.perf_counter()
     noisy = _draw_noise(plan, index, exact, combos)
     remaining = NOISE_STEP_SECONDS - (time.perf_counter() - started)
     if remaining > 0:
         time.sleep(remaining)
+    if plan.private_keys:
+        measure = plan.threshold_measure
+        assert measure is not None
+        keep = [i for i, v in enumerate(noisy[measure]) if v > plan.threshold()]
+        combos = [combos[i] for i in keep]
+        noisy = {m: [values[i] for i in keep] for m, values in noisy.items()}
     frame: dict[str, list[Any]] = {
         f"__dp_k{i}": [combo[i] for combo in combos] for i in range(len(plan.keys))
     }

@@ -258,3 +258,23 @@ def test_dp_plan_with_delta_uses_gaussian_and_composes_rho() -> None:
     assert gaussian.rho_per_measure == pytest.approx(mechanisms.rho_for(1.0, 1e-5) / 2)
     released = release_noisy(gaussian, ["__dp_k0", "__dp_count_0", "__dp_sum_1"], [])
     assert len(released["rows"]) == len(gaussian.keys[0].domain)
+
+
+def test_dp_private_group_keys_are_released_above_a_noisy_threshold() -> None:
+    sql = "SELECT birth_year, COUNT(*) AS n FROM patients GROUP BY birth_year"
+    with pytest.raises(DpUnsupported):  # no δ: a private key cannot be released
+        plan(sql)
+    p = plan_dp_query(check_sql(sql, HEALTH, mode="dp"), HEALTH, epsilon=1.0, delta=1e-5)
+    assert p.private_keys and p.threshold_measure is not None
+    assert p.threshold() > 10  # one person alone never makes it
+    years = [1950] * 2000 + [1990] * 1  # a crowd, and one person alone
+    patients = pd.DataFrame({"person_id": [f"p{i}" for i in range(len(years))],
+                             "birth_year": years})  # fmt: skip
+    con = duckdb.connect()
+    con.register("patients", patients)
+    cursor = con.execute(p.sql)
+    columns = [d[0] for d in cursor.description]
+    rows = [list(r) for r in cursor.fetchall()]
+    for _ in range(20):
+        released = release_noisy(p, columns, rows)
+        assert [r[0] for r in released["rows"]] == [1950]
