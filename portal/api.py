@@ -32,6 +32,14 @@ def _field(body: dict[str, Any], name: str, kind: type, *, required: bool = True
     return value
 
 
+def _privacy_numbers(body: dict[str, Any]) -> tuple[Any, Any]:
+    epsilon, delta = body.get("epsilon"), body.get("delta")
+    for name, value in (("epsilon", epsilon), ("delta", delta)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
+            raise InvalidRequest(f"{name} must be a number.", field=name)
+    return epsilon, delta
+
+
 @bp.post("/auth/token")
 def token() -> Any:
     body = _body()
@@ -101,10 +109,7 @@ def _change_consent(change: Callable[..., int], dataset: str) -> Any:
 @requires(Role.ANALYST)
 def submit() -> Any:
     body = _body()
-    epsilon, delta = body.get("epsilon"), body.get("delta")
-    for name, value in (("epsilon", epsilon), ("delta", delta)):
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
-            raise InvalidRequest(f"{name} must be a number.", field=name)
+    epsilon, delta = _privacy_numbers(body)
     job = jobs.submit(
         sandbox(),
         by_id=g.user_id,
@@ -158,14 +163,12 @@ def result(job_id: str) -> Any:
 def policy_check() -> Any:
     """Dry run: every finding at once, without queueing a job or spending budget."""
     body = _body()
-    epsilon = body.get("epsilon")
-    if epsilon is not None and (isinstance(epsilon, bool) or not isinstance(epsilon, int | float)):
-        raise InvalidRequest("epsilon must be a number.", field="epsilon")
+    epsilon, delta = _privacy_numbers(body)
     with sandbox().tx() as db:
         report = jobs.dry_run(
             db, by=db.get_one(User, g.user_id), dataset=_field(body, "dataset", str),
             language=_field(body, "language", str), mode=_field(body, "mode", str),
-            code=_field(body, "code", str), epsilon=epsilon,
+            code=_field(body, "code", str), epsilon=epsilon, delta=delta,
         )  # fmt: skip
     return jsonify(report)
 

@@ -152,6 +152,7 @@ def dry_run(
     mode: str,
     code: str,
     epsilon: float | None = None,
+    delta: float | None = None,
 ) -> dict[str, Any]:
     """Every finding the job would meet, without queueing it or spending budget."""
     _check_kind(language=language, mode=mode)
@@ -167,14 +168,17 @@ def dry_run(
     spend = float(epsilon or DEFAULT_EPSILON)
     try:
         plan = plan_job(
-            manifest, language=language, mode=mode, code=code, epsilon=spend, policy=policy
-        )
+            manifest, language=language, mode=mode, code=code, epsilon=spend, policy=policy,
+            delta=float(delta or 0.0),
+        )  # fmt: skip
     except PolicyRejected as rejection:
         findings += rejection.details.get("findings", [])
     else:
         if plan.dp is not None:
             remaining = grant.epsilon_remaining if grant else 0.0
-            report["estimate"] = {"epsilon": spend, "epsilon_remaining": remaining,
+            report["estimate"] = {"epsilon": spend, "delta": plan.dp.delta,
+                                  "mechanism": plan.dp.mechanism,
+                                  "epsilon_remaining": remaining,
                                   "outputs": estimates(plan.dp)}  # fmt: skip
     return {"allowed": not findings, "findings": findings, "policy_version": policy.version,
             **report}  # fmt: skip

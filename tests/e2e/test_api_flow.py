@@ -206,3 +206,24 @@ def test_api_policy_check_is_a_dry_run(live_portal: LivePortal) -> None:
     _, after = live_portal.request("GET", "/api/v1/budget", token=token)
     _, jobs_after = live_portal.request("GET", "/api/v1/jobs", token=token)
     assert after == before and jobs_after == jobs_before  # nothing spent, nothing queued
+
+
+def test_api_delta_job_and_private_keys(live_portal: LivePortal) -> None:
+    token = live_portal.token("analyst2")
+    code = "SELECT birth_year, COUNT(*) AS n FROM patients GROUP BY birth_year"
+    body = {"dataset": "health", "language": "sql", "mode": "dp", "epsilon": 1.0, "code": code}
+    status, report = live_portal.request("POST", "/api/v1/policy/check", body, token)
+    assert report["allowed"] is False  # a key with no public list needs δ
+    assert report["findings"][0]["rule"] == "dp.private_group_key"
+    status, report = live_portal.request(
+        "POST", "/api/v1/policy/check", {**body, "delta": 1e-5}, token
+    )
+    assert report["allowed"] is True and report["estimate"]["mechanism"] == "gaussian"
+    status, answer = live_portal.request("POST", "/api/v1/jobs", {**body, "delta": 1e-5}, token)
+    assert status == 202, answer
+    assert live_portal.wait_for(answer["id"], token)["status"] == "released"
+    _, result = live_portal.request("GET", f"/api/v1/jobs/{answer['id']}/result", token=token)
+    assert result["privacy"] == {"epsilon": 1.0, "delta": 1e-5, "mechanism": "gaussian",
+                                 "rows_per_person": 1}  # fmt: skip
+    _, budget = live_portal.request("GET", "/api/v1/budget", token=token)
+    assert budget["budgets"][0]["delta_spent"] == pytest.approx(1e-5)
