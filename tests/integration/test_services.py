@@ -55,10 +55,14 @@ def test_redis_broker_worker_releases_sql_and_python_jobs(redis_portal: LivePort
 
 
 @pytest.mark.postgres
-def test_postgres_budget_never_overspent_under_concurrency(tmp_path: Path) -> None:
+def test_postgres_epsilon_and_delta_never_overspent_under_concurrency(tmp_path: Path) -> None:
     sandbox = make_sandbox(tmp_path / "instance", database_url=fresh_postgres_database())
     with sandbox.tx() as session:
-        session.execute(update(Grant).values(epsilon_total=5.0, max_epsilon_per_job=1.0))
+        # ε would allow 10 jobs; δ only 5: the δ side of the ledger is what runs out.
+        session.execute(
+            update(Grant).values(epsilon_total=10.0, max_epsilon_per_job=1.0,
+                                 delta_total=5e-6, max_delta_per_job=1e-6)
+        )  # fmt: skip
         analyst_id = session.query(Grant).first().analyst_id  # type: ignore[union-attr]
     outcomes: list[str] = []
     barrier = threading.Barrier(20)
@@ -68,7 +72,8 @@ def test_postgres_budget_never_overspent_under_concurrency(tmp_path: Path) -> No
         try:
             jobs.submit(
                 sandbox, by_id=analyst_id, dataset="health", language="sql", mode="dp",
-                code="SELECT COUNT(*) AS n FROM visits", epsilon=1.0, enqueue=lambda _: None,
+                code="SELECT COUNT(*) AS n FROM visits", epsilon=1.0, delta=1e-6,
+                enqueue=lambda _: None,
             )  # fmt: skip
             outcomes.append("queued")
         except BudgetExhausted:
@@ -81,6 +86,7 @@ def test_postgres_budget_never_overspent_under_concurrency(tmp_path: Path) -> No
         thread.join()
     assert sorted(outcomes) == ["exhausted"] * 15 + ["queued"] * 5
     with sandbox.tx() as session:
-        spent = [g.epsilon_spent for g in session.query(Grant) if g.analyst_id == analyst_id]
-        assert spent == [pytest.approx(5.0)]
+        spent = [(g.epsilon_spent, g.delta_spent) for g in session.query(Grant)
+                 if g.analyst_id == analyst_id]  # fmt: skip
+        assert spent == [(pytest.approx(5.0), pytest.approx(5e-6))]
         assert audit.verify(session).ok  # concurrent appends kept one chain
