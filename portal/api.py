@@ -9,6 +9,7 @@ from flask import Blueprint, Response, current_app, g, jsonify, request
 
 from portal.auth import requires, sandbox
 from sandbox import access, audit, consent, grants, jobs, reads, reviews, users
+from sandbox.dp.marginals import load_marginals
 from sandbox.errors import InvalidRequest, Unauthenticated
 from sandbox.models import AccessRequest, Grant, Role, User
 
@@ -74,7 +75,10 @@ def dataset(name: str) -> Any:
 @bp.get("/datasets/<name>/mock")
 @requires(*ANY_ROLE)
 def mock(name: str) -> Any:
-    csv = reads.mock_csv(name, table=request.args.get("table"), rows=request.args.get("rows"))
+    marginals = load_marginals(sandbox().settings.instance, name)
+    csv = reads.mock_csv(
+        name, table=request.args.get("table"), rows=request.args.get("rows"), marginals=marginals
+    )
     return Response(csv, mimetype="text/csv; charset=utf-8")
 
 

@@ -16,6 +16,7 @@ from datasets.health_manifest import MANIFESTS
 from datasets.manifest import Manifest
 from datasets.mock import mock_view_table
 from policies.policy_file import load_policy
+from sandbox.dp.marginals import mock_table
 from sandbox.errors import Conflict, Forbidden, InvalidRequest, NotFound
 from sandbox.models import AccessRequest, DatasetRecord, Grant, Job, JobStatus, Role, User
 
@@ -50,7 +51,11 @@ def dataset_schema(name: str) -> dict[str, Any]:
     return manifest_of(name).to_dict()
 
 
-def mock_csv(name: str, *, table: str | None, rows: str | None) -> str:
+def mock_csv(
+    name: str, *, table: str | None, rows: str | None, marginals: dict[str, Any] | None = None
+) -> str:
+    """Synthetic rows with the view's schema: from the dataset's DP marginals when it has
+    them, else from the synthetic generator (no real data either way)."""
     manifest = manifest_of(name)
     if not table or manifest.table(table) is None:
         raise InvalidRequest(
@@ -62,7 +67,10 @@ def mock_csv(name: str, *, table: str | None, rows: str | None) -> str:
         raise InvalidRequest("rows must be a whole number.", field="rows") from error
     if not 1 <= count <= MAX_MOCK_ROWS:
         raise InvalidRequest(f"rows must be between 1 and {MAX_MOCK_ROWS}.", field="rows")
-    frame = mock_view_table(manifest, table, count, seed=count)
+    if marginals is not None:
+        frame = mock_table(marginals, manifest, table, count, seed=count)
+    else:
+        frame = mock_view_table(manifest, table, count, seed=count)
     # The columns a Python job will not see are not in its mock rows either.
     policy = load_policy(manifest)
     frame = frame[[c for c in frame.columns if not policy.rule(table, c).forbidden]]

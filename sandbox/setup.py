@@ -11,9 +11,11 @@ from alembic.config import Config
 from sqlalchemy import select
 
 from datasets.health import generate_health
+from datasets.health_manifest import HEALTH
 from sandbox import audit, grants, users
 from sandbox.consent import seed_consent
 from sandbox.context import Sandbox
+from sandbox.dp import marginals
 from sandbox.models import DatasetRecord, Grant, Role
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -61,6 +63,12 @@ def store_dataset(sandbox: Sandbox, *, patients: int, seed: int, owner: str) -> 
         )  # fmt: skip
         # The generated consent flag is where each person's consent record starts.
         seed_consent(session, dataset="health", patients=tables["patients"], by=owner)
+        # Mock rows come from DP marginals of this version, paid from the owner's ε.
+        marginals.refresh_marginals(sandbox.settings.instance, "health", version, tables, HEALTH)
+        audit.append(
+            session, actor=owner, action="mock.marginals", subject="health",
+            details={"version": version, "epsilon": marginals.OWNER_EPSILON},
+        )  # fmt: skip
     return version
 
 

@@ -34,6 +34,12 @@ def test_cli_demo_sets_up_everything_and_prints_credentials(instance: Path) -> N
     assert "curl" in result.output and "/api/v1/jobs" in result.output
     assert "DEVELOPMENT PROCESS RUNNER" in result.output  # SANDBOX_RUNNER=local says so loudly
     assert (instance / "datasets" / "health").is_dir()
+    marginals = json.loads((instance / "mock" / "health.json").read_text())
+    assert marginals["epsilon"] == 2.0 and set(marginals["tables"]) == {
+        "patients",
+        "visits",
+        "labs",
+    }
     assert (instance / "demo-credentials.json").stat().st_mode & 0o077 == 0
     # A second run keeps the users, the data and their passwords.
     again = CliRunner().invoke(main, ["demo", "--no-serve"])
