@@ -194,13 +194,20 @@ def _draw(histogram: dict[str, Any], frame: pd.DataFrame, rng: np.random.Generat
     lookup = {str(g): row for g, row in zip(histogram["given_buckets"], histogram["counts"],
                                             strict=True)}  # fmt: skip
     flat = [sum(col) for col in zip(*histogram["counts"], strict=True)]
-    out = []
-    for position in range(len(frame)):
-        key = str(frame.at[position, given]) if given and given in frame.columns else None
-        weights = np.array(lookup.get(key, flat) if key is not None else flat, dtype=float)
-        if weights.sum() <= 0:
+    keys = (
+        frame[given].astype(str).to_numpy()
+        if given and given in frame.columns
+        else np.array(["__all__"] * len(frame))
+    )
+    out: list[Any] = [None] * len(frame)
+    for key in np.unique(keys):
+        positions = np.flatnonzero(keys == key)
+        weights = np.array(lookup.get(str(key), flat), dtype=float)
+        if weights.sum() <= 0:  # the noise emptied this row of the histogram
             weights = np.array(flat, dtype=float) + 1.0
-        out.append(buckets[rng.choice(len(buckets), p=weights / weights.sum())])
+        drawn = rng.choice(len(buckets), size=len(positions), p=weights / weights.sum())
+        for position, index in zip(positions, drawn, strict=True):
+            out[position] = buckets[index]
     return out
 
 
