@@ -99,7 +99,7 @@ def run_job(sandbox: Sandbox, job_id: str) -> str:
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 
-    return _check_and_release(sandbox, job_id, plan, result)
+    return _check_and_release(sandbox, job_id, plan, policy, result)
 
 
 def _release_cached(sandbox: Sandbox, session: Any, job: Job) -> str:
@@ -133,11 +133,8 @@ class _JobData:
     epsilon: float
     delta: float
     grant_id: str
-    k: int
     # The raw person ids (as text) the view keeps; None: no consent filter.
     consenting: frozenset[str] | None
-    requires_review: bool
-    purpose: str
 
     @classmethod
     def of(cls, job: Job, grant: Grant) -> _JobData:
@@ -160,10 +157,7 @@ class _JobData:
             epsilon=job.epsilon,
             delta=job.delta,
             grant_id=grant.id,
-            k=grant.k_threshold,
             consenting=consenting,
-            requires_review=grant.requires_review,
-            purpose=grant.purpose,
         )
 
 
@@ -220,7 +214,9 @@ def _fail(job: Job, session: Any, code: str, message: str, *, log: str = "") -> 
     move(session, job, JobStatus.FAILED, actor=WORKER, details={"error": code})
 
 
-def _check_and_release(sandbox: Sandbox, job_id: str, plan: Plan, result: RunResult) -> str:
+def _check_and_release(
+    sandbox: Sandbox, job_id: str, plan: Plan, policy: DatasetPolicy, result: RunResult
+) -> str:
     with sandbox.tx() as session:
         job = session.get_one(Job, job_id)
         if JobStatus(job.status) is not JobStatus.RUNNING:
@@ -235,7 +231,7 @@ def _check_and_release(sandbox: Sandbox, job_id: str, plan: Plan, result: RunRes
             return job.status
         try:
             # The owner's file sets the floor; a grant may only ask for more.
-            k = max(grant.k_threshold, load_policy(manifest_for(job.dataset)).k_threshold)
+            k = max(grant.k_threshold, policy.k_threshold)
             released = _disclosure(job, plan, result, k=k)
         except DisclosureError as error:
             job.findings = [error.finding.to_dict()]
