@@ -30,7 +30,7 @@ from sqlglot import exp
 
 from datasets.manifest import ColumnClass, ColumnType, Manifest, Table
 from policies.decision import Finding
-from policies.sql_check import DIALECT, CheckedQuery, location_of
+from policies.sql_check import AGGREGATES, DIALECT, CheckedQuery, location_of
 from sandbox.dp import mechanisms
 
 MAX_GROUPS = 10_000
@@ -207,7 +207,7 @@ def plan_dp_query(
     measures: dict[tuple[str, str | None], Measure] = {}
     slots: dict[str, Slot] = {}
     post = statement.copy()
-    for node in list(post.find_all(*AGGREGATE_TYPES)):
+    for node in list(post.find_all(*AGGREGATES)):
         text = node.sql(dialect=DIALECT, comments=False)
         if text not in slots:
             slots[text] = _slot(node, tables, measures, unit)
@@ -248,10 +248,6 @@ def plan_dp_query(
         rows_per_person=rows_per_person,
         delta=delta,
     )
-
-
-AGGREGATE_TYPES = (exp.Count, exp.Sum, exp.Avg, exp.Min, exp.Max, exp.Stddev, exp.StddevSamp,
-                   exp.StddevPop, exp.Variance, exp.VariancePop, exp.Median)  # fmt: skip
 
 
 SPREADS = {exp.Stddev, exp.StddevSamp, exp.StddevPop, exp.Variance, exp.VariancePop}
