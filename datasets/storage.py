@@ -2,12 +2,15 @@
 
 Layout of one dataset under the store's root::
 
-    <name>/key.json             the dataset's data key, wrapped by the master key
+    <name>/key.json             the dataset's data key, wrapped by a master key (named by id)
     <name>/manifest.json        tables, row counts, version; MAC'd with the data key
     <name>/<table>.parquet.enc  nonce | tag | AES-GCM(Parquet bytes)
 
 Each dataset has its own random data key, so rotating the master key means
-re-wrapping small key files, not re-encrypting data. A table file's
+re-wrapping small key files (:meth:`DatasetStore.rewrap_all`), not
+re-encrypting data. The store reads through a :class:`MasterKeyring`: the
+current master key wraps, and older keys still in the ring unwrap, so every
+dataset stays readable while a rotation is half done. A table file's
 associated data names its dataset, table and version, so files cannot be
 swapped between datasets, tables or versions without failing authentication.
 The version is the SHA-256 over the plaintext Parquet bytes of all tables.
@@ -16,6 +19,7 @@ The version is the SHA-256 over the plaintext Parquet bytes of all tables.
 from __future__ import annotations
 
 import base64
+import fcntl
 import hashlib
 import hmac
 import io
@@ -24,7 +28,9 @@ import os
 import re
 import secrets
 import shutil
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -47,14 +53,57 @@ _NAME = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
 _TABLE = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 
 
-class DatasetStore:
-    """Encrypted datasets under ``root``; ``master_key`` (32 bytes) wraps every data key."""
+def master_key_id(key: bytes) -> str:
+    """A public name for a master key: a keyed hash, so it reveals nothing of the key."""
+    return hmac.new(key, b"sandbox master key id", hashlib.sha256).hexdigest()[:16]
 
-    def __init__(self, root: Path, master_key: bytes) -> None:
-        if not isinstance(master_key, bytes) or len(master_key) != KEY_BYTES:
-            raise StorageError(f"the master key must be exactly {KEY_BYTES} bytes")
+
+@dataclass(frozen=True)
+class MasterKeyring:
+    """The master key that wraps new data keys, and older ones still accepted to unwrap.
+
+    ``retired`` names keys whose material is gone, so a refusal can say why.
+    """
+
+    current: bytes
+    accepted: tuple[bytes, ...] = ()
+    retired: frozenset[str] = frozenset()
+
+    def __post_init__(self) -> None:
+        for key in (self.current, *self.accepted):
+            if not isinstance(key, bytes) or len(key) != KEY_BYTES:
+                raise StorageError(f"a master key must be exactly {KEY_BYTES} bytes")
+
+    @property
+    def current_id(self) -> str:
+        return master_key_id(self.current)
+
+    def key(self, key_id: str) -> bytes | None:
+        return next((k for k in (self.current, *self.accepted) if master_key_id(k) == key_id), None)
+
+    @property
+    def keys(self) -> tuple[bytes, ...]:
+        return (self.current, *self.accepted)
+
+
+MasterKeys = bytes | MasterKeyring | Callable[[], MasterKeyring]
+
+
+class DatasetStore:
+    """Encrypted datasets under ``root``.
+
+    ``master_keys`` is one 32-byte master key, a :class:`MasterKeyring`, or a
+    function returning the ring; a function is asked again on every use, so a
+    rotation made by another process takes effect here without a restart.
+    """
+
+    def __init__(self, root: Path, master_keys: MasterKeys) -> None:
         self.root = Path(root)
-        self._master_key = master_key
+        if callable(master_keys):
+            self._keyring = master_keys
+            return
+        ring = master_keys if isinstance(master_keys, MasterKeyring) else _single(master_keys)
+        self._keyring = lambda: ring
 
     # --- writing ---------------------------------------------------------------------
 
@@ -80,12 +129,15 @@ class DatasetStore:
         staging = self.root / f".staging-{name}-{secrets.token_hex(6)}"
         staging.mkdir(mode=0o700)
         try:
-            _write_private(staging / KEY_FILE, _dump(self._wrap_key(name, data_key)))
             for table, data in plain.items():
                 sealed = _seal(data_key, data, _table_aad(name, table, version))
                 _write_private(staging / f"{table}{TABLE_SUFFIX}", sealed)
             _write_private(staging / MANIFEST_FILE, _dump(manifest))
-            self._replace(name, staging)
+            # Under the lock a rotation cannot retire the key this one is wrapped with
+            # between the wrapping and the dataset's appearance.
+            with self.key_lock():
+                _write_private(staging / KEY_FILE, _dump(self._wrap_key(name, data_key)))
+                self._replace(name, staging)
         finally:
             if staging.exists():
                 shutil.rmtree(staging)
@@ -156,24 +208,108 @@ class DatasetStore:
 
     # --- data keys -------------------------------------------------------------------
 
-    def _wrap_key(self, name: str, data_key: bytes) -> dict[str, str]:
-        sealed = _seal(self._master_key, data_key, _key_aad(name))
-        return {"format": FORMAT, "algorithm": "AES-256-GCM", "wrapped_key": _b64(sealed)}
+    def keyring(self) -> MasterKeyring:
+        """The master keys as they are now."""
+        return self._keyring()
 
-    def _unwrap_key(self, name: str, record: dict[str, Any]) -> bytes:
+    def names(self) -> list[str]:
+        """Every dataset in the store."""
+        if not self.root.is_dir():
+            return []
+        return sorted(p.name for p in self.root.iterdir() if self.exists(p.name))
+
+    def wrapping_key_id(self, name: str) -> str | None:
+        """The id of the master key that wraps the dataset's data key (None: an older file)."""
+        _check_name(name)
+        found = _load(self._folder(name) / KEY_FILE, name).get("master_key_id")
+        return found if isinstance(found, str) else None
+
+    @contextmanager
+    def key_lock(self) -> Iterator[None]:
+        """Held while a data key is wrapped and published, and while keys are re-wrapped.
+
+        An advisory lock on the store's folder itself (no lock file to leave
+        behind): it orders the processes of this host, and of hosts whose shared
+        file system honours ``flock``.
+        """
+        self.root.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # closing releases the lock
+
+    def rewrap_all(self) -> dict[str, str]:
+        """Wrap every dataset's data key under the current master key; data files stay.
+
+        Each key file is replaced atomically, so a reader sees the old wrapping or
+        the new one, and the ring holds the keys for both. Returns each dataset's
+        master key id before the re-wrap.
+        """
+        before: dict[str, str] = {}
+        with self.key_lock():
+            ring = self._keyring()
+            for name in self.names():
+                folder = self._folder(name)
+                record = _load(folder / KEY_FILE, name)
+                data_key = self._unwrap_key(name, record, ring)
+                before[name] = str(record.get("master_key_id") or "unnamed")
+                if record.get("master_key_id") == ring.current_id:
+                    continue
+                _replace_private(folder / KEY_FILE, _dump(self._wrap_key(name, data_key, ring)))
+        return before
+
+    def _wrap_key(
+        self, name: str, data_key: bytes, ring: MasterKeyring | None = None
+    ) -> dict[str, str]:
+        ring = ring or self._keyring()
+        sealed = _seal(ring.current, data_key, _key_aad(name))
+        return {
+            "format": FORMAT,
+            "algorithm": "AES-256-GCM",
+            "master_key_id": ring.current_id,
+            "wrapped_key": _b64(sealed),
+        }
+
+    def _unwrap_key(
+        self, name: str, record: dict[str, Any], ring: MasterKeyring | None = None
+    ) -> bytes:
+        ring = ring or self._keyring()
         try:
             sealed = base64.b64decode(record["wrapped_key"], validate=True)
         except (KeyError, TypeError, ValueError) as error:
             raise StorageError(f"the key file of dataset {name!r} is damaged") from error
-        data_key = _open(
-            self._master_key,
-            sealed,
-            _key_aad(name),
-            what=f"the key of dataset {name!r} (wrong master key?)",
+        key_id = record.get("master_key_id")
+        if key_id is None:
+            candidates = ring.keys  # written before keys had ids: try each one held
+        else:
+            key = ring.key(str(key_id))
+            if key is None:
+                why = "was retired" if key_id in ring.retired else "is not held here"
+                raise StorageError(
+                    f"the key of dataset {name!r} is wrapped under master key {key_id}, "
+                    f"which {why} (wrong master key?)"
+                )
+            candidates = (key,)
+        for key in candidates:
+            try:
+                data_key = _open(key, sealed, _key_aad(name), what="")
+            except StorageError:
+                continue
+            if len(data_key) != KEY_BYTES:
+                raise StorageError(f"the key file of dataset {name!r} is damaged")
+            return data_key
+        raise StorageError(
+            f"the key of dataset {name!r} fails authentication: "
+            "it was altered or the master key is wrong (wrong master key?)"
         )
-        if len(data_key) != KEY_BYTES:
-            raise StorageError(f"the key file of dataset {name!r} is damaged")
-        return data_key
+
+
+def _single(key: bytes) -> MasterKeyring:
+    if not isinstance(key, bytes) or len(key) != KEY_BYTES:
+        raise StorageError(f"the master key must be exactly {KEY_BYTES} bytes")
+    return MasterKeyring(key)
 
 
 def _check_name(name: str) -> None:
@@ -268,3 +404,18 @@ def _write_private(path: Path, data: bytes) -> None:
         handle.write(data)
         handle.flush()
         os.fsync(handle.fileno())
+
+
+def _replace_private(path: Path, data: bytes) -> None:
+    """Replace ``path`` atomically with a new 0600 file holding ``data``."""
+    temporary = path.with_name(f".{path.name}.{secrets.token_hex(6)}")
+    try:
+        _write_private(temporary, data)
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)  # the rename itself survives a crash
+    finally:
+        os.close(directory)

@@ -10,14 +10,24 @@ rows below k are dropped, and an output that looks row-level is refused.
 
 from __future__ import annotations
 
+import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlglot import exp
 from sqlglot.optimizer.scope import Scope, traverse_scope
 
+from policies import output_checks
 from policies.decision import Finding, PolicyError
+from policies.output_checks import (
+    DisclosureRules,
+    Sketch,
+    SketchedRow,
+    dominance_fails,
+    p_percent_fails,
+    rounded,
+)
 from policies.sql_check import AGGREGATES, DIALECT, CheckedQuery, _branches
 
 HIDDEN_PREFIX = "__sandbox_"
@@ -41,6 +51,16 @@ class ThresholdPlan:
     persons_index: int
     # output column index -> indexes of the hidden contributor counts it depends on
     contributors: dict[int, tuple[int, ...]]
+    # The hidden JSON column of per-row checks (sketch of persons, largest contributions);
+    # None where the query is not one SELECT and the checks cannot be computed.
+    checks_index: int | None = None
+    # output column index -> positions in the checks' magnitude lists (SUM, AVG cells)
+    magnitudes: dict[int, tuple[int, ...]] = field(default_factory=dict)
+    # output columns that are group keys, and those that are exactly a COUNT
+    keys: tuple[int, ...] = ()
+    counts: tuple[int, ...] = ()
+    # whether any output holds a SUM or AVG (a magnitude table)
+    has_magnitudes: bool = False
 
 
 @dataclass(frozen=True)
@@ -49,6 +69,12 @@ class Released:
     rows: list[list[Any]]
     suppressed_rows: int
     suppressed_cells: int
+    # rule -> how many rows or cells it suppressed
+    reasons: dict[str, int] = field(default_factory=dict)
+    # every row's persons, sketched (never released): the differencing checks' input
+    sketches: list[SketchedRow] = field(default_factory=list)
+    # why the output must wait for an auditor (empty: it may go out)
+    holds: list[Finding] = field(default_factory=list)
 
 
 def plan_threshold(checked: CheckedQuery, *, privacy_unit: str) -> ThresholdPlan:
@@ -86,12 +112,104 @@ def plan_threshold(checked: CheckedQuery, *, privacy_unit: str) -> ThresholdPlan
             )
             hidden.append(fewest.as_(f"{HIDDEN_PREFIX}n{index}"))
         branch.set("expressions", branch.expressions + hidden)
+    first = branches[0]
+    keys = tuple(
+        i for i, p in enumerate(first.expressions[:visible])
+        if not any(type(n) in AGGREGATES for n in p.walk())
+    )  # fmt: skip
+    count_outputs = tuple(
+        i for i, p in enumerate(first.expressions[:visible]) if isinstance(p.unalias(), exp.Count)
+    )
+    magnitude_values = {
+        i: [n.this for n in p.walk() if isinstance(n, exp.Sum | exp.Avg)]
+        for i, p in enumerate(first.expressions[:visible])
+    }
+    has_magnitudes = any(magnitude_values.values())
+    if not checked.is_simple or not isinstance(statement, exp.Select):
+        return ThresholdPlan(
+            sql=statement.sql(dialect=DIALECT), visible=visible, persons_index=visible,
+            contributors=contributors, keys=keys, counts=count_outputs,
+            has_magnitudes=has_magnitudes,
+        )  # fmt: skip
+    person = _person_of(statement, scopes, privacy_unit, holders)
+    values: list[exp.Expr] = []
+    magnitudes: dict[int, tuple[int, ...]] = {}
+    for index, found in magnitude_values.items():
+        if found:
+            magnitudes[index] = tuple(range(len(values), len(values) + len(found)))
+            values += found
+    checks_sql = _checks_ctes(statement, person, values)
+    statement.set(
+        "expressions",
+        statement.expressions + [_checks_lookup(statement).as_(f"{HIDDEN_PREFIX}checks")],
+    )
     return ThresholdPlan(
-        sql=statement.sql(dialect=DIALECT),
+        sql=f"WITH {checks_sql} {statement.sql(dialect=DIALECT)}",
         visible=visible,
         persons_index=visible,
         contributors=contributors,
+        checks_index=2 * visible + 1,
+        magnitudes=magnitudes,
+        keys=keys,
+        counts=count_outputs,
+        has_magnitudes=has_magnitudes,
     )
+
+
+CHECKS = f"{HIDDEN_PREFIX}checks_by_group"
+
+
+def _group_keys(select: exp.Select) -> list[exp.Expr]:
+    group = select.args.get("group")
+    return list(group.expressions) if group else []
+
+
+def _checks_ctes(select: exp.Select, person: exp.Column, values: list[exp.Expr]) -> str:
+    """Per group: the sketch of its persons and each magnitude's largest contributions.
+
+    One row per (group, person) first, so contributions are persons', not rows'.
+    """
+    keys = _group_keys(select)
+    source = select.args["from_"].sql(dialect=DIALECT)
+    joins = " ".join(j.sql(dialect=DIALECT) for j in select.args.get("joins") or [])
+    where = select.args.get("where")
+    where_sql = f" WHERE {where.this.sql(dialect=DIALECT)}" if where else ""
+    g = [f"g{i}" for i in range(len(keys))]
+    per_person = [f"{k.sql(dialect=DIALECT)} AS g{i}" for i, k in enumerate(keys)]
+    per_person.append(f"{person.sql(dialect=DIALECT)} AS p")
+    per_person += [
+        f"SUM(ABS(CAST({v.sql(dialect=DIALECT)} AS DOUBLE))) AS c{i}" for i, v in enumerate(values)
+    ]
+    group_list = ", ".join(g)
+    by = f" GROUP BY {group_list}" if g else ""
+    with_g = f"{group_list}, " if g else ""
+    top = ", ".join(f"max(c{i}, 2)" for i in range(len(values)))
+    totals = ", ".join(f"SUM(c{i})" for i in range(len(values)))
+    joined = " AND ".join(f"s.g{i} IS NOT DISTINCT FROM m.g{i}" for i in range(len(keys)))
+    return (
+        f"{HIDDEN_PREFIX}pp AS MATERIALIZED (SELECT {', '.join(per_person)} {source} {joins}"
+        f"{where_sql} GROUP BY ALL), "
+        f"{HIDDEN_PREFIX}cells AS (SELECT {with_g}{output_checks.CELL_SQL} AS i, COUNT(*) AS c, "
+        f"bit_xor(h) AS k, bit_xor(g) AS s FROM (SELECT {with_g}h, {output_checks.CHECK_SQL} AS g "
+        f"FROM (SELECT {with_g}{output_checks.KEY_SQL} AS h FROM {HIDDEN_PREFIX}pp)), "
+        f"range({output_checks.PARTITIONS}) AS r(j) GROUP BY ALL), "
+        f"{CHECKS} AS MATERIALIZED (SELECT {'s.' + ', s.'.join(g) + ', ' if g else ''}"
+        f"to_json({{'sketch': s.sketch, 'top': m.top, 'total': m.total}}) AS checks FROM "
+        f"(SELECT {with_g}list({{'i': i, 'c': c, 'k': k, 's': s}}) AS sketch "
+        f"FROM {HIDDEN_PREFIX}cells{by}) AS s "
+        f"{'JOIN' if g else 'CROSS JOIN'} (SELECT {with_g}[{top}] AS top, [{totals}] AS total "
+        f"{'FROM ' + HIDDEN_PREFIX + 'pp' + by if g or values else ''}) AS m"
+        f"{' ON ' + joined if g else ''})"
+    )
+
+
+def _checks_lookup(select: exp.Select) -> exp.Expr:
+    keys = _group_keys(select)
+    condition = " AND ".join(
+        f"c.g{i} IS NOT DISTINCT FROM {k.sql(dialect=DIALECT)}" for i, k in enumerate(keys)
+    )
+    text = f"(SELECT c.checks FROM {CHECKS} AS c{' WHERE ' + condition if condition else ''})"
+    return exp.maybe_parse(text, dialect=DIALECT)
 
 
 def _count_persons(person: exp.Column, condition: exp.Expr | None) -> exp.Expr:
@@ -166,43 +284,138 @@ def _contribution(aggregate: exp.Expr) -> exp.Expr | None:
 
 
 def apply_threshold(
-    plan: ThresholdPlan, columns: list[str], rows: list[list[Any]], *, k: int
+    plan: ThresholdPlan,
+    columns: list[str],
+    rows: list[list[Any]],
+    *,
+    k: int,
+    rules: DisclosureRules | None = None,
+    name: str = "result",
 ) -> Released:
-    """Drop rows of fewer than k persons; suppress cells of fewer than k contributors."""
+    """Drop rows of fewer than k persons; suppress cells of fewer than k contributors,
+    dominated or p-percent-revealing magnitude cells and zero counts; round counts.
+
+    Every row (kept or dropped) is sketched for the differencing checks.
+    """
+    rules = (rules or DisclosureRules()).with_threshold(k)
     if len(columns) < plan.visible + 1 or columns[plan.persons_index] != PERSONS:
         raise DisclosureError(
             Finding("masked.malformed", "The engine's output does not match the checked query.")
         )
     kept: list[list[Any]] = []
+    reasons: dict[str, int] = {}
+    sketches: list[SketchedRow] = []
     suppressed_rows = suppressed_cells = 0
     for row in rows:
         persons = row[plan.persons_index]
-        if not isinstance(persons, int) or persons < k:
+        checks = _row_checks(plan, row)
+        keys = tuple((columns[i], row[i]) for i in plan.keys)
+        if not isinstance(persons, int) or persons < rules.threshold:
             suppressed_rows += 1
+            _count(reasons, "threshold")
+            if checks is not None:
+                sketches.append(SketchedRow(name, keys, int(persons or 0), checks[0], False))
             continue
         out = list(row[: plan.visible])
-        for index, needs in plan.contributors.items():
-            if any(not isinstance(row[n], int) or row[n] < k for n in needs):
+        for index in range(plan.visible):
+            reason = _cell_problem(plan, row, index, checks, rules)
+            if reason is not None:
                 out[index] = None
                 suppressed_cells += 1
+                _count(reasons, reason)
+            elif index in plan.counts:
+                out[index] = rounded(out[index], rules.round_base)
         kept.append(out)
-    return Released(list(columns[: plan.visible]), kept, suppressed_rows, suppressed_cells)
-
-
-def check_declared_output(
-    name: str, columns: list[str], rows: list[list[Any]], declared: dict[str, Any], *, k: int
-) -> Released:
-    """Disclosure control of one output a Python job declared through the helper."""
-    count_column = declared.get("count_column")
-    if not count_column or count_column not in columns:
-        raise DisclosureError(
+        if checks is not None:
+            sketches.append(SketchedRow(name, keys, persons, checks[0], True))
+    holds = _near_row_level(name, len(rows), suppressed_rows)
+    if plan.checks_index is None:
+        holds.append(
             Finding(
-                "output.undeclared_counts",
-                f"The output {name} declares no count column; "
-                "declare one with sandbox_job.output(..., count_column=...).",
+                "masked.checks_need_review",
+                "The query is not one SELECT, so its dominance and differencing checks cannot "
+                "be computed automatically: an auditor reviews the output.",
                 location=f"output {name}",
             )
         )
+    return Released(
+        list(columns[: plan.visible]), kept, suppressed_rows, suppressed_cells,
+        reasons=reasons, sketches=sketches, holds=holds,
+    )  # fmt: skip
+
+
+def _count(reasons: dict[str, int], reason: str) -> None:
+    reasons[reason] = reasons.get(reason, 0) + 1
+
+
+def _row_checks(
+    plan: ThresholdPlan, row: list[Any]
+) -> tuple[Sketch, list[list[float]], list[float]] | None:
+    if plan.checks_index is None:
+        return None
+    raw = row[plan.checks_index]
+    try:
+        data = json.loads(raw) if isinstance(raw, str) else raw
+        sketch = Sketch.from_cells(data["sketch"] or [])
+        return sketch, list(data.get("top") or []), list(data.get("total") or [])
+    except (TypeError, ValueError, KeyError) as error:
+        raise DisclosureError(
+            Finding("masked.malformed", "The engine's checks do not match the checked query.")
+        ) from error
+
+
+def _cell_problem(
+    plan: ThresholdPlan,
+    row: list[Any],
+    index: int,
+    checks: tuple[Sketch, list[list[float]], list[float]] | None,
+    rules: DisclosureRules,
+) -> str | None:
+    """Why one cell of a kept row must be suppressed, if it must."""
+    needs = plan.contributors.get(index, ())
+    if any(not isinstance(row[n], int) or row[n] < rules.threshold for n in needs):
+        return "threshold"
+    if rules.zeros_disclosive and index in plan.counts and row[index] == 0:
+        return "zero"
+    if checks is not None and index in plan.magnitudes:
+        _, top, total = checks
+        for position in plan.magnitudes[index]:
+            largest = [float(v) for v in (top[position] or [])]
+            whole = float(total[position] or 0.0)
+            if dominance_fails(largest, whole, rules):
+                return "dominance"
+            if p_percent_fails(largest, whole, rules):
+                return "p_percent"
+    return None
+
+
+# Hidden columns the helper's table functions add to a Python output.
+HELPER_PERSONS = f"{HIDDEN_PREFIX}persons"
+HELPER_TOP = f"{HIDDEN_PREFIX}top"
+HELPER_TOTAL = f"{HIDDEN_PREFIX}total"
+HELPER_SKETCH = f"{HIDDEN_PREFIX}sketch"
+HELPER_COLUMNS = (HELPER_PERSONS, HELPER_TOP, HELPER_TOTAL, HELPER_SKETCH)
+
+
+def check_declared_output(
+    name: str,
+    columns: list[str],
+    rows: list[list[Any]],
+    declared: dict[str, Any],
+    *,
+    k: int,
+    rules: DisclosureRules | None = None,
+) -> Released:
+    """Disclosure control of one output a Python job declared through the helper.
+
+    frequency: rows below k persons dropped (the helper's own count of distinct
+    persons where it made the table, else the declared count column), zeros
+    suppressed, counts rounded. magnitude: made by the helper, which also
+    hands over each group's largest contributions for dominance and p-percent.
+    model_summary: needs the residual degrees of freedom. Anything else, or a
+    table declared without what its kind needs, is held for an auditor.
+    """
+    rules = (rules or DisclosureRules()).with_threshold(k)
     for column_index, column in enumerate(columns):
         if any(isinstance(r[column_index], str) and PSEUDONYM.match(r[column_index]) for r in rows):
             raise DisclosureError(
@@ -213,12 +426,134 @@ def check_declared_output(
                     location=f"output {name}, column {column}",
                 )
             )
-    at = columns.index(count_column)
-    kept, suppressed = [], 0
+    kind = declared.get("kind")
+    visible = [c for c in columns if c not in HELPER_COLUMNS]
+    where = f"output {name}"
+    if kind == "model_summary":
+        return _model_summary(name, columns, rows, declared, rules)
+    count_column = declared.get("count_column")
+    persons_at = columns.index(HELPER_PERSONS) if HELPER_PERSONS in columns else None
+    if kind not in ("frequency", "magnitude") or (
+        persons_at is None and (not count_column or count_column not in columns)
+    ):
+        return Released(
+            visible, [[r[columns.index(c)] for c in visible] for r in rows], 0, 0,
+            holds=[Finding("output.undeclared",
+                           f"The output {name} is not declared as a frequency table, magnitude "
+                           "table or model summary with its counts (sandbox_job.frequency_table, "
+                           "magnitude_table, model_summary): an auditor reviews it.",
+                           location=where)],
+        )  # fmt: skip
+    if kind == "magnitude" and HELPER_TOP not in columns:
+        holds = [Finding("output.magnitude_unchecked",
+                         f"The magnitude output {name} was not made by "
+                         "sandbox_job.magnitude_table, so its dominance cannot be checked: "
+                         "an auditor reviews it.", location=where)]  # fmt: skip
+    else:
+        holds = []
+    count_at = columns.index(count_column) if count_column in columns else None
+    threshold_at = persons_at if persons_at is not None else count_at
+    assert threshold_at is not None
+    kept: list[list[Any]] = []
+    sketches: list[SketchedRow] = []
+    reasons: dict[str, int] = {}
+    suppressed = cells = 0
+    key_names = [c for c in visible if c in (declared.get("by") or [])]
     for row in rows:
-        count = row[at]
-        if isinstance(count, bool) or not isinstance(count, int | float) or count < k:
-            suppressed += 1
-            continue
-        kept.append(row)
-    return Released(list(columns), kept, suppressed, 0)
+        count = row[threshold_at]
+        keys = tuple((c, row[columns.index(c)]) for c in key_names)
+        sketch = _helper_sketch(row, columns)
+        number = count if isinstance(count, int | float) and not isinstance(count, bool) else 0
+        if number < rules.threshold:
+            if rules.zeros_disclosive or number != 0 or persons_at is not None:
+                suppressed += 1
+                _count(reasons, "zero" if number == 0 else "threshold")
+                if sketch is not None:
+                    sketches.append(SketchedRow(name, keys, int(number), sketch, False))
+                continue
+        out = []
+        for column in visible:
+            value = row[columns.index(column)]
+            if column == count_column:
+                value = rounded(value, rules.round_base)
+            out.append(value)
+        if kind == "magnitude" and HELPER_TOP in columns:
+            raw_top = row[columns.index(HELPER_TOP)]
+            raw_top = json.loads(raw_top) if isinstance(raw_top, str) else raw_top
+            top = [float(v) for v in raw_top or []]
+            total = float(row[columns.index(HELPER_TOTAL)] or 0.0)
+            problem = (
+                "dominance" if dominance_fails(top, total, rules)
+                else "p_percent" if p_percent_fails(top, total, rules) else None
+            )  # fmt: skip
+            if problem is not None:
+                for position, column in enumerate(visible):
+                    if column not in key_names and column != count_column:
+                        out[position] = None
+                        cells += 1
+                _count(reasons, problem)
+        kept.append(out)
+        if sketch is not None:
+            sketches.append(SketchedRow(name, keys, int(number), sketch, True))
+    holds += _near_row_level(name, len(rows), suppressed)
+    return Released(visible, kept, suppressed, cells, reasons=reasons, sketches=sketches,
+                    holds=holds)  # fmt: skip
+
+
+# An output most of whose rows fall below the threshold is near row level: the
+# analyst is slicing persons thin; an auditor looks before anything goes out.
+SPARSE_SHARE = 0.5
+SPARSE_MIN_ROWS = 20
+
+
+def _near_row_level(name: str, rows: int, suppressed: int) -> list[Finding]:
+    if rows < SPARSE_MIN_ROWS or suppressed <= SPARSE_SHARE * rows:
+        return []
+    return [
+        Finding(
+            "output.near_row_level",
+            f"{suppressed} of the {rows} rows of output {name} fall below the threshold: "
+            "the table is near row level, so an auditor reviews it.",
+            location=f"output {name}",
+        )
+    ]
+
+
+def _helper_sketch(row: list[Any], columns: list[str]) -> Sketch | None:
+    if HELPER_SKETCH not in columns:
+        return None
+    raw = row[columns.index(HELPER_SKETCH)]
+    try:
+        return Sketch.from_list(json.loads(raw) if isinstance(raw, str) else raw)
+    except (TypeError, ValueError) as error:
+        raise DisclosureError(
+            Finding("output.malformed", "A helper-made output lost its sketch.")
+        ) from error
+
+
+def _model_summary(
+    name: str,
+    columns: list[str],
+    rows: list[list[Any]],
+    declared: dict[str, Any],
+    rules: DisclosureRules,
+) -> Released:
+    dof = declared.get("dof")
+    visible = [c for c in columns if c not in HELPER_COLUMNS]
+    table = [[r[columns.index(c)] for c in visible] for r in rows]
+    if isinstance(dof, bool) or not isinstance(dof, int | float):
+        holds = [Finding("output.model_dof_unknown",
+                         f"The model summary {name} declares no residual degrees of freedom "
+                         "(use sandbox_job.model_summary): an auditor reviews it.",
+                         location=f"output {name}")]  # fmt: skip
+        return Released(visible, table, 0, 0, holds=holds)
+    if dof < rules.min_dof:
+        raise DisclosureError(
+            Finding(
+                "output.model_dof",
+                f"The model summary {name} has {int(dof)} residual degrees of freedom; at least "
+                f"{rules.min_dof} are needed, or the model can reproduce individual records.",
+                location=f"output {name}",
+            )
+        )
+    return Released(visible, table, 0, 0, reasons={})

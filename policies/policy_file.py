@@ -22,10 +22,11 @@ import yaml
 
 from datasets.manifest import ColumnClass, Manifest
 from policies.decision import PolicyError
+from policies.output_checks import DisclosureRules, RulesError
 
 POLICY_DIR = Path(__file__).parent / "files"
 AGGREGATE_NAMES = frozenset(
-    {"COUNT", "SUM", "AVG", "STDDEV", "VARIANCE", "MIN", "MAX", "MEDIAN"}
+    {"COUNT", "SUM", "AVG", "STDDEV", "VARIANCE", "MIN", "MAX", "MEDIAN", "QUANTILE"}
 )  # fmt: skip
 STATISTICS = frozenset({"COUNT", "SUM", "AVG", "STDDEV", "VARIANCE"})
 
@@ -126,6 +127,8 @@ class DatasetPolicy:
     # "table.column" (as the view names it) -> rule; every view column is here.
     columns: Mapping[str, ColumnRule]
     version: str
+    # Output checks of masked releases (ACRO's defaults unless the owner sets them).
+    disclosure: DisclosureRules = field(default_factory=DisclosureRules)
 
     def rule(self, table: str, column: str) -> ColumnRule:
         return self.columns.get(f"{table.lower()}.{column.lower()}", FORBIDDEN)
@@ -153,6 +156,7 @@ class DatasetPolicy:
             "version": self.version,
             "k_threshold": self.k_threshold,
             "central_authorization_purposes": sorted(self.central_authorization_purposes),
+            "disclosure": self.disclosure.to_dict(),
             "columns": {name: rule.to_dict() for name, rule in sorted(self.columns.items())},
         }
 
@@ -205,7 +209,8 @@ def parse_policy(text: str, manifest: Manifest, *, source: str = "policy") -> Da
         raise PolicyFileError(f"{source}: not valid YAML{where}") from error
     if not isinstance(raw, dict):
         raise PolicyFileError(f"{source}: expected a mapping at the top")
-    unknown = set(raw) - {"dataset", "k_threshold", "central_authorization", "columns"}
+    unknown = set(raw) - {"dataset", "k_threshold", "central_authorization", "columns",
+                          "disclosure"}  # fmt: skip
     if unknown:
         raise PolicyFileError(f"{source}: unknown keys {', '.join(sorted(unknown))}")
     if raw.get("dataset") != manifest.name:
@@ -233,12 +238,19 @@ def parse_policy(text: str, manifest: Manifest, *, source: str = "policy") -> Da
         if key not in columns:
             raise PolicyFileError(f"{source}: columns.{name} is not a view column")
         columns[key] = _parse_rule(rule, f"{source}: columns.{name}")
+    try:
+        disclosure = DisclosureRules.parse(
+            raw.get("disclosure"), threshold=k, where=f"{source}: disclosure"
+        )
+    except RulesError as error:
+        raise PolicyFileError(str(error)) from error
     return DatasetPolicy(
         dataset=manifest.name,
         k_threshold=k,
         central_authorization_purposes=frozenset(purposes),
         columns=columns,
         version=_version(text),
+        disclosure=disclosure,
     )
 
 

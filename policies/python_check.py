@@ -259,6 +259,32 @@ def check_python(code: str) -> Decision:
     return Decision.allow()
 
 
+def tables_read(code: str) -> frozenset[str] | None:
+    """The view tables a (checked) job reads with ``sandbox_job.table("name")``; None when it
+    may read others (a name that is not a literal, or ``sandbox_job.tables()``)."""
+    try:
+        tree = ast.parse(code)
+    except (SyntaxError, RecursionError, MemoryError):
+        return None
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and node.attr in ("table", "tables"):
+            owner = node.value
+            if not (isinstance(owner, ast.Name) and owner.id == "sandbox_job"):
+                continue
+            call = next((p for p in ast.walk(tree) if isinstance(p, ast.Call) and p.func is node),
+                        None)  # fmt: skip
+            if node.attr == "tables" or call is None:
+                return None  # listing tables, or the function passed around
+            first = call.args[0] if call.args else None
+            if not (isinstance(first, ast.Constant) and isinstance(first.value, str)):
+                return None
+            names.add(first.value)
+        elif isinstance(node, ast.Name) and node.id in ("table", "tables"):
+            return None  # from sandbox_job import table: any name
+    return frozenset(names)
+
+
 def is_dunder(name: str) -> bool:
     return len(name) > 4 and name.startswith("__") and name.endswith("__")
 

@@ -38,14 +38,20 @@ def _classes(*names: str) -> frozenset[type[exp.Expr]]:
 
 AGGREGATES = _classes(
     "Count", "Sum", "Avg", "Min", "Max", "Stddev", "StddevSamp", "StddevPop",
-    "Variance", "VariancePop", "Median",
+    "Variance", "VariancePop", "Median", "Quantile", "PercentileCont", "PercentileDisc",
+    "ApproxQuantile",
 )  # fmt: skip
 AGGREGATE_NAMES = {
     "Count": "COUNT", "Sum": "SUM", "Avg": "AVG", "Min": "MIN", "Max": "MAX",
     "Stddev": "STDDEV", "StddevSamp": "STDDEV", "StddevPop": "STDDEV",
     "Variance": "VARIANCE", "VariancePop": "VARIANCE", "Median": "MEDIAN",
+    "Quantile": "QUANTILE", "PercentileCont": "QUANTILE", "PercentileDisc": "QUANTILE",
+    "ApproxQuantile": "QUANTILE",
 }  # fmt: skip
-EXTREMES = _classes("Min", "Max", "Median")
+# One person's exact value: refused in masked mode (dp mode releases them noisily).
+EXTREMES = _classes(
+    "Min", "Max", "Median", "Quantile", "PercentileCont", "PercentileDisc", "ApproxQuantile"
+)
 SCALAR_FUNCTIONS = _classes(
     "Round", "Abs", "Cast", "TryCast", "Coalesce", "Year", "Month", "Quarter", "Extract",
     "Floor", "Ceil", "Lower", "Upper", "Greatest", "Least", "Nullif", "DateTrunc",
@@ -57,7 +63,7 @@ STRUCTURE = _classes(
     "Paren", "Distinct", "And", "Or", "Not", "EQ", "NEQ", "GT", "GTE", "LT", "LTE", "Add", "Sub",
     "Mul", "Div", "IntDiv", "Mod", "Neg", "Is", "In", "Between", "Like", "ILike", "DataType",
     "DataTypeParam", "Var", "Star", "Tuple", "Interval", "With", "CTE", "Subquery", "Union",
-    "Intersect", "Except", "Exists",
+    "Intersect", "Except", "Exists", "WithinGroup",
 )  # fmt: skip
 ALLOWED = AGGREGATES | SCALAR_FUNCTIONS | STRUCTURE
 STATEMENTS_NAMED = {
@@ -464,6 +470,8 @@ def _use_of(column: exp.Column, scope: Scope) -> tuple[Use | None, str | None]:
         parent = node.parent
         if isinstance(parent, COMPARISONS) and _other_operands_literal(parent, node):
             compared = True
+        if isinstance(parent, exp.Order) and isinstance(parent.parent, exp.WithinGroup):
+            parent = parent.parent.this  # PERCENTILE_CONT(0.5) WITHIN GROUP (ORDER BY x)
         if type(parent) in AGGREGATES:
             if compared:  # SUM(CASE WHEN icd10 = 'C34' THEN 1 END): a filter inside a count
                 return Use.FILTER, None
@@ -579,6 +587,8 @@ def _judge(
 
 
 def _is_aggregate(node: exp.Expr) -> bool:
+    if isinstance(node, exp.WithinGroup):  # PERCENTILE_CONT(a) WITHIN GROUP (ORDER BY x)
+        return type(node.this) in AGGREGATES
     return type(node) in AGGREGATES
 
 

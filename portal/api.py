@@ -8,7 +8,7 @@ from typing import Any
 from flask import Blueprint, Response, current_app, g, jsonify, request
 
 from portal.auth import requires, sandbox
-from sandbox import access, audit, consent, grants, jobs, reads, reviews, users
+from sandbox import access, audit, checkpoints, consent, grants, jobs, reads, reviews, users
 from sandbox.dp.marginals import load_marginals
 from sandbox.errors import InvalidRequest, Unauthenticated
 from sandbox.models import AccessRequest, Grant, Role, User
@@ -123,6 +123,7 @@ def submit() -> Any:
         code=_field(body, "code", str),
         epsilon=epsilon,
         delta=delta,
+        rows_per_person=_field(body, "rows_per_person", int, required=False),
         enqueue=current_app.extensions["enqueue"],
     )
     return jsonify(id=job.id, status=job.status), 202
@@ -173,6 +174,7 @@ def policy_check() -> Any:
             db, by=db.get_one(User, g.user_id), dataset=_field(body, "dataset", str),
             language=_field(body, "language", str), mode=_field(body, "mode", str),
             code=_field(body, "code", str), epsilon=epsilon, delta=delta,
+            rows_per_person=_field(body, "rows_per_person", int, required=False),
         )  # fmt: skip
     return jsonify(report)
 
@@ -281,33 +283,91 @@ def deny_access_request(request_id: str) -> Any:
 
 
 @bp.get("/reviews")
-@requires(Role.AUDITOR)
+@requires(Role.AUDITOR, Role.ADMIN)
 def list_reviews() -> Any:
+    """The queue of held jobs, oldest first; outputs only on each job's own review."""
     with sandbox().tx() as db:
-        return jsonify(reviews=[reads.job_status(j, role=g.role) | {"result": j.result}
-                                for j in reviews.pending(db)])  # fmt: skip
+        return jsonify(reviews=reviews.queue(db, viewer=db.get_one(User, g.user_id)))
+
+
+@bp.get("/reviews/<job_id>")
+@requires(Role.AUDITOR, Role.ADMIN)
+def review_detail(job_id: str) -> Any:
+    with sandbox().tx() as db:
+        return jsonify(reviews.open_review(db, by=db.get_one(User, g.user_id), job_id=job_id))
 
 
 @bp.post("/reviews/<job_id>")
 @requires(Role.AUDITOR)
 def review(job_id: str) -> Any:
+    """``{decision: approve|withhold, comment}``; the comment is required."""
     body = _body()
     with sandbox().tx() as db:
         reviewed = reviews.review_job(
             sandbox(), db, by=db.get_one(User, g.user_id), job_id=job_id,
-            decision=_field(body, "decision", str), comment=str(body.get("comment", "")),
+            decision=_field(body, "decision", str), comment=_field(body, "comment", str),
         )  # fmt: skip
-        return jsonify(id=reviewed.id, status=reviewed.status)
+        return jsonify(reviews.review_state(db, reviewed))
+
+
+@bp.post("/jobs/<job_id>/objection")
+@requires(Role.ANALYST)
+def object_to_review(job_id: str) -> Any:
+    """The analyst's objection (异议) to a withheld output: ``{reason}``."""
+    body = _body()
+    with sandbox().tx() as db:
+        job = reviews.file_objection(
+            db, by=db.get_one(User, g.user_id), job_id=job_id, reason=_field(body, "reason", str)
+        )
+        return jsonify(id=job.id, status=job.status, review=reviews.analyst_view(db, job))
+
+
+@bp.get("/jobs/<job_id>/review")
+@requires(Role.ANALYST)
+def job_review(job_id: str) -> Any:
+    """The review of the analyst's own job: decisions and comments, never the held output."""
+    with sandbox().tx() as db:
+        found = reads.job_for(db, job_id, user_id=g.user_id, role=g.role)
+        return jsonify(id=found.id, status=found.status, review=reviews.analyst_view(db, found))
+
+
+@bp.patch("/datasets/<name>")
+@requires(Role.OWNER, Role.ADMIN)
+def update_dataset(name: str) -> Any:
+    """The owner's settings for a dataset: ``{reviewers_required: 1|2}``."""
+    body = _body()
+    if "reviewers_required" not in body:
+        raise InvalidRequest("Send reviewers_required (1 or 2).", field="reviewers_required")
+    with sandbox().tx() as db:
+        record = reviews.set_reviewers_required(
+            db, by=db.get_one(User, g.user_id), dataset=name, count=body["reviewers_required"]
+        )
+        return jsonify(reviews.dataset_settings(record))
 
 
 @bp.get("/audit/verify")
 @requires(Role.AUDITOR, Role.ADMIN)
 def audit_verify() -> Any:
-    with sandbox().tx() as db:
-        return jsonify(audit.verify(db).to_dict())
+    return jsonify(checkpoints.verify_chain(sandbox()).to_dict())
 
 
 @bp.get("/keys/release")
 def release_key() -> Any:
     key = sandbox().release_key
     return jsonify(key_id=key.key_id, algorithm="Ed25519", public_key=key.public_pem)
+
+
+@bp.get("/audit")
+@requires(Role.AUDITOR, Role.ADMIN)
+def audit_entries() -> Any:
+    """``?actor=&action=&subject=&since=&until=&limit=&after_seq=``, oldest first."""
+    filters = audit.AuditFilter.from_args(request.args)
+    with sandbox().tx() as db:
+        return jsonify(audit.browse(db, filters).to_dict())
+
+
+@bp.get("/release-keys")
+def release_keys() -> Any:
+    """The public keyring (current and retired signing keys): verifies any certificate
+    offline, e.g. with ``sandbox verify-release CERT --keys release-keys.json``."""
+    return jsonify(sandbox().signing_keys.public_keyring().to_dict())

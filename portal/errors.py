@@ -15,7 +15,11 @@ log = logging.getLogger(__name__)
 def init_app(app: Flask) -> None:
     @app.errorhandler(SandboxError)
     def _sandbox_error(error: SandboxError):  # type: ignore[no-untyped-def]
-        return jsonify(error=error.to_dict()), error.status
+        response = jsonify(error=error.to_dict())
+        retry_after = error.details.get("retry_after")
+        if retry_after is not None:
+            response.headers["Retry-After"] = str(retry_after)
+        return response, error.status
 
     @app.errorhandler(HTTPException)
     def _http_error(error: HTTPException):  # type: ignore[no-untyped-def]

@@ -27,9 +27,9 @@ from werkzeug.wrappers import Response
 
 from portal.auth import requires, sandbox
 from portal.i18n import LANGUAGES, language, t
-from sandbox import audit, jobs, reads, users
+from sandbox import audit, jobs, reads, reviews, users
 from sandbox.errors import InvalidRequest, PolicyRejected, SandboxError, Unauthenticated
-from sandbox.models import FINAL_STATES, JobStatus, Role
+from sandbox.models import FINAL_STATES, JobStatus, Role, User
 
 log = logging.getLogger(__name__)
 bp = Blueprint("web", __name__)
@@ -294,6 +294,7 @@ def job(job_id: str) -> str:
             result = reads.job_result(found, user_id=g.user_id)
             audit.append(db, actor=g.username, action="result.viewed", subject=job_id)
         code = found.code if mine else status.get("code")
+        review = reviews.analyst_view(db, found) if mine else None
     if JobStatus(status["status"]) in FINAL_STATES:
         refresh = None
     elif status["status"] == JobStatus.PENDING_REVIEW:
@@ -301,5 +302,86 @@ def job(job_id: str) -> str:
     else:
         refresh = REFRESH_SECONDS
     return render_template(
-        "job.html", job=status, result=result, mine=mine, code=code, refresh_seconds=refresh
+        "job.html", job=status, result=result, mine=mine, code=code, refresh_seconds=refresh,
+        review=review,
+    )  # fmt: skip
+
+
+@bp.get("/audit")
+@requires(Role.AUDITOR, Role.ADMIN)
+def audit_log() -> Any:
+    """The audit log for auditors: filter, then page forward (oldest first)."""
+    form = {name: request.args.get(name, "") for name in audit.AuditFilter.__dataclass_fields__}
+    try:
+        filters = audit.AuditFilter.from_args(request.args)
+    except InvalidRequest as error:
+        page = render_template("audit.html", form=form, error=error.message, entries=[])
+        return page, error.status
+    with sandbox().tx() as db:
+        found = audit.browse(db, filters)
+        last_seq, _ = audit.head(db)
+    args: dict[str, Any] = filters.to_args()
+    next_url = None
+    if found.next_after_seq is not None:
+        next_url = url_for("web.audit_log", **args, after_seq=found.next_after_seq)
+    # Unfiltered, the newest page is one keyset jump away.
+    latest_url = None
+    if not args and last_seq > filters.limit:
+        latest_url = url_for("web.audit_log", after_seq=last_seq - filters.limit)
+    return render_template(
+        "audit.html",
+        form=form,
+        entries=found.entries,
+        next_url=next_url,
+        first_url=url_for("web.audit_log", **args) if filters.after_seq else None,
+        latest_url=latest_url,
+        total=last_seq,
     )
+
+
+# --- auditor review -----------------------------------------------------------------------------
+
+
+@bp.get("/reviews")
+@requires(Role.AUDITOR, Role.ADMIN)
+def review_queue() -> str:
+    with sandbox().tx() as db:
+        rows = reviews.queue(db, viewer=db.get_one(User, g.user_id))
+    return render_template("reviews.html", reviews=rows)
+
+
+@bp.route("/reviews/<job_id>", methods=["GET", "POST"])
+@requires(Role.AUDITOR, Role.ADMIN)
+def review_page(job_id: str) -> Any:
+    """A held job's code, outputs, findings and history; auditors decide on it here."""
+    if request.method == "GET":
+        return _review_page(job_id)
+    form = {name: request.form.get(name, "") for name in ("decision", "comment")}
+    try:
+        with sandbox().tx() as db:
+            reviews.review_job(
+                sandbox(), db, by=db.get_one(User, g.user_id), job_id=job_id,
+                decision=form["decision"], comment=form["comment"],
+            )  # fmt: skip
+    except SandboxError as error:  # nothing was recorded: say why next to the kept form
+        return _review_page(job_id, form=form, error=error.message), error.status
+    return redirect(url_for("web.review_page", job_id=job_id), 303)
+
+
+def _review_page(job_id: str, **extra: Any) -> str:
+    with sandbox().tx() as db:
+        review = reviews.open_review(db, by=db.get_one(User, g.user_id), job_id=job_id)
+    extra.setdefault("form", {"decision": "", "comment": ""})
+    return render_template("review.html", review=review, **extra)
+
+
+@bp.post("/jobs/<job_id>/objection")
+@requires(Role.ANALYST)
+def object_to_review(job_id: str) -> Response:
+    """The analyst's objection (异议) to an auditor's withholding."""
+    with sandbox().tx() as db:
+        reviews.file_objection(
+            db, by=db.get_one(User, g.user_id), job_id=job_id,
+            reason=request.form.get("reason", ""),
+        )  # fmt: skip
+    return redirect(url_for("web.job", job_id=job_id), 303)

@@ -10,10 +10,15 @@ harness's standard output is read back; it carries the one result line.
 from __future__ import annotations
 
 import logging
+import os
 import re
 import secrets
+import shutil
+import socket
 import stat
 import time
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import requests
@@ -22,12 +27,17 @@ from docker.types import LogConfig, Mount, Ulimit
 
 from runners.contract import JobFailed, JobSpec, RunnerUnavailable, RunResult, parse_harness_output
 from runners.image import IMAGE_TAG
+from runners.pool import WarmPool
 
 logger = logging.getLogger(__name__)
 
 LABEL_JOB = "sandbox.job"
 LABEL_RUNNER = "sandbox.runner"
 LABEL_DEADLINE = "sandbox.deadline"
+# The host and process that created the container (the job's lease holder): a
+# worker can then tell a killed worker's container from a live one.
+LABEL_HOST = "sandbox.host"
+LABEL_PID = "sandbox.pid"
 RUNNER_USER = "10001:10001"
 # Time, past a job's own timeout, after which its container is surely an orphan.
 ORPHAN_GRACE_S = 60
@@ -35,6 +45,27 @@ STDERR_TAIL_BYTES = 64 * 1024
 # What a lost or failing engine raises: the SDK's errors, and the HTTP
 # client's when the connection itself breaks.
 ENGINE_ERRORS = (DockerException, requests.exceptions.RequestException)
+
+
+@dataclass(frozen=True)
+class WarmPoolSettings:
+    size: int
+    folder: Path
+    memory_mb: int
+    timeout_s: int
+    max_idle_s: float = 600.0
+
+
+@dataclass(frozen=True)
+class JobContainer:
+    """One of this runner's containers, as the engine lists it."""
+
+    id: str
+    job_id: str
+    running: bool
+    host: str | None
+    pid: int | None
+    deadline: float | None
 
 
 class DockerRunner:
@@ -46,12 +77,37 @@ class DockerRunner:
         *,
         image: str = IMAGE_TAG,
         runtime: str | None = None,
+        pool: WarmPoolSettings | None = None,
     ) -> None:
         """``runtime`` names an engine runtime such as ``runsc`` (gVisor) for
-        a second wall around the job; None uses the engine's default (runc)."""
+        a second wall around the job; None uses the engine's default (runc).
+        ``pool``: keep containers started ahead (:mod:`runners.pool`)."""
         self._client = client
         self.image = image
         self.runtime = runtime
+        self._pool_settings = pool
+        self._pool: WarmPool | None = None
+
+    def warm_up(self) -> None:
+        """Start the warm containers now (a worker process calls this when it starts)."""
+        pool = self._warm_pool()
+        if pool is not None:
+            pool.refill_soon()
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.close()
+
+    def _warm_pool(self) -> WarmPool | None:
+        settings = self._pool_settings
+        if settings is None or settings.size < 1:
+            return None
+        if self._pool is None:
+            self._pool = WarmPool(
+                self, settings.folder, size=settings.size, memory_mb=settings.memory_mb,
+                timeout_s=settings.timeout_s, max_idle_s=settings.max_idle_s,
+            )  # fmt: skip
+        return self._pool
 
     def run(self, spec: JobSpec) -> RunResult:
         client = self._engine()
@@ -66,16 +122,25 @@ class DockerRunner:
             raise RunnerUnavailable(f"The Docker engine is not reachable: {error}") from error
         spec.write_job_file()
         _let_runner_read(spec)
-        try:
-            container = client.containers.create(self.image, **self._container_options(spec))
-        except ENGINE_ERRORS as error:
-            raise RunnerUnavailable(
-                f"The Docker engine could not create the job: {error}"
-            ) from error
+        pool = self._warm_pool()
+        warm = pool.take(spec) if pool is not None else None
+        if warm is None:
+            try:
+                container = client.containers.create(self.image, **self._container_options(spec))
+            except ENGINE_ERRORS as error:
+                raise RunnerUnavailable(
+                    f"The Docker engine could not create the job: {error}"
+                ) from error
+        else:
+            container = warm.container
         started = time.monotonic()
         try:
             try:
-                container.start()
+                if warm is None:
+                    container.start()
+                else:
+                    assert pool is not None
+                    pool.hand_over(warm, spec)  # the waiting harness starts the job
                 self._wait(container, spec, started)
                 container.reload()
                 oom_killed = bool(container.attrs["State"].get("OOMKilled"))
@@ -98,6 +163,10 @@ class DockerRunner:
             return RunResult(result.tables, result.log, time.monotonic() - started)
         finally:
             _remove(container)
+            if warm is not None and pool is not None:
+                shutil.rmtree(warm.folder, ignore_errors=True)
+            if pool is not None:
+                pool.refill_soon()
 
     def cleanup_orphans(self) -> int:
         """Remove this runner's containers that no job is waiting for; return how many.
@@ -121,6 +190,39 @@ class DockerRunner:
                 removed += 1
         return removed
 
+    def job_containers(self) -> list[JobContainer]:
+        """This runner's containers, in any state, with what their labels say."""
+        try:
+            listed = self._engine().api.containers(all=True, filters={"label": f"{LABEL_RUNNER}=1"})
+        except ENGINE_ERRORS as error:
+            raise RunnerUnavailable(f"The Docker engine is not reachable: {error}") from error
+        containers = []
+        for entry in listed:
+            labels = entry.get("Labels") or {}
+            pid = _float(labels.get(LABEL_PID))
+            containers.append(
+                JobContainer(
+                    id=entry["Id"],
+                    job_id=labels.get(LABEL_JOB, ""),
+                    running=entry.get("State") == "running",
+                    host=labels.get(LABEL_HOST),
+                    pid=None if pid is None else int(pid),
+                    deadline=_float(labels.get(LABEL_DEADLINE)),
+                )
+            )
+        return containers
+
+    def remove_container(self, container_id: str) -> bool:
+        """Kill and remove one container; False if it was gone already or could not be."""
+        try:
+            self._engine().api.remove_container(container_id, force=True)
+        except NotFound:
+            return False
+        except ENGINE_ERRORS as error:
+            logger.warning("could not remove container %s: %s", container_id, error)
+            return False
+        return True
+
     @property
     def client(self) -> Any:
         """The Docker client, made from the environment on first use."""
@@ -136,8 +238,9 @@ class DockerRunner:
                 raise RunnerUnavailable(f"The Docker engine is not reachable: {error}") from error
         return self._client
 
-    def _container_options(self, spec: JobSpec) -> dict[str, Any]:
-        deadline = time.time() + spec.timeout_s + ORPHAN_GRACE_S
+    def _container_options(self, spec: JobSpec, *, idle_s: float = 0.0) -> dict[str, Any]:
+        # A warm container may wait idle_s for its job before the job's own time starts.
+        deadline = time.time() + idle_s + spec.timeout_s + ORPHAN_GRACE_S
         options: dict[str, Any] = {
             "name": f"sandbox-job-{_name_part(spec.job_id)}-{secrets.token_hex(3)}",
             # Only this job's view, read-only: the job cannot change its input.
@@ -179,6 +282,8 @@ class DockerRunner:
                 LABEL_JOB: spec.job_id,
                 LABEL_RUNNER: "1",
                 LABEL_DEADLINE: f"{deadline:.0f}",
+                LABEL_HOST: socket.gethostname(),
+                LABEL_PID: str(os.getpid()),
             },
         }
         if self.runtime:

@@ -8,10 +8,12 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import click
 
 from sandbox.context import Sandbox, current, docker_ready
+from sandbox.signing import OutputFile
 
 
 def _sandbox() -> Sandbox:
@@ -54,6 +56,25 @@ def datasets_generate(patients: int, seed: int, owner: str) -> None:
     version = store_dataset(_sandbox(), patients=patients, seed=seed, owner=owner)
     click.echo(f"health: {patients} patients, version {version[:12]}, "
                f"{time.monotonic() - started:.1f} s")  # fmt: skip
+
+
+@datasets.command("reviewers")
+@click.argument("name")
+@click.argument("count", type=click.IntRange(1, 2))
+@click.option("--as", "username", default="owner", show_default=True, help="The dataset's owner.")
+def datasets_reviewers(name: str, count: int, username: str) -> None:
+    """Require COUNT (1 or 2) distinct auditors to approve NAME's held outputs."""
+    from sandbox import reads, reviews
+    from sandbox.errors import SandboxError
+
+    with _sandbox().tx() as session:
+        try:
+            reviews.set_reviewers_required(
+                session, by=reads.user_named(session, username), dataset=name, count=count
+            )
+        except SandboxError as error:
+            raise click.ClickException(error.message) from error
+    click.echo(f"{name}: {count} auditor(s) must approve each held output")
 
 
 @main.group()
@@ -222,14 +243,41 @@ def audit() -> None:
 
 
 @audit.command("verify")
-def audit_verify() -> None:
-    """Check the whole chain; name the first broken entry."""
-    from sandbox import audit as audit_log
+@click.option(
+    "--checkpoints",
+    "checkpoints_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Signed checkpoints to compare with [default: <instance>/audit-checkpoints.jsonl].",
+)
+@click.option("--no-checkpoint", is_flag=True, help="Do not sign the verified head afterwards.")
+def audit_verify(checkpoints_file: Path | None, no_checkpoint: bool) -> None:
+    """Check the whole chain and the signed checkpoints; name the first broken entry.
 
-    with _sandbox().tx() as session:
-        report = audit_log.verify(session)
+    An intact chain's head is then signed into the instance's checkpoint file.
+    Exits 1 when anything is wrong.
+    """
+    from sandbox import checkpoints
+
+    report = checkpoints.verify_chain(
+        _sandbox(), checkpoints_file=checkpoints_file, checkpoint_after=not no_checkpoint
+    )
     click.echo(json.dumps(report.to_dict(), ensure_ascii=False))
     sys.exit(0 if report.ok else 1)
+
+
+@audit.command("checkpoint")
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, writable=True, path_type=Path),
+    help="Also write the signed checkpoint to this file (keep a copy off this machine).",
+)
+def audit_checkpoint(out: Path | None) -> None:
+    """Sign the chain's head {seq, head, at} with the release key and append it to
+    <instance>/audit-checkpoints.jsonl; print it."""
+    from sandbox import checkpoints
+
+    signed = checkpoints.write_checkpoint(_sandbox(), out=out)
+    click.echo(json.dumps(signed, ensure_ascii=False))
 
 
 @main.group()
@@ -309,6 +357,182 @@ def access_deny(request_id: str, username: str, comment: str) -> None:
         except SandboxError as error:
             raise click.ClickException(error.message) from error
     click.echo(f"denied {request_id}")
+
+
+@main.command("verify-release")
+@click.argument("certificate_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option(
+    "--output",
+    "outputs",
+    multiple=True,
+    metavar="[NAME=]FILE",
+    help="A downloaded output to check (repeat): the JSON result or one table's CSV; "
+    "NAME says which output a CSV file is when the file name does not.",
+)
+@click.option(
+    "--keys",
+    "keys_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="The published keyring (sandbox keys export-public, GET /api/v1/release-keys) "
+    "[default: this instance's].",
+)
+@click.option(
+    "--code",
+    "code_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Also check that this file is the code the job ran.",
+)
+def verify_release(
+    certificate_file: Path, outputs: tuple[str, ...], keys_file: Path | None, code_file: Path | None
+) -> None:
+    """Verify a release certificate and its outputs offline; exit 1 on any failure.
+
+    CERTIFICATE_FILE is the certificate or the whole JSON result that holds it.
+    No database is needed, nor an instance when --keys is given.
+    """
+    from sandbox.signing import (
+        KeyringInvalid,
+        PublicKeyring,
+        SignatureInvalid,
+        certificate_from,
+        verify_release,
+    )
+
+    try:
+        certificate = certificate_from(json.loads(certificate_file.read_text(encoding="utf-8")))
+        keyring = PublicKeyring.load(keys_file or _instance_keyring())
+    except (ValueError, SignatureInvalid, KeyringInvalid) as error:
+        raise click.ClickException(str(error)) from error
+    files = [_output_file(spec) for spec in outputs]
+    code = code_file.read_bytes() if code_file is not None else None
+    report = verify_release(certificate, keyring, files, code=code)
+    for check in report.checks:
+        click.echo(f"{'ok' if check.ok else 'FAIL':<4}  {check.name}: {check.message}")
+    if report.ok:
+        click.echo("release certificate verified")
+        return
+    click.echo(f"NOT VERIFIED: {len(report.failures)} check(s) failed", err=True)
+    sys.exit(1)
+
+
+def _instance_keyring() -> Path:
+    from sandbox.config import Settings
+    from sandbox.keys import RELEASE_KEYRING
+
+    path = Settings.from_env().instance / RELEASE_KEYRING
+    if not path.exists():
+        raise click.ClickException(f"there is no keyring at {path}; give the published one: --keys")
+    return path
+
+
+def _output_file(spec: str) -> OutputFile:
+    name, path = None, Path(spec)
+    if "=" in spec and not path.exists():
+        name, _, rest = spec.partition("=")
+        path = Path(rest)
+    if not path.is_file():
+        raise click.BadParameter(f"{path} is not a file", param_hint="--output")
+    return OutputFile(label=path.name, data=path.read_bytes(), name=name)
+
+
+@main.group()
+def keys() -> None:
+    """Master keys (data at rest) and release signing keys: status, rotation, export."""
+
+
+@keys.command("status")
+def keys_status() -> None:
+    """Print where the master keys come from, their ids and states, and the signing keys."""
+    from sandbox import keys as key_service
+
+    sandbox = _sandbox()
+    if os.environ.get(key_service.MASTER_KEY_ENV):
+        ring = sandbox.store.keyring()
+        click.echo(f"master keys: from {key_service.MASTER_KEY_ENV}")
+        click.echo(f"  current   {ring.current_id}")
+        for old in ring.accepted:
+            click.echo(f"  accepted  {key_service.master_key_id(old)}")
+    else:
+        keyfile = key_service.master_key_file(sandbox.settings)
+        keyfile.load()
+        click.echo(f"master keys: {keyfile.path}")
+        for found in keyfile.entries():
+            retired = f"  retired {found['retired_at']}" if found["retired_at"] else ""
+            click.echo(f"  {found['state']:<9} {found['id']}  {found['created_at']}{retired}")
+    for name in sandbox.store.names():
+        click.echo(f"  dataset {name}: wrapped under {sandbox.store.wrapping_key_id(name)}")
+    keyring = sandbox.signing_keys.public_keyring()
+    click.echo(f"release signing keys: {sandbox.signing_keys.keyring_path}")
+    for entry in keyring.keys.values():
+        state = "current" if entry.key_id == keyring.current else f"retired {entry.retired_at}"
+        click.echo(f"  {entry.key_id}  created {entry.created_at}  {state}")
+
+
+@keys.command("rotate")
+@click.option(
+    "--keep-old",
+    is_flag=True,
+    help="Re-wrap, but keep the old master key accepted (retire it later with keys retire).",
+)
+def keys_rotate(keep_old: bool) -> None:
+    """New master key: re-wrap every dataset's data key under it, then retire the old one.
+
+    Datasets stay readable throughout; data files are not re-encrypted. With
+    SANDBOX_MASTER_KEY set, the new key is that variable and the old ones are in
+    SANDBOX_MASTER_KEY_OLD.
+    """
+    from sandbox import keys as key_service
+    from sandbox.errors import SandboxError
+
+    try:
+        rotation = key_service.rotate_master_key(_sandbox(), by="cli", retire=not keep_old)
+    except SandboxError as error:
+        raise click.ClickException(error.message) from error
+    click.echo(f"current master key: {rotation.current}")
+    click.echo(f"re-wrapped {len(rotation.datasets)} dataset(s): {', '.join(rotation.datasets)}")
+    if rotation.retired:
+        click.echo(f"retired: {', '.join(rotation.retired)}")
+    elif rotation.old:
+        click.echo(f"still accepted: {', '.join(rotation.old)}")
+    if rotation.note:
+        click.echo(rotation.note)
+
+
+@keys.command("retire")
+def keys_retire() -> None:
+    """Retire every master key but the current one (refused while a dataset needs one)."""
+    from sandbox import keys as key_service
+    from sandbox.errors import SandboxError
+
+    try:
+        retired = key_service.retire_master_keys(_sandbox(), by="cli")
+    except SandboxError as error:
+        raise click.ClickException(error.message) from error
+    click.echo(f"retired: {', '.join(retired) or 'none'}")
+
+
+@keys.command("rotate-signing")
+def keys_rotate_signing() -> None:
+    """Make a new release signing key current; the old public key stays published."""
+    from sandbox import keys as key_service
+
+    old, new = key_service.rotate_signing_key(_sandbox(), by="cli")
+    click.echo(f"release signing key: {new} (retired {old}; its public key stays published)")
+
+
+@keys.command("export-public")
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, writable=True, path_type=Path),
+    help="Write the keyring to this file instead of standard output.",
+)
+def keys_export_public(out: Path | None) -> None:
+    """Print the public keyring that verifies every release certificate of this instance."""
+    text = json.dumps(_sandbox().signing_keys.public_keyring().to_dict(), indent=2)
+    if out is None:
+        click.echo(text)
+    else:
+        out.write_text(text + "\n", encoding="utf-8")
 
 
 @main.command()

@@ -1,7 +1,10 @@
 """Configuration from ``SANDBOX_*`` environment variables and the instance folder.
 
-Secrets (master key, pseudonym secret, web session key) are generated on the
-first start into ``<instance>/secrets.json`` (mode 0600) and never committed.
+Secrets (pseudonym secret, web session key) are generated on the first start
+into ``<instance>/secrets.json`` (mode 0600) and never committed. The master
+keys that wrap the datasets' data keys come from ``SANDBOX_MASTER_KEY`` or a
+key file (``SANDBOX_MASTER_KEY_FILE``, default ``<instance>/master-keys.json``);
+release signing keys live in the instance (see :mod:`sandbox.keys`).
 """
 
 from __future__ import annotations
@@ -27,6 +30,17 @@ class Settings:
     job_timeout_s: int
     job_memory_mb: int
     docker_runtime: str | None
+    # The master keyring file; None: <instance>/master-keys.json. Unused when
+    # SANDBOX_MASTER_KEY is set (see sandbox.keys).
+    master_key_file: Path | None = None
+    # How often a worker's sweeper re-enqueues jobs whose message was lost and
+    # clears what killed workers left behind (sandbox.sweeper).
+    sweep_interval_s: float = 15.0
+    # Fairness: per analyst, jobs waiting or running at once, and submissions a minute.
+    max_active_jobs: int = 4
+    max_submissions_per_minute: int = 30
+    # Docker runner containers each worker process starts ahead of its jobs (0: none).
+    runner_pool: int = 1
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -50,6 +64,13 @@ class Settings:
             job_timeout_s=int(env.get("SANDBOX_JOB_TIMEOUT", "120")),
             job_memory_mb=int(env.get("SANDBOX_JOB_MEMORY_MB", "1024")),
             docker_runtime=env.get("SANDBOX_DOCKER_RUNTIME") or None,
+            master_key_file=Path(env["SANDBOX_MASTER_KEY_FILE"]).resolve()
+            if env.get("SANDBOX_MASTER_KEY_FILE")
+            else None,
+            sweep_interval_s=_positive(env, "SANDBOX_SWEEP_INTERVAL", "15"),
+            max_active_jobs=_whole(env, "SANDBOX_MAX_ACTIVE_JOBS", "4"),
+            max_submissions_per_minute=_whole(env, "SANDBOX_MAX_SUBMISSIONS_PER_MINUTE", "30"),
+            runner_pool=_count(env, "SANDBOX_RUNNER_POOL", "1"),
         )
 
     @property
@@ -60,6 +81,10 @@ class Settings:
     def work_dir(self) -> Path:
         return self.instance / "work"
 
+    @property
+    def master_key_path(self) -> Path:
+        return self.master_key_file or self.instance / "master-keys.json"
+
     def ensure_dirs(self) -> None:
         for folder in (self.instance, self.datasets_dir, self.work_dir):
             folder.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -68,9 +93,34 @@ class Settings:
         return Secrets.load_or_create(self.instance / "secrets.json")
 
 
+def _count(env: dict[str, str], name: str, default: str) -> int:
+    text = env.get(name, default)
+    if not text.isdigit() or int(text) > 8:
+        raise ConfigurationError(f"{name} must be a whole number from 0 to 8")
+    return int(text)
+
+
+def _whole(env: dict[str, str], name: str, default: str) -> int:
+    text = env.get(name, default)
+    if not text.isdigit() or int(text) < 1:
+        raise ConfigurationError(f"{name} must be a whole number of at least 1")
+    return int(text)
+
+
+def _positive(env: dict[str, str], name: str, default: str) -> float:
+    try:
+        value = float(env.get(name, default))
+    except ValueError:
+        value = 0.0
+    if not value > 0:
+        raise ConfigurationError(f"{name} must be a number of seconds above 0")
+    return value
+
+
 @dataclass(frozen=True)
 class Secrets:
-    master_key: bytes
+    # An older secrets.json also holds "master_key": sandbox.keys moves it into
+    # the master keyring file on first use, so that a rotation can retire it.
     pseudonym_secret: bytes
     session_key: bytes
 
@@ -80,9 +130,6 @@ class Secrets:
             values = {name: secrets.token_hex(32) for name in cls.__dataclass_fields__}
             create_secret_file_once(path, json.dumps(values))
         values = json.loads(path.read_text())
-        env_master = os.environ.get("SANDBOX_MASTER_KEY")
-        if env_master:
-            values["master_key"] = env_master
         return cls(**{name: bytes.fromhex(values[name]) for name in cls.__dataclass_fields__})
 
 

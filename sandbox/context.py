@@ -15,6 +15,7 @@ from runners import Runner
 from sandbox.config import Secrets, Settings
 from sandbox.db import transaction
 from sandbox.errors import ConfigurationError
+from sandbox.keys import SigningKeys, master_keyring_source
 from sandbox.signing import ReleaseKey
 
 log = logging.getLogger(__name__)
@@ -36,11 +37,18 @@ class Sandbox:
 
     @cached_property
     def store(self) -> DatasetStore:
-        return DatasetStore(self.settings.datasets_dir, self.secrets.master_key)
+        self.settings.ensure_dirs()
+        return DatasetStore(self.settings.datasets_dir, master_keyring_source(self.settings))
 
     @cached_property
+    def signing_keys(self) -> SigningKeys:
+        self.settings.ensure_dirs()
+        return SigningKeys(self.settings.instance)
+
+    @property
     def release_key(self) -> ReleaseKey:
-        return ReleaseKey.load_or_create(self.settings.instance / "release_ed25519.pem")
+        """The current signing key, read again each time so a rotation takes effect."""
+        return self.signing_keys.current()
 
     @cached_property
     def runner(self) -> Runner:
@@ -76,9 +84,13 @@ def choose_runner(settings: Settings) -> Runner:
     if settings.runner in ("docker", "auto"):
         ready, why = docker_ready()
         if ready or settings.runner == "docker":
-            from runners.docker_runner import DockerRunner
+            from runners.docker_runner import DockerRunner, WarmPoolSettings
 
-            return DockerRunner(runtime=settings.docker_runtime)
+            pool = WarmPoolSettings(
+                size=settings.runner_pool, folder=settings.instance / "runner-pool",
+                memory_mb=settings.job_memory_mb, timeout_s=settings.job_timeout_s,
+            )  # fmt: skip
+            return DockerRunner(runtime=settings.docker_runtime, pool=pool)
         if settings.environment == "production":
             raise ConfigurationError(f"production needs the Docker runner, but {why}")
         log.warning("%s (%s)", WARNING, why)

@@ -55,6 +55,13 @@ class BudgetExhausted(PolicyRejected):
     code = "budget_exhausted"
 
 
+class TooManyRequests(SandboxError):
+    """An analyst's fair share is used up for now; ``retry_after`` says when to try again."""
+
+    code = "rate_limited"
+    status = 429
+
+
 class Conflict(SandboxError):
     code = "conflict"
     status = 409

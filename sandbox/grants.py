@@ -28,6 +28,7 @@ def grant_access(
     max_epsilon_per_job: float = 2.0,
     delta_total: float = 0.0,
     max_delta_per_job: float = 1e-5,
+    max_rows_per_person: int | None = None,
     k_threshold: int = 10,
     days: int = 90,
     purpose: str = "research",
@@ -47,6 +48,8 @@ def grant_access(
         raise InvalidRequest(f"modes must be a non-empty list of {', '.join(MODES)}.")
     if epsilon_total < 0 or max_epsilon_per_job <= 0 or k_threshold < 2 or days <= 0:
         raise InvalidRequest("epsilon must be positive, k at least 2 and days at least 1.")
+    if max_rows_per_person is not None and not 1 <= max_rows_per_person <= 1000:
+        raise InvalidRequest("max_rows_per_person must be from 1 to 1000.")
     columns = [c.strip().lower() for c in columns or []]
     column_rules = {str(k).strip().lower(): v for k, v in (column_rules or {}).items()}
     if columns or column_rules:
@@ -59,6 +62,7 @@ def grant_access(
         epsilon_total=epsilon_total,
         delta_total=delta_total,
         max_delta_per_job=max_delta_per_job,
+        max_rows_per_person=max_rows_per_person,
         max_epsilon_per_job=max_epsilon_per_job,
         k_threshold=k_threshold,
         requires_consent=requires_consent,

@@ -6,12 +6,15 @@ machine does not allow and appends the audit entry in the same transaction.
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
-from collections.abc import Callable
+import math
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from datasets.health_manifest import MANIFESTS
@@ -19,7 +22,7 @@ from datasets.manifest import Manifest
 from policies.decision import Finding
 from policies.disclosure import DisclosureError, ThresholdPlan, plan_threshold
 from policies.policy_file import DatasetPolicy, load_policy
-from policies.python_check import check_python
+from policies.python_check import check_python, tables_read
 from policies.sql_check import check_sql
 from sandbox import audit, grants
 from sandbox.dp.planner import DpPlan, DpUnsupported, estimates, plan_dp_query
@@ -29,6 +32,7 @@ from sandbox.errors import (
     NoActiveGrant,
     NotFound,
     PolicyRejected,
+    TooManyRequests,
 )
 from sandbox.models import TRANSITIONS, Grant, Job, JobStatus, Role, User, utcnow
 
@@ -98,8 +102,14 @@ def plan_job(
     epsilon: float,
     policy: DatasetPolicy | None = None,
     delta: float = 0.0,
+    rows_per_person: int | None = None,
+    max_rows_per_person: int | None = None,
 ) -> Plan:
-    """Check the job's code; raise PolicyRejected with every finding, or return its plan."""
+    """Check the job's code; raise PolicyRejected with every finding, or return its plan.
+
+    ``rows_per_person`` (dp only) bounds each person's rows below the grant's
+    ``max_rows_per_person``; None takes the dataset's default.
+    """
     policy = policy or load_policy(manifest)
     if language == "python":
         if mode == "dp":
@@ -113,7 +123,11 @@ def plan_job(
         if not decision.allowed:
             findings = [f.to_dict() for f in decision.findings[:MAX_FINDINGS]]
             raise PolicyRejected(_summary(decision.findings), findings=findings)
-        return Plan(policy_version=policy.version)
+        # Only the tables the code names, when it names them all literally.
+        named = tables_read(code)
+        known = set(manifest.table_names)
+        tables = tuple(sorted(named)) if named and named <= known else ()
+        return Plan(tables=tables, policy_version=policy.version)
     checked = check_sql(code, manifest, mode="dp" if mode == "dp" else "masked", policy=policy)
     if not checked.allowed:
         findings = [f.to_dict() for f in checked.decision.findings[:MAX_FINDINGS]]
@@ -123,7 +137,12 @@ def plan_job(
     question = checked.statement.sql(dialect="duckdb", comments=False)
     try:
         if mode == "dp":
-            dp_plan = plan_dp_query(checked, manifest, epsilon=epsilon, delta=delta)
+            dp_plan = plan_dp_query(
+                checked, manifest, epsilon=epsilon, delta=delta,
+                rows_per_person=rows_per_person, max_rows_per_person=max_rows_per_person,
+            )  # fmt: skip
+            # The same question with another bound on persons' rows is another question.
+            question += f"\n-- rows_per_person={dp_plan.rows_per_person}"
             return Plan(
                 dp_plan.sql, dp=dp_plan, tables=tables, policy_version=policy.version,
                 question=question,
@@ -153,6 +172,7 @@ def dry_run(
     code: str,
     epsilon: float | None = None,
     delta: float | None = None,
+    rows_per_person: int | None = None,
 ) -> dict[str, Any]:
     """Every finding the job would meet, without queueing it or spending budget."""
     _check_kind(language=language, mode=mode)
@@ -169,7 +189,8 @@ def dry_run(
     try:
         plan = plan_job(
             manifest, language=language, mode=mode, code=code, epsilon=spend, policy=policy,
-            delta=float(delta or 0.0),
+            delta=float(delta or 0.0), rows_per_person=rows_per_person,
+            max_rows_per_person=grant.max_rows_per_person if grant else None,
         )  # fmt: skip
     except PolicyRejected as rejection:
         findings += rejection.details.get("findings", [])
@@ -178,6 +199,7 @@ def dry_run(
             remaining = grant.epsilon_remaining if grant else 0.0
             report["estimate"] = {"epsilon": spend, "delta": plan.dp.delta,
                                   "mechanism": plan.dp.mechanism,
+                                  "rows_per_person": plan.dp.rows_per_person,
                                   "epsilon_remaining": remaining,
                                   "outputs": estimates(plan.dp)}  # fmt: skip
     return {"allowed": not findings, "findings": findings, "policy_version": policy.version,
@@ -201,6 +223,7 @@ def submit_job(
     epsilon: float | None = None,
     dataset_version: str | None = None,
     delta: float | None = None,
+    rows_per_person: int | None = None,
 ) -> Job:
     """Record a job and either reject it or queue it. Commit, then enqueue it."""
     if by.role != Role.ANALYST:
@@ -215,8 +238,12 @@ def submit_job(
         delta = 0.0 if delta is None else delta
         if not isinstance(delta, int | float) or not 0 <= float(delta) < 1e-3:
             raise InvalidRequest("delta must be at least 0 and below 0.001.", field="delta")
+        if rows_per_person is not None and (
+            isinstance(rows_per_person, bool) or not isinstance(rows_per_person, int)
+        ):
+            raise InvalidRequest("rows_per_person must be a whole number.", field="rows_per_person")
     else:
-        epsilon, delta = 0.0, 0.0
+        epsilon, delta, rows_per_person = 0.0, 0.0, None
     manifest = manifest_for(dataset)
     grant = grants.active_grant(session, analyst=by, dataset=dataset, mode=mode)
     job = Job(
@@ -229,6 +256,7 @@ def submit_job(
         code_sha256=hashlib.sha256(code.encode()).hexdigest(),
         epsilon=float(epsilon),
         delta=float(delta),
+        rows_per_person=rows_per_person,
         status=JobStatus.SUBMITTED.value,
     )
     session.add(job)
@@ -257,6 +285,7 @@ def submit_job(
         plan = plan_job(
             manifest, language=language, mode=mode, code=code, epsilon=job.epsilon,
             policy=policy_for(manifest, grant), delta=job.delta,
+            rows_per_person=job.rows_per_person, max_rows_per_person=grant.max_rows_per_person,
         )  # fmt: skip
         job.policy_version = plan.policy_version
         job.dataset_version = dataset_version or ""
@@ -279,7 +308,10 @@ def submit_job(
         job.error_code = rejection.code
         job.error_message = rejection.message
         job.finished_at = utcnow()
-        move(session, job, JobStatus.REJECTED, actor="policy", details={"findings": job.findings})
+        # Rule codes only: a finding's message may quote the submitted code.
+        rules = [str(f.get("rule")) for f in job.findings]
+        move(session, job, JobStatus.REJECTED, actor="policy",
+             details={"error": job.error_code, "rules": rules})  # fmt: skip
         return job
     move(session, job, JobStatus.QUEUED, actor="policy")
     return job
@@ -325,6 +357,52 @@ def rejection_of(job: Job) -> PolicyRejected:
 Enqueue = Callable[[str], None]
 
 
+@contextmanager
+def _refusal_audited(sandbox: Any, *, by_id: int, dataset: str, mode: str) -> Iterator[None]:
+    """A submission without an active grant is rolled back; the attempt is kept in the audit."""
+    try:
+        yield
+    except NoActiveGrant as refusal:
+        with sandbox.tx() as session:
+            user = session.get(User, by_id)
+            audit.append(
+                session, actor=user.username if user else str(by_id), action="job.refused",
+                subject=dataset[:128], details={"error": refusal.code, "mode": mode},
+            )  # fmt: skip
+        raise
+
+
+ACTIVE_STATES = (JobStatus.SUBMITTED, JobStatus.QUEUED, JobStatus.RUNNING, JobStatus.CHECKING)
+
+
+def _check_fair_share(session: Session, user: User, settings: Any) -> None:
+    """Per analyst: at most so many jobs waiting or running, so many submissions a minute."""
+    active = session.scalar(
+        select(func.count()).select_from(Job).where(
+            Job.analyst_id == user.id, Job.status.in_([s.value for s in ACTIVE_STATES])
+        )
+    ) or 0  # fmt: skip
+    if active >= settings.max_active_jobs:
+        raise TooManyRequests(
+            f"You have {active} jobs waiting or running; at most {settings.max_active_jobs} "
+            "at once. Submit again when one has finished.",
+            rule="fair_share.active_jobs", retry_after=10,
+        )  # fmt: skip
+    since = utcnow() - dt.timedelta(minutes=1)
+    recent = list(session.scalars(
+        select(Job.submitted_at).where(Job.analyst_id == user.id, Job.submitted_at >= since)
+        .order_by(Job.submitted_at)
+    ))  # fmt: skip
+    if len(recent) >= settings.max_submissions_per_minute:
+        oldest = recent[0] if recent[0].tzinfo else recent[0].replace(tzinfo=dt.UTC)
+        wait = max(1, math.ceil(60 - (utcnow() - oldest).total_seconds()))
+        raise TooManyRequests(
+            f"At most {settings.max_submissions_per_minute} submissions a minute; "
+            f"try again in {wait} s.",
+            rule="fair_share.per_minute", retry_after=wait,
+        )  # fmt: skip
+
+
 def submit(
     sandbox: Any,
     *,
@@ -336,17 +414,22 @@ def submit(
     epsilon: float | None,
     enqueue: Enqueue,
     delta: float | None = None,
+    rows_per_person: int | None = None,
 ) -> Job:
     """Submit in one transaction; answer a rejection with its error; queue the rest."""
-    with sandbox.tx() as session:
-        user = session.get(User, by_id)
+    refusal_kept = _refusal_audited(sandbox, by_id=by_id, dataset=dataset, mode=mode)
+    with refusal_kept, sandbox.tx() as session:
+        # One submission per analyst at a time, so the fair-share counts hold.
+        user = session.scalars(select(User).where(User.id == by_id).with_for_update()).first()
         if user is None:
             raise NotFound("There is no such user.")
+        _check_fair_share(session, user, sandbox.settings)
         store = sandbox.store
         version = store.version(dataset) if store.exists(dataset) else None
         job = submit_job(
             session, by=user, dataset=dataset, language=language, mode=mode, code=code,
             epsilon=epsilon, dataset_version=version, delta=delta,
+            rows_per_person=rows_per_person,
         )  # fmt: skip
     if job.status == JobStatus.REJECTED:
         raise rejection_of(job)

@@ -51,7 +51,11 @@ TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
         {JobStatus.WITHHELD, JobStatus.PENDING_REVIEW, JobStatus.RELEASED}
     ),
     JobStatus.PENDING_REVIEW: frozenset({JobStatus.RELEASED, JobStatus.WITHHELD}),
+    # The analyst's objection (异议) to an auditor's withholding sends it back for review.
+    JobStatus.WITHHELD: frozenset({JobStatus.PENDING_REVIEW}),
 }
+# Final for the worker: nothing runs a job again from these. Only an objection
+# reopens a withheld output, and only for review (sandbox.reviews).
 FINAL_STATES = frozenset(
     {JobStatus.REJECTED, JobStatus.FAILED, JobStatus.WITHHELD, JobStatus.RELEASED}
 )
@@ -88,6 +92,8 @@ class DatasetRecord(Base):
     version: Mapped[str] = mapped_column(String(64))
     owner_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
     row_counts: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    # How many distinct auditors must approve an output held for review (1 or 2).
+    reviewers_required: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
@@ -106,6 +112,9 @@ class Grant(Base):
     delta_total: Mapped[float] = mapped_column(Float, default=0.0)
     delta_spent: Mapped[float] = mapped_column(Float, default=0.0)
     max_delta_per_job: Mapped[float] = mapped_column(Float, default=1e-5)
+    # The most rows a person may contribute to one dp query; a query may ask for
+    # fewer. None: the manifest's bound per table.
+    max_rows_per_person: Mapped[int | None] = mapped_column(Integer, nullable=True)
     k_threshold: Mapped[int] = mapped_column(Integer, default=10)
     requires_consent: Mapped[bool] = mapped_column(Boolean, default=True)
     requires_review: Mapped[bool] = mapped_column(Boolean, default=False)
@@ -157,6 +166,8 @@ class Job(Base):
     question_sha256: Mapped[str] = mapped_column(String(64), default="", index=True)
     epsilon: Mapped[float] = mapped_column(Float, default=0.0)
     delta: Mapped[float] = mapped_column(Float, default=0.0)
+    # dp: the rows each person may contribute, as the analyst asked (None: the default).
+    rows_per_person: Mapped[int | None] = mapped_column(Integer, nullable=True)
     status: Mapped[str] = mapped_column(String(16), default=JobStatus.SUBMITTED.value, index=True)
     error_code: Mapped[str | None] = mapped_column(String(64), nullable=True)
     error_message: Mapped[str | None] = mapped_column(Text, nullable=True)
@@ -168,6 +179,9 @@ class Job(Base):
     finished_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     result: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     certificate: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    # Per output row (released or suppressed): its group keys, persons and a sketch of
+    # them, for the differencing checks of later releases. Never shown to anyone.
+    disclosure_sketches: Mapped[list[Any] | None] = mapped_column(JSON, nullable=True)
     # What the job printed: auditors only, never the analyst.
     log: Mapped[str | None] = mapped_column(Text, nullable=True)
 
@@ -230,3 +244,29 @@ class ConsentRecord(Base):
     purpose: Mapped[str] = mapped_column(String(64))
     given_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     withdrawn_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class ReviewKind(StrEnum):
+    APPROVE = "approve"
+    WITHHOLD = "withhold"
+    OBJECTION = "objection"
+
+
+class ReviewEvent(Base):
+    """One step of a held output's review: an auditor's decision or the analyst's objection.
+
+    A review runs in rounds: the first starts when the job is held, each
+    objection starts the next. Approvals count within their round only.
+    """
+
+    __tablename__ = "review_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id"), index=True)
+    round: Mapped[int] = mapped_column(Integer)
+    kind: Mapped[str] = mapped_column(String(16))
+    actor_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    comment: Mapped[str] = mapped_column(Text)
+    at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    actor: Mapped[User] = relationship()

@@ -1,12 +1,15 @@
 """Running one queued job: prepare the view, run isolated, control disclosure, release.
 
-Safe to repeat: a job that is already past ``running`` is left alone, and a
-job found ``running`` (its worker died) is run again from its stored code.
-The view folder is deleted whatever happens.
+Safe to repeat: a job that is already past ``running`` is left alone, a job
+``running`` under another worker's lease too, and a job whose lease is lost
+(its worker died: see :mod:`sandbox.lease`) is run again from its stored
+code. Each attempt has its own view folder, deleted whatever happens, and
+only the attempt that still holds the job may finish it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 import shutil
@@ -17,27 +20,37 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from datasets.views import build_view, pseudonym_key, write_view
+from datasets.views import build_view, pseudonym_key
 from policies.decision import Finding
-from policies.disclosure import DisclosureError, apply_threshold, check_declared_output
+from policies.disclosure import (
+    DisclosureError,
+    Released,
+    apply_threshold,
+    check_declared_output,
+)
+from policies.output_checks import DisclosureRules, Sketch, SketchedRow, isolations
 from policies.policy_file import DatasetPolicy, PolicyFileError, load_policy
 from runners import JobFailed, JobSpec, RunnerUnavailable, RunResult
-from sandbox import audit, grants
+from sandbox import audit, grants, lease
 from sandbox.consent import consenting_persons
 from sandbox.context import Sandbox
 from sandbox.dp.planner import release_noisy
+from sandbox.errors import Conflict
 from sandbox.jobs import Plan, manifest_for, move, plan_job, policy_for
 from sandbox.models import FINAL_STATES, Grant, Job, JobStatus, utcnow
-from sandbox.signing import sha256_json
+from sandbox.reads import result_csv
+from sandbox.signing import CERTIFICATE_TYPE, output_entries, sha256_json
+from sandbox.view_cache import ViewCache, view_key
 
 log = logging.getLogger(__name__)
 WORKER = "worker"
-# A job 'running' for longer than its timeout plus this has lost its worker.
-LEASE_MARGIN_S = 60
+# This process's recent views (in memory only): jobs sharing one skip building it.
+VIEWS = ViewCache()
 
 
 def run_job(sandbox: Sandbox, job_id: str) -> str:
     """Take the job through to a final state (or pending review); return its status."""
+    holder = str(lease.Holder.current())
     with sandbox.tx() as session:
         job = session.scalars(select(Job).where(Job.id == job_id).with_for_update()).one_or_none()
         if job is None:
@@ -46,13 +59,24 @@ def run_job(sandbox: Sandbox, job_id: str) -> str:
         status = JobStatus(job.status)
         if status in FINAL_STATES or status in (JobStatus.CHECKING, JobStatus.PENDING_REVIEW):
             return status.value
-        if status is JobStatus.RUNNING and not _lease_expired(job, sandbox):
-            return status.value  # another worker holds it
         if status is JobStatus.QUEUED:
-            move(session, job, JobStatus.RUNNING, actor=WORKER, details={"attempt": 1})
-        else:  # its worker died and the lease ran out: run it again
-            audit.append(session, actor=WORKER, action="job.rerun", subject=job.id)
+            move(session, job, JobStatus.RUNNING, actor=WORKER,
+                 details={"attempt": 1, "worker": holder})  # fmt: skip
+        else:
+            lost = lease.lost_because(session, job, timeout_s=sandbox.settings.job_timeout_s)
+            if lost is None:
+                return status.value  # another worker holds it
+            if lost is not lease.Lost.RELEASED and (
+                lease.worker_losses(session, job.id) + 1 >= lease.MAX_WORKER_LOSSES
+            ):
+                message = f"The worker running this job was lost {lease.MAX_WORKER_LOSSES} times."
+                _fail(job, session, "worker_lost", message)
+                return job.status
+            audit.append(session, actor=WORKER, action="job.rerun", subject=job.id,
+                         details={"attempt": job.attempts + 1, "worker": holder,
+                                  "lost": lost.value})  # fmt: skip
         job.attempts += 1
+        attempt = job.attempts
         job.started_at = utcnow()
         grant = session.get(Grant, job.grant_id)
         if grant is None or not grant.is_active():
@@ -61,10 +85,15 @@ def run_job(sandbox: Sandbox, job_id: str) -> str:
         if job.cached_from:
             return _release_cached(sandbox, session, job)
         job.runner = sandbox.runner.name
+        # The version the view is built from now (the dataset may have been replaced since
+        # the submission): the certificate names what was actually read.
+        if sandbox.store.exists(job.dataset):
+            job.dataset_version = sandbox.store.version(job.dataset)
         job_data = _JobData.of(job, grant)
         policy = policy_for(manifest_for(job.dataset), grant)
 
-    folder = sandbox.settings.work_dir / job_id
+    # Per attempt: a lost attempt that still runs somewhere cannot delete this one's view.
+    folder = sandbox.settings.work_dir / job_id / f"attempt-{attempt}"
     try:
         plan = plan_job(
             manifest_for(job_data.dataset),
@@ -74,6 +103,8 @@ def run_job(sandbox: Sandbox, job_id: str) -> str:
             epsilon=job_data.epsilon,
             policy=policy,
             delta=job_data.delta,
+            rows_per_person=job_data.rows_per_person,
+            max_rows_per_person=job_data.max_rows_per_person,
         )
         _prepare_view(sandbox, job_data, plan, policy, folder / "input")
         spec = JobSpec(
@@ -87,19 +118,26 @@ def run_job(sandbox: Sandbox, job_id: str) -> str:
         result = sandbox.runner.run(spec)
     except JobFailed as failure:
         with sandbox.tx() as session:
-            job = session.get_one(Job, job_id)
+            job = _locked(session, job_id)
+            if _superseded(job, attempt):
+                return job.status
             _fail(job, session, f"run.{failure.reason}", failure.message, log=failure.log)
             return job.status
     except RunnerUnavailable:
         # Not the job's fault: give up the lease so the task's retry runs it again.
         with sandbox.tx() as session:
-            session.get_one(Job, job_id).started_at = None
-            audit.append(session, actor=WORKER, action="job.runner_unavailable", subject=job_id)
+            job = _locked(session, job_id)
+            if not _superseded(job, attempt):
+                job.started_at = None
+                audit.append(session, actor=WORKER, action="job.runner_unavailable",
+                             subject=job_id)  # fmt: skip
         raise
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            folder.parent.rmdir()  # the job's folder, once no attempt uses it
 
-    return _check_and_release(sandbox, job_id, plan, policy, result)
+    return _check_and_release(sandbox, job_id, plan, policy, result, attempt=attempt)
 
 
 def _release_cached(sandbox: Sandbox, session: Any, job: Job) -> str:
@@ -114,12 +152,17 @@ def _release_cached(sandbox: Sandbox, session: Any, job: Job) -> str:
     return job.status
 
 
-def _lease_expired(job: Job, sandbox: Sandbox) -> bool:
-    if job.started_at is None:
-        return True
-    started = job.started_at if job.started_at.tzinfo else job.started_at.replace(tzinfo=dt.UTC)
-    lease = dt.timedelta(seconds=sandbox.settings.job_timeout_s + LEASE_MARGIN_S)
-    return utcnow() - started > lease
+def _locked(session: Session, job_id: str) -> Job:
+    return session.scalars(select(Job).where(Job.id == job_id).with_for_update()).one()
+
+
+def _superseded(job: Job, attempt: int) -> bool:
+    """Whether the job moved on, or another attempt took it over, since ``attempt`` began.
+
+    Only the attempt that holds the job may fail or release it: a lost attempt
+    that still runs somewhere must not finish the job a second time.
+    """
+    return JobStatus(job.status) is not JobStatus.RUNNING or job.attempts != attempt
 
 
 @dataclass(frozen=True)
@@ -132,6 +175,8 @@ class _JobData:
     code: str
     epsilon: float
     delta: float
+    rows_per_person: int | None
+    max_rows_per_person: int | None
     grant_id: str
     # The raw person ids (as text) the view keeps; None: no consent filter.
     consenting: frozenset[str] | None
@@ -156,6 +201,8 @@ class _JobData:
             code=job.code,
             epsilon=job.epsilon,
             delta=job.delta,
+            rows_per_person=job.rows_per_person,
+            max_rows_per_person=grant.max_rows_per_person,
             grant_id=grant.id,
             consenting=consenting,
         )
@@ -182,25 +229,33 @@ def _prepare_view(
     sandbox: Sandbox, job: _JobData, plan: Plan, policy: DatasetPolicy, folder: Path
 ) -> None:
     manifest = manifest_for(job.dataset)
-    names = plan.tables or manifest.table_names
-    tables = {name: sandbox.store.read_table(job.dataset, name) for name in names}
-    view = build_view(
-        tables,
-        manifest,
-        key=pseudonym_key(sandbox.secrets.pseudonym_secret, job.dataset, job.grant_id),
+    names = tuple(plan.tables or manifest.table_names)
+
+    def build() -> dict[str, Any]:
+        tables = {name: sandbox.store.read_table(job.dataset, name) for name in names}
+        view = build_view(
+            tables,
+            manifest,
+            key=pseudonym_key(sandbox.secrets.pseudonym_secret, job.dataset, job.grant_id),
+            consenting=job.consenting,
+            table_names=names,
+        )
+        if job.language == "python":
+            # Python code reads whole tables, so the columns its policy closes (the
+            # grant's, the consent flag) are not given to it at all. SQL keeps them
+            # for the rewritten query's own use; the checker keeps the analyst off them.
+            view = {
+                name: frame[[c for c in frame.columns if not policy.rule(name, c).forbidden]]
+                for name, frame in view.items()
+            }
+        return view
+
+    key = view_key(
+        dataset=job.dataset, version=sandbox.store.version(job.dataset), grant_id=job.grant_id,
+        tables=names, columns_policy=f"{job.language}:{policy.version}",
         consenting=job.consenting,
-        table_names=names,
-    )
-    if job.language == "python":
-        # Python code reads whole tables, so the columns its policy closes (the
-        # grant's, the consent flag) are not given to it at all. SQL keeps them
-        # for the rewritten query's own use; the checker keeps the analyst off them.
-        view = {
-            name: frame[[c for c in frame.columns if not policy.rule(name, c).forbidden]]
-            for name, frame in view.items()
-        }
-    folder.mkdir(parents=True, exist_ok=True, mode=0o755)
-    write_view(view, folder)
+    )  # fmt: skip
+    VIEWS.write(key, build, folder)
 
 
 def _fail(job: Job, session: Any, code: str, message: str, *, log: str = "") -> None:
@@ -215,12 +270,18 @@ def _fail(job: Job, session: Any, code: str, message: str, *, log: str = "") -> 
 
 
 def _check_and_release(
-    sandbox: Sandbox, job_id: str, plan: Plan, policy: DatasetPolicy, result: RunResult
+    sandbox: Sandbox,
+    job_id: str,
+    plan: Plan,
+    policy: DatasetPolicy,
+    result: RunResult,
+    *,
+    attempt: int,
 ) -> str:
     with sandbox.tx() as session:
-        job = session.get_one(Job, job_id)
-        if JobStatus(job.status) is not JobStatus.RUNNING:
-            return job.status  # another delivery finished it first
+        job = _locked(session, job_id)
+        if _superseded(job, attempt):
+            return job.status  # another delivery took it over or finished it
         grant = session.get_one(Grant, job.grant_id)
         job.log = result.log or None
         move(session, job, JobStatus.CHECKING, actor=WORKER)
@@ -231,8 +292,10 @@ def _check_and_release(
             return job.status
         try:
             # The owner's file sets the floor; a grant may only ask for more.
-            k = max(grant.k_threshold, policy.k_threshold)
-            released = _disclosure(job, plan, result, k=k)
+            rules = policy.disclosure.with_threshold(max(grant.k_threshold, policy.k_threshold))
+            released, holds, sketches = _disclosure(job, plan, result, rules=rules)
+            if rules.differencing and sketches:
+                holds += _differencing(session, job, sketches, rules.threshold)
         except DisclosureError as error:
             job.findings = [error.finding.to_dict()]
             job.error_code, job.error_message = "disclosure", error.finding.message
@@ -240,6 +303,13 @@ def _check_and_release(
             move(session, job, JobStatus.WITHHELD, actor=WORKER, details={"findings": job.findings})
             return job.status
         job.result = released
+        job.disclosure_sketches = [_sketch_to_json(row) for row in sketches] or None
+        if holds:
+            # Held for an auditor: the findings say why; nothing goes out before a review.
+            job.findings = [h.to_dict() for h in holds[:50]]
+            move(session, job, JobStatus.PENDING_REVIEW, actor=WORKER,
+                 details={"held_by": sorted({h.rule for h in holds})})  # fmt: skip
+            return job.status
         if grant.requires_review:
             move(session, job, JobStatus.PENDING_REVIEW, actor=WORKER)
             return job.status
@@ -247,7 +317,10 @@ def _check_and_release(
         return job.status
 
 
-def _disclosure(job: Job, plan: Plan, result: RunResult, *, k: int) -> dict[str, Any]:
+def _disclosure(
+    job: Job, plan: Plan, result: RunResult, *, rules: DisclosureRules
+) -> tuple[dict[str, Any], list[Finding], list[SketchedRow]]:
+    """The outputs as they may go out, why they must wait for review, and their sketches."""
     tables: list[dict[str, Any]] = []
     if plan.dp is not None:
         (only,) = result.tables
@@ -255,55 +328,176 @@ def _disclosure(job: Job, plan: Plan, result: RunResult, *, k: int) -> dict[str,
         tables.append({"name": "result", **noisy})
         privacy = {"epsilon": job.epsilon, "delta": job.delta, "mechanism": plan.dp.mechanism,
                    "rows_per_person": plan.dp.rows_per_person}  # fmt: skip
-        return {"tables": tables, "privacy": privacy, "disclosure": None}
-    suppressed_rows = suppressed_cells = 0
+        return {"tables": tables, "privacy": privacy, "disclosure": None}, [], []
+    outputs: list[Released] = []
     if plan.threshold is not None:
         (only,) = result.tables
-        kept = apply_threshold(plan.threshold, only.columns, only.rows, k=k)
-        tables.append({"name": "result", "columns": kept.columns, "rows": kept.rows})
-        suppressed_rows, suppressed_cells = kept.suppressed_rows, kept.suppressed_cells
+        outputs.append(apply_threshold(plan.threshold, only.columns, only.rows,
+                                       k=rules.threshold, rules=rules))  # fmt: skip
+        names = ["result"]
     else:
         if not result.tables:
             raise DisclosureError(
                 Finding("output.none", "The job declared no output (use sandbox_job.output).")
             )
         for table in result.tables:
-            kept = check_declared_output(table.name, table.columns, table.rows, table.declared, k=k)
-            tables.append({"name": table.name, "columns": kept.columns, "rows": kept.rows})
-            suppressed_rows += kept.suppressed_rows
-    return {
-        "tables": tables,
+            checked = check_declared_output(
+                table.name, table.columns, table.rows, table.declared,
+                k=rules.threshold, rules=rules,
+            )  # fmt: skip
+            outputs.append(checked)
+        names = [table.name for table in result.tables]
+    reasons: dict[str, int] = {}
+    for output in outputs:
+        for reason, count in output.reasons.items():
+            reasons[reason] = reasons.get(reason, 0) + count
+    released = {
+        "tables": [{"name": name, "columns": o.columns, "rows": o.rows}
+                   for name, o in zip(names, outputs, strict=True)],
         "privacy": {"epsilon": 0.0, "delta": 0.0, "mechanism": None},
-        "disclosure": {"k": k, "suppressed_rows": suppressed_rows,
-                       "suppressed_cells": suppressed_cells},
+        "disclosure": {"k": rules.threshold,
+                       "suppressed_rows": sum(o.suppressed_rows for o in outputs),
+                       "suppressed_cells": sum(o.suppressed_cells for o in outputs),
+                       "suppressed_by": reasons, "rules": rules.to_dict()},
     }  # fmt: skip
+    holds = [h for o in outputs for h in o.holds]
+    return released, holds, [row for o in outputs for row in o.sketches]
+
+
+def _differencing(
+    session: Session, job: Job, sketches: list[SketchedRow], threshold: int
+) -> list[Finding]:
+    """Rows of this job against each other and against every earlier release under the grant."""
+    earlier: list[SketchedRow] = []
+    for earlier_id, stored in session.execute(
+        select(Job.id, Job.disclosure_sketches).where(
+            Job.grant_id == job.grant_id,
+            Job.id != job.id,
+            Job.status == JobStatus.RELEASED.value,
+            Job.disclosure_sketches.is_not(None),
+        )
+    ):
+        earlier += [_sketch_from_json(raw, earlier_id) for raw in stored or []]
+    return [
+        Finding(
+            found.rule,
+            # No count in the message: the analyst sees it, and the count is what is held.
+            f"{found.new.where()} against {found.other.where()}: {found.detail} "
+            f"(fewer than {threshold} persons); an auditor reviews it.",
+            location=found.new.where(),
+        )
+        for found in isolations(sketches, earlier, threshold)
+    ]
+
+
+def _sketch_to_json(row: SketchedRow) -> dict[str, Any]:
+    return {"table": row.table, "keys": [list(k) for k in row.keys], "persons": row.persons,
+            "sketch": row.sketch.to_list(), "released": row.released}  # fmt: skip
+
+
+def _sketch_from_json(raw: dict[str, Any], job_id: str) -> SketchedRow:
+    return SketchedRow(
+        table=raw["table"], keys=tuple((k, v) for k, v in raw["keys"]), persons=raw["persons"],
+        sketch=Sketch.from_list(raw["sketch"]), released=raw["released"], job=job_id,
+    )  # fmt: skip
 
 
 def release(sandbox: Sandbox, session: Any, job: Job, *, reviewers: list[str]) -> None:
-    """Sign the certificate and move the job to released, in the caller's transaction."""
+    """Sign the certificate and move the job to released, in the caller's transaction.
+
+    The certificate (docs/release-certificates.md) binds the output to who ran
+    what on which data under which terms, what was spent and which checks passed.
+    """
     assert job.result is not None
+    grant = session.get_one(Grant, job.grant_id)
+    if not grant.is_active():
+        # Fail closed: a review may come after the owner revoked the grant.
+        raise Conflict("The grant was revoked or has expired; the output cannot be released.")
+    key = sandbox.release_key  # read once: a rotation mid-release must not split the two
     released_at = utcnow()
-    version = sandbox.store.version(job.dataset)
+    version = job.dataset_version or sandbox.store.version(job.dataset)
     job.dataset_version = version
+    tables = job.result["tables"]
+    csv = {t["name"]: result_csv(job.result, table=t["name"]).encode("utf-8") for t in tables}
     document = {
-        "type": "sandbox.release/v1",
+        "type": CERTIFICATE_TYPE,
         "job": job.id,
         "analyst": job.analyst.username,
         "dataset": job.dataset,
         "dataset_version": version,
-        "policy_version": job.policy_version,
         "grant": job.grant_id,
+        "grant_version": sha256_json(grant_terms(grant)),
+        "policy_version": job.policy_version,
         "language": job.language,
         "mode": job.mode,
         "code_sha256": job.code_sha256,
-        "outputs_sha256": sha256_json(job.result["tables"]),
+        "outputs": output_entries(tables, csv),
+        "outputs_sha256": sha256_json(tables),
         "privacy": job.result["privacy"],
         "disclosure": job.result["disclosure"],
+        "checks": _passed_checks(job, grant, reviewers),
         "reviewers": reviewers,
         "released_at": released_at.isoformat(),
     }
-    job.certificate = sandbox.release_key.sign(document)
+    job.certificate = key.sign(document)
     job.finished_at = released_at
-    details = {"outputs_sha256": document["outputs_sha256"], "key_id": sandbox.release_key.key_id}
+    details = {"outputs_sha256": document["outputs_sha256"], "key_id": key.key_id}
     actor = reviewers[-1] if reviewers else WORKER
     move(session, job, JobStatus.RELEASED, actor=actor, details=details)
+
+
+def grant_terms(grant: Grant) -> dict[str, Any]:
+    """What a grant allows, as a certificate's ``grant_version`` hashes it: its terms,
+    never what has been spent, so every release under unchanged terms names one version."""
+    return {
+        "id": grant.id,
+        "dataset": grant.dataset,
+        "analyst_id": grant.analyst_id,
+        "purpose": grant.purpose,
+        "modes": sorted(grant.mode_list),
+        "columns": sorted(grant.columns or []),
+        "column_rules": dict(grant.column_rules or {}),
+        "epsilon_total": grant.epsilon_total,
+        "max_epsilon_per_job": grant.max_epsilon_per_job,
+        "delta_total": grant.delta_total,
+        "max_delta_per_job": grant.max_delta_per_job,
+        "max_rows_per_person": grant.max_rows_per_person,
+        "k_threshold": grant.k_threshold,
+        "requires_consent": grant.requires_consent,
+        "requires_review": grant.requires_review,
+        "expires_at": _utc_iso(grant.expires_at),
+        "revoked_at": _utc_iso(grant.revoked_at),
+    }
+
+
+def _utc_iso(moment: dt.datetime | None) -> str | None:
+    if moment is None:
+        return None
+    # SQLite hands datetimes back naive; they were written in UTC.
+    aware = moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
+    return aware.astimezone(dt.UTC).isoformat()
+
+
+def _passed_checks(job: Job, grant: Grant, reviewers: list[str]) -> list[dict[str, Any]]:
+    """The checks this output passed on its way out, as the certificate names them."""
+    assert job.result is not None
+    privacy, disclosure = job.result["privacy"], job.result["disclosure"]
+    checks: list[dict[str, Any]] = [
+        {"check": "grant.active", "expires_at": _utc_iso(grant.expires_at)},
+        {"check": f"code.{job.language}_policy", "policy_version": job.policy_version},
+    ]
+    if job.mode == "dp":
+        noise = {key: privacy.get(key) for key in ("mechanism", "epsilon", "delta")}
+        spent = privacy.get("epsilon_spent_now", privacy.get("epsilon"))
+        checks.append({"check": "dp.noise", **noise})
+        checks.append({"check": "dp.budget_charged", "grant": grant.id, "epsilon": spent,
+                       "cached_from": privacy.get("cached_from")})  # fmt: skip
+    elif disclosure is not None:
+        rule = "disclosure.k_threshold" if job.language == "sql" else "disclosure.declared_outputs"
+        checks.append({"check": rule, **disclosure})
+        if job.disclosure_sketches:
+            checks.append({"check": "disclosure.differencing", "rows_sketched":
+                           len(job.disclosure_sketches)})  # fmt: skip
+    if reviewers:
+        checks.append({"check": "review.approved", "reviewers": reviewers})
+    return checks

@@ -1,4 +1,15 @@
-"""Auditor review of outputs held for it."""
+"""Auditor review of outputs held for it, and the analyst's objection (异议处置).
+
+The pipeline holds a job in ``pending_review`` when its grant asks for review
+or a disclosure check held an output. Auditors then approve or withhold it,
+each with a comment; the dataset's owner sets how many distinct auditors must
+approve (1 or 2), and any withholding withholds. The analyst may object to a
+withholding, which sends the job back for review in a new round: approvals
+count within their round only, so an objection is decided afresh.
+
+Every step is a :class:`ReviewEvent` and an audit entry, written in the
+caller's transaction. Held outputs are shown to auditors and admins only.
+"""
 
 from __future__ import annotations
 
@@ -7,11 +18,120 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from sandbox import audit
 from sandbox.context import Sandbox
-from sandbox.errors import Conflict, InvalidRequest, NotFound
+from sandbox.errors import Conflict, Forbidden, InvalidRequest, NotFound
 from sandbox.jobs import move
-from sandbox.models import Job, JobStatus, User, utcnow
+from sandbox.models import (
+    DatasetRecord,
+    Grant,
+    Job,
+    JobStatus,
+    ReviewEvent,
+    ReviewKind,
+    Role,
+    User,
+    utcnow,
+)
 from sandbox.pipeline import release
+from sandbox.reads import grant_view
+
+MAX_COMMENT_CHARS = 2000
+REVIEWERS_ALLOWED = (1, 2)
+WITHHELD_BY_REVIEW = "withheld_by_review"
+# Who may read a held output: never the analyst before it is released.
+READERS = (Role.AUDITOR, Role.ADMIN)
+DECISIONS = (ReviewKind.APPROVE, ReviewKind.WITHHOLD)
+
+
+# --- actions ---------------------------------------------------------------------------------
+
+
+def review_job(
+    sandbox: Sandbox, session: Session, *, by: User, job_id: str, decision: str, comment: str
+) -> Job:
+    """Record an auditor's decision; release once enough distinct auditors approved."""
+    if by.role != Role.AUDITOR:
+        raise Forbidden("Only auditors review held outputs.")
+    if decision not in DECISIONS:
+        raise InvalidRequest("decision must be approve or withhold.", field="decision")
+    comment = _text(comment, field="comment")
+    job = _locked(session, job_id)
+    if job.status != JobStatus.PENDING_REVIEW:
+        raise Conflict(f"The job is {job.status}, not pending review.")
+    if job.analyst_id == by.id:
+        raise Forbidden("Nobody reviews their own job.")
+    events = history(session, job.id)
+    round_ = current_round(events)
+    approvers = approvals(events, round_)
+    if decision == ReviewKind.APPROVE and by.username in approvers:
+        raise Conflict("You approved this output already; another auditor must approve it too.")
+    required = reviewers_required(session, job.dataset)
+    session.add(ReviewEvent(job_id=job.id, round=round_, kind=decision, actor_id=by.id,
+                            comment=comment, at=utcnow()))  # fmt: skip
+    details: dict[str, Any] = {"decision": decision, "comment": comment}
+    if round_ > 1:
+        details["round"] = round_
+    if required > 1 and decision == ReviewKind.APPROVE:
+        details |= {"approvals": len(approvers) + 1, "required": required}
+    audit.append(session, actor=by.username, action="job.reviewed", subject=job.id,
+                 details=details)  # fmt: skip
+    if decision == ReviewKind.WITHHOLD:
+        job.error_code, job.error_message = WITHHELD_BY_REVIEW, "An auditor withheld the output."
+        job.finished_at = utcnow()
+        move(session, job, JobStatus.WITHHELD, actor=by.username, details=details)
+    elif len(approvers) + 1 >= required:
+        # The certificate names every auditor whose approval released it.
+        release(sandbox, session, job, reviewers=[*approvers, by.username])
+    return job
+
+
+def file_objection(session: Session, *, by: User, job_id: str, reason: str) -> Job:
+    """The analyst objects (异议) to an auditor's withholding: the job goes back for review."""
+    reason = _text(reason, field="reason")
+    job = _locked(session, job_id)
+    if job.analyst_id != by.id:
+        raise NotFound(f"There is no job {job_id}.")  # do not confirm other people's jobs
+    if not can_object(job):
+        raise Conflict("Only an output an auditor withheld can be objected to.")
+    if not session.get_one(Grant, job.grant_id).is_active():
+        raise Conflict("The grant was revoked or has expired; the output cannot be released.")
+    round_ = current_round(history(session, job.id)) + 1
+    session.add(ReviewEvent(job_id=job.id, round=round_, kind=ReviewKind.OBJECTION,
+                            actor_id=by.id, comment=reason, at=utcnow()))  # fmt: skip
+    audit.append(session, actor=by.username, action="job.objected", subject=job.id,
+                 details={"reason": reason, "round": round_})  # fmt: skip
+    job.error_code = job.error_message = None
+    job.finished_at = None
+    move(session, job, JobStatus.PENDING_REVIEW, actor=by.username, details={"round": round_})
+    return job
+
+
+def set_reviewers_required(
+    session: Session, *, by: User, dataset: str, count: Any
+) -> DatasetRecord:
+    """How many distinct auditors must approve this dataset's held outputs (1 or 2).
+
+    Read when an auditor decides, so a change applies to jobs already waiting.
+    """
+    if type(count) is not int or count not in REVIEWERS_ALLOWED:  # not True, not 2.0
+        raise InvalidRequest("reviewers_required must be 1 or 2.", field="reviewers_required")
+    record = session.scalars(
+        select(DatasetRecord).where(DatasetRecord.name == dataset).with_for_update()
+    ).one_or_none()
+    if record is None:
+        raise NotFound(f"There is no stored dataset {dataset}.")
+    if by.role != Role.ADMIN and not (by.role == Role.OWNER and record.owner_id == by.id):
+        raise Forbidden("Only the dataset's owner or an admin sets its reviewers.")
+    if record.reviewers_required != count:
+        change = {"from": record.reviewers_required, "to": count}
+        audit.append(session, actor=by.username, action="dataset.reviewers_required",
+                     subject=dataset, details=change)  # fmt: skip
+        record.reviewers_required = count
+    return record
+
+
+# --- the state of a review ----------------------------------------------------------------------
 
 
 def pending(session: Session) -> list[Job]:
@@ -22,23 +142,187 @@ def pending(session: Session) -> list[Job]:
     )
 
 
-def review_job(
-    sandbox: Sandbox, session: Session, *, by: User, job_id: str, decision: str, comment: str
-) -> Job:
-    if decision not in ("approve", "withhold"):
-        raise InvalidRequest("decision must be approve or withhold.", field="decision")
+def history(session: Session, job_id: str) -> list[ReviewEvent]:
+    return list(
+        session.scalars(
+            select(ReviewEvent).where(ReviewEvent.job_id == job_id).order_by(ReviewEvent.id)
+        )
+    )
+
+
+def current_round(events: list[ReviewEvent]) -> int:
+    return max((e.round for e in events), default=1)
+
+
+def approvals(events: list[ReviewEvent], round_: int) -> list[str]:
+    """The auditors who approved in this round, first to last."""
+    return [e.actor.username for e in events if e.round == round_ and e.kind == ReviewKind.APPROVE]
+
+
+def reviewers_required(session: Session, dataset: str) -> int:
+    record = session.scalar(select(DatasetRecord).where(DatasetRecord.name == dataset))
+    # No record: the dataset is not stored, so nothing can be released from it anyway.
+    return max(record.reviewers_required, 1) if record is not None else 1
+
+
+def can_object(job: Job) -> bool:
+    """Whether the job's output was withheld by an auditor (not by a disclosure check)."""
+    return (
+        job.status == JobStatus.WITHHELD
+        and job.error_code == WITHHELD_BY_REVIEW
+        and job.result is not None
+    )
+
+
+# --- read models ---------------------------------------------------------------------------------
+
+
+def _iso(value: Any) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def event_view(event: ReviewEvent, *, names: bool = True) -> dict[str, Any]:
+    data: dict[str, Any] = {"round": event.round, "kind": event.kind, "comment": event.comment,
+                            "at": _iso(event.at)}  # fmt: skip
+    if names:
+        data["by"] = event.actor.username
+    return data
+
+
+def _objection(events: list[ReviewEvent], round_: int) -> dict[str, Any] | None:
+    """The objection that opened this round, if one did."""
+    found = [e for e in events if e.round == round_ and e.kind == ReviewKind.OBJECTION]
+    return event_view(found[0]) if found else None
+
+
+def queue(session: Session, *, viewer: User) -> list[dict[str, Any]]:
+    """The jobs waiting for review, oldest first, without their outputs."""
+    jobs = pending(session)
+    by_job: dict[str, list[ReviewEvent]] = {j.id: [] for j in jobs}
+    if jobs:
+        for event in session.scalars(
+            select(ReviewEvent).where(ReviewEvent.job_id.in_(by_job)).order_by(ReviewEvent.id)
+        ):
+            by_job[event.job_id].append(event)
+    rows = []
+    for job in jobs:
+        events = by_job[job.id]
+        round_ = current_round(events)
+        approved = approvals(events, round_)
+        rows.append({
+            "id": job.id,
+            "dataset": job.dataset,
+            "dataset_version": job.dataset_version,
+            "analyst": job.analyst.username,
+            "language": job.language,
+            "mode": job.mode,
+            "submitted_at": _iso(job.submitted_at),
+            "findings": len(job.findings or []),
+            "round": round_,
+            "objection": _objection(events, round_),
+            "approvals": approved,
+            "reviewers_required": reviewers_required(session, job.dataset),
+            "awaits_you": _may_decide(job, viewer, approved),
+        })  # fmt: skip
+    return rows
+
+
+def open_review(session: Session, *, by: User, job_id: str) -> dict[str, Any]:
+    """Everything an auditor decides on: code, held outputs, findings, terms and history.
+
+    Reading a held output is recorded in the audit log.
+    """
+    if by.role not in READERS:
+        raise Forbidden("Only auditors and admins read held outputs.")
+    job = session.get(Job, job_id)
+    events = history(session, job_id) if job is not None else []
+    if job is None or (job.status != JobStatus.PENDING_REVIEW and not events):
+        raise NotFound(f"Job {job_id} is not held for review.")
+    round_ = current_round(events)
+    approved = approvals(events, round_)
+    outputs = None
+    if job.result is not None:
+        outputs = dict(job.result)
+        audit.append(session, actor=by.username, action="review.opened", subject=job.id,
+                     details={"status": job.status})  # fmt: skip
+    data: dict[str, Any] = {
+        "id": job.id,
+        "status": job.status,
+        "analyst": job.analyst.username,
+        "dataset": job.dataset,
+        "dataset_version": job.dataset_version,
+        "policy_version": job.policy_version,
+        "language": job.language,
+        "mode": job.mode,
+        "epsilon": job.epsilon,
+        "delta": job.delta,
+        "submitted_at": _iso(job.submitted_at),
+        "finished_at": _iso(job.finished_at),
+        "code": job.code,
+        "code_sha256": job.code_sha256,
+        "grant": grant_view(job.grant),
+        "findings": job.findings or [],
+        "outputs": outputs,
+        "reviewers_required": reviewers_required(session, job.dataset),
+        "round": round_,
+        "approvals": approved,
+        "objection": _objection(events, round_) if job.status == JobStatus.PENDING_REVIEW else None,
+        "history": [event_view(e) for e in events],
+        "may_decide": _may_decide(job, by, approved),
+    }
+    if job.error_code:
+        data["error"] = {"code": job.error_code, "message": job.error_message}
+    return data
+
+
+def _may_decide(job: Job, user: User, approved: list[str]) -> bool:
+    return (
+        user.role == Role.AUDITOR
+        and job.status == JobStatus.PENDING_REVIEW
+        and job.analyst_id != user.id
+        and user.username not in approved
+    )
+
+
+def review_state(session: Session, job: Job) -> dict[str, Any]:
+    """Where a review stands after a decision: status, round, approvals so far."""
+    events = history(session, job.id)
+    round_ = current_round(events)
+    return {"id": job.id, "status": job.status, "round": round_,
+            "approvals": approvals(events, round_),
+            "reviewers_required": reviewers_required(session, job.dataset)}  # fmt: skip
+
+
+def analyst_view(session: Session, job: Job) -> dict[str, Any] | None:
+    """What the job's analyst reads of its review: decisions and comments, no auditor names,
+    never the held output. None when the job has not been reviewed."""
+    events = history(session, job.id)
+    if not events:
+        return None
+    return {
+        "round": current_round(events),
+        "history": [event_view(e, names=False) for e in events],
+        "can_object": can_object(job),
+    }
+
+
+def dataset_settings(record: DatasetRecord) -> dict[str, Any]:
+    return {"name": record.name, "version": record.version,
+            "reviewers_required": record.reviewers_required}  # fmt: skip
+
+
+def _locked(session: Session, job_id: str) -> Job:
     job = session.scalars(select(Job).where(Job.id == job_id).with_for_update()).one_or_none()
     if job is None:
         raise NotFound(f"There is no job {job_id}.")
-    if job.status != JobStatus.PENDING_REVIEW:
-        raise Conflict(f"The job is {job.status}, not pending review.")
-    if job.analyst_id == by.id:
-        raise Conflict("Nobody reviews their own job.")
-    details: dict[str, Any] = {"decision": decision, "comment": comment[:2000]}
-    if decision == "approve":
-        release(sandbox, session, job, reviewers=[by.username])
-    else:
-        job.error_code, job.error_message = "withheld_by_review", "An auditor withheld the output."
-        job.finished_at = utcnow()
-        move(session, job, JobStatus.WITHHELD, actor=by.username, details=details)
     return job
+
+
+def _text(value: Any, *, field: str) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise InvalidRequest(f"{field} is required: say why.", field=field)
+    value = value.strip()
+    if len(value) > MAX_COMMENT_CHARS:
+        raise InvalidRequest(f"{field} may be at most {MAX_COMMENT_CHARS} characters.",
+                             field=field)  # fmt: skip
+    return value

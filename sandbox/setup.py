@@ -10,6 +10,7 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import select
 
+from datasets.checks import check_one_row_per_person
 from datasets.health import generate_health
 from datasets.health_manifest import HEALTH
 from sandbox import audit, grants, users
@@ -42,6 +43,7 @@ def upgrade_database(sandbox: Sandbox) -> None:
 
 def store_dataset(sandbox: Sandbox, *, patients: int, seed: int, owner: str) -> str:
     tables = generate_health(patients, seed=seed)
+    check_one_row_per_person(tables, HEALTH)
     version = sandbox.store.write("health", tables)
     with sandbox.tx() as session:
         owner_user = users.user_by_name(session, owner)

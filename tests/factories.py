@@ -31,6 +31,9 @@ def make_settings(
     broker_url: str | None = None,
     runner: str = "local",
     timeout_s: int = 60,
+    # Generous fair-share limits: most tests submit in bursts; test_fair_share sets its own.
+    max_active_jobs: int = 100,
+    max_submissions_per_minute: int = 1000,
 ) -> Settings:
     if database_url is None and os.environ.get("SANDBOX_TEST_METADATA") == "postgres":
         database_url = fresh_postgres_database()
@@ -44,6 +47,8 @@ def make_settings(
         job_timeout_s=timeout_s,
         job_memory_mb=1024,
         docker_runtime=None,
+        max_active_jobs=max_active_jobs,
+        max_submissions_per_minute=max_submissions_per_minute,
     )
 
 

@@ -123,3 +123,102 @@ def gaussian_sums(values: list[float], *, sensitivity: float, rho: float) -> lis
 
 def gaussian_error95(scale: float) -> float:
     return scale * GAUSSIAN_95
+
+
+# --- Quantiles: the exponential mechanism over public candidates -------------------------
+
+
+# A 95 % bound on how far below the best score the selected one falls, in units
+# of the noise scale, for c candidates: ln c + ln 40 (the largest of the noise
+# terms stays below it with 97.5 %) + 1.31 (the best candidate's own noise stays
+# above -1.31 with 97.5 %).
+def selection_slack95(candidates: int) -> float:
+    return math.log(candidates) + math.log(40.0) + 1.31
+
+
+@cache
+def quantile_fraction(alpha: float) -> tuple[int, int]:
+    """OpenDP's integer form (numerator, denominator) of ``alpha`` in its scores.
+
+    Read off OpenDP's own scorer: one value between two candidates scores
+    ``num`` at the lower one and ``den - num`` at the upper one.
+    """
+    scorer = dp.t.make_quantile_score_candidates(
+        dp.vector_domain(dp.atom_domain(T=float, nan=False)),
+        dp.symmetric_distance(),
+        [0.0, 1.0],
+        alpha,
+    )
+    at_low, at_high = (int(s) for s in scorer([0.5]))
+    return at_low, at_high + at_low
+
+
+def quantile_scores(below: list[int], equal: list[int], total: int, alpha: float) -> list[int]:
+    """OpenDP's quantile scores from counts: |den·#(x < c) − num·(n − #(x = c))| per candidate.
+
+    The same numbers OpenDP's scorer gives on the rows themselves (tested), so
+    the exact pass only has to hand over a histogram, never the values.
+    """
+    num, den = quantile_fraction(alpha)
+    return [abs(den * lt - num * (total - eq)) for lt, eq in zip(below, equal, strict=True)]
+
+
+@cache
+def _quantile_measurement(
+    candidates: int, alpha: float, rows_per_person: int, budget: float, zcdp: bool
+) -> tuple[dp.Measurement, float]:
+    """Report-noisy-max over the scores, its scale found by OpenDP for the budget."""
+    scorer = dp.t.make_quantile_score_candidates(
+        dp.vector_domain(dp.atom_domain(T=float, nan=False)),
+        dp.symmetric_distance(),
+        [float(i) for i in range(candidates)],
+        alpha,
+    )
+    score_distance = scorer.map(rows_per_person)
+    measure = dp.zero_concentrated_divergence() if zcdp else dp.max_divergence()
+
+    def make(scale: float) -> dp.Measurement:
+        return dp.m.make_noisy_max(
+            scorer.output_domain, scorer.output_metric, measure, scale=scale, negate=True
+        )
+
+    scale = dp.binary_search_param(make, d_in=score_distance, d_out=budget, T=float)
+    measurement = make(scale)
+    spent = measurement.map(score_distance)
+    if spent > budget * (1 + 1e-9):
+        raise MechanismError(f"quantile would spend {spent} > {budget}")
+    return measurement, scale
+
+
+def noisy_quantile_index(
+    scores: list[int],
+    *,
+    alpha: float,
+    rows_per_person: int,
+    epsilon: float | None = None,
+    rho: float | None = None,
+) -> int:
+    """The index of the selected candidate (OpenDP's report-noisy-max, minimum score)."""
+    budget = rho if rho is not None else epsilon
+    if budget is None or budget <= 0:
+        raise MechanismError("a quantile needs a positive ε or ρ")
+    measurement, _ = _quantile_measurement(
+        len(scores), alpha, rows_per_person, budget, rho is not None
+    )
+    return int(measurement([int(s) for s in scores]))
+
+
+def quantile_rank_error95(
+    candidates: int,
+    *,
+    alpha: float,
+    rows_per_person: int,
+    epsilon: float | None = None,
+    rho: float | None = None,
+) -> float:
+    """How many rows from the ideal rank the released candidate may sit (95 %)."""
+    budget = rho if rho is not None else epsilon
+    assert budget is not None
+    _, scale = _quantile_measurement(candidates, alpha, rows_per_person, budget, rho is not None)
+    num, den = quantile_fraction(alpha)
+    return scale * selection_slack95(candidates) / den

@@ -7,9 +7,11 @@ output table, so the assertions read what the job could and could not do.
 from __future__ import annotations
 
 import gc
+import os
 import textwrap
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,15 +20,36 @@ import pytest
 
 from policies.python_check import check_python
 from runners.contract import JobFailed, JobSpec, RunnerUnavailable, RunResult
-from runners.docker_runner import LABEL_JOB, LABEL_RUNNER, DockerRunner
+from runners.docker_runner import (
+    LABEL_JOB,
+    LABEL_PID,
+    LABEL_RUNNER,
+    DockerRunner,
+    WarmPoolSettings,
+)
 from runners.image import IMAGE_TAG
+from runners.pool import POOL_JOB_LABEL
 
 pytestmark = pytest.mark.docker
 
 
-@pytest.fixture
-def runner(docker_client: Any) -> DockerRunner:
-    return DockerRunner(docker_client)
+@pytest.fixture(params=["cold", "warm"])
+def runner(docker_client: Any, request: Any, tmp_path: Path) -> Iterator[DockerRunner]:
+    """Every test runs twice: in a container started for the job, and in a warm one
+    started ahead from the pool (runners.pool), which must hold exactly as well."""
+    if request.param == "cold":
+        yield DockerRunner(docker_client)
+        return
+    pool = WarmPoolSettings(size=1, folder=tmp_path / "pool", memory_mb=1024, timeout_s=30)
+    runner = DockerRunner(docker_client, pool=pool)
+    runner.warm_up()
+    deadline = time.monotonic() + 60
+    while not runner._warm_pool()._ready and time.monotonic() < deadline:  # type: ignore[union-attr]
+        time.sleep(0.05)
+    yield runner
+    runner.close()
+    mine = {"label": [f"{LABEL_JOB}={POOL_JOB_LABEL}", f"{LABEL_PID}={os.getpid()}"]}
+    assert runner.client.containers.list(all=True, filters=mine) == []  # none left warm
 
 
 @pytest.fixture

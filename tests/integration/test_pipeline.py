@@ -260,3 +260,32 @@ def submit_with_delta(sandbox: Sandbox, code: str, *, delta: float) -> Job:
         sandbox, by_id=user_id(sandbox, "analyst"), dataset="health", language="sql", mode="dp",
         code=code, epsilon=0.5, delta=delta, enqueue=lambda _: None,
     )  # fmt: skip
+
+
+def test_pipeline_dp_quantiles_and_a_per_query_bound_on_persons_rows(
+    sandbox_instance: Sandbox,
+) -> None:
+    sql = ("SELECT department, MEDIAN(length_of_stay) AS los, COUNT(*) AS n "
+           "FROM visits GROUP BY department")  # fmt: skip
+
+    def submit_bounded(rows: int | None) -> Job:
+        return jobs.submit(
+            sandbox_instance, by_id=user_id(sandbox_instance, "analyst"), dataset="health",
+            language="sql", mode="dp", code=sql, epsilon=0.5, enqueue=lambda _: None,
+            rows_per_person=rows,
+        )  # fmt: skip
+
+    job = finished(sandbox_instance, submit_bounded(3))
+    assert job.status == "released", (job.error_code, job.error_message)
+    assert job.result is not None and job.rows_per_person == 3
+    assert job.result["privacy"]["rows_per_person"] == 3
+    (table,) = job.result["tables"]
+    assert table["error95_units"] == [None, "rank", "value"]
+    assert all(0 <= row[1] <= 60 for row in table["rows"])  # a day count on the public grid
+    # The same question with the default bound is another question: not the cached draw.
+    other = finished(sandbox_instance, submit_bounded(None))
+    assert other.cached_from is None and other.result is not None
+    assert other.result["privacy"]["rows_per_person"] == 10
+    with pytest.raises(PolicyRejected) as refused:
+        submit_bounded(11)
+    assert refused.value.to_dict()["rule"] == "dp.rows_per_person"

@@ -69,16 +69,17 @@ def test_threshold_rejects_output_that_does_not_match_the_plan() -> None:
 
 def test_declared_output_drops_rows_below_k() -> None:
     released = check_declared_output(
-        "t", ["dept", "n"], [["a", 50], ["b", 3]], {"count_column": "n"}, k=10
-    )
+        "t", ["dept", "n"], [["a", 50], ["b", 3]], {"kind": "frequency", "count_column": "n"},
+        k=10,
+    )  # fmt: skip
     assert released.rows == [["a", 50]]
-    assert released.suppressed_rows == 1
+    assert released.suppressed_rows == 1 and not released.holds
 
 
-def test_declared_output_without_count_column_is_refused() -> None:
-    with pytest.raises(DisclosureError) as caught:
-        check_declared_output("t", ["dept", "x"], [["a", 50]], {"count_column": None}, k=10)
-    assert caught.value.finding.rule == "output.undeclared_counts"
+def test_undeclared_output_goes_to_review_never_straight_out() -> None:
+    for declared in ({"count_column": None}, {"kind": "frequency", "count_column": None}, {}):
+        held = check_declared_output("t", ["dept", "x"], [["a", 50]], declared, k=10)
+        assert [f.rule for f in held.holds] == ["output.undeclared"]
 
 
 def test_declared_output_with_pseudonyms_is_row_level() -> None:

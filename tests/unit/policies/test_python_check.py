@@ -530,3 +530,19 @@ def test_check_python_decides_any_text(code: str) -> None:
     decision = check_python(code)
 
     assert decision.allowed == (not decision.findings)
+
+
+def test_tables_read_names_the_views_tables_only_when_every_name_is_literal() -> None:
+    from policies.python_check import tables_read
+
+    assert tables_read("import sandbox_job\nv = sandbox_job.table('visits')\n") == {"visits"}
+    assert tables_read(
+        "import sandbox_job\nv = sandbox_job.table('visits')\np = sandbox_job.table('patients')"
+    ) == {"visits", "patients"}
+    for any_table in (
+        "import sandbox_job\nfor t in sandbox_job.tables():\n    sandbox_job.table(t)",
+        "import sandbox_job\nname = 'visits'\nsandbox_job.table(name)",
+        "import sandbox_job\nread = sandbox_job.table\nread('visits')",
+        "from sandbox_job import table\ntable('visits')",
+    ):
+        assert tables_read(any_table) is None, any_table

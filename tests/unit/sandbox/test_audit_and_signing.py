@@ -1,15 +1,17 @@
-"""The audit chain names the first broken entry; certificates fail on any changed byte."""
+"""The audit chain verifies; certificates fail on any changed byte.
+
+Tampering with the chain: test_audit_chain.py.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
-from sqlalchemy import update
 
 from sandbox import audit
 from sandbox.db import transaction
-from sandbox.models import AuditEntry, Base
+from sandbox.models import Base
 from sandbox.signing import ReleaseKey, SignatureInvalid, verify_certificate
 
 
@@ -29,22 +31,6 @@ def test_audit_chain_verifies_when_untouched(db_url: str) -> None:
     with transaction(db_url) as session:
         report = audit.verify(session)
     assert report.ok and report.entries == 5
-
-
-def test_audit_chain_names_the_edited_entry(db_url: str) -> None:
-    with transaction(db_url) as session:
-        session.execute(update(AuditEntry).where(AuditEntry.seq == 3).values(subject="forged"))
-    with transaction(db_url) as session:
-        report = audit.verify(session)
-    assert not report.ok and report.first_broken == 3
-
-
-def test_audit_chain_names_a_deleted_entry(db_url: str) -> None:
-    with transaction(db_url) as session:
-        session.delete(session.get(AuditEntry, 2))
-    with transaction(db_url) as session:
-        report = audit.verify(session)
-    assert not report.ok and report.first_broken == 3
 
 
 def test_certificate_fails_on_changed_output(tmp_path: Path) -> None:

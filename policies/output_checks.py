@@ -1,0 +1,323 @@
+"""ACRO-style output checks for masked-mode releases, and sketches for differencing.
+
+The rules (owner-configurable in the policy file's ``disclosure:`` section,
+ACRO's defaults otherwise):
+
+- threshold: every row and cell stands for at least k distinct persons (10);
+- dominance (N, K): in a magnitude cell the N largest persons' contributions
+  may not exceed K of the total (2, 0.9);
+- p-percent: the total less the two largest contributions must be at least
+  p of the largest, or the second largest could estimate it within p (0.1);
+- a model summary needs at least ``min_dof`` residual degrees of freedom (10);
+- zeros in a frequency table are disclosive (a structural zero says "no one");
+- counts may be rounded to a base (off by default; the owner may set 5).
+
+Differencing: each released (and each suppressed) row carries an invertible
+Bloom lookup table (IBLT) of its persons. Subtracting two sketches and peeling
+the result recovers a set difference whenever it is small, so the worker can
+tell when a new row, less a row already out (in this job or an earlier release
+under the grant), or a total less the released cells of a breakdown, isolates
+fewer than k persons: those outputs are held for an auditor. The sketches never
+leave the sandbox; they hold 64-bit hashes of keyed pseudonyms, not values.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+# --- the rules ---------------------------------------------------------------------------
+
+
+class RulesError(ValueError):
+    """A ``disclosure:`` section that is not valid; the message names the place."""
+
+
+@dataclass(frozen=True)
+class DisclosureRules:
+    threshold: int = 10
+    dominance_n: int = 2
+    dominance_k: float = 0.9
+    p_percent: float = 0.1
+    min_dof: int = 10
+    zeros_disclosive: bool = True
+    round_base: int = 0  # 0: counts are not rounded
+    differencing: bool = True
+
+    def with_threshold(self, k: int) -> DisclosureRules:
+        """The stricter threshold of the policy's and a grant's."""
+        return DisclosureRules(**{**self.__dict__, "threshold": max(self.threshold, k)})
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+    @classmethod
+    def parse(cls, raw: Any, *, threshold: int, where: str) -> DisclosureRules:
+        if raw is None:
+            return cls(threshold=threshold)
+        if not isinstance(raw, Mapping):
+            raise RulesError(f"{where}: expected a mapping")
+        known = {"dominance", "p_percent", "min_dof", "zeros_disclosive", "round_base",
+                 "differencing"}  # fmt: skip
+        unknown = set(raw) - known
+        if unknown:
+            raise RulesError(f"{where}: unknown keys {', '.join(sorted(map(str, unknown)))}")
+        dominance = raw.get("dominance") or {}
+        if not isinstance(dominance, Mapping) or set(dominance) - {"n", "k"}:
+            raise RulesError(f"{where}.dominance: expected a mapping of n and k")
+        rules = cls(
+            threshold=threshold,
+            dominance_n=_number(dominance.get("n", 2), f"{where}.dominance.n", int, 1, 10),
+            dominance_k=_number(dominance.get("k", 0.9), f"{where}.dominance.k", float, 0.0, 1.0),
+            p_percent=_number(raw.get("p_percent", 0.1), f"{where}.p_percent", float, 0.0, 1.0),
+            min_dof=_number(raw.get("min_dof", 10), f"{where}.min_dof", int, 0, 10_000),
+            zeros_disclosive=_flag(raw.get("zeros_disclosive", True), f"{where}.zeros_disclosive"),
+            round_base=_number(raw.get("round_base", 0), f"{where}.round_base", int, 0, 100),
+            differencing=_flag(raw.get("differencing", True), f"{where}.differencing"),
+        )
+        return rules
+
+
+def _number(value: Any, where: str, kind: type, low: float, high: float) -> Any:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise RulesError(f"{where}: expected a number from {low} to {high}")
+    if kind is int and not float(value).is_integer():
+        raise RulesError(f"{where}: expected a whole number")
+    if not low <= value <= high:
+        raise RulesError(f"{where}: expected a number from {low} to {high}")
+    return kind(value)
+
+
+def _flag(value: Any, where: str) -> bool:
+    if not isinstance(value, bool):
+        raise RulesError(f"{where}: expected true or false")
+    return value
+
+
+# --- cell rules --------------------------------------------------------------------------
+
+
+def dominance_fails(top: Sequence[float], total: float, rules: DisclosureRules) -> bool:
+    """The N largest persons' contributions make up more than K of the cell's total."""
+    if total <= 0:
+        return False
+    largest = sorted((abs(t) for t in top), reverse=True)[: rules.dominance_n]
+    return sum(largest) > rules.dominance_k * total
+
+
+def p_percent_fails(top: Sequence[float], total: float, rules: DisclosureRules) -> bool:
+    """The second largest contributor could estimate the largest within p of its value."""
+    largest = sorted((abs(t) for t in top), reverse=True)
+    if not largest or largest[0] <= 0:
+        return False
+    second = largest[1] if len(largest) > 1 else 0.0
+    return total - largest[0] - second < rules.p_percent * largest[0]
+
+
+def rounded(count: Any, base: int) -> Any:
+    if not base or isinstance(count, bool) or not isinstance(count, int | float):
+        return count
+    return int(base * round(float(count) / base))
+
+
+# --- sketches of persons: invertible Bloom lookup tables ---------------------------------
+
+PARTITIONS = 3
+CELLS_PER_PARTITION = 21
+CELLS = PARTITIONS * CELLS_PER_PARTITION
+MASK = (1 << 64) - 1
+
+
+def _md5_lower(text: str) -> int:
+    """DuckDB's md5_number_lower: the digest's last 8 bytes, little-endian."""
+    digest = hashlib.md5(text.encode("utf-8"), usedforsecurity=False).digest()
+    return int.from_bytes(digest[8:], "little")
+
+
+def check_of(key: int) -> int:
+    return _md5_lower(str(key))
+
+
+def person_hashes(person: str) -> tuple[int, int]:
+    """(key, check) of a pseudonym, as the SQL of :data:`KEY_SQL` and :data:`CHECK_SQL`."""
+    key = _md5_lower(person)
+    return key, check_of(key)
+
+
+# The same in DuckDB, over a column ``p`` (the person) and then ``h`` (its key).
+KEY_SQL = "md5_number_lower(CAST(p AS VARCHAR))"
+CHECK_SQL = "md5_number_lower(CAST(h AS VARCHAR))"
+CELL_SQL = (
+    f"j * {CELLS_PER_PARTITION} + ((h >> (8 * j)::UTINYINT) % {CELLS_PER_PARTITION})::INTEGER"
+)
+
+
+def cell_of(key: int, partition: int) -> int:
+    return partition * CELLS_PER_PARTITION + ((key >> (8 * partition)) % CELLS_PER_PARTITION)
+
+
+@dataclass
+class Sketch:
+    """An IBLT: per cell, how many persons, the XOR of their keys and of their checks."""
+
+    count: list[int] = field(default_factory=lambda: [0] * CELLS)
+    keys: list[int] = field(default_factory=lambda: [0] * CELLS)
+    checks: list[int] = field(default_factory=lambda: [0] * CELLS)
+
+    @classmethod
+    def of(cls, persons: Iterable[str]) -> Sketch:
+        sketch = cls()
+        for person in set(persons):
+            sketch.add(*person_hashes(person))
+        return sketch
+
+    @classmethod
+    def from_cells(cls, cells: Iterable[Mapping[str, Any]]) -> Sketch:
+        """From the runner's list of {"i": cell, "c": count, "k": key xor, "s": check xor}."""
+        sketch = cls()
+        for cell in cells:
+            index = int(cell["i"])
+            if not 0 <= index < CELLS:
+                raise ValueError("sketch cell out of range")
+            sketch.count[index] = int(cell["c"])
+            sketch.keys[index] = int(cell["k"]) & MASK
+            sketch.checks[index] = int(cell["s"]) & MASK
+        return sketch
+
+    def add(self, key: int, check: int, sign: int = 1) -> None:
+        for partition in range(PARTITIONS):
+            index = cell_of(key, partition)
+            self.count[index] += sign
+            self.keys[index] ^= key
+            self.checks[index] ^= check
+
+    def minus(self, other: Sketch) -> Sketch:
+        return Sketch(
+            [a - b for a, b in zip(self.count, other.count, strict=True)],
+            [a ^ b for a, b in zip(self.keys, other.keys, strict=True)],
+            [a ^ b for a, b in zip(self.checks, other.checks, strict=True)],
+        )
+
+    def to_list(self) -> list[list[int]]:
+        return [self.count, self.keys, self.checks]
+
+    @classmethod
+    def from_list(cls, raw: Sequence[Sequence[int]]) -> Sketch:
+        count, keys, checks = (list(map(int, part)) for part in raw)
+        if not len(count) == len(keys) == len(checks) == CELLS:
+            raise ValueError("a sketch has the wrong size")
+        return cls(count, keys, checks)
+
+    def peel(self) -> tuple[int, int] | None:
+        """Sizes (only in self, only in other) of the difference this sketch holds, if it
+        can be recovered; None when it is too large to peel (then it is not small)."""
+        count, keys, checks = list(self.count), list(self.keys), list(self.checks)
+        plus = minus = 0
+        progress = True
+        while progress:
+            progress = False
+            for index in range(CELLS):
+                if count[index] not in (1, -1):
+                    continue
+                key = keys[index]
+                # A pure cell holds exactly one person: its check is its key's.
+                if checks[index] != check_of(key):
+                    continue
+                if not any(cell_of(key, p) == index for p in range(PARTITIONS)):
+                    continue
+                sign = count[index]
+                if sign > 0:
+                    plus += 1
+                else:
+                    minus += 1
+                check = checks[index]
+                for partition in range(PARTITIONS):
+                    cell = cell_of(key, partition)
+                    count[cell] -= sign
+                    keys[cell] ^= key
+                    checks[cell] ^= check
+                progress = True
+        if any(count) or any(keys) or any(checks):
+            return None
+        return plus, minus
+
+
+# --- differencing ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SketchedRow:
+    """One row of an output as the checks see it (kept inside the sandbox)."""
+
+    table: str
+    keys: tuple[tuple[str, Any], ...]  # the row's group key columns and values
+    persons: int
+    sketch: Sketch
+    released: bool
+    job: str | None = None  # an earlier job's id; None: this job
+
+    def where(self) -> str:
+        place = ", ".join(f"{name}={value}" for name, value in self.keys) or "all rows"
+        origin = f"job {self.job} " if self.job else ""
+        return f"{origin}output {self.table} ({place})"
+
+
+@dataclass(frozen=True)
+class Isolation:
+    rule: str
+    persons: int
+    new: SketchedRow
+    other: SketchedRow
+    detail: str
+
+
+def isolations(
+    new: Sequence[SketchedRow], earlier: Sequence[SketchedRow], threshold: int
+) -> list[Isolation]:
+    """Where a released row, less another row or the released cells of a breakdown,
+    leaves fewer than ``threshold`` (but some) persons."""
+    found: list[Isolation] = []
+    released_new = [r for r in new if r.released]
+    out = released_new + [r for r in earlier if r.released]
+    # 1. Nested pairs: a new released row and any released row differing by < k persons.
+    for index, row in enumerate(released_new):
+        for other in out[index + 1 :]:
+            gap = abs(row.persons - other.persons)
+            if not 0 < gap < threshold:
+                continue
+            sizes = row.sketch.minus(other.sketch).peel()
+            if sizes is not None and min(sizes) == 0 and 0 < max(sizes) < threshold:
+                found.append(
+                    Isolation("masked.differencing", max(sizes), row, other,
+                              "one row less the other isolates fewer than the threshold")
+                )  # fmt: skip
+    # 2. Suppressed rows recovered from a total or marginal less a breakdown's released rows.
+    suppressed = [r for r in new if not r.released] + [r for r in earlier if not r.released]
+    tables: dict[tuple[str | None, str], list[SketchedRow]] = {}
+    for row in [*new, *earlier]:
+        tables.setdefault((row.job, row.table), []).append(row)
+    for hidden in suppressed:
+        breakdown = [r for r in tables[(hidden.job, hidden.table)] if r.released]
+        for total in out:
+            if (total.job, total.table) == (hidden.job, hidden.table):
+                continue
+            if hidden.job is not None and total.job is not None:
+                continue  # both already out before this job: judged then
+            shared = dict(total.keys)
+            parts = [
+                r for r in breakdown if all(dict(r.keys).get(k) == v for k, v in shared.items()
+                                            if k in dict(r.keys))
+            ]  # fmt: skip
+            remainder = total.sketch
+            for part in parts:
+                remainder = remainder.minus(part.sketch)
+            sizes = remainder.peel()
+            if sizes is not None and sizes[1] == 0 and 0 < sizes[0] < threshold:
+                found.append(
+                    Isolation("masked.suppressed_cell_recoverable", sizes[0], hidden, total,
+                              "a total less the released cells of a breakdown recovers a "
+                              "suppressed row")
+                )  # fmt: skip
+    return found

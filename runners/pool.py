@@ -1,0 +1,208 @@
+"""Warm runner containers: started ahead, one per future job, each waiting for its view.
+
+A cold job pays for the container's start and for Python importing DuckDB,
+pandas and pyarrow inside it. A warm container has done both before its job
+exists: it runs the harness in waiting mode, with its own empty folder
+mounted read-only at ``/input``, and starts the job the moment ``job.json``
+appears there. Isolation is the cold container's, option for option (the same
+``_container_options``): one container per job, never reused, removed after
+its job; until its job arrives it sees an empty folder and no network.
+
+Each worker process keeps its own small pool and refills it in the background
+after every job. A warm container waits at most ``max_idle_s``, then is
+replaced; a pool whose process died is swept like any orphan (its containers
+carry their creator's host and pid).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from runners.contract import JOB_FILE, JobSpec
+
+if TYPE_CHECKING:
+    from runners.docker_runner import DockerRunner
+
+logger = logging.getLogger(__name__)
+
+POOL_JOB_LABEL = "warm-pool"
+
+
+@dataclass
+class Warm:
+    container: Any
+    folder: Path
+    created: float
+    memory_mb: int
+    timeout_s: int
+
+
+class WarmPool:
+    def __init__(
+        self,
+        runner: DockerRunner,
+        folder: Path,
+        *,
+        size: int = 1,
+        memory_mb: int = 1024,
+        timeout_s: int = 120,
+        max_idle_s: float = 600.0,
+    ) -> None:
+        self.runner = runner
+        self.folder = folder
+        self.size = size
+        self.memory_mb = memory_mb
+        self.timeout_s = timeout_s
+        self.max_idle_s = max_idle_s
+        self._ready: deque[Warm] = deque()
+        self._lock = threading.Lock()
+        self._filling = False
+        self._closed = False
+        self._filler: threading.Thread | None = None
+        self._forget_dead_processes()
+
+    def take(self, spec: JobSpec) -> Warm | None:
+        """A started container made for this job's limits, or None (then run cold)."""
+        if _limits(spec) != _limits(self._template(spec.input_dir)) or (
+            spec.timeout_s > self.timeout_s
+        ):
+            return None
+        while True:
+            with self._lock:
+                if not self._ready:
+                    return None
+                warm = self._ready.popleft()
+            if time.monotonic() - warm.created < self.max_idle_s and _running(warm.container):
+                return warm
+            self.discard(warm)
+
+    def hand_over(self, warm: Warm, spec: JobSpec) -> None:
+        """Put the job's view in the warm container's folder, the job file last."""
+        for path in spec.input_dir.iterdir():
+            if path.is_file() and not path.is_symlink() and path.name != JOB_FILE:
+                target = warm.folder / path.name
+                try:
+                    os.link(path, target)
+                except OSError:
+                    shutil.copyfile(path, target)
+                target.chmod(0o444)
+        job_file = spec.write_job_file()
+        staged = warm.folder / f".{JOB_FILE}.tmp"
+        shutil.copyfile(job_file, staged)
+        staged.chmod(0o444)
+        os.replace(staged, warm.folder / JOB_FILE)  # the container starts on this
+
+    def discard(self, warm: Warm) -> None:
+        from runners.docker_runner import _remove
+
+        _remove(warm.container)
+        shutil.rmtree(warm.folder, ignore_errors=True)
+
+    def fill(self) -> None:
+        """Start containers until the pool holds ``size`` of them."""
+        while True:
+            with self._lock:
+                if self._closed or len(self._ready) >= self.size:
+                    return
+            warm = self._start_one()
+            if warm is None:
+                return
+            with self._lock:
+                if not self._closed:
+                    self._ready.append(warm)
+                    continue
+            self.discard(warm)  # closed while it started
+            return
+
+    def refill_soon(self) -> None:
+        """Refill in the background, so the next job finds a warm container."""
+        with self._lock:
+            if self._filling or self._closed:
+                return
+            self._filling = True
+
+        def run() -> None:
+            try:
+                self.fill()
+            except Exception as error:  # noqa: BLE001 - the pool is an optimisation only
+                logger.warning("warm pool not refilled: %s", error)
+            finally:
+                with self._lock:
+                    self._filling = False
+
+        self._filler = threading.Thread(target=run, name="warm-pool", daemon=True)
+        self._filler.start()
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            ready, self._ready = list(self._ready), deque()
+            filler = self._filler
+        if filler is not None:
+            filler.join(timeout=30)
+        for warm in ready:
+            self.discard(warm)
+
+    def _start_one(self) -> Warm | None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        folder = self.folder / f"{os.getpid()}-{os.urandom(6).hex()}"
+        folder.mkdir(mode=0o755)
+        folder.chmod(0o755)  # the container's user (nobody on the host) reads it
+        options = self.runner._container_options(self._template(folder), idle_s=self.max_idle_s)
+        options["environment"] = {**options["environment"], "SANDBOX_WAIT_FOR_JOB": "1",
+                                  "SANDBOX_MAX_IDLE_S": str(int(self.max_idle_s))}  # fmt: skip
+        client = self.runner.client
+        try:
+            container = client.containers.create(self.runner.image, **options)
+            container.start()
+        except Exception as error:  # noqa: BLE001 - fall back to cold starts
+            logger.warning("warm pool: could not start a container: %s", error)
+            shutil.rmtree(folder, ignore_errors=True)
+            return None
+        return Warm(container, folder, time.monotonic(), self.memory_mb, self.timeout_s)
+
+    def _template(self, folder: Path) -> JobSpec:
+        """The spec a warm container is made for: the worker's limits, other limits default."""
+        return JobSpec(
+            job_id=POOL_JOB_LABEL, language="sql", code="", input_dir=folder,
+            timeout_s=self.timeout_s, memory_mb=self.memory_mb,
+        )  # fmt: skip
+
+    def _forget_dead_processes(self) -> None:
+        """Folders left by pools of processes that no longer exist."""
+        if not self.folder.exists():
+            return
+        for path in self.folder.iterdir():
+            pid, _, _ = path.name.partition("-")
+            if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+                shutil.rmtree(path, ignore_errors=True)
+
+
+def _limits(spec: JobSpec) -> tuple[Any, ...]:
+    return (spec.memory_mb, spec.cpus, spec.pids, spec.tmp_mb, spec.max_output_bytes)
+
+
+def _running(container: Any) -> bool:
+    try:
+        container.reload()
+    except Exception:  # noqa: BLE001 - gone or unreachable: not usable
+        return False
+    return bool(container.status == "running")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

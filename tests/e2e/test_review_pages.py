@@ -1,0 +1,105 @@
+"""Auditor review in a real browser (Debian's Chromium) against the whole running product:
+an auditor approves a held output on its review page; an analyst objects to a withholding."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import pytest
+from sqlalchemy import update
+
+from sandbox.models import Grant
+from tests.e2e import test_web_pages as web_pages
+from tests.live import LivePortal
+
+pytestmark = pytest.mark.browser
+# The browser and page fixtures of the other browser tests, and their way of logging in.
+browser, page, log_in = web_pages.browser, web_pages.page, web_pages.log_in
+
+MASKED_SQL = (
+    "SELECT p.district, COUNT(*) AS n FROM visits v "
+    "JOIN patients p ON v.person_id = p.person_id GROUP BY p.district"
+)
+
+
+def held_job(live: LivePortal, code: str = MASKED_SQL) -> str:
+    """A job of the analyst's, held for review because the grant asks for it."""
+    with live.sandbox.tx() as session:
+        session.execute(update(Grant).values(requires_review=True))
+    token = live.token("analyst")
+    status, body = live.request(
+        "POST", "/api/v1/jobs",
+        {"dataset": "health", "language": "sql", "mode": "masked", "code": code}, token,
+    )  # fmt: skip
+    assert status == 202, body
+    assert live.wait_for(body["id"], token)["status"] == "pending_review"
+    return str(body["id"])
+
+
+def test_browser_auditor_approves_held_output(page: Any, live_portal: LivePortal) -> None:
+    from playwright.sync_api import expect
+
+    job_id = held_job(live_portal)
+    log_in(page, live_portal, "auditor")
+    page.click("nav.main-nav >> text=结果审核")
+    page.wait_for_url(live_portal.base_url + "/reviews")
+    row = page.locator(f"#review-queue tr[data-job='{job_id}']")
+    expect(row).to_contain_text("analyst")
+    expect(row).to_contain_text("0 / 1")
+    row.get_by_role("link", name=job_id).click()
+    page.wait_for_url(f"{live_portal.base_url}/reviews/{job_id}")
+
+    expect(page.locator("#review-status")).to_have_attribute("data-status", "pending_review")
+    expect(page.locator("#review-analyst")).to_have_text("analyst")
+    expect(page.locator("#review-code")).to_contain_text("GROUP BY p.district")
+    held = page.locator("#held-outputs table.result")
+    expect(held.locator("thead th")).to_have_text(["district", "n"])
+    expect(held.locator("tbody tr").first).to_be_visible()
+
+    page.check("#review-form input[name=decision][value=approve]")
+    page.fill("#review-form textarea[name=comment]", "只有区县级汇总,可以发布。")
+    with page.expect_response(lambda r: r.request.method == "POST") as answer:
+        page.click("#review-form button[type=submit]")
+    assert answer.value.status == 303
+    page.wait_for_url(f"{live_portal.base_url}/reviews/{job_id}")
+    expect(page.locator("#review-status")).to_have_attribute("data-status", "released")
+    expect(page.locator("#review-form")).to_have_count(0)
+    event = page.locator("#review-history tr.review-event[data-kind=approve]")
+    expect(event).to_contain_text("auditor")
+    expect(event).to_contain_text("只有区县级汇总,可以发布。")
+
+    token = live_portal.token("analyst")
+    status, result = live_portal.request("GET", f"/api/v1/jobs/{job_id}/result", token=token)
+    assert status == 200, result
+    assert result["certificate"]["document"]["reviewers"] == ["auditor"]
+    page.click("nav.main-nav >> text=结果审核")
+    expect(page.locator(f"#review-queue tr[data-job='{job_id}']")).to_have_count(0)
+
+
+def test_browser_analyst_objects_to_withholding(page: Any, live_portal: LivePortal) -> None:
+    from playwright.sync_api import expect
+
+    job_id = held_job(live_portal, MASKED_SQL + " ORDER BY p.district")
+    auditor = live_portal.token("auditor")
+    decision = {"decision": "withhold", "comment": "分组过细"}
+    status, body = live_portal.request("POST", f"/api/v1/reviews/{job_id}", decision, auditor)
+    assert status == 200 and body["status"] == "withheld", body
+
+    log_in(page, live_portal, "analyst")
+    page.goto(f"{live_portal.base_url}/jobs/{job_id}")
+    expect(page.locator("#job-status")).to_have_attribute("data-status", "withheld")
+    expect(page.locator("#job-review")).to_contain_text("分组过细")
+    expect(page.locator("#result")).to_have_count(0)  # the held output is never shown
+    page.fill("#objection-form textarea[name=reason]", "每个区县都超过 10 人。")
+    page.click("#objection-form button[type=submit]")
+    page.wait_for_url(re.compile(re.escape(f"{live_portal.base_url}/jobs/{job_id}") + "$"))
+    expect(page.locator("#job-status")).to_have_attribute("data-status", "pending_review")
+    expect(page.locator("#objection-form")).to_have_count(0)
+    expect(page.locator("#job-review li.review-event[data-kind=objection]")).to_contain_text(
+        "每个区县都超过 10 人。"
+    )
+
+    _, queue = live_portal.request("GET", "/api/v1/reviews", token=auditor)
+    (queued,) = [r for r in queue["reviews"] if r["id"] == job_id]
+    assert queued["round"] == 2 and queued["objection"]["comment"] == "每个区县都超过 10 人。"

@@ -1,0 +1,90 @@
+"""Output checks in the job flow (development runner): what goes out, what waits for review."""
+
+from __future__ import annotations
+
+from sandbox import jobs
+from sandbox.context import Sandbox
+from sandbox.models import Job
+from sandbox.pipeline import run_job
+from sandbox.users import user_by_name
+
+
+def run(sandbox: Sandbox, code: str, *, language: str = "sql") -> Job:
+    with sandbox.tx() as session:
+        analyst = user_by_name(session, "analyst")
+        assert analyst is not None
+        analyst_id = analyst.id
+    job = jobs.submit(
+        sandbox, by_id=analyst_id, dataset="health", language=language, mode="masked",
+        code=code, epsilon=None, enqueue=lambda _: None,
+    )  # fmt: skip
+    run_job(sandbox, job.id)
+    with sandbox.tx() as session:
+        done = session.get(Job, job.id)
+        assert done is not None
+        session.expunge(done)
+        return done
+
+
+def test_a_query_less_an_earlier_one_isolating_a_few_persons_is_held(
+    sandbox_instance: Sandbox,
+) -> None:
+    # The same count twice, the second leaving out the few persons born in one year of
+    # one district: their difference isolates them.
+    first = run(sandbox_instance, "SELECT COUNT(*) AS n FROM patients WHERE birth_year >= 1950")
+    assert first.status == "released", (first.error_code, first.findings)
+    assert first.disclosure_sketches and len(first.disclosure_sketches) == 1
+    second = run(
+        sandbox_instance,
+        "SELECT COUNT(*) AS n FROM patients WHERE birth_year >= 1950 "
+        "AND NOT (birth_year = 1950 AND district = '金坛区')",
+    )
+    assert second.status == "pending_review", (second.status, second.findings)
+    assert [f["rule"] for f in second.findings] == ["masked.differencing"]
+    assert "fewer than 10" in second.findings[0]["message"]
+    # A question far from the first goes out.
+    third = run(sandbox_instance, "SELECT COUNT(*) AS n FROM patients WHERE birth_year >= 1990")
+    assert third.status == "released"
+
+
+def test_python_helper_tables_are_checked_and_undeclared_outputs_wait(
+    sandbox_instance: Sandbox,
+) -> None:
+    code = """
+import sandbox_job
+import statsmodels.formula.api as smf
+visits = sandbox_job.table("visits")
+sandbox_job.frequency_table("by_department", visits, by=["department"])
+sandbox_job.magnitude_table("cost", visits, by=["department"], value="cost", statistic="mean")
+fit = smf.ols("cost ~ length_of_stay", data=visits).fit()
+sandbox_job.model_summary("fit", fit)
+"""
+    job = run(sandbox_instance, code, language="python")
+    assert job.status == "released", (job.error_code, job.error_message, job.findings)
+    tables = {t["name"]: t for t in (job.result or {})["tables"]}
+    assert tables["by_department"]["columns"] == ["department", "n"]
+    assert tables["cost"]["columns"] == ["department", "mean_cost", "n"]
+    assert [r[0] for r in tables["fit"]["rows"]] == ["Intercept", "length_of_stay"]
+    assert all(not c.startswith("__sandbox_") for t in tables.values() for c in t["columns"])
+    assert job.disclosure_sketches  # the helper's tables were sketched
+    undeclared = run(
+        sandbox_instance,
+        "import sandbox_job\nv = sandbox_job.table('visits')\n"
+        "sandbox_job.output('mine', v.groupby('department').size().reset_index(name='n'), "
+        "kind='other', count_column='n')\n",
+        language="python",
+    )
+    assert undeclared.status == "pending_review"
+    assert [f["rule"] for f in undeclared.findings] == ["output.undeclared"]
+
+
+def test_a_model_with_too_few_degrees_of_freedom_is_withheld(sandbox_instance: Sandbox) -> None:
+    code = """
+import sandbox_job
+import statsmodels.formula.api as smf
+visits = sandbox_job.table("visits").head(8)
+sandbox_job.model_summary("fit", smf.ols("cost ~ length_of_stay", data=visits).fit())
+"""
+    job = run(sandbox_instance, code, language="python")
+    assert job.status == "withheld"
+    assert [f["rule"] for f in job.findings] == ["output.model_dof"]
