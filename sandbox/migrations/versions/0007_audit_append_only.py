@@ -54,7 +54,12 @@ DOWNGRADE: dict[str, tuple[str, ...]] = {
 def _run(statements: dict[str, tuple[str, ...]]) -> None:
     dialect = op.get_context().dialect.name
     if dialect not in statements:
-        raise NotImplementedError(f"no append-only triggers for {dialect}")
+        # The audit table must refuse changes wherever it lives: an unknown database
+        # is refused rather than left with a mutable audit log.
+        raise RuntimeError(
+            f"the audit table's append-only triggers exist for PostgreSQL and SQLite, "
+            f"not for {dialect}"
+        )
     for statement in statements[dialect]:
         op.execute(statement)
 
