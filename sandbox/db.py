@@ -11,14 +11,27 @@ from typing import Any
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
+_ENGINES: dict[str, Engine] = {}
 
-@cache
+
 def engine_for(url: str) -> Engine:
-    if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
-        _serialise_sqlite_writers(engine)
-        return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+    """One engine (and connection pool) per database URL in this process."""
+    engine = _ENGINES.get(url)
+    if engine is None:
+        if url.startswith("sqlite"):
+            engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+            _serialise_sqlite_writers(engine)
+        else:
+            engine = create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+        engine = _ENGINES.setdefault(url, engine)
+    return engine
+
+
+def close_idle_connections() -> None:
+    """Close the pooled connections no one holds, in every engine of this process
+    (the engines stay usable and connect again when asked)."""
+    for engine in list(_ENGINES.values()):
+        engine.dispose()
 
 
 def _serialise_sqlite_writers(engine: Engine) -> None:

@@ -38,6 +38,17 @@ def docker_client() -> Iterator[object]:
     client.close()
 
 
+@pytest.fixture(autouse=True)
+def _close_idle_database_connections():  # type: ignore[no-untyped-def]
+    """Each test instance has a database of its own (PostgreSQL in CI): its idle
+    pooled connections are closed after the test, or they add up past the server's
+    connection limit."""
+    yield
+    from sandbox.db import close_idle_connections
+
+    close_idle_connections()
+
+
 @pytest.fixture
 def sandbox_instance(tmp_path):  # type: ignore[no-untyped-def]
     """A migrated instance (SQLite, development runner) with demo users, grants, data."""
