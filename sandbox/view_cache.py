@@ -25,7 +25,9 @@ import pyarrow.parquet as pq
 
 from datasets.views import ViewError
 
-CAPACITY = 4
+# Views a worker process keeps: a few grants' SQL and Python views at 20k persons
+# take a few MB each; 16 keep 4 analysts' mixed jobs from building theirs again.
+CAPACITY = 16
 
 
 def view_key(
