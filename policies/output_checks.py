@@ -258,6 +258,20 @@ class SketchedRow:
     released: bool
     job: str | None = None  # an earlier job's id; None: this job
 
+    def to_json(self) -> dict[str, Any]:
+        """As stored with its job (``jobs.disclosure_sketches``); the job is the row's."""
+        return {"table": self.table, "keys": [list(k) for k in self.keys],
+                "persons": self.persons, "sketch": self.sketch.to_list(),
+                "released": self.released}  # fmt: skip
+
+    @classmethod
+    def from_json(cls, raw: Mapping[str, Any], *, job: str) -> SketchedRow:
+        return cls(
+            table=raw["table"], keys=tuple((k, v) for k, v in raw["keys"]),
+            persons=raw["persons"], sketch=Sketch.from_list(raw["sketch"]),
+            released=raw["released"], job=job,
+        )  # fmt: skip
+
     def where(self) -> str:
         place = ", ".join(f"{name}={value}" for name, value in self.keys) or "all rows"
         origin = f"job {self.job} " if self.job else ""

@@ -218,13 +218,7 @@ class MasterKeyFile:
 
     def _read(self) -> dict[str, Any]:
         check_private_file(self.path)
-        try:
-            data = json.loads(self.path.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as error:
-            raise ConfigurationError(f"{self.path} cannot be read: {error}") from error
-        if not isinstance(data, dict) or data.get("format") != MASTER_FORMAT:
-            raise ConfigurationError(f"{self.path} is not a {MASTER_FORMAT} file")
-        return data
+        return _read_keyring_file(self.path, MASTER_FORMAT)
 
     def _decode(self, text: str) -> bytes:
         return decode_master_key(text, source=f"a key in {self.path}")
@@ -423,13 +417,7 @@ class SigningKeys:
     def _read(self) -> dict[str, Any]:
         if not self.keyring_path.exists():
             self._create()
-        try:
-            data = json.loads(self.keyring_path.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as error:
-            raise ConfigurationError(f"{self.keyring_path} cannot be read: {error}") from error
-        if not isinstance(data, dict) or data.get("format") != KEYRING_FORMAT:
-            raise ConfigurationError(f"{self.keyring_path} is not a {KEYRING_FORMAT} file")
-        return data
+        return _read_keyring_file(self.keyring_path, KEYRING_FORMAT)
 
     def _create(self) -> None:
         with file_lock(self._lock):
@@ -451,3 +439,14 @@ class SigningKeys:
 
 def _public_entry(key: ReleaseKey, created_at: str) -> dict[str, Any]:
     return PublicKeyEntry(key.key_id, key.public_pem, created_at, None).to_dict()
+
+
+def _read_keyring_file(path: Path, format_name: str) -> dict[str, Any]:
+    """A keyring file's JSON, refused with its path named unless it is of ``format_name``."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise ConfigurationError(f"{path} cannot be read: {error}") from error
+    if not isinstance(data, dict) or data.get("format") != format_name:
+        raise ConfigurationError(f"{path} is not a {format_name} file")
+    return data

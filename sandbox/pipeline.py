@@ -28,7 +28,7 @@ from policies.disclosure import (
     apply_threshold,
     check_declared_output,
 )
-from policies.output_checks import DisclosureRules, Sketch, SketchedRow, isolations
+from policies.output_checks import DisclosureRules, SketchedRow, isolations
 from policies.policy_file import DatasetPolicy, PolicyFileError, load_policy
 from runners import JobFailed, JobSpec, RunnerUnavailable, RunResult
 from sandbox import audit, grants, lease
@@ -303,7 +303,7 @@ def _check_and_release(
             move(session, job, JobStatus.WITHHELD, actor=WORKER, details={"findings": job.findings})
             return job.status
         job.result = released
-        job.disclosure_sketches = [_sketch_to_json(row) for row in sketches] or None
+        job.disclosure_sketches = [row.to_json() for row in sketches] or None
         if holds:
             # Held for an auditor: the findings say why; nothing goes out before a review.
             job.findings = [h.to_dict() for h in holds[:50]]
@@ -377,7 +377,7 @@ def _differencing(
             Job.disclosure_sketches.is_not(None),
         )
     ):
-        earlier += [_sketch_from_json(raw, earlier_id) for raw in stored or []]
+        earlier += [SketchedRow.from_json(raw, job=earlier_id) for raw in stored or []]
     return [
         Finding(
             found.rule,
@@ -388,18 +388,6 @@ def _differencing(
         )
         for found in isolations(sketches, earlier, threshold)
     ]
-
-
-def _sketch_to_json(row: SketchedRow) -> dict[str, Any]:
-    return {"table": row.table, "keys": [list(k) for k in row.keys], "persons": row.persons,
-            "sketch": row.sketch.to_list(), "released": row.released}  # fmt: skip
-
-
-def _sketch_from_json(raw: dict[str, Any], job_id: str) -> SketchedRow:
-    return SketchedRow(
-        table=raw["table"], keys=tuple((k, v) for k, v in raw["keys"]), persons=raw["persons"],
-        sketch=Sketch.from_list(raw["sketch"]), released=raw["released"], job=job_id,
-    )  # fmt: skip
 
 
 def release(sandbox: Sandbox, session: Any, job: Job, *, reviewers: list[str]) -> None:
