@@ -318,6 +318,7 @@ def measure_load(
 ) -> None:
     load_before = _load()
     busy_before = _cpu_busy()
+    cpu_before = _cpu_by_component(live)
     start = time.time()
     end = start + args.duration
     results: list[Finished] = []
@@ -362,6 +363,7 @@ def measure_load(
         raise SystemExit(f"an analyst stopped: {errors[0]!r}")
     drained = time.time()
     busy = _cpu_busy()
+    cpu_after = _cpu_by_component(live)
     busy_share = (busy[0] - busy_before[0]) / max(busy[1] - busy_before[1], 1e-9)
 
     released = [r for r in results if r.status == "released"]
@@ -396,6 +398,7 @@ def measure_load(
         + (f", {others}" if others else "")
         + f"; drained {drained - end:.1f} s after the window"
     )
+    print_cpu_shares(cpu_before, cpu_after, busy[0] - busy_before[0], len(results))
     print(_table_header())
     for kind in KINDS:
         latencies = [r.latency for r in released if r.kind == kind]
@@ -413,6 +416,66 @@ def measure_load(
             f"{statistics.median(all_latencies):.2f} s, p95 "
             f"{percentile(all_latencies, 0.95):.2f} s"
         )
+
+
+# --- where the CPU goes --------------------------------------------------------
+
+TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def _cpu_by_component(live: LivePortal) -> dict[str, float]:
+    """CPU seconds used so far by the long-lived processes, by component (Linux).
+
+    What is not here (container processes, runc, shims and other processes that
+    came and went) is the host's busy time less these.
+    """
+    workers = {w.pid for w in live.workers}
+    parents: dict[int, int] = {}
+    names: dict[int, str] = {}
+    seconds: dict[int, float] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        name = stat[stat.index("(") + 1 : stat.rindex(")")]
+        fields = stat[stat.rindex(")") + 2 :].split()
+        pid = int(entry.name)
+        parents[pid], names[pid] = int(fields[1]), name
+        seconds[pid] = (int(fields[11]) + int(fields[12])) / TICKS  # utime + stime
+
+    def component(pid: int) -> str | None:
+        if pid == os.getpid():
+            return "portal + bench client (one process)"
+        seen = pid
+        while seen > 1:
+            if seen in workers:
+                return "celery workers"
+            seen = parents.get(seen, 1)
+        if names[pid] in ("dockerd", "containerd"):
+            return names[pid]
+        if names[pid].startswith(("postgres", "redis-server")):
+            return "postgres + redis"
+        return None
+
+    totals: dict[str, float] = {}
+    for pid, used in seconds.items():
+        if (name := component(pid)) is not None:
+            totals[name] = totals.get(name, 0.0) + used
+    return totals
+
+
+def print_cpu_shares(
+    before: dict[str, float], after: dict[str, float], busy_ticks: float, jobs: int
+) -> None:
+    used = {name: after.get(name, 0.0) - before.get(name, 0.0) for name in after}
+    busy = busy_ticks / TICKS
+    used["containers, runc, shims, other"] = max(busy - sum(used.values()), 0.0)
+    print(f"   CPU seconds per job (of {busy / max(jobs, 1):.2f} in all, host-wide):")
+    for name, value in sorted(used.items(), key=lambda item: -item[1]):
+        print(f"     {name:<38}{value / max(jobs, 1):>6.2f}  ({value / max(busy, 1e-9):.0%})")
 
 
 # --- printing ----------------------------------------------------------------

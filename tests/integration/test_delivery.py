@@ -31,6 +31,7 @@ from runners.docker_runner import (
     LABEL_RUNNER,
 )
 from runners.image import IMAGE_TAG
+from runners.pool import POOL_JOB_LABEL
 from sandbox import audit, jobs
 from sandbox.celery_app import make_celery
 from sandbox.context import Sandbox
@@ -326,6 +327,42 @@ def test_worker_start_removes_orphaned_containers_and_view_folders(
                 container.remove(force=True)
 
 
+@pytest.mark.docker
+def test_killed_worker_warm_containers_are_removed_and_the_next_worker_serves(
+    live_redis: Callable[..., LivePortal], docker_client: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SANDBOX_RUNNER_POOL", "1")  # this test is about the warm pool
+    live = live_redis(sweep_interval=1, runner="docker")
+    token = live.token("analyst")
+    first = live.workers[0]
+    # The worker's pool process (a child, started after the worker) creates them.
+    wait_until(lambda: bool(warm_containers(docker_client, set(process_tree(first.pid)))),
+               timeout=60, what="the first worker's warm container to start")  # fmt: skip
+    pids = set(process_tree(first.pid))
+    (waiting,) = warm_containers(docker_client, pids)
+    pool_folder = live.sandbox.settings.instance / "runner-pool"
+    assert any(path.name.split("-")[0] in {str(p) for p in pids} for path in pool_folder.iterdir())
+
+    # The whole worker dies: nobody will ever hand its warm container a job.
+    for pid in process_tree(first.pid):
+        os.kill(pid, signal.SIGKILL)
+    first.wait(timeout=10)
+    waiting.reload()
+    assert waiting.status == "running"
+    second = start_worker(live.sandbox, name="w2")
+    live.workers.append(second)
+
+    wait_until(lambda: waiting.id not in container_ids(docker_client), timeout=30,
+               what="the dead worker's warm container to be removed")  # fmt: skip
+    assert not any(
+        path.name.split("-")[0] in {str(p) for p in pids} for path in pool_folder.iterdir()
+    )  # its folders went with it (removed when the next pool starts)
+    job = live.wait_for(submit(live, token, SQL_JOB), token, timeout=60)
+    assert job["status"] == "released", worker_logs(live)
+    wait_until(lambda: bool(warm_containers(docker_client, set(process_tree(second.pid)))),
+               timeout=60, what="the second worker's pool to refill")  # fmt: skip
+
+
 # Helpers
 
 
@@ -373,6 +410,12 @@ def sleeper(client: Any, job_id: str, *, host: str, pid: int) -> Any:
 
 def job_containers(client: Any, job_id: str) -> list[Any]:
     return list(client.containers.list(all=True, filters={"label": f"{LABEL_JOB}={job_id}"}))
+
+
+def warm_containers(client: Any, creators: set[int]) -> list[Any]:
+    """Running warm-pool containers created by one of ``creators`` (process ids)."""
+    listed = client.containers.list(filters={"label": f"{LABEL_JOB}={POOL_JOB_LABEL}"})
+    return [c for c in listed if int(c.labels.get(LABEL_PID, "0")) in creators]
 
 
 def container_ids(client: Any) -> set[str]:
