@@ -20,6 +20,7 @@ Prints figures only; nothing here asserts a timing.
 
     .venv/bin/python bench/throughput.py [--patients N] [--runs N] [--duration S]
         [--workers N] [--analysts N] [--in-flight N] [--broker auto|redis|embedded]
+        [--metadata sqlite|postgres]
 """
 
 from __future__ import annotations
@@ -103,6 +104,8 @@ def main() -> None:
     parser.add_argument("--analysts", type=int, default=4)
     parser.add_argument("--in-flight", type=int, default=2, help="jobs in flight per analyst")
     parser.add_argument("--broker", default="auto", choices=["auto", "redis", "embedded"])
+    parser.add_argument("--metadata", default="sqlite", choices=["sqlite", "postgres"],
+                        help="postgres: a fresh database on 127.0.0.1:5432, as in production")  # fmt: skip
     args = parser.parse_args()
 
     # One access-log line per poll would drown the figures.
@@ -115,9 +118,15 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-throughput-") as folder:
         started = time.monotonic()
         # Generous fair-share limits: the analysts here submit as fast as jobs finish.
+        database_url = None
+        if args.metadata == "postgres":
+            from tests.services import fresh_postgres_database
+
+            database_url = fresh_postgres_database()
         live = start_live_portal(
             Path(folder) / "instance", runner="docker", patients=args.patients,
             broker_url=broker_url, max_active_jobs=1000, max_submissions_per_minute=100_000,
+            database_url=database_url,
         )  # fmt: skip
         try:
             for n in range(2, args.workers + 1):

@@ -223,7 +223,7 @@ def _require_decider(user: User) -> None:
 def _pending(session: Session, request_id: str) -> AccessRequest:
     # Locked, so two owners deciding at once cannot both act on one request.
     request = session.scalars(
-        select(AccessRequest).where(AccessRequest.id == request_id).with_for_update()
+        select(AccessRequest).where(AccessRequest.id == request_id).with_for_update(key_share=True)
     ).one_or_none()
     if request is None:
         raise NotFound(f"There is no access request {request_id}.")

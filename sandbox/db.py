@@ -2,14 +2,26 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import logging
+import random
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+# PostgreSQL's answers that mean "run the transaction again": nothing was written.
+TRANSIENT_SQLSTATES = {
+    "40P01": "deadlock detected",
+    "40001": "could not serialize access",
+}
 
 _ENGINES: dict[str, Engine] = {}
 
@@ -66,6 +78,33 @@ def transaction(url: str) -> Iterator[Session]:
             yield session
     finally:
         session.close()
+
+
+def is_transient(error: BaseException) -> bool:
+    """Whether the database rolled the transaction back only because of another one."""
+    if not isinstance(error, DBAPIError):
+        return False
+    return getattr(error.orig, "sqlstate", None) in TRANSIENT_SQLSTATES
+
+
+def retry_transient(work: Callable[[], T], *, attempts: int = 4) -> T:
+    """Run ``work`` (which opens its own transaction) again after a deadlock or a
+    serialization failure, up to ``attempts`` times with a short random pause.
+
+    ``work`` must do nothing outside the database before its commit, or
+    nothing that harms when done again.
+    """
+    for attempt in range(1, attempts + 1):
+        try:
+            return work()
+        except DBAPIError as error:
+            if attempt == attempts or not is_transient(error):
+                raise
+            state = getattr(error.orig, "sqlstate", "")
+            log.warning("transaction rolled back (%s: %s); attempt %d of %d",
+                        state, TRANSIENT_SQLSTATES[state], attempt + 1, attempts)  # fmt: skip
+            time.sleep(random.uniform(0.005, 0.05) * attempt)  # noqa: S311 - not a secret
+    raise AssertionError("unreachable")
 
 
 def sqlite_path(url: str) -> Path | None:

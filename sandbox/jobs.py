@@ -25,6 +25,7 @@ from policies.policy_file import DatasetPolicy, load_policy
 from policies.python_check import check_python, tables_read
 from policies.sql_check import check_sql
 from sandbox import audit, grants
+from sandbox.db import retry_transient
 from sandbox.dp.planner import DpPlan, DpUnsupported, estimates, plan_dp_query
 from sandbox.errors import (
     BudgetExhausted,
@@ -357,6 +358,19 @@ def rejection_of(job: Job) -> PolicyRejected:
 Enqueue = Callable[[str], None]
 
 
+def lock_analyst(session: Session, user_id: int) -> User | None:
+    """Lock the analyst's row until the transaction ends: one submission per analyst at a
+    time, so the fair-share counts hold.
+
+    FOR NO KEY UPDATE, not FOR UPDATE: a worker updating this analyst's job twice in
+    one transaction has PostgreSQL check the job's foreign key with FOR KEY SHARE on
+    this row. Under FOR UPDATE it waited for the submission, which waited for the
+    audit lock the worker held: a deadlock, and a 500 for the submission.
+    """
+    query = select(User).where(User.id == user_id).with_for_update(key_share=True)
+    return session.scalars(query).first()
+
+
 @contextmanager
 def _refusal_audited(sandbox: Any, *, by_id: int, dataset: str, mode: str) -> Iterator[None]:
     """A submission without an active grant is rolled back; the attempt is kept in the audit."""
@@ -417,20 +431,23 @@ def submit(
     rows_per_person: int | None = None,
 ) -> Job:
     """Submit in one transaction; answer a rejection with its error; queue the rest."""
-    refusal_kept = _refusal_audited(sandbox, by_id=by_id, dataset=dataset, mode=mode)
-    with refusal_kept, sandbox.tx() as session:
-        # One submission per analyst at a time, so the fair-share counts hold.
-        user = session.scalars(select(User).where(User.id == by_id).with_for_update()).first()
-        if user is None:
-            raise NotFound("There is no such user.")
-        _check_fair_share(session, user, sandbox.settings)
-        store = sandbox.store
-        version = store.version(dataset) if store.exists(dataset) else None
-        job = submit_job(
-            session, by=user, dataset=dataset, language=language, mode=mode, code=code,
-            epsilon=epsilon, dataset_version=version, delta=delta,
-            rows_per_person=rows_per_person,
-        )  # fmt: skip
+
+    def once() -> Job:
+        refusal_kept = _refusal_audited(sandbox, by_id=by_id, dataset=dataset, mode=mode)
+        with refusal_kept, sandbox.tx() as session:
+            user = lock_analyst(session, by_id)
+            if user is None:
+                raise NotFound("There is no such user.")
+            _check_fair_share(session, user, sandbox.settings)
+            store = sandbox.store
+            version = store.version(dataset) if store.exists(dataset) else None
+            return submit_job(
+                session, by=user, dataset=dataset, language=language, mode=mode, code=code,
+                epsilon=epsilon, dataset_version=version, delta=delta,
+                rows_per_person=rows_per_person,
+            )  # fmt: skip
+
+    job = retry_transient(once)
     if job.status == JobStatus.REJECTED:
         raise rejection_of(job)
     enqueue(job.id)

@@ -34,6 +34,7 @@ from runners import JobFailed, JobSpec, RunnerUnavailable, RunResult
 from sandbox import audit, grants, lease
 from sandbox.consent import consenting_persons
 from sandbox.context import Sandbox
+from sandbox.db import retry_transient
 from sandbox.dp.planner import release_noisy
 from sandbox.errors import Conflict
 from sandbox.jobs import Plan, manifest_for, move, plan_job, policy_for
@@ -51,46 +52,12 @@ VIEWS = ViewCache()
 def run_job(sandbox: Sandbox, job_id: str) -> str:
     """Take the job through to a final state (or pending review); return its status."""
     holder = str(lease.Holder.current())
-    with sandbox.tx() as session:
-        job = session.scalars(select(Job).where(Job.id == job_id).with_for_update()).one_or_none()
-        if job is None:
-            log.warning("job %s does not exist", job_id)
-            return "missing"
-        status = JobStatus(job.status)
-        if status in FINAL_STATES or status in (JobStatus.CHECKING, JobStatus.PENDING_REVIEW):
-            return status.value
-        if status is JobStatus.QUEUED:
-            move(session, job, JobStatus.RUNNING, actor=WORKER,
-                 details={"attempt": 1, "worker": holder})  # fmt: skip
-        else:
-            lost = lease.lost_because(session, job, timeout_s=sandbox.settings.job_timeout_s)
-            if lost is None:
-                return status.value  # another worker holds it
-            if lost is not lease.Lost.RELEASED and (
-                lease.worker_losses(session, job.id) + 1 >= lease.MAX_WORKER_LOSSES
-            ):
-                message = f"The worker running this job was lost {lease.MAX_WORKER_LOSSES} times."
-                _fail(job, session, "worker_lost", message)
-                return job.status
-            audit.append(session, actor=WORKER, action="job.rerun", subject=job.id,
-                         details={"attempt": job.attempts + 1, "worker": holder,
-                                  "lost": lost.value})  # fmt: skip
-        job.attempts += 1
-        attempt = job.attempts
-        job.started_at = utcnow()
-        grant = session.get(Grant, job.grant_id)
-        if grant is None or not grant.is_active():
-            _fail(job, session, "grant_inactive", "The grant was revoked or expired; not run.")
-            return job.status
-        if job.cached_from:
-            return _release_cached(sandbox, session, job)
-        job.runner = sandbox.runner.name
-        # The version the view is built from now (the dataset may have been replaced since
-        # the submission): the certificate names what was actually read.
-        if sandbox.store.exists(job.dataset):
-            job.dataset_version = sandbox.store.version(job.dataset)
-        job_data = _JobData.of(job, grant)
-        policy = policy_for(manifest_for(job.dataset), grant)
+    # Each transaction here is run again if the database rolled it back for another
+    # one's sake (a deadlock, a serialization failure): nothing outside it happened yet.
+    started = retry_transient(lambda: _start_attempt(sandbox, job_id, holder))
+    if isinstance(started, str):
+        return started
+    attempt, job_data, policy = started
 
     # Per attempt: a lost attempt that still runs somewhere cannot delete this one's view.
     folder = sandbox.settings.work_dir / job_id / f"attempt-{attempt}"
@@ -137,7 +104,59 @@ def run_job(sandbox: Sandbox, job_id: str) -> str:
         with contextlib.suppress(OSError):
             folder.parent.rmdir()  # the job's folder, once no attempt uses it
 
-    return _check_and_release(sandbox, job_id, plan, policy, result, attempt=attempt)
+    return retry_transient(
+        lambda: _check_and_release(sandbox, job_id, plan, policy, result, attempt=attempt)
+    )
+
+
+def _start_attempt(
+    sandbox: Sandbox, job_id: str, holder: str
+) -> str | tuple[int, _JobData, DatasetPolicy]:
+    """Lock the job and take it for this attempt: its number, data and policy, or the
+    job's status when there is nothing to run here."""
+    with sandbox.tx() as session:
+        job = session.scalars(
+            select(Job).where(Job.id == job_id).with_for_update(key_share=True)
+        ).one_or_none()
+        if job is None:
+            log.warning("job %s does not exist", job_id)
+            return "missing"
+        status = JobStatus(job.status)
+        if status in FINAL_STATES or status in (JobStatus.CHECKING, JobStatus.PENDING_REVIEW):
+            return status.value
+        if status is JobStatus.QUEUED:
+            move(session, job, JobStatus.RUNNING, actor=WORKER,
+                 details={"attempt": 1, "worker": holder})  # fmt: skip
+        else:
+            lost = lease.lost_because(session, job, timeout_s=sandbox.settings.job_timeout_s)
+            if lost is None:
+                return status.value  # another worker holds it
+            if lost is not lease.Lost.RELEASED and (
+                lease.worker_losses(session, job.id) + 1 >= lease.MAX_WORKER_LOSSES
+            ):
+                message = f"The worker running this job was lost {lease.MAX_WORKER_LOSSES} times."
+                _fail(job, session, "worker_lost", message)
+                return job.status
+            audit.append(session, actor=WORKER, action="job.rerun", subject=job.id,
+                         details={"attempt": job.attempts + 1, "worker": holder,
+                                  "lost": lost.value})  # fmt: skip
+        job.attempts += 1
+        attempt = job.attempts
+        job.started_at = utcnow()
+        grant = session.get(Grant, job.grant_id)
+        if grant is None or not grant.is_active():
+            _fail(job, session, "grant_inactive", "The grant was revoked or expired; not run.")
+            return job.status
+        if job.cached_from:
+            return _release_cached(sandbox, session, job)
+        job.runner = sandbox.runner.name
+        # The version the view is built from now (the dataset may have been replaced since
+        # the submission): the certificate names what was actually read.
+        if sandbox.store.exists(job.dataset):
+            job.dataset_version = sandbox.store.version(job.dataset)
+        job_data = _JobData.of(job, grant)
+        policy = policy_for(manifest_for(job.dataset), grant)
+    return attempt, job_data, policy
 
 
 def _release_cached(sandbox: Sandbox, session: Any, job: Job) -> str:
@@ -153,7 +172,9 @@ def _release_cached(sandbox: Sandbox, session: Any, job: Job) -> str:
 
 
 def _locked(session: Session, job_id: str) -> Job:
-    return session.scalars(select(Job).where(Job.id == job_id).with_for_update()).one()
+    return session.scalars(
+        select(Job).where(Job.id == job_id).with_for_update(key_share=True)
+    ).one()
 
 
 def _superseded(job: Job, attempt: int) -> bool:

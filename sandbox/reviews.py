@@ -117,7 +117,7 @@ def set_reviewers_required(
     if type(count) is not int or count not in REVIEWERS_ALLOWED:  # not True, not 2.0
         raise InvalidRequest("reviewers_required must be 1 or 2.", field="reviewers_required")
     record = session.scalars(
-        select(DatasetRecord).where(DatasetRecord.name == dataset).with_for_update()
+        select(DatasetRecord).where(DatasetRecord.name == dataset).with_for_update(key_share=True)
     ).one_or_none()
     if record is None:
         raise NotFound(f"There is no stored dataset {dataset}.")
@@ -312,7 +312,9 @@ def dataset_settings(record: DatasetRecord) -> dict[str, Any]:
 
 
 def _locked(session: Session, job_id: str) -> Job:
-    job = session.scalars(select(Job).where(Job.id == job_id).with_for_update()).one_or_none()
+    job = session.scalars(
+        select(Job).where(Job.id == job_id).with_for_update(key_share=True)
+    ).one_or_none()
     if job is None:
         raise NotFound(f"There is no job {job_id}.")
     return job

@@ -131,6 +131,44 @@ def test_sql_job_returns_table(runner: DockerRunner, view: Path) -> None:
     assert table.rows == [["cardiology", 3], ["oncology", 2]]
 
 
+def test_warm_pool_expects_the_last_language_and_runs_either(
+    docker_client: Any, view: Path, tmp_path: Path
+) -> None:
+    pool_settings = WarmPoolSettings(size=1, folder=tmp_path / "pool", memory_mb=1024,
+                                     timeout_s=30)  # fmt: skip
+    runner = DockerRunner(docker_client, pool=pool_settings)
+    pool = runner._warm_pool()
+    assert pool is not None
+
+    def warmed_for() -> str:
+        if pool._filler is not None:
+            pool._filler.join(timeout=60)  # the refill each run starts in the background
+        pool.fill()
+        (warm,) = pool._ready
+        return warm.language
+
+    sql = "SELECT department, count(*) AS n FROM visits GROUP BY department ORDER BY 1"
+    python = (
+        "import sandbox_job\n"
+        "v = sandbox_job.table('visits')\n"
+        "sandbox_job.output('n', v.groupby('department').size().reset_index(name='n'), "
+        "kind='frequency', count_column='n')\n"
+    )
+    try:
+        assert warmed_for() == "python"  # before any job: the imports that serve both
+        # A SQL job in a container warmed for Python; the next one expects SQL.
+        assert run_job(runner, make_spec(view, sql, language="sql")).tables[0].rows == [
+            ["cardiology", 3], ["oncology", 2]
+        ]
+        assert warmed_for() == "sql"
+        # A Python job in a container that imported DuckDB only still runs.
+        (table,) = run_job(runner, make_spec(view, python)).tables
+        assert sorted(table.rows) == [["cardiology", 3], ["oncology", 2]]
+        assert warmed_for() == "python"
+    finally:
+        runner.close()
+
+
 def test_python_job_returns_table(runner: DockerRunner, view: Path) -> None:
     code = """
     import sandbox_job
