@@ -104,8 +104,10 @@ def main() -> None:
     parser.add_argument("--analysts", type=int, default=4)
     parser.add_argument("--in-flight", type=int, default=2, help="jobs in flight per analyst")
     parser.add_argument("--broker", default="auto", choices=["auto", "redis", "embedded"])
-    parser.add_argument("--metadata", default="sqlite", choices=["sqlite", "postgres"],
-                        help="postgres: a fresh database on 127.0.0.1:5432, as in production")  # fmt: skip
+    parser.add_argument(
+        "--metadata", default="sqlite", choices=["sqlite", "postgres"],
+        help="postgres: a fresh database on 127.0.0.1:5432, as in production",
+    )  # fmt: skip
     args = parser.parse_args()
 
     # One access-log line per poll would drown the figures.

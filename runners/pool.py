@@ -185,9 +185,7 @@ class WarmPool:
             logger.warning("warm pool: could not start a container: %s", error)
             shutil.rmtree(folder, ignore_errors=True)
             return None
-        return Warm(
-            container, folder, time.monotonic(), self.memory_mb, self.timeout_s, language
-        )
+        return Warm(container, folder, time.monotonic(), self.memory_mb, self.timeout_s, language)
 
     def _template(self, folder: Path) -> JobSpec:
         """The spec a warm container is made for: the worker's limits, other limits default."""

@@ -158,7 +158,8 @@ def test_warm_pool_expects_the_last_language_and_runs_either(
         assert warmed_for() == "python"  # before any job: the imports that serve both
         # A SQL job in a container warmed for Python; the next one expects SQL.
         assert run_job(runner, make_spec(view, sql, language="sql")).tables[0].rows == [
-            ["cardiology", 3], ["oncology", 2]
+            ["cardiology", 3],
+            ["oncology", 2],
         ]
         assert warmed_for() == "sql"
         # A Python job in a container that imported DuckDB only still runs.
