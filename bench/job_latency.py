@@ -38,9 +38,8 @@ KINDS = {
         "language": "python", "mode": "masked",
         "code": "import sandbox_job\n"
                 "visits = sandbox_job.table('visits')\n"
-                "out = visits.groupby('department').agg(n=('cost', 'size'), "
-                "mean_cost=('cost', 'mean')).reset_index()\n"
-                "sandbox_job.output('by_department', out, kind='frequency', count_column='n')\n",
+                "sandbox_job.magnitude_table('by_department', visits, by=['department'], "
+                "value='cost', statistic='mean')\n",
     },
 }  # fmt: skip
 

@@ -405,6 +405,8 @@ def check_declared_output(
     *,
     k: int,
     rules: DisclosureRules | None = None,
+    verified: bool = False,
+    unverified_because: str | None = None,
 ) -> Released:
     """Disclosure control of one output a Python job declared through the helper.
 
@@ -414,7 +416,39 @@ def check_declared_output(
     hands over each group's largest contributions for dominance and p-percent.
     model_summary: needs the residual degrees of freedom. Anything else, or a
     table declared without what its kind needs, is held for an auditor.
+
+    ``verified``: the sandbox computed this table itself from the view
+    (``sandbox.output_verification``). An unverified output is checked on what
+    the job declared, which its code could have forged, and held for an auditor
+    unless the rules trust declarations.
     """
+    checked = _check_declared(name, columns, rows, declared, k=k, rules=rules)
+    trusted = verified or (rules is not None and rules.trust_python_declarations)
+    if not trusted and not any(h.rule == "output.undeclared" for h in checked.holds):
+        because = f" ({unverified_because})" if unverified_because else ""
+        checked.holds.append(
+            Finding(
+                "output.unverified",
+                f"The sandbox could not compute output {name} again from your view{because}, "
+                "so what the job declared about it is not trusted: an auditor reviews it. A "
+                "table made by sandbox_job.frequency_table or magnitude_table directly from a "
+                "DataFrame that sandbox_job.table returned is recomputed and released without "
+                "review.",
+                location=f"output {name}",
+            )
+        )
+    return checked
+
+
+def _check_declared(
+    name: str,
+    columns: list[str],
+    rows: list[list[Any]],
+    declared: dict[str, Any],
+    *,
+    k: int,
+    rules: DisclosureRules | None,
+) -> Released:
     rules = (rules or DisclosureRules()).with_threshold(k)
     for column_index, column in enumerate(columns):
         if any(isinstance(r[column_index], str) and PSEUDONYM.match(r[column_index]) for r in rows):

@@ -45,6 +45,9 @@ class DisclosureRules:
     zeros_disclosive: bool = True
     round_base: int = 0  # 0: counts are not rounded
     differencing: bool = True
+    # Release a Python job's outputs on what its helper declared, unverified. Off:
+    # the analyst's code could forge every count the checks read.
+    trust_python_declarations: bool = False
 
     def with_threshold(self, k: int) -> DisclosureRules:
         """The stricter threshold of the policy's and a grant's."""
@@ -60,7 +63,7 @@ class DisclosureRules:
         if not isinstance(raw, Mapping):
             raise RulesError(f"{where}: expected a mapping")
         known = {"dominance", "p_percent", "min_dof", "zeros_disclosive", "round_base",
-                 "differencing"}  # fmt: skip
+                 "differencing", "trust_python_declarations"}  # fmt: skip
         unknown = set(raw) - known
         if unknown:
             raise RulesError(f"{where}: unknown keys {', '.join(sorted(map(str, unknown)))}")
@@ -76,6 +79,9 @@ class DisclosureRules:
             zeros_disclosive=_flag(raw.get("zeros_disclosive", True), f"{where}.zeros_disclosive"),
             round_base=_number(raw.get("round_base", 0), f"{where}.round_base", int, 0, 100),
             differencing=_flag(raw.get("differencing", True), f"{where}.differencing"),
+            trust_python_declarations=_flag(
+                raw.get("trust_python_declarations", False), f"{where}.trust_python_declarations"
+            ),
         )
         return rules
 

@@ -39,6 +39,7 @@ from sandbox.dp.planner import release_noisy
 from sandbox.errors import Conflict
 from sandbox.jobs import Plan, manifest_for, move, plan_job, policy_for
 from sandbox.models import FINAL_STATES, Grant, Job, JobStatus, utcnow
+from sandbox.output_verification import Checked, verify_outputs
 from sandbox.reads import result_csv
 from sandbox.signing import CERTIFICATE_TYPE, output_entries, sha256_json
 from sandbox.view_cache import ViewCache, view_key
@@ -83,6 +84,12 @@ def run_job(sandbox: Sandbox, job_id: str) -> str:
             memory_mb=sandbox.settings.job_memory_mb,
         )
         result = sandbox.runner.run(spec)
+        # While the view is still here: a Python job's tables computed again from it.
+        checked = (
+            verify_outputs(result.tables, folder / "input")
+            if job_data.language == "python" and plan.threshold is None and plan.dp is None
+            else None
+        )
     except JobFailed as failure:
         with sandbox.tx() as session:
             job = _locked(session, job_id)
@@ -105,7 +112,9 @@ def run_job(sandbox: Sandbox, job_id: str) -> str:
             folder.parent.rmdir()  # the job's folder, once no attempt uses it
 
     return retry_transient(
-        lambda: _check_and_release(sandbox, job_id, plan, policy, result, attempt=attempt)
+        lambda: _check_and_release(
+            sandbox, job_id, plan, policy, result, checked=checked, attempt=attempt
+        )
     )
 
 
@@ -297,6 +306,7 @@ def _check_and_release(
     policy: DatasetPolicy,
     result: RunResult,
     *,
+    checked: list[Checked] | None,
     attempt: int,
 ) -> str:
     with sandbox.tx() as session:
@@ -314,7 +324,7 @@ def _check_and_release(
         try:
             # The owner's file sets the floor; a grant may only ask for more.
             rules = policy.disclosure.with_threshold(max(grant.k_threshold, policy.k_threshold))
-            released, holds, sketches = _disclosure(job, plan, result, rules=rules)
+            released, holds, sketches = _disclosure(job, plan, result, checked, rules=rules)
             if rules.differencing and sketches:
                 holds += _differencing(session, job, sketches, rules.threshold)
         except DisclosureError as error:
@@ -339,7 +349,12 @@ def _check_and_release(
 
 
 def _disclosure(
-    job: Job, plan: Plan, result: RunResult, *, rules: DisclosureRules
+    job: Job,
+    plan: Plan,
+    result: RunResult,
+    checked: list[Checked] | None,
+    *,
+    rules: DisclosureRules,
 ) -> tuple[dict[str, Any], list[Finding], list[SketchedRow]]:
     """The outputs as they may go out, why they must wait for review, and their sketches."""
     tables: list[dict[str, Any]] = []
@@ -359,15 +374,22 @@ def _disclosure(
     else:
         if not result.tables:
             raise DisclosureError(
-                Finding("output.none", "The job declared no output (use sandbox_job.output).")
+                Finding(
+                    "output.none",
+                    "The job declared no output (use sandbox_job.frequency_table, "
+                    "magnitude_table or output).",
+                )
             )
-        for table in result.tables:
-            checked = check_declared_output(
+        if checked is None:  # not verified: every output is held for review
+            checked = [Checked(t, False, None) for t in result.tables]
+        for one in checked:
+            table = one.table
+            outputs.append(check_declared_output(
                 table.name, table.columns, table.rows, table.declared,
-                k=rules.threshold, rules=rules,
-            )  # fmt: skip
-            outputs.append(checked)
-        names = [table.name for table in result.tables]
+                k=rules.threshold, rules=rules, verified=one.verified,
+                unverified_because=one.reason,
+            ))  # fmt: skip
+        names = [one.table.name for one in checked]
     reasons: dict[str, int] = {}
     for output in outputs:
         for reason, count in output.reasons.items():

@@ -34,6 +34,9 @@ def make_settings(
     # Generous fair-share limits: most tests submit in bursts; test_fair_share sets its own.
     max_active_jobs: int = 100,
     max_submissions_per_minute: int = 1000,
+    # Jobs run in this process start no warm containers: nothing would close them
+    # before the test process ends. Worker processes take SANDBOX_RUNNER_POOL.
+    runner_pool: int = 0,
 ) -> Settings:
     if database_url is None and os.environ.get("SANDBOX_TEST_METADATA") == "postgres":
         database_url = fresh_postgres_database()
@@ -49,6 +52,7 @@ def make_settings(
         docker_runtime=None,
         max_active_jobs=max_active_jobs,
         max_submissions_per_minute=max_submissions_per_minute,
+        runner_pool=runner_pool,
     )
 
 

@@ -80,16 +80,17 @@ def run_python(code: str, input_dir: Path) -> list[dict[str, Any]]:
     exec(compiled, namespace)  # noqa: S102 - this process is the isolated runner
     outputs = []
     for item in sandbox_job._collected():
-        frame = item["frame"]
+        columns, rows = frame_cells(item["frame"])
         outputs.append(
-            {
-                "name": item["name"],
-                "columns": [str(c) for c in frame.columns],
-                "rows": [[_cell(v) for v in row] for row in frame.itertuples(index=False)],
-                "declared": item["declared"],
-            }
+            {"name": item["name"], "columns": columns, "rows": rows, "declared": item["declared"]}
         )
     return outputs
+
+
+def frame_cells(frame: Any) -> tuple[list[str], list[list[Any]]]:
+    """A DataFrame's column names and rows as JSON values, as an output leaves the runner."""
+    rows = [[_cell(v) for v in row] for row in frame.itertuples(index=False)]
+    return [str(c) for c in frame.columns], rows
 
 
 def _job_line(tb: Any) -> int | None:

@@ -10,13 +10,16 @@ Read the tables of your view as pandas DataFrames and declare your outputs::
     sandbox_job.model_summary("fit", statsmodels_result)
 
 The table functions count persons, contributions and residual degrees of
-freedom themselves, so every disclosure check runs on what they hand over:
-rows below the threshold are suppressed, dominated magnitude cells too, and
-sketches of each row's persons let the sandbox catch differencing against
-your other outputs. ``output`` declares a table you made yourself
-(``count_column`` names its counts); one declared without a kind the checks
-know is held for an auditor. Nothing you print is ever shown to you: logs
-are read by auditors only.
+freedom; rows below the threshold are suppressed, dominated magnitude cells
+too, and sketches of each row's persons let the sandbox catch differencing
+against your other outputs. Nothing this module computes in here is trusted
+on its own word: a frequency or magnitude table made directly from a table
+of the view (the very DataFrame ``table()`` returned) is computed again by
+the sandbox from the view, outside the runner, and released automatically
+when it matches. Any other output (a table of a filtered or derived frame, a
+model summary, a table made with ``output``) is checked the same way on what
+was declared and then held for an auditor. Nothing you print is ever shown
+to you: logs are read by auditors only.
 """
 
 from __future__ import annotations
@@ -34,6 +37,9 @@ PERSON = "person_id"  # the privacy unit's column in every table of a view
 HIDDEN = "__sandbox_"
 
 _outputs: list[dict[str, Any]] = []
+# The DataFrames table() handed out, by id: a table function names its source
+# table, which the sandbox reads again to recompute the output.
+_sources: dict[int, str] = {}
 
 
 def tables() -> list[str]:
@@ -48,7 +54,9 @@ def table(name: str) -> pd.DataFrame:
     import pyarrow.parquet as pq
 
     # One file, read directly: pandas.read_parquet goes through pyarrow's slower dataset layer.
-    return pq.ParquetFile(INPUT_DIR / f"{name}.parquet").read().to_pandas()
+    frame = pq.ParquetFile(INPUT_DIR / f"{name}.parquet").read().to_pandas()
+    _sources[id(frame)] = name
+    return frame
 
 
 def output(
@@ -81,10 +89,10 @@ def output(
 def frequency_table(name: str, frame: pd.DataFrame, *, by: list[str]) -> pd.DataFrame:
     """Rows (``n``) and distinct persons per group of ``by``, declared as an output."""
     _check_source(frame, by)
-    grouped = frame.groupby(by, dropna=False, observed=True)
-    table = grouped.size().rename("n").reset_index()
-    hidden = _persons_and_sketches(grouped)
-    _declare(name, table, hidden, {"kind": "frequency", "count_column": "n", "by": list(by)})
+    table, hidden = frequency_of(frame, by)
+    declared = {"kind": "frequency", "count_column": "n", "by": list(by),
+                "source": _sources.get(id(frame))}  # fmt: skip
+    _declare(name, table, hidden, declared)
     return table
 
 
@@ -96,6 +104,27 @@ def magnitude_table(
     if statistic not in ("sum", "mean"):
         raise ValueError("statistic must be sum or mean")
     _check_source(frame, [*by, value])
+    table, hidden = magnitude_of(frame, by, value, statistic)
+    declared = {"kind": "magnitude", "count_column": "n", "by": list(by), "value": value,
+                "statistic": statistic, "source": _sources.get(id(frame))}  # fmt: skip
+    _declare(name, table, hidden, declared)
+    return table
+
+
+# The computations of the table functions, which the sandbox repeats on the view
+# outside the runner to check an output: the same code on the same data.
+
+
+def frequency_of(frame: pd.DataFrame, by: list[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The visible table (``by`` columns and ``n``) and its hidden per-row columns."""
+    grouped = frame.groupby(by, dropna=False, observed=True)
+    table = grouped.size().rename("n").reset_index()
+    return table, _persons_and_sketches(grouped)
+
+
+def magnitude_of(
+    frame: pd.DataFrame, by: list[str], value: str, statistic: str
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     grouped = frame.groupby(by, dropna=False, observed=True)
     table = grouped[value].agg(statistic).rename(f"{statistic}_{value}").reset_index()
     table["n"] = grouped.size().to_numpy()
@@ -109,9 +138,15 @@ def magnitude_table(
     total = by_group.sum().to_numpy()
     hidden[f"{HIDDEN}top"] = list(top)
     hidden[f"{HIDDEN}total"] = [float(t) for t in total]
-    declared = {"kind": "magnitude", "count_column": "n", "by": list(by), "value": value}
-    _declare(name, table, hidden, declared)
-    return table
+    return table, hidden
+
+
+def joined(table: pd.DataFrame, hidden: pd.DataFrame | None) -> pd.DataFrame:
+    """The output frame as it leaves the runner: the visible table, then the hidden columns."""
+    frame = table.reset_index(drop=True)
+    if hidden is not None:
+        frame = pd.concat([frame, hidden.reset_index(drop=True)], axis=1)
+    return frame
 
 
 def model_summary(name: str, result: Any) -> pd.DataFrame:
@@ -138,12 +173,41 @@ def _check_source(frame: pd.DataFrame, columns: list[str]) -> None:
 
 
 def _persons_and_sketches(grouped: Any) -> pd.DataFrame:
-    """Per group (in the groupby's order): distinct persons and their sketch."""
-    persons, sketches = [], []
-    for _, members in grouped[PERSON]:
-        distinct = {str(p) for p in members.dropna()}
-        persons.append(len(distinct))
-        sketches.append(_sketch(distinct))
+    """Per group (in the groupby's order): distinct persons and their sketch.
+
+    Vectorised over (group, person) pairs; equal to ``_sketch`` of each group's
+    set of persons (tests/unit/policies/test_output_checks.py).
+    """
+    import numpy as np
+
+    groups = grouped.ngroups
+    number = grouped.ngroup().to_numpy()
+    person = grouped.obj[PERSON]
+    present = person.notna().to_numpy()
+    raw_codes, raw = pd.factorize(person[present])
+    # Persons are compared as text, as str() spells them (1 and "1" are one person).
+    text_codes, names = pd.factorize(pd.Index([str(value) for value in raw], dtype=object))
+    width = max(len(names), 1)
+    pairs = np.unique(number[present].astype(np.int64) * width + text_codes[raw_codes])
+    group_of, person_of = pairs // width, pairs % width
+    keys = np.array([_md5_lower(name) for name in names], dtype=np.uint64)
+    checks = np.array([_md5_lower(str(int(key))) for key in keys], dtype=np.uint64)
+    cells = PARTITIONS * CELLS_PER_PARTITION
+    count = np.zeros(groups * cells, dtype=np.int64)
+    xor_keys = np.zeros(groups * cells, dtype=np.uint64)
+    xor_checks = np.zeros(groups * cells, dtype=np.uint64)
+    key, check = keys[person_of], checks[person_of]
+    for partition in range(PARTITIONS):
+        cell = (key >> np.uint64(8 * partition)) % np.uint64(CELLS_PER_PARTITION)
+        at = group_of * cells + partition * CELLS_PER_PARTITION + cell.astype(np.int64)
+        np.add.at(count, at, 1)
+        np.bitwise_xor.at(xor_keys, at, key)
+        np.bitwise_xor.at(xor_checks, at, check)
+    sketches = [
+        [part[g * cells : (g + 1) * cells].tolist() for part in (count, xor_keys, xor_checks)]
+        for g in range(groups)
+    ]
+    persons = np.bincount(group_of, minlength=groups).tolist()
     return pd.DataFrame({f"{HIDDEN}persons": persons, f"{HIDDEN}sketch": sketches})
 
 
@@ -176,10 +240,7 @@ def _declare(
 ) -> None:
     if any(o["name"] == name for o in _outputs):
         raise ValueError(f"an output named {name!r} was declared already")
-    frame = table.reset_index(drop=True)
-    if hidden is not None:
-        frame = pd.concat([frame, hidden.reset_index(drop=True)], axis=1)
-    _outputs.append({"name": str(name), "frame": frame, "declared": declared})
+    _outputs.append({"name": str(name), "frame": joined(table, hidden), "declared": declared})
 
 
 def _has_named_index(frame: pd.DataFrame) -> bool:

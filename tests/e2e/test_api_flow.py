@@ -53,8 +53,8 @@ JOBS = {
     "python-masked": {
         "language": "python", "mode": "masked",
         "code": "import sandbox_job\nv = sandbox_job.table('visits')\n"
-                "out = v.groupby('department').agg(n=('cost', 'size'), c=('cost', 'mean'))\n"
-                "sandbox_job.output('by_department', out.reset_index(), count_column='n')\n",
+                "sandbox_job.magnitude_table('by_department', v, by=['department'], "
+                "value='cost', statistic='mean')\n",
     },
 }  # fmt: skip
 

@@ -53,7 +53,7 @@ def sleepy_job(seconds: float) -> str:
     return (
         f"import time\nimport sandbox_job\ntime.sleep({seconds})\n"
         "v = sandbox_job.table('labs')\n"
-        "sandbox_job.output('t', v.groupby('test_code').size().reset_index(name='n'))"
+        "sandbox_job.frequency_table('t', v, by=['test_code'])"
     )
 
 

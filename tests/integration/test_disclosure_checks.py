@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from sandbox import jobs
 from sandbox.context import Sandbox
 from sandbox.models import Job
@@ -47,26 +49,45 @@ def test_a_query_less_an_earlier_one_isolating_a_few_persons_is_held(
     assert third.status == "released"
 
 
-def test_python_helper_tables_are_checked_and_undeclared_outputs_wait(
+def test_python_helper_tables_of_view_tables_are_verified_and_released(
     sandbox_instance: Sandbox,
 ) -> None:
     code = """
 import sandbox_job
-import statsmodels.formula.api as smf
 visits = sandbox_job.table("visits")
 sandbox_job.frequency_table("by_department", visits, by=["department"])
 sandbox_job.magnitude_table("cost", visits, by=["department"], value="cost", statistic="mean")
-fit = smf.ols("cost ~ length_of_stay", data=visits).fit()
-sandbox_job.model_summary("fit", fit)
 """
     job = run(sandbox_instance, code, language="python")
     assert job.status == "released", (job.error_code, job.error_message, job.findings)
     tables = {t["name"]: t for t in (job.result or {})["tables"]}
     assert tables["by_department"]["columns"] == ["department", "n"]
     assert tables["cost"]["columns"] == ["department", "mean_cost", "n"]
-    assert [r[0] for r in tables["fit"]["rows"]] == ["Intercept", "length_of_stay"]
     assert all(not c.startswith("__sandbox_") for t in tables.values() for c in t["columns"])
-    assert job.disclosure_sketches  # the helper's tables were sketched
+    assert job.disclosure_sketches  # the sandbox's own sketches of the tables
+
+
+def test_python_outputs_the_sandbox_cannot_recompute_wait_for_an_auditor(
+    sandbox_instance: Sandbox,
+) -> None:
+    derived = run(
+        sandbox_instance,
+        "import sandbox_job\nv = sandbox_job.table('visits')\n"
+        "sandbox_job.frequency_table('costly', v[v.cost > 1000], by=['department'])\n",
+        language="python",
+    )
+    assert derived.status == "pending_review", (derived.status, derived.findings)
+    assert [f["rule"] for f in derived.findings] == ["output.unverified"]
+    assert "not made directly from a table of the view" in derived.findings[0]["message"]
+    model = run(
+        sandbox_instance,
+        "import sandbox_job\nimport statsmodels.formula.api as smf\n"
+        "v = sandbox_job.table('visits')\n"
+        "sandbox_job.model_summary('fit', smf.ols('cost ~ length_of_stay', data=v).fit())\n",
+        language="python",
+    )
+    assert model.status == "pending_review"
+    assert [f["rule"] for f in model.findings] == ["output.unverified"]
     undeclared = run(
         sandbox_instance,
         "import sandbox_job\nv = sandbox_job.table('visits')\n"
@@ -76,6 +97,41 @@ sandbox_job.model_summary("fit", fit)
     )
     assert undeclared.status == "pending_review"
     assert [f["rule"] for f in undeclared.findings] == ["output.undeclared"]
+
+
+# Analysts trying to get raw records out of a Python job by lying to the checks.
+RAW_AS_FREQUENCY = """
+import sandbox_job
+rows = sandbox_job.table("visits")[["department", "diagnosis", "cost"]].head(40).copy()
+rows["n"] = 100  # every "cell" claims 100 persons
+sandbox_job.output("t", rows, kind="frequency", count_column="n")
+"""
+RAW_AS_MODEL = """
+import pandas as pd
+import sandbox_job
+costs = sandbox_job.table("visits")["cost"].head(40)
+
+class NotAModel:  # a "fitted result" whose coefficients are 40 raw values
+    params = pd.Series(costs.to_numpy(), index=[f"visit {i}" for i in range(40)])
+    bse = params
+    pvalues = params
+    df_resid = 500.0
+    nobs = 540.0
+
+sandbox_job.model_summary("t", NotAModel())
+"""
+# Forging the helper's hidden columns needs its private names, which the static
+# checker refuses; what the runner could hand over anyway is tested on the
+# outputs themselves in tests/unit/test_output_verification.py.
+
+
+@pytest.mark.parametrize(
+    "code", [RAW_AS_FREQUENCY, RAW_AS_MODEL], ids=["raw-as-frequency", "raw-as-model"]
+)
+def test_forged_declarations_release_no_raw_rows(sandbox_instance: Sandbox, code: str) -> None:
+    job = run(sandbox_instance, code, language="python")
+    assert job.status == "pending_review", (job.status, job.error_code, job.findings)
+    assert [f["rule"] for f in job.findings or []] == ["output.unverified"]
 
 
 def test_a_model_with_too_few_degrees_of_freedom_is_withheld(sandbox_instance: Sandbox) -> None:

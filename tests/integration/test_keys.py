@@ -265,11 +265,9 @@ SQL_DP = "SELECT sex, COUNT(*) AS n FROM patients GROUP BY sex"
 PYTHON = (
     "import sandbox_job\n"
     "v = sandbox_job.table('visits')\n"
-    "sandbox_job.output('by_department', v.groupby('department').size().reset_index(name='n'),\n"
-    "                   kind='frequency', count_column='n')\n"
+    "sandbox_job.frequency_table('by_department', v, by=['department'])\n"
     "p = sandbox_job.table('patients')\n"
-    "sandbox_job.output('by_district', p.groupby('district').size().reset_index(name='n'),\n"
-    "                   kind='frequency', count_column='n')\n"
+    "sandbox_job.frequency_table('by_district', p, by=['district'])\n"
 )
 
 

@@ -59,7 +59,7 @@ def test_pipeline_never_releases_direct_identifiers(sandbox_instance: Sandbox) -
         sandbox_instance,
         submit(sandbox_instance, "import sandbox_job\n"
                "p = sandbox_job.table('patients')\n"
-               "sandbox_job.output('cols', p.groupby('district').size().reset_index(name='n'))\n"
+               "sandbox_job.frequency_table('cols', p, by=['district'])\n"
                "assert 'name' not in p.columns and 'id_card' not in p.columns\n"
                "assert 'birth_date' not in p.columns and 'birth_year' in p.columns\n",
                language="python"),
@@ -185,7 +185,7 @@ def test_pipeline_python_view_lacks_closed_columns(sandbox_instance: Sandbox) ->
                "assert sorted(v.columns) == ['cost', 'department', 'person_id'], list(v.columns)\n"
                "p = sandbox_job.table('patients')\n"
                "assert 'consent_research' not in p.columns and 'sex' not in p.columns\n"
-               "sandbox_job.output('n', v.groupby('department').size().reset_index(name='n'))\n",
+               "sandbox_job.frequency_table('n', v, by=['department'])\n",
                language="python"),
     )  # fmt: skip
     assert job.status == "released", (job.error_code, job.error_message, job.log)

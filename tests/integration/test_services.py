@@ -39,7 +39,7 @@ def test_redis_broker_worker_releases_sql_and_python_jobs(redis_portal: LivePort
          "code": "SELECT district, COUNT(*) AS n FROM patients GROUP BY district"},
         {"language": "python", "mode": "masked",
          "code": "import sandbox_job\nv = sandbox_job.table('labs')\n"
-                 "sandbox_job.output('t', v.groupby('test_code').size().reset_index(name='n'))"},
+                 "sandbox_job.frequency_table('t', v, by=['test_code'])"},
     ]  # fmt: skip
     ids = []
     for body in submissions:

@@ -70,7 +70,7 @@ def test_threshold_rejects_output_that_does_not_match_the_plan() -> None:
 def test_declared_output_drops_rows_below_k() -> None:
     released = check_declared_output(
         "t", ["dept", "n"], [["a", 50], ["b", 3]], {"kind": "frequency", "count_column": "n"},
-        k=10,
+        k=10, verified=True,
     )  # fmt: skip
     assert released.rows == [["a", 50]]
     assert released.suppressed_rows == 1 and not released.holds

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import pandas as pd
@@ -73,6 +74,35 @@ def test_the_runners_helper_sketches_like_the_sandbox() -> None:
 
     persons = {f"{i:032x}" for i in range(300)}
     assert sandbox_job._sketch(persons) == Sketch.of(persons).to_list()
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    rows=st.lists(
+        st.tuples(
+            st.sampled_from(["x", "y", None]),
+            st.integers(1, 3),
+            st.one_of(st.none(), st.integers(0, 30), st.sampled_from(["7", "p1", "p2"])),
+        ),
+        max_size=80,
+    ),  # fmt: skip
+    by=st.sampled_from([["a"], ["b"], ["a", "b"]]),
+)
+def test_helper_group_sketches_equal_the_sandboxs_per_group(
+    rows: list[tuple[Any, int, Any]], by: list[str]
+) -> None:
+    """The helper's vectorised pass gives each group the sketch and person count of its
+    set of persons as text (NaN keys grouped, missing persons left out)."""
+    from runners.harness import sandbox_job
+
+    frame = pd.DataFrame(rows, columns=["a", "b", "person_id"], dtype=object)
+    grouped = frame.groupby(by, dropna=False, observed=True)
+    hidden = sandbox_job._persons_and_sketches(grouped)
+    expected = [
+        {str(p) for p in members.dropna()} for _, members in grouped["person_id"]
+    ]  # the groupby's own order
+    assert hidden["__sandbox_persons"].tolist() == [len(e) for e in expected]
+    assert hidden["__sandbox_sketch"].tolist() == [Sketch.of(e).to_list() for e in expected]
 
 
 @settings(max_examples=150, deadline=None)
@@ -179,25 +209,32 @@ def test_helper_outputs_checked_by_kind() -> None:
             ["外科", 1000.0, 40, 40, sketch, [100.0, 90.0], 1000.0],
             ["儿科", 30.0, 3, 3, sketch, [10.0, 10.0], 30.0]]  # fmt: skip
     declared = {"kind": "magnitude", "count_column": "n", "by": ["department"]}
-    released = check_declared_output("cost", columns, rows, declared, k=10)
+    # As the worker hands them over once it has computed them again (verified).
+    released = check_declared_output("cost", columns, rows, declared, k=10, verified=True)
     assert released.columns == ["department", "sum_cost", "n"]
     assert released.rows == [["内科", None, 40], ["外科", 1000.0, 40]]
     assert released.reasons == {"dominance": 1, "threshold": 1}
     held = check_declared_output("cost", ["department", "sum_cost", "n"],
                                  [["内科", 1000.0, 40]], declared, k=10)  # fmt: skip
-    assert [h.rule for h in held.holds] == ["output.magnitude_unchecked"]
+    assert [h.rule for h in held.holds] == ["output.magnitude_unchecked", "output.unverified"]
 
 
 def test_model_summaries_need_residual_degrees_of_freedom() -> None:
     from policies.disclosure import DisclosureError
 
     table = (["term", "estimate"], [["x", 1.5]])
-    ok = check_declared_output("fit", *table, {"kind": "model_summary", "dof": 40.0}, k=10)
+    trusting = DisclosureRules(trust_python_declarations=True)  # the owner's explicit choice
+    ok = check_declared_output("fit", *table, {"kind": "model_summary", "dof": 40.0}, k=10,
+                               rules=trusting)  # fmt: skip
     assert ok.rows == [["x", 1.5]] and not ok.holds
+    # By default a model summary's dof cannot be verified: an auditor looks.
+    held = check_declared_output("fit", *table, {"kind": "model_summary", "dof": 40.0}, k=10)
+    assert [h.rule for h in held.holds] == ["output.unverified"]
     with pytest.raises(DisclosureError) as refused:
         check_declared_output("fit", *table, {"kind": "model_summary", "dof": 3.0}, k=10)
     assert refused.value.finding.rule == "output.model_dof"
-    unknown = check_declared_output("fit", *table, {"kind": "model_summary"}, k=10)
+    unknown = check_declared_output("fit", *table, {"kind": "model_summary"}, k=10,
+                                    rules=trusting)  # fmt: skip
     assert [h.rule for h in unknown.holds] == ["output.model_dof_unknown"]
 
 
@@ -213,5 +250,5 @@ def test_zero_counts_are_suppressed_unless_the_owner_says_otherwise() -> None:
 def test_a_sparse_output_is_near_row_level_and_held() -> None:
     declared = {"kind": "frequency", "count_column": "n"}
     rows = [[f"g{i}", 2] for i in range(30)] + [["big", 500]]
-    held = check_declared_output("t", ["g", "n"], rows, declared, k=10)
+    held = check_declared_output("t", ["g", "n"], rows, declared, k=10, verified=True)
     assert [h.rule for h in held.holds] == ["output.near_row_level"]

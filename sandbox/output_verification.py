@@ -1,0 +1,142 @@
+"""Recompute a Python job's helper tables from its view, outside the runner.
+
+What a Python job hands over is made by the analyst's own process: the
+counts, the persons per row, the largest contributions and the sketches that
+the disclosure checks read could all be forged by code that rewrites the
+helper or its output list. So no output of a Python job is released on its
+own word. A frequency or magnitude table that names the view table it was
+made from (``sandbox_job.frequency_table`` / ``magnitude_table`` on the very
+DataFrame ``sandbox_job.table`` returned) is computed again here, by the same
+functions on the same Parquet, and replaced by that computation when the
+visible rows match; only such a table is *verified*. Every other output keeps
+what it declared and waits for an auditor, unless the data owner's policy
+says to trust declarations (``disclosure: trust_python_declarations: true``).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+
+from policies.disclosure import HELPER_COLUMNS
+from runners.contract import OutputTable
+from runners.harness import sandbox_job
+from runners.harness.harness import frame_cells
+
+log = logging.getLogger(__name__)
+# Relative tolerance for sums and means: the runner's pandas may add in another order.
+TOLERANCE = 1e-9
+
+
+@dataclass(frozen=True)
+class Checked:
+    """One output as the disclosure checks should see it."""
+
+    table: OutputTable
+    verified: bool
+    # Why it could not be verified (for the auditor's finding); None when verified.
+    reason: str | None = None
+
+
+def verify_outputs(tables: list[OutputTable], view: Path) -> list[Checked]:
+    """Each output, replaced by the sandbox's own computation where it can be verified."""
+    checked = []
+    for table in tables:
+        try:
+            checked.append(_verify(table, view))
+        except Exception:  # noqa: BLE001 - whatever went wrong, the output is not verified
+            log.warning("output %s of a Python job could not be recomputed", table.name,
+                        exc_info=True)  # fmt: skip
+            checked.append(Checked(table, False, "it could not be computed again"))
+    return checked
+
+
+def _verify(table: OutputTable, view: Path) -> Checked:
+    declared = table.declared if isinstance(table.declared, dict) else {}
+    kind = declared.get("kind")
+    if kind not in ("frequency", "magnitude"):
+        return Checked(table, False, "only frequency and magnitude tables can be recomputed")
+    source = declared.get("source")
+    if not isinstance(source, str) or not source.isidentifier():
+        return Checked(table, False, "it was not made directly from a table of the view")
+    path = view / f"{source}.parquet"
+    if not path.is_file():
+        return Checked(table, False, f"the view has no table {source}")
+    by = declared.get("by")
+    if not (isinstance(by, list) and by and all(isinstance(c, str) for c in by)):
+        return Checked(table, False, "its declaration names no grouping columns")
+    value = statistic = None
+    if kind == "magnitude":
+        value, statistic = declared.get("value"), declared.get("statistic", "sum")
+        if not isinstance(value, str) or statistic not in ("sum", "mean"):
+            return Checked(table, False, "its declaration names no value column and statistic")
+    needed = [*by, *([value] if value is not None else []), sandbox_job.PERSON]
+    if len(set(needed)) != len(needed) or not set(needed) <= set(pq.read_schema(path).names):
+        return Checked(table, False, f"its declaration names columns that {source} lacks")
+    frame = pq.ParquetFile(path).read(columns=needed).to_pandas()
+    if kind == "frequency":
+        visible, hidden = sandbox_job.frequency_of(frame, by)
+    else:
+        assert value is not None and statistic is not None
+        visible, hidden = sandbox_job.magnitude_of(frame, by, value, statistic)
+    columns, rows = frame_cells(sandbox_job.joined(visible, hidden))
+    if not _same_visible(table, columns, rows):
+        return Checked(table, False, "it differs from the same table computed from the view")
+    trusted = {"kind": kind, "count_column": "n", "by": list(by), "source": source}
+    if kind == "magnitude":
+        trusted |= {"value": value, "statistic": statistic}
+    return Checked(OutputTable(table.name, columns, rows, trusted), True)
+
+
+def _same_visible(table: OutputTable, columns: list[str], rows: list[list[Any]]) -> bool:
+    """Whether the job's output shows what the sandbox computed (hidden columns aside)."""
+    visible = [c for c in columns if c not in HELPER_COLUMNS]
+    theirs = [c for c in table.columns if c not in HELPER_COLUMNS]
+    if visible != theirs or len(table.rows) != len(rows):
+        return False
+    mine_at = [columns.index(c) for c in visible]
+    theirs_at = [table.columns.index(c) for c in visible]
+    ours = Counter(_key([row[i] for i in mine_at]) for row in rows)
+    if ours == Counter(_key([row[i] for i in theirs_at]) for row in table.rows):
+        return True
+    # Sums and means may differ in the last bits; match rows on their other cells.
+    return _close(
+        sorted(([row[i] for i in mine_at] for row in rows), key=_order),
+        sorted(([row[i] for i in theirs_at] for row in table.rows), key=_order),
+    )
+
+
+def _key(cells: list[Any]) -> tuple[Any, ...]:
+    return tuple(_normal(cell) for cell in cells)
+
+
+def _normal(cell: Any) -> Any:
+    """1 and 1.0 are the same group key (a column with gaps comes back as floats)."""
+    if isinstance(cell, float) and cell.is_integer():
+        return int(cell)
+    if isinstance(cell, list):
+        return tuple(_normal(c) for c in cell)
+    return cell
+
+
+def _order(cells: list[Any]) -> tuple[str, ...]:
+    return tuple(
+        "" if isinstance(c, float) else repr(_normal(c)) for c in cells
+    )  # floats last-bit noisy: ordered by the other cells
+
+
+def _close(ours: list[list[Any]], theirs: list[list[Any]]) -> bool:
+    for mine, other in zip(ours, theirs, strict=True):
+        for a, b in zip(mine, other, strict=True):
+            if isinstance(a, float) and isinstance(b, int | float) and not isinstance(b, bool):
+                if not math.isclose(a, float(b), rel_tol=TOLERANCE, abs_tol=TOLERANCE):
+                    return False
+            elif _normal(a) != _normal(b):
+                return False
+    return True
