@@ -341,3 +341,69 @@ def isolations(
                               "suppressed row")
                 )  # fmt: skip
     return found
+
+
+@dataclass(frozen=True)
+class RowSize:
+    """An earlier release's row as the differencing checks see it before reading its
+    sketch: where it is, its group keys and how many persons it holds."""
+
+    ref: int  # where its sketch is stored
+    job: str
+    table: str
+    keys: tuple[tuple[str, Any], ...]
+    persons: int
+    released: bool
+
+
+def rows_to_compare(
+    new: Sequence[SketchedRow], earlier: Sequence[RowSize], threshold: int
+) -> set[int]:
+    """The earlier rows whose sketches ``isolations`` needs to judge ``new``.
+
+    Sizes alone rule the rest out, exactly: a sketch difference that peels to
+    (only in one, only in the other) = (a, b) has a − b equal to the difference
+    of the persons counts, so a pair whose counts differ by 0 or by ``threshold``
+    or more cannot isolate, nor can a total less a breakdown's parts whose counts
+    leave 0, or ``threshold`` or more, persons. Same findings, far fewer sketches
+    read (tests/unit/policies/test_output_checks.py proves the equality).
+    """
+    needed: set[int] = set()
+    released_new = [r for r in new if r.released]
+    released_earlier = [r for r in earlier if r.released]
+    # 1. Nested pairs: a new released row and an earlier released row.
+    for fresh in released_new:
+        for other in released_earlier:
+            if 0 < abs(fresh.persons - other.persons) < threshold:
+                needed.add(other.ref)
+    # 2a. A suppressed row of this job, recovered from an earlier total less this job's
+    #     released cells of its table.
+    for hidden in (r for r in new if not r.released):
+        cells = [r for r in released_new if r.table == hidden.table]
+        for total in released_earlier:
+            if 0 < total.persons - _parts_persons(total.keys, cells) < threshold:
+                needed.add(total.ref)
+    # 2b. An earlier suppressed row, recovered from a new total less the released cells
+    #     of the earlier row's table.
+    breakdowns: dict[tuple[str, str], list[RowSize]] = {}
+    for stored in released_earlier:
+        breakdowns.setdefault((stored.job, stored.table), []).append(stored)
+    for suppressed in (r for r in earlier if not r.released):
+        parts = breakdowns.get((suppressed.job, suppressed.table), [])
+        for new_total in released_new:
+            if 0 < new_total.persons - _parts_persons(new_total.keys, parts) < threshold:
+                needed.add(suppressed.ref)
+                needed.update(r.ref for r in parts)
+    return needed
+
+
+def _parts_persons(
+    keys: tuple[tuple[str, Any], ...], breakdown: Sequence[SketchedRow | RowSize]
+) -> int:
+    """Persons in the breakdown's rows that fall under a total's keys (as isolations picks them)."""
+    shared = dict(keys)
+    return sum(
+        r.persons
+        for r in breakdown
+        if all(dict(r.keys).get(k) == v for k, v in shared.items() if k in dict(r.keys))
+    )

@@ -189,6 +189,29 @@ class Job(Base):
     grant: Mapped[Grant] = relationship()
 
 
+class ReleasedRow(Base):
+    """One sketched row (released or suppressed) of a released job's output, kept for the
+    differencing checks of later jobs under the same grant; never shown to anyone.
+
+    Written when the job is released, never changed. The group keys and persons
+    are columns of their own, so a check reads earlier rows' sizes without their
+    sketches and loads sketches only where sizes allow a small difference
+    (``sandbox.released_rows``).
+    """
+
+    __tablename__ = "released_rows"
+    __table_args__ = (Index("ix_released_rows_grant_job", "grant_id", "job_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    grant_id: Mapped[str] = mapped_column(ForeignKey("grants.id"))
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id"))
+    table_name: Mapped[str] = mapped_column(String(128))
+    keys: Mapped[list[Any]] = mapped_column(JSON)
+    persons: Mapped[int] = mapped_column(Integer)
+    released: Mapped[bool] = mapped_column(Boolean)
+    sketch: Mapped[list[Any]] = mapped_column(JSON)
+
+
 class AuditEntry(Base):
     __tablename__ = "audit_entries"
 

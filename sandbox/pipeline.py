@@ -28,10 +28,10 @@ from policies.disclosure import (
     apply_threshold,
     check_declared_output,
 )
-from policies.output_checks import DisclosureRules, SketchedRow, isolations
+from policies.output_checks import DisclosureRules, SketchedRow, isolations, rows_to_compare
 from policies.policy_file import DatasetPolicy, PolicyFileError, load_policy
 from runners import JobFailed, JobSpec, RunnerUnavailable, RunResult
-from sandbox import audit, grants, lease
+from sandbox import audit, grants, lease, released_rows
 from sandbox.consent import consenting_persons
 from sandbox.context import Sandbox
 from sandbox.db import retry_transient
@@ -48,6 +48,8 @@ log = logging.getLogger(__name__)
 WORKER = "worker"
 # This process's recent views (in memory only): jobs sharing one skip building it.
 VIEWS = ViewCache()
+# The sizes of earlier releases' rows this process has read (they never change).
+SIZES = released_rows.SizeCache()
 
 
 def run_job(sandbox: Sandbox, job_id: str) -> str:
@@ -410,17 +412,13 @@ def _disclosure(
 def _differencing(
     session: Session, job: Job, sketches: list[SketchedRow], threshold: int
 ) -> list[Finding]:
-    """Rows of this job against each other and against every earlier release under the grant."""
-    earlier: list[SketchedRow] = []
-    for earlier_id, stored in session.execute(
-        select(Job.id, Job.disclosure_sketches).where(
-            Job.grant_id == job.grant_id,
-            Job.id != job.id,
-            Job.status == JobStatus.RELEASED.value,
-            Job.disclosure_sketches.is_not(None),
-        )
-    ):
-        earlier += [SketchedRow.from_json(raw, job=earlier_id) for raw in stored or []]
+    """Rows of this job against each other and against every earlier release under the grant.
+
+    Sizes first: only the earlier rows whose persons counts leave room for a
+    difference below the threshold have their sketches read.
+    """
+    sizes = SIZES.sizes(session, grant_id=job.grant_id, except_job=job.id)
+    earlier = released_rows.sketches(session, sizes, rows_to_compare(sketches, sizes, threshold))
     return [
         Finding(
             found.rule,
@@ -475,6 +473,8 @@ def release(sandbox: Sandbox, session: Any, job: Job, *, reviewers: list[str]) -
     details = {"outputs_sha256": document["outputs_sha256"], "key_id": key.key_id}
     actor = reviewers[-1] if reviewers else WORKER
     move(session, job, JobStatus.RELEASED, actor=actor, details=details)
+    # From now on later releases under the grant are checked against this one's rows.
+    released_rows.record(session, job)
 
 
 def grant_terms(grant: Grant) -> dict[str, Any]:

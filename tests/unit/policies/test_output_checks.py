@@ -252,3 +252,44 @@ def test_a_sparse_output_is_near_row_level_and_held() -> None:
     rows = [[f"g{i}", 2] for i in range(30)] + [["big", 500]]
     held = check_declared_output("t", ["g", "n"], rows, declared, k=10, verified=True)
     assert [h.rule for h in held.holds] == ["output.near_row_level"]
+
+
+# --- reading only the sketches that can matter ------------------------------------------
+
+person_sets = st.sets(st.integers(0, 29), max_size=30)
+row_specs = st.tuples(st.sampled_from(["t", "u"]), st.sampled_from([(), ("a",), ("b",)]),
+                      person_sets, st.booleans())  # fmt: skip
+
+
+def sketched(spec: tuple[str, tuple[str, ...], set[int], bool], job: str | None) -> SketchedRow:
+    table, key, persons, released = spec
+    keys = tuple(("g", value) for value in key)
+    return SketchedRow(table, keys, len(persons), Sketch.of(f"p{p}" for p in persons),
+                       released, job=job)  # fmt: skip
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    new=st.lists(row_specs, min_size=1, max_size=6),
+    earlier=st.lists(st.lists(row_specs, min_size=1, max_size=5), max_size=4),
+    threshold=st.integers(2, 10),
+)
+def test_sizes_first_finds_what_reading_every_sketch_finds(
+    new: list[Any], earlier: list[list[Any]], threshold: int
+) -> None:
+    from policies.output_checks import RowSize, rows_to_compare
+
+    fresh = [sketched(spec, None) for spec in new]
+    stored = [sketched(spec, f"j{n}") for n, job in enumerate(earlier) for spec in job]
+    sizes = [RowSize(ref, r.job or "", r.table, r.keys, r.persons, r.released)
+             for ref, r in enumerate(stored)]  # fmt: skip
+    needed = rows_to_compare(fresh, sizes, threshold)
+    label = {id(r): f"new{i}" for i, r in enumerate(fresh)} | {
+        id(r): f"old{i}" for i, r in enumerate(stored)
+    }
+
+    def found(rows: list[SketchedRow]) -> list[tuple[str, int, str, str]]:
+        return sorted((f.rule, f.persons, label[id(f.new)], label[id(f.other)])
+                      for f in isolations(fresh, rows, threshold))  # fmt: skip
+
+    assert found([stored[ref] for ref in sorted(needed)]) == found(stored)
