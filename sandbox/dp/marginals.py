@@ -113,7 +113,9 @@ def compute_marginals(
         else:
             given_name, given_buckets = None, [None]
             given = pd.Series([None] * len(frame), index=frame.index, dtype=object)
-        joint = pd.crosstab(given.astype(str), values.astype(str))
+        # map(str), not astype(str): pandas 3 turns None into a missing value there,
+        # which crosstab drops (the unconditioned histograms came out empty).
+        joint = pd.crosstab(given.map(str), values.map(str))
         exact = [
             int(joint.at[str(g), str(b)])
             if str(g) in joint.index and str(b) in joint.columns
@@ -175,7 +177,13 @@ def _sample_table(
         frame[unit] = people[unit].to_numpy()[picked]
         year_column = next((c for c in people.columns if c.endswith("_year")), None)
         if year_column is not None:
-            frame["__decade"] = (people[year_column].to_numpy()[picked] // 10 * 10).astype(str)
+            # Spelled as the histogram's given buckets are: "1950", or NULL for no year
+            # (a float array would spell "1950.0", which no bucket matches).
+            decades = np.array(
+                [NULL if pd.isna(y) else str(int(y) // 10 * 10) for y in people[year_column]],
+                dtype=object,
+            )
+            frame["__decade"] = decades[picked]
     root = _root(spec)
     ordered = sorted(histograms, key=lambda name: 0 if root and name == root.name else 1)
     for name in ordered:
@@ -195,7 +203,7 @@ def _draw(histogram: dict[str, Any], frame: pd.DataFrame, rng: np.random.Generat
                                             strict=True)}  # fmt: skip
     flat = [sum(col) for col in zip(*histogram["counts"], strict=True)]
     keys = (
-        frame[given].astype(str).to_numpy()
+        frame[given].map(str).to_numpy()
         if given and given in frame.columns
         else np.array(["__all__"] * len(frame))
     )
@@ -204,11 +212,27 @@ def _draw(histogram: dict[str, Any], frame: pd.DataFrame, rng: np.random.Generat
         positions = np.flatnonzero(keys == key)
         weights = np.array(lookup.get(str(key), flat), dtype=float)
         if weights.sum() <= 0:  # the noise emptied this row of the histogram
-            weights = np.array(flat, dtype=float) + 1.0
+            weights = _nearest_row(histogram, str(key), flat)
         drawn = rng.choice(len(buckets), size=len(positions), p=weights / weights.sum())
         for position, index in zip(positions, drawn, strict=True):
             out[position] = buckets[index]
     return out
+
+
+def _nearest_row(histogram: dict[str, Any], key: str, flat: list[float]) -> np.ndarray:
+    """The closest non-empty row of the histogram to an emptied one (given buckets are in
+    order: decades, bins), else the whole histogram. Post-processing of noisy counts: a
+    decade the noise emptied borrows its neighbour's distribution, not everyone's, so
+    the relation with age survives (the whole histogram would erase it)."""
+    given = [str(g) for g in histogram["given_buckets"]]
+    rows = histogram["counts"]
+    if key in given and key != NULL:  # no year: no neighbour by age
+        at = given.index(key)
+        for distance in range(1, len(given)):
+            for index in (at - distance, at + distance):
+                if 0 <= index < len(rows) and given[index] != NULL and sum(rows[index]) > 0:
+                    return np.array(rows[index], dtype=float)
+    return np.array(flat, dtype=float) + 1.0
 
 
 def _typed(frame: pd.DataFrame, spec: Table, rng: np.random.Generator) -> pd.DataFrame:
