@@ -135,6 +135,20 @@ MESSAGES: dict[str, dict[str, str]] = {
         "en": "The job did not pass the policy check. Fix these findings and submit again:",
     },
     "new.bad_epsilon": {"zh": "ε 必须是数字。", "en": "ε must be a number."},
+    "new.rows_per_person": {
+        "zh": "每人最多计入行数(仅 dp 模式)",
+        "en": "Rows counted per person (dp mode only)",
+    },
+    "new.rows_per_person_hint": {
+        "zh": "留空则使用数据集的默认界;界越小噪声越小,但每人超出的行不计入。不超过授权的上限。",
+        "en": "Leave empty for the dataset's default bound; a smaller bound means less noise "
+              "but drops each person's rows beyond it. At most your grant's cap.",
+    },
+    "new.bad_rows_per_person": {
+        "zh": "每人行数必须是整数。",
+        "en": "Rows per person must be a whole number.",
+    },
+    "job.rows_per_person": {"zh": "每人计入行数", "en": "Rows per person"},
     "finding.rule": {"zh": "规则", "en": "Rule"},
     "finding.location": {"zh": "位置", "en": "Location"},
     "finding.suggestion": {"zh": "建议", "en": "Suggestion"},

@@ -227,6 +227,15 @@ def _epsilon(raw: str) -> float | None:
         raise InvalidRequest(t("new.bad_epsilon"), field="epsilon") from error
 
 
+def _rows_per_person(raw: str) -> int | None:
+    if not raw.strip():
+        return None
+    try:
+        return int(raw)
+    except ValueError as error:
+        raise InvalidRequest(t("new.bad_rows_per_person"), field="rows_per_person") from error
+
+
 def _job_form(form: dict[str, str], **extra: Any) -> str:
     with sandbox().tx() as db:
         datasets = reads.catalog(db)
@@ -251,9 +260,11 @@ def new_job() -> Any:
         "language": source.get("language", "sql"),
         "code": source.get("code", ""),
         "epsilon": source.get("epsilon", ""),
+        "rows_per_person": source.get("rows_per_person", ""),
     }
     if request.method == "GET":
         return _job_form(form)
+    dp = form["mode"] == "dp"
     try:
         job = jobs.submit(
             sandbox(),
@@ -262,7 +273,8 @@ def new_job() -> Any:
             language=form["language"],
             mode=form["mode"],
             code=form["code"],
-            epsilon=_epsilon(form["epsilon"]) if form["mode"] == "dp" else None,
+            epsilon=_epsilon(form["epsilon"]) if dp else None,
+            rows_per_person=_rows_per_person(form["rows_per_person"]) if dp else None,
             enqueue=current_app.extensions["enqueue"],
         )
     except PolicyRejected as rejection:

@@ -168,3 +168,32 @@ def test_web_session_cookie_reads_but_cannot_write_the_api(
     )
     assert answer.status_code == 401
     assert app.config["QUEUED"] == []
+
+
+def test_web_dp_job_takes_a_rows_per_person_bound(
+    app: Flask, credentials: dict[str, str], sandbox_instance: Any
+) -> None:
+    from sandbox.models import Job
+
+    client = app.test_client()
+    log_in(client, "analyst", credentials["analyst"])
+    form = client.get("/jobs/new").get_data(as_text=True)
+    assert 'name="rows_per_person"' in form
+    code = "SELECT department, COUNT(*) AS n FROM visits GROUP BY department"
+    answer = submit(client, code, mode="dp", epsilon="0.5", rows_per_person="3")
+    assert answer.status_code == 303, answer.get_data(as_text=True)
+    (job_id,) = app.config["QUEUED"]
+    with sandbox_instance.tx() as session:
+        assert session.get_one(Job, job_id).rows_per_person == 3
+    page = client.get(f"/jobs/{job_id}").get_data(as_text=True)
+    assert "Rows per person" in page or "每人计入行数" in page
+
+    bad = submit(client, code, mode="dp", epsilon="0.5", rows_per_person="three")
+    assert bad.status_code == 400
+    html = bad.get_data(as_text=True)
+    assert "three" in html  # the form comes back with what was typed
+    assert ("whole number" in html) or ("整数" in html)
+
+    too_many = submit(client, code, mode="dp", epsilon="0.5", rows_per_person="100000")
+    assert too_many.status_code in (400, 422), too_many.status_code
+    assert app.config["QUEUED"] == [job_id]  # neither was queued
