@@ -142,7 +142,7 @@ MESSAGES: dict[str, dict[str, str]] = {
     "new.rows_per_person_hint": {
         "zh": "留空则使用数据集的默认界;界越小噪声越小,但每人超出的行不计入。不超过授权的上限。",
         "en": "Leave empty for the dataset's default bound; a smaller bound means less noise "
-              "but drops each person's rows beyond it. At most your grant's cap.",
+        "but drops each person's rows beyond it. At most your grant's cap.",
     },
     "new.bad_rows_per_person": {
         "zh": "每人行数必须是整数。",
