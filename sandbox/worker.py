@@ -9,7 +9,12 @@ from __future__ import annotations
 
 from functools import partial
 
-from celery.signals import worker_process_init, worker_ready, worker_shutdown
+from celery.signals import (
+    worker_process_init,
+    worker_process_shutdown,
+    worker_ready,
+    worker_shutdown,
+)
 
 from sandbox.celery_app import make_celery
 from sandbox.context import current
@@ -51,3 +56,12 @@ def _warm_runner(sender: object = None, **_: object) -> None:
     warm_up = getattr(current().runner, "warm_up", None)
     if warm_up is not None:
         warm_up()
+
+
+@worker_process_shutdown.connect
+def _close_runner(sender: object = None, **_: object) -> None:
+    """A pool process that stops removes its warm containers itself (a killed one's are
+    removed by the next sweep, as their creator is gone)."""
+    close = getattr(current().runner, "close", None)
+    if close is not None:
+        close()

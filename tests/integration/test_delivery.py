@@ -363,6 +363,24 @@ def test_killed_worker_warm_containers_are_removed_and_the_next_worker_serves(
                timeout=60, what="the second worker's pool to refill")  # fmt: skip
 
 
+@pytest.mark.docker
+def test_a_worker_stopped_gracefully_removes_its_warm_containers(
+    live_redis: Callable[..., LivePortal], docker_client: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SANDBOX_RUNNER_POOL", "1")
+    live = live_redis(sweep_interval=600, runner="docker")
+    worker = live.workers[0]
+    wait_until(lambda: bool(warm_containers(docker_client, set(process_tree(worker.pid)))),
+               timeout=60, what="the worker's warm container to start")  # fmt: skip
+    (waiting,) = warm_containers(docker_client, set(process_tree(worker.pid)))
+
+    worker.terminate()  # SIGTERM: Celery's warm shutdown, as `sandbox demo` stops it
+    worker.wait(timeout=30)
+
+    wait_until(lambda: waiting.id not in container_ids(docker_client), timeout=15,
+               what="the stopped worker's warm container to be removed")  # fmt: skip
+
+
 # Helpers
 
 
