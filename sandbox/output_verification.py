@@ -6,9 +6,10 @@ the disclosure checks read could all be forged by code that rewrites the
 helper or its output list. So no output of a Python job is released on its
 own word. A frequency or magnitude table that names the view table it was
 made from (``sandbox_job.frequency_table`` / ``magnitude_table`` on the very
-DataFrame ``sandbox_job.table`` returned) is computed again here, by the same
-functions on the same Parquet, and replaced by that computation when the
-visible rows match; only such a table is *verified*. Every other output keeps
+DataFrame ``sandbox_job.table`` returned, with its ``where`` and ``bins`` if
+any) is computed again here, by the same functions on the same Parquet, and
+replaced by that computation when the visible rows match; only such a table
+is *verified*. Every other output keeps
 what it declared and waits for an auditor, unless the data owner's policy
 says to trust declarations (``disclosure: trust_python_declarations: true``).
 """
@@ -63,11 +64,19 @@ def _verify(table: OutputTable, view: Path) -> Checked:
     if kind not in ("frequency", "magnitude"):
         return Checked(table, False, "only frequency and magnitude tables can be recomputed")
     source = declared.get("source")
-    if not isinstance(source, str) or not source.isidentifier():
+    if isinstance(source, str):
+        source = {"table": source}
+    if not isinstance(source, dict) or source.get("table") is None:
         return Checked(table, False, "it was not made directly from a table of the view")
-    path = view / f"{source}.parquet"
+    try:
+        selected = sandbox_job.selection(source.get("table"), source.get("where"),
+                                         source.get("bins"))  # fmt: skip
+    except (TypeError, ValueError):
+        return Checked(table, False, "it names a selection the sandbox cannot repeat")
+    name = selected["table"]
+    path = view / f"{name}.parquet"
     if not path.is_file():
-        return Checked(table, False, f"the view has no table {source}")
+        return Checked(table, False, f"the view has no table {name}")
     by = declared.get("by")
     if not (isinstance(by, list) and by and all(isinstance(c, str) for c in by)):
         return Checked(table, False, "its declaration names no grouping columns")
@@ -77,9 +86,15 @@ def _verify(table: OutputTable, view: Path) -> Checked:
         if not isinstance(value, str) or statistic not in ("sum", "mean"):
             return Checked(table, False, "its declaration names no value column and statistic")
     needed = [*by, *([value] if value is not None else []), sandbox_job.PERSON]
-    if len(set(needed)) != len(needed) or not set(needed) <= set(pq.read_schema(path).names):
-        return Checked(table, False, f"its declaration names columns that {source} lacks")
-    frame = pq.ParquetFile(path).read(columns=needed).to_pandas()
+    selecting = [c for c, _, _ in selected["where"]] + list(selected["bins"])
+    if len(set(needed)) != len(needed) or not set(needed + selecting) <= set(
+        pq.read_schema(path).names
+    ):
+        return Checked(table, False, f"its declaration names columns that {name} lacks")
+    reading = list(dict.fromkeys(needed + selecting))
+    frame = pq.ParquetFile(path).read(columns=reading).to_pandas()
+    if selected["where"] or selected["bins"]:
+        frame = sandbox_job.select_rows(frame, selected["where"], selected["bins"])
     if kind == "frequency":
         visible, hidden = sandbox_job.frequency_of(frame, by)
     else:
@@ -88,7 +103,7 @@ def _verify(table: OutputTable, view: Path) -> Checked:
     columns, rows = frame_cells(sandbox_job.joined(visible, hidden))
     if not _same_visible(table, columns, rows):
         return Checked(table, False, "it differs from the same table computed from the view")
-    trusted = {"kind": kind, "count_column": "n", "by": list(by), "source": source}
+    trusted = {"kind": kind, "count_column": "n", "by": list(by), "source": selected}
     if kind == "magnitude":
         trusted |= {"value": value, "statistic": statistic}
     return Checked(OutputTable(table.name, columns, rows, trusted), True)

@@ -37,9 +37,12 @@ PERSON = "person_id"  # the privacy unit's column in every table of a view
 HIDDEN = "__sandbox_"
 
 _outputs: list[dict[str, Any]] = []
-# The DataFrames table() handed out, by id: a table function names its source
-# table, which the sandbox reads again to recompute the output.
-_sources: dict[int, str] = {}
+# The DataFrames table() handed out, by id, with how they were selected: a table
+# function names this source, which the sandbox reads and selects again to
+# recompute the output.
+_sources: dict[int, dict[str, Any]] = {}
+OPERATORS = ("==", "!=", "<", "<=", ">", ">=", "in", "not in", "is null", "not null")
+MAX_LIST, MAX_EDGES, MAX_CONDITIONS = 1000, 100, 20
 
 
 def tables() -> list[str]:
@@ -47,16 +50,108 @@ def tables() -> list[str]:
     return sorted(p.stem for p in INPUT_DIR.glob("*.parquet"))
 
 
-def table(name: str) -> pd.DataFrame:
-    """One table of the view as a DataFrame."""
+def table(
+    name: str,
+    *,
+    where: list[Any] | None = None,
+    bins: dict[str, list[float]] | None = None,
+) -> pd.DataFrame:
+    """One table of the view as a DataFrame, optionally selected.
+
+    ``where``: conditions that must all hold, each ``(column, operator, value)``
+    with an operator of ``OPERATORS`` (``in`` / ``not in`` take a list; ``is
+    null`` / ``not null`` no value), e.g. ``[("cost", ">", 1000)]``.
+    ``bins``: ``{column: [edges]}`` replaces each value by its interval, as the
+    text ``"[1940, 1960)"`` (no value outside the edges: None), e.g. ages in bands.
+    Tables that ``frequency_table`` and ``magnitude_table`` make of the frame this
+    returns are computed again by the sandbox, so they go out without review.
+    """
     if name not in tables():
         raise KeyError(f"no table {name!r} in this view; tables: {', '.join(tables())}")
     import pyarrow.parquet as pq
 
+    source = selection(name, where, bins)
     # One file, read directly: pandas.read_parquet goes through pyarrow's slower dataset layer.
     frame = pq.ParquetFile(INPUT_DIR / f"{name}.parquet").read().to_pandas()
-    _sources[id(frame)] = name
+    if source["where"] or source["bins"]:
+        frame = select_rows(frame, source["where"], source["bins"])
+    _sources[id(frame)] = source
     return frame
+
+
+def selection(name: Any, where: Any, bins: Any) -> dict[str, Any]:
+    """A table's selection in plain JSON values, checked; ValueError names what is wrong."""
+    if not isinstance(name, str) or not name.isidentifier():
+        raise ValueError("a table name is an identifier")
+    conditions = []
+    for condition in where or []:
+        if not isinstance(condition, list | tuple) or len(condition) not in (2, 3):
+            raise ValueError("each where condition is (column, operator, value)")
+        column, operator, *rest = condition
+        value = rest[0] if rest else None
+        if not isinstance(column, str) or operator not in OPERATORS:
+            raise ValueError(f"a where operator is one of {', '.join(OPERATORS)}")
+        if operator in ("in", "not in"):
+            if not isinstance(value, list | tuple) or len(value) > MAX_LIST:
+                raise ValueError(f"'{operator}' takes a list of at most {MAX_LIST} values")
+            if not all(_scalar(v) for v in value):
+                raise ValueError("where values are numbers, text, true/false or None")
+            value = list(value)
+        elif operator in ("is null", "not null"):
+            value = None
+        elif not _scalar(value) or value is None:
+            raise ValueError(f"'{operator}' takes one number, text or true/false")
+        conditions.append([column, operator, value])
+    if len(conditions) > MAX_CONDITIONS:
+        raise ValueError(f"at most {MAX_CONDITIONS} where conditions")
+    edges_of: dict[str, list[float]] = {}
+    for column, edges in (bins or {}).items():
+        numbers = list(edges) if isinstance(edges, list | tuple) else []
+        if (
+            not isinstance(column, str)
+            or not 2 <= len(numbers) <= MAX_EDGES
+            or not all(isinstance(e, int | float) and not isinstance(e, bool) for e in numbers)
+            or any(b <= a for a, b in zip(numbers, numbers[1:], strict=False))
+        ):
+            raise ValueError(f"bins of {column!r}: 2 to {MAX_EDGES} increasing numbers")
+        edges_of[column] = numbers
+    return {"table": name, "where": conditions, "bins": edges_of}
+
+
+def select_rows(
+    frame: pd.DataFrame, where: list[list[Any]], bins: dict[str, list[float]]
+) -> pd.DataFrame:
+    """The rows meeting every condition, with the binned columns replaced by intervals."""
+    mask = pd.Series(True, index=frame.index)
+    for column, operator, value in where:
+        mask &= _holds(frame[column], operator, value).fillna(False).astype(bool)
+    selected = frame[mask.to_numpy()].copy()
+    for column, edges in bins.items():
+        labels = [f"[{_edge(a)}, {_edge(b)})" for a, b in zip(edges, edges[1:], strict=False)]
+        cut = pd.cut(selected[column].astype(float), edges, right=False, labels=labels)
+        selected[column] = cut.astype(object).where(cut.notna(), None)
+    return selected.reset_index(drop=True)
+
+
+def _holds(values: pd.Series, operator: str, value: Any) -> pd.Series:
+    if operator == "is null":
+        return values.isna()
+    if operator == "not null":
+        return values.notna()
+    if operator == "in":
+        return values.isin(value)
+    if operator == "not in":
+        return ~values.isin(value)
+    compare = {"==": "eq", "!=": "ne", "<": "lt", "<=": "le", ">": "gt", ">=": "ge"}
+    return getattr(values, compare[operator])(value)
+
+
+def _scalar(value: Any) -> bool:
+    return value is None or isinstance(value, str | int | float | bool)
+
+
+def _edge(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else repr(float(value))
 
 
 def output(

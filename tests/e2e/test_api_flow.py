@@ -56,6 +56,14 @@ JOBS = {
                 "sandbox_job.magnitude_table('by_department', v, by=['department'], "
                 "value='cost', statistic='mean')\n",
     },
+    # Selected and banded in the runner, selected and banded again by the worker.
+    "python-selected": {
+        "language": "python", "mode": "masked",
+        "code": "import sandbox_job\n"
+                "p = sandbox_job.table('patients', where=[('sex', 'not null')],\n"
+                "                      bins={'birth_year': [1900, 1950, 1980, 2030]})\n"
+                "sandbox_job.frequency_table('by_band', p, by=['sex', 'birth_year'])\n",
+    },
 }  # fmt: skip
 
 

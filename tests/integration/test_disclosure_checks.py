@@ -67,6 +67,24 @@ sandbox_job.magnitude_table("cost", visits, by=["department"], value="cost", sta
     assert job.disclosure_sketches  # the sandbox's own sketches of the tables
 
 
+def test_python_tables_of_selected_view_tables_are_verified_and_released(
+    sandbox_instance: Sandbox,
+) -> None:
+    code = """
+import sandbox_job
+costly = sandbox_job.table("visits", where=[("cost", ">", 1000), ("department", "not null")])
+sandbox_job.frequency_table("costly", costly, by=["department"])
+patients = sandbox_job.table("patients", bins={"birth_year": [1900, 1950, 1980, 2030]})
+sandbox_job.frequency_table("by_band", patients, by=["birth_year"])
+"""
+    job = run(sandbox_instance, code, language="python")
+    assert job.status == "released", (job.status, job.error_code, job.error_message, job.findings)
+    tables = {t["name"]: t for t in (job.result or {})["tables"]}
+    assert {r[0] for r in tables["by_band"]["rows"]} <= {"[1900, 1950)", "[1950, 1980)",
+                                                          "[1980, 2030)", None}  # fmt: skip
+    assert tables["costly"]["rows"]
+
+
 def test_python_outputs_the_sandbox_cannot_recompute_wait_for_an_auditor(
     sandbox_instance: Sandbox,
 ) -> None:

@@ -7,6 +7,7 @@ itself) and prove that only what the sandbox computed again goes out unreviewed.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -150,7 +151,7 @@ def test_declarations_the_sandbox_cannot_recompute(view: Path) -> None:
         "d": "it was not made directly from a table of the view",
         "own": "it was not made directly from a table of the view",
         "m": "only frequency and magnitude tables can be recomputed",
-        "path": "it was not made directly from a table of the view",
+        "path": "it names a selection the sandbox cannot repeat",
         "gone": "the view has no table labs",
     }
 
@@ -192,3 +193,61 @@ def test_any_changed_count_fails_verification(
     changed[seed % len(changed)][honest.columns.index("n")] += bump
     forged = OutputTable("n", honest.columns, changed, honest.declared)
     assert not verify_outputs([forged], folder)[0].verified
+
+
+def selected_output(
+    view: Path, name: str, where: list[Any], bins: dict[str, list[float]], by: list[str]
+) -> OutputTable:
+    """A frequency table of a selected frame, as the helper hands it over."""
+    frame = sandbox_job.select_rows(pd.read_parquet(view / "visits.parquet"), where, bins)
+    table, hidden = sandbox_job.frequency_of(frame, by)
+    source = sandbox_job.selection("visits", where, bins)
+    declared = {"kind": "frequency", "count_column": "n", "by": by, "source": source}
+    columns, rows = frame_cells(sandbox_job.joined(table, hidden))
+    return OutputTable(name, columns, rows, declared)
+
+
+def test_tables_of_selected_frames_are_verified(view: Path) -> None:
+    where = [["cost", ">", 800.0], ["department", "in", ["cardiology", "oncology"]],
+             ["sex", "not null", None]]  # fmt: skip
+    bins = {"cost": [0, 500, 1000, 2000, 10_000]}
+    honest = selected_output(view, "t", where, bins, ["department", "cost"])
+    assert {row[1] for row in honest.rows} <= {"[500, 1000)", "[1000, 2000)", "[2000, 10000)"}
+    (checked,) = verify_outputs([honest], view)
+    assert checked.verified and checked.table.rows == honest.rows
+
+    # Claiming a narrower selection than the one applied does not pass.
+    wider = selected_output(view, "t", where[1:], bins, ["department", "cost"])
+    lying = OutputTable("t", wider.columns, wider.rows, honest.declared)
+    (checked,) = verify_outputs([lying], view)
+    assert not checked.verified
+    assert checked.reason == "it differs from the same table computed from the view"
+
+
+@pytest.mark.parametrize(
+    ("where", "bins", "message"),
+    [
+        ([["cost", "like", "%"]], None, "operator"),
+        ([["cost", ">", [1, 2]]], None, "one number"),
+        ([["department", "in", "cardiology"]], None, "list"),
+        ([["cost", ">"]], None, "one number"),
+        ([["cost"]], None, "(column, operator, value)"),
+        ([["cost", "in", [{"a": 1}]]], None, "where values"),
+        (None, {"cost": [10, 5]}, "increasing"),
+        (None, {"cost": [1]}, "increasing"),
+        (None, {"cost": ["a", "b"]}, "increasing"),
+    ],
+)
+def test_a_selection_the_sandbox_cannot_repeat_is_refused(
+    view: Path, where: Any, bins: Any, message: str
+) -> None:
+    with pytest.raises(ValueError, match=re.escape(message)):
+        sandbox_job.selection("visits", where, bins)
+    frame = pd.read_parquet(view / "visits.parquet")
+    table, hidden = sandbox_job.frequency_of(frame, ["department"])
+    columns, rows = frame_cells(sandbox_job.joined(table, hidden))
+    source = {"table": "visits", "where": where, "bins": bins}
+    declared = {"kind": "frequency", "count_column": "n", "by": ["department"], "source": source}
+    (checked,) = verify_outputs([OutputTable("t", columns, rows, declared)], view)
+    assert not checked.verified
+    assert checked.reason == "it names a selection the sandbox cannot repeat"
