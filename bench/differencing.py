@@ -31,9 +31,6 @@ from policies.output_checks import (  # noqa: E402
     SketchedRow,
     rows_to_compare,  # noqa: E402
 )
-from sandbox import (
-    jobs,  # noqa: E402
-)
 from sandbox.context import Sandbox  # noqa: E402
 from sandbox.models import (  # noqa: E402
     Job,
@@ -41,8 +38,7 @@ from sandbox.models import (  # noqa: E402
     ReleasedRow,  # noqa: E402
 )
 from sandbox.pipeline import SIZES, _differencing  # noqa: E402
-from sandbox.users import user_by_name  # noqa: E402
-from tests.factories import make_sandbox  # noqa: E402
+from tests.factories import make_sandbox, submit_job  # noqa: E402
 
 ROWS, PERSONS = 12, 20_000
 
@@ -96,16 +92,9 @@ def check(sandbox: Sandbox, template: str, new_rows: list[SketchedRow]) -> float
 
 
 def first_job(sandbox: Sandbox) -> str:
-    with sandbox.tx() as session:
-        analyst = user_by_name(session, "analyst")
-        assert analyst is not None
-        analyst_id = analyst.id
-    job = jobs.submit(
-        sandbox, by_id=analyst_id, dataset="health", language="sql", mode="masked",
-        code="SELECT department, COUNT(*) AS n FROM visits GROUP BY department",
-        epsilon=None, enqueue=lambda _: None,
-    )  # fmt: skip
-    return job.id
+    return submit_job(
+        sandbox, "SELECT department, COUNT(*) AS n FROM visits GROUP BY department"
+    ).id
 
 
 def add_releases(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from functools import cache
 from pathlib import Path
 
@@ -12,6 +13,7 @@ from datasets.health import generate_health
 from sandbox.config import Settings
 from sandbox.consent import seed_consent
 from sandbox.context import Sandbox
+from sandbox.models import Job
 from sandbox.setup import ensure_demo_grants, ensure_demo_users, upgrade_database
 from tests.services import fresh_postgres_database
 
@@ -74,3 +76,27 @@ def make_sandbox(instance: Path, *, patients: int = TEST_PATIENTS, **settings: o
     ensure_demo_grants(sandbox)
     sandbox.credentials = credentials  # type: ignore[attr-defined]
     return sandbox
+
+
+def submit_job(
+    sandbox: Sandbox,
+    code: str,
+    *,
+    language: str = "sql",
+    mode: str = "masked",
+    epsilon: float | None = None,
+    who: str = "analyst",
+    enqueue: Callable[[str], None] = lambda _: None,
+) -> Job:
+    """Submit a job on the health data as a demo user, through the real checks."""
+    from sandbox import jobs
+    from sandbox.users import user_by_name
+
+    with sandbox.tx() as session:
+        user = user_by_name(session, who)
+        assert user is not None
+        user_id = user.id
+    return jobs.submit(
+        sandbox, by_id=user_id, dataset="health", language=language, mode=mode, code=code,
+        epsilon=epsilon, enqueue=enqueue,
+    )  # fmt: skip

@@ -4,22 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from sandbox import jobs
 from sandbox.context import Sandbox
 from sandbox.models import Job
 from sandbox.pipeline import run_job
-from sandbox.users import user_by_name
+from tests.factories import submit_job
 
 
 def run(sandbox: Sandbox, code: str, *, language: str = "sql") -> Job:
-    with sandbox.tx() as session:
-        analyst = user_by_name(session, "analyst")
-        assert analyst is not None
-        analyst_id = analyst.id
-    job = jobs.submit(
-        sandbox, by_id=analyst_id, dataset="health", language=language, mode="masked",
-        code=code, epsilon=None, enqueue=lambda _: None,
-    )  # fmt: skip
+    job = submit_job(sandbox, code, language=language)
     run_job(sandbox, job.id)
     with sandbox.tx() as session:
         done = session.get(Job, job.id)

@@ -22,8 +22,7 @@ from sandbox.context import Sandbox
 from sandbox.db import is_transient, retry_transient
 from sandbox.models import Job, JobStatus
 from sandbox.pipeline import _locked
-from sandbox.users import user_by_name
-from tests.factories import make_sandbox
+from tests.factories import make_sandbox, submit_job
 from tests.services import fresh_postgres_database
 
 pytestmark = pytest.mark.postgres
@@ -36,17 +35,9 @@ def sandbox(tmp_path: Path) -> Sandbox:
 
 
 def queued_job(sandbox: Sandbox) -> tuple[str, int]:
-    with sandbox.tx() as session:
-        analyst = user_by_name(session, "analyst")
-        assert analyst is not None
-        analyst_id = analyst.id
-    job = jobs.submit(
-        sandbox, by_id=analyst_id, dataset="health", language="sql", mode="masked",
-        code="SELECT department, COUNT(*) AS n FROM visits GROUP BY department",
-        epsilon=None, enqueue=lambda _: None,
-    )  # fmt: skip
+    job = submit_job(sandbox, "SELECT department, COUNT(*) AS n FROM visits GROUP BY department")
     assert job.status == JobStatus.QUEUED
-    return job.id, analyst_id
+    return job.id, job.analyst_id
 
 
 def test_worker_updating_a_job_does_not_wait_for_a_submission_of_its_analyst(

@@ -13,6 +13,7 @@ from sandbox.models import Grant, Job
 from sandbox.pipeline import run_job
 from sandbox.signing import sha256_json, verify_certificate
 from sandbox.users import user_by_name
+from tests.factories import submit_job
 
 
 def user_id(sandbox: Sandbox, name: str) -> int:
@@ -25,10 +26,8 @@ def user_id(sandbox: Sandbox, name: str) -> int:
 def submit(sandbox: Sandbox, code: str, *, mode: str = "masked", language: str = "sql",
            epsilon: float | None = None, who: str = "analyst") -> Job:  # fmt: skip
     queued: list[str] = []
-    job = jobs.submit(
-        sandbox, by_id=user_id(sandbox, who), dataset="health", language=language, mode=mode,
-        code=code, epsilon=epsilon, enqueue=queued.append,
-    )  # fmt: skip
+    job = submit_job(sandbox, code, language=language, mode=mode, epsilon=epsilon, who=who,
+                     enqueue=queued.append)  # fmt: skip
     assert queued == [job.id]
     return job
 

@@ -9,26 +9,18 @@ from alembic import command
 from sqlalchemy import create_engine, event, func, select, text, update
 
 from policies.output_checks import Sketch, SketchedRow
-from sandbox import jobs
 from sandbox.context import Sandbox
 from sandbox.models import Job, JobStatus, ReleasedRow
 from sandbox.pipeline import run_job
 from sandbox.released_rows import SizeCache, record, sketches
 from sandbox.setup import alembic_config
-from sandbox.users import user_by_name
+from tests.factories import submit_job
 
 QUERY = "SELECT department, COUNT(*) AS n FROM visits GROUP BY department"
 
 
 def submit(sandbox: Sandbox, code: str = QUERY) -> str:
-    with sandbox.tx() as session:
-        analyst = user_by_name(session, "analyst")
-        assert analyst is not None
-        analyst_id = analyst.id
-    return jobs.submit(
-        sandbox, by_id=analyst_id, dataset="health", language="sql", mode="masked",
-        code=code, epsilon=None, enqueue=lambda _: None,
-    ).id  # fmt: skip
+    return submit_job(sandbox, code).id
 
 
 def row(table: str, value: str, persons: int) -> dict[str, object]:
