@@ -26,7 +26,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 # --- the rules ---------------------------------------------------------------------------
 
@@ -325,11 +325,7 @@ def isolations(
                 continue
             if hidden.job is not None and total.job is not None:
                 continue  # both already out before this job: judged then
-            shared = dict(total.keys)
-            parts = [
-                r for r in breakdown if all(dict(r.keys).get(k) == v for k, v in shared.items()
-                                            if k in dict(r.keys))
-            ]  # fmt: skip
+            parts = _under(total.keys, breakdown)
             remainder = total.sketch
             for part in parts:
                 remainder = remainder.minus(part.sketch)
@@ -397,13 +393,20 @@ def rows_to_compare(
     return needed
 
 
-def _parts_persons(
-    keys: tuple[tuple[str, Any], ...], breakdown: Sequence[SketchedRow | RowSize]
-) -> int:
-    """Persons in the breakdown's rows that fall under a total's keys (as isolations picks them)."""
+# A row of a breakdown: sketched (this job's, or read back) or known by its size only.
+_Row = TypeVar("_Row", SketchedRow, RowSize)
+
+
+def _parts_persons(keys: tuple[tuple[str, Any], ...], breakdown: Sequence[_Row]) -> int:
+    """Persons in the breakdown's rows that fall under a total's keys."""
+    return sum(r.persons for r in _under(keys, breakdown))
+
+
+def _under(keys: tuple[tuple[str, Any], ...], breakdown: Sequence[_Row]) -> list[_Row]:
+    """The breakdown's rows that fall under a total's keys: equal on every key column the
+    two share (a total without keys, or on other columns, takes them all)."""
     shared = dict(keys)
-    return sum(
-        r.persons
-        for r in breakdown
+    return [
+        r for r in breakdown
         if all(dict(r.keys).get(k) == v for k, v in shared.items() if k in dict(r.keys))
-    )
+    ]  # fmt: skip
