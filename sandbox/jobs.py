@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session
 
 from datasets.health_manifest import MANIFESTS
@@ -356,6 +356,12 @@ def rejection_of(job: Job) -> PolicyRejected:
 
 
 Enqueue = Callable[[str], None]
+
+
+def job_lock(job_id: str) -> Select[Job]:
+    """The query that locks a job's row until the transaction ends, FOR NO KEY UPDATE
+    (as ``lock_analyst`` explains: the row's key never changes)."""
+    return select(Job).where(Job.id == job_id).with_for_update(key_share=True)
 
 
 def lock_analyst(session: Session, user_id: int) -> User | None:

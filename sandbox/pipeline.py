@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from datasets.views import build_view, pseudonym_key
@@ -37,7 +36,7 @@ from sandbox.context import Sandbox
 from sandbox.db import retry_transient
 from sandbox.dp.planner import release_noisy
 from sandbox.errors import Conflict
-from sandbox.jobs import Plan, manifest_for, move, plan_job, policy_for
+from sandbox.jobs import Plan, job_lock, manifest_for, move, plan_job, policy_for
 from sandbox.models import FINAL_STATES, Grant, Job, JobStatus, utcnow
 from sandbox.output_verification import Checked, verify_outputs
 from sandbox.reads import result_csv
@@ -126,9 +125,7 @@ def _start_attempt(
     """Lock the job and take it for this attempt: its number, data and policy, or the
     job's status when there is nothing to run here."""
     with sandbox.tx() as session:
-        job = session.scalars(
-            select(Job).where(Job.id == job_id).with_for_update(key_share=True)
-        ).one_or_none()
+        job = session.scalars(job_lock(job_id)).one_or_none()
         if job is None:
             log.warning("job %s does not exist", job_id)
             return "missing"
@@ -183,9 +180,7 @@ def _release_cached(sandbox: Sandbox, session: Any, job: Job) -> str:
 
 
 def _locked(session: Session, job_id: str) -> Job:
-    return session.scalars(
-        select(Job).where(Job.id == job_id).with_for_update(key_share=True)
-    ).one()
+    return session.scalars(job_lock(job_id)).one()
 
 
 def _superseded(job: Job, attempt: int) -> bool:

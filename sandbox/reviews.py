@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 from sandbox import audit
 from sandbox.context import Sandbox
 from sandbox.errors import Conflict, Forbidden, InvalidRequest, NotFound
-from sandbox.jobs import move
+from sandbox.jobs import job_lock, move
 from sandbox.models import (
     DatasetRecord,
     Grant,
@@ -312,9 +312,7 @@ def dataset_settings(record: DatasetRecord) -> dict[str, Any]:
 
 
 def _locked(session: Session, job_id: str) -> Job:
-    job = session.scalars(
-        select(Job).where(Job.id == job_id).with_for_update(key_share=True)
-    ).one_or_none()
+    job = session.scalars(job_lock(job_id)).one_or_none()
     if job is None:
         raise NotFound(f"There is no job {job_id}.")
     return job
