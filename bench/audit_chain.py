@@ -30,10 +30,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from alembic import command  # noqa: E402
 from sqlalchemy import text  # noqa: E402
 
-from sandbox import audit, checkpoints  # noqa: E402
 from sandbox.context import Sandbox  # noqa: E402
-from sandbox.db import engine_for  # noqa: E402
-from sandbox.setup import alembic_config  # noqa: E402
+from sandbox.db import (
+    alembic_config,
+    engine_for,  # noqa: E402
+)
+from sandbox.integrity import audit, checkpoints
 from tests.factories import make_settings  # noqa: E402
 from tests.services import drop_created_databases, fresh_postgres_database  # noqa: E402
 

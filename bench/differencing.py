@@ -1,7 +1,7 @@
 """How the differencing check grows with the releases under one grant.
 
 Every masked release is compared with every earlier release under its grant
-(``sandbox.pipeline._differencing``): its rows' sketches are read back from the
+(``sandbox.jobs.pipeline._differencing``): its rows' sketches are read back from the
 database and each new row is checked against them. This bench stores K earlier
 releases of 12 sketched rows each (a breakdown by one attribute: 200 to 2,000
 persons a row, drawn from 20,000) under one grant, then times the check of one
@@ -32,12 +32,12 @@ from policies.output_checks import (  # noqa: E402
     rows_to_compare,  # noqa: E402
 )
 from sandbox.context import Sandbox  # noqa: E402
+from sandbox.jobs.pipeline import SIZES, _differencing
 from sandbox.models import (  # noqa: E402
     Job,
     JobStatus,
     ReleasedRow,  # noqa: E402
 )
-from sandbox.pipeline import SIZES, _differencing  # noqa: E402
 from tests.factories import make_sandbox, submit_job  # noqa: E402
 
 ROWS, PERSONS = 12, 20_000

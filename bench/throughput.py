@@ -198,7 +198,7 @@ def choose_broker(choice: str) -> tuple[str | None, str]:
 
 def analyst_tokens(live: LivePortal, count: int) -> list[str]:
     """Tokens of ``count`` analysts, each with a masked grant on the health data."""
-    from sandbox import grants, users
+    from sandbox.access import grants, users
     from sandbox.models import Role
 
     names = ["analyst", "analyst2"][:count]

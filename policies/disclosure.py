@@ -418,7 +418,7 @@ def check_declared_output(
     table declared without what its kind needs, is held for an auditor.
 
     ``verified``: the sandbox computed this table itself from the view
-    (``sandbox.output_verification``). An unverified output is checked on what
+    (``sandbox.jobs.verification``). An unverified output is checked on what
     the job declared, which its code could have forged, and held for an auditor
     unless the rules trust declarations.
     """

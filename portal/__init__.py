@@ -26,8 +26,8 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app.json.ensure_ascii = False  # type: ignore[attr-defined]
 
     from portal import api, errors, web
-    from sandbox.celery_app import make_celery
-    from sandbox.tasks import make_enqueue
+    from sandbox.worker.celery_app import make_celery
+    from sandbox.worker.tasks import make_enqueue
 
     app.extensions["enqueue"] = config.get("ENQUEUE") or make_enqueue(make_celery(sandbox.settings))
 

@@ -8,9 +8,14 @@ from typing import Any
 from flask import Blueprint, Response, current_app, g, jsonify, request
 
 from portal.auth import requires, sandbox
-from sandbox import access, audit, checkpoints, consent, grants, jobs, reads, reviews, users
+from sandbox import catalog
+from sandbox.access import consent, grants, requests, users
+from sandbox.access import requests as access
 from sandbox.dp.marginals import load_marginals
 from sandbox.errors import InvalidRequest, Unauthenticated
+from sandbox.integrity import audit, checkpoints
+from sandbox.jobs import results, reviews
+from sandbox.jobs import submit as submission
 from sandbox.models import AccessRequest, Grant, Role, User
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
@@ -63,20 +68,20 @@ def token() -> Any:
 @requires(*ANY_ROLE)
 def datasets() -> Any:
     with sandbox().tx() as db:
-        return jsonify(datasets=reads.catalog(db))
+        return jsonify(datasets=catalog.catalog(db))
 
 
 @bp.get("/datasets/<name>")
 @requires(*ANY_ROLE)
 def dataset(name: str) -> Any:
-    return jsonify(reads.dataset_schema(name))
+    return jsonify(catalog.dataset_schema(name))
 
 
 @bp.get("/datasets/<name>/mock")
 @requires(*ANY_ROLE)
 def mock(name: str) -> Any:
     marginals = load_marginals(sandbox().settings.instance, name)
-    csv = reads.mock_csv(
+    csv = catalog.mock_csv(
         name, table=request.args.get("table"), rows=request.args.get("rows"), marginals=marginals
     )
     return Response(csv, mimetype="text/csv; charset=utf-8")
@@ -114,7 +119,7 @@ def _change_consent(change: Callable[..., int], dataset: str) -> Any:
 def submit() -> Any:
     body = _body()
     epsilon, delta = _privacy_numbers(body)
-    job = jobs.submit(
+    job = submission.submit(
         sandbox(),
         by_id=g.user_id,
         dataset=_field(body, "dataset", str),
@@ -134,7 +139,7 @@ def submit() -> Any:
 def my_jobs() -> Any:
     with sandbox().tx() as db:
         return jsonify(
-            jobs=[reads.job_status(j, role=g.role) for j in reads.jobs_of(db, user_id=g.user_id)]
+            jobs=[results.job_status(j, role=g.role) for j in results.jobs_of(db, user_id=g.user_id)]
         )
 
 
@@ -142,20 +147,20 @@ def my_jobs() -> Any:
 @requires(*ANY_ROLE)
 def job(job_id: str) -> Any:
     with sandbox().tx() as db:
-        found = reads.job_for(db, job_id, user_id=g.user_id, role=g.role)
-        return jsonify(reads.job_status(found, role=g.role))
+        found = results.job_for(db, job_id, user_id=g.user_id, role=g.role)
+        return jsonify(results.job_status(found, role=g.role))
 
 
 @bp.get("/jobs/<job_id>/result")
 @requires(Role.ANALYST)
 def result(job_id: str) -> Any:
     with sandbox().tx() as db:
-        found = reads.job_for(db, job_id, user_id=g.user_id, role=g.role)
-        data = reads.job_result(found, user_id=g.user_id)
+        found = results.job_for(db, job_id, user_id=g.user_id, role=g.role)
+        data = results.job_result(found, user_id=g.user_id)
         wanted = request.args.get("format", "json")
         if wanted not in ("json", "csv"):
             raise InvalidRequest("format must be json or csv.", field="format")
-        csv = reads.result_csv(data, table=request.args.get("table")) if wanted == "csv" else None
+        csv = results.result_csv(data, table=request.args.get("table")) if wanted == "csv" else None
         audit.append(db, actor=g.username, action="result.downloaded", subject=job_id,
                      details={"format": wanted})  # fmt: skip
     if csv is not None:
@@ -170,7 +175,7 @@ def policy_check() -> Any:
     body = _body()
     epsilon, delta = _privacy_numbers(body)
     with sandbox().tx() as db:
-        report = jobs.dry_run(
+        report = submission.dry_run(
             db, by=db.get_one(User, g.user_id), dataset=_field(body, "dataset", str),
             language=_field(body, "language", str), mode=_field(body, "mode", str),
             code=_field(body, "code", str), epsilon=epsilon, delta=delta,
@@ -183,14 +188,14 @@ def policy_check() -> Any:
 @requires(Role.ANALYST)
 def budget() -> Any:
     with sandbox().tx() as db:
-        return jsonify(budgets=reads.budgets(db, user_id=g.user_id))
+        return jsonify(budgets=grants.budgets(db, user_id=g.user_id))
 
 
 @bp.get("/grants")
 @requires(Role.OWNER, Role.ADMIN)
 def list_grants() -> Any:
     with sandbox().tx() as db:
-        return jsonify(grants=[reads.grant_view(x) for x in db.query(Grant).all()])
+        return jsonify(grants=[grants.grant_view(x) for x in db.query(Grant).all()])
 
 
 @bp.post("/grants")
@@ -213,7 +218,7 @@ def create_grant() -> Any:
         numbers[name] = value
     with sandbox().tx() as db:
         owner = db.get_one(User, g.user_id)
-        analyst = reads.user_named(db, _field(body, "analyst", str))
+        analyst = users.user_named(db, _field(body, "analyst", str))
         grant = grants.grant_access(
             db, by=owner, dataset=_field(body, "dataset", str), analyst=analyst, modes=modes,
             epsilon_total=float(numbers["epsilon_total"]),
@@ -221,7 +226,7 @@ def create_grant() -> Any:
             k_threshold=int(numbers["k_threshold"]), days=int(numbers["days"]),
             requires_review=bool(body.get("requires_review", False)),
         )  # fmt: skip
-        return jsonify(reads.grant_view(grant)), 201
+        return jsonify(grants.grant_view(grant)), 201
 
 
 @bp.delete("/grants/<grant_id>")
@@ -229,7 +234,7 @@ def create_grant() -> Any:
 def revoke(grant_id: str) -> Any:
     with sandbox().tx() as db:
         grant = grants.revoke_grant(db, by=db.get_one(User, g.user_id), grant_id=grant_id)
-        return jsonify(reads.grant_view(grant))
+        return jsonify(grants.grant_view(grant))
 
 
 @bp.get("/access-requests")
@@ -239,7 +244,7 @@ def list_access_requests() -> Any:
         found = access.list_requests(
             db, user=db.get_one(User, g.user_id), status=request.args.get("status")
         )
-        return jsonify(access_requests=[reads.access_request_view(db, r) for r in found])
+        return jsonify(access_requests=[requests.access_request_view(db, r) for r in found])
 
 
 @bp.post("/access-requests")
@@ -253,7 +258,7 @@ def file_access_request() -> Any:
             modes=body.get("modes", []), epsilon=body.get("epsilon", 0.0),
             days=body.get("days", 90), justification=body.get("justification", ""),
         )  # fmt: skip
-        return jsonify(reads.access_request_view(db, filed)), 201
+        return jsonify(requests.access_request_view(db, filed)), 201
 
 
 @bp.post("/access-requests/<request_id>/approve")
@@ -267,7 +272,7 @@ def approve_access_request(request_id: str) -> Any:
             modes=body.get("modes"), epsilon=body.get("epsilon"), days=body.get("days"),
             k_threshold=body.get("k_threshold"), column_rules=body.get("column_rules"),
         )  # fmt: skip
-        return jsonify(reads.access_request_view(db, db.get_one(AccessRequest, request_id)))
+        return jsonify(requests.access_request_view(db, db.get_one(AccessRequest, request_id)))
 
 
 @bp.post("/access-requests/<request_id>/deny")
@@ -279,7 +284,7 @@ def deny_access_request(request_id: str) -> Any:
             db, by=db.get_one(User, g.user_id), request_id=request_id,
             comment=body.get("comment", ""),
         )  # fmt: skip
-        return jsonify(reads.access_request_view(db, denied))
+        return jsonify(requests.access_request_view(db, denied))
 
 
 @bp.get("/reviews")
@@ -327,7 +332,7 @@ def object_to_review(job_id: str) -> Any:
 def job_review(job_id: str) -> Any:
     """The review of the analyst's own job: decisions and comments, never the held output."""
     with sandbox().tx() as db:
-        found = reads.job_for(db, job_id, user_id=g.user_id, role=g.role)
+        found = results.job_for(db, job_id, user_id=g.user_id, role=g.role)
         return jsonify(id=found.id, status=found.status, review=reviews.analyst_view(db, found))
 
 

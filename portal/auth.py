@@ -8,7 +8,7 @@ from typing import Any, TypeVar
 
 from flask import current_app, g, request, session
 
-from sandbox import users
+from sandbox.access import users
 from sandbox.context import Sandbox
 from sandbox.errors import Forbidden, Unauthenticated
 

@@ -1,6 +1,6 @@
 """The web pages: server-rendered, Chinese first. Views parse, authorize, call, render.
 
-Everything shown comes from ``sandbox.reads``; a job is submitted through
+Everything shown comes from ``sandbox.catalog``; a job is submitted through
 ``sandbox.jobs.submit`` exactly as the JSON API does. No view shows a job's log.
 """
 
@@ -27,8 +27,11 @@ from werkzeug.wrappers import Response
 
 from portal.auth import requires, sandbox
 from portal.i18n import LANGUAGES, language, t
-from sandbox import audit, jobs, reads, reviews, users
+from sandbox import catalog
+from sandbox.access import grants, users
 from sandbox.errors import InvalidRequest, PolicyRejected, SandboxError, Unauthenticated
+from sandbox.integrity import audit
+from sandbox.jobs import planning, results, reviews, submit
 from sandbox.models import FINAL_STATES, JobStatus, Role, User
 
 log = logging.getLogger(__name__)
@@ -207,15 +210,15 @@ def logout() -> Response:
 @requires()
 def home() -> str:
     with sandbox().tx() as db:
-        datasets = reads.catalog(db)
-        budgets = reads.budgets(db, user_id=g.user_id) if g.role == Role.ANALYST else []
+        datasets = catalog.catalog(db)
+        budgets = grants.budgets(db, user_id=g.user_id) if g.role == Role.ANALYST else []
     return render_template("catalog.html", datasets=datasets, budgets=budgets)
 
 
 @bp.get("/datasets/<name>")
 @requires()
 def dataset(name: str) -> str:
-    return render_template("dataset.html", schema=reads.dataset_schema(name))
+    return render_template("dataset.html", schema=catalog.dataset_schema(name))
 
 
 def _epsilon(raw: str) -> float | None:
@@ -238,14 +241,14 @@ def _rows_per_person(raw: str) -> int | None:
 
 def _job_form(form: dict[str, str], **extra: Any) -> str:
     with sandbox().tx() as db:
-        datasets = reads.catalog(db)
-        budgets = reads.budgets(db, user_id=g.user_id)
+        datasets = catalog.catalog(db)
+        budgets = grants.budgets(db, user_id=g.user_id)
     return render_template(
         "job_new.html",
         form=form,
         datasets=datasets,
         budgets=budgets,
-        default_epsilon=jobs.DEFAULT_EPSILON,
+        default_epsilon=planning.DEFAULT_EPSILON,
         **extra,
     )
 
@@ -266,7 +269,7 @@ def new_job() -> Any:
         return _job_form(form)
     dp = form["mode"] == "dp"
     try:
-        job = jobs.submit(
+        job = submit.submit(
             sandbox(),
             by_id=g.user_id,
             dataset=form["dataset"],
@@ -289,7 +292,7 @@ def new_job() -> Any:
 @requires(Role.ANALYST)
 def my_jobs() -> str:
     with sandbox().tx() as db:
-        rows = [reads.job_status(j, role=g.role) for j in reads.jobs_of(db, user_id=g.user_id)]
+        rows = [results.job_status(j, role=g.role) for j in results.jobs_of(db, user_id=g.user_id)]
     return render_template("jobs.html", jobs=rows)
 
 
@@ -297,13 +300,13 @@ def my_jobs() -> str:
 @requires()
 def job(job_id: str) -> str:
     with sandbox().tx() as db:
-        found = reads.job_for(db, job_id, user_id=g.user_id, role=g.role)
-        status = reads.job_status(found, role=g.role)
+        found = results.job_for(db, job_id, user_id=g.user_id, role=g.role)
+        status = results.job_status(found, role=g.role)
         status.pop("log", None)  # the page never shows what a job printed
         mine = found.analyst_id == g.user_id
         result = None
         if mine and found.status == JobStatus.RELEASED:
-            result = reads.job_result(found, user_id=g.user_id)
+            result = results.job_result(found, user_id=g.user_id)
             audit.append(db, actor=g.username, action="result.viewed", subject=job_id)
         code = found.code if mine else status.get("code")
         review = reviews.analyst_view(db, found) if mine else None

@@ -13,7 +13,7 @@ from pathlib import Path
 import click
 
 from sandbox.context import Sandbox, current, docker_ready
-from sandbox.signing import OutputFile
+from sandbox.integrity.signing import OutputFile
 
 
 def _sandbox() -> Sandbox:
@@ -33,9 +33,9 @@ def db() -> None:
 @db.command("upgrade")
 def db_upgrade() -> None:
     """Create or migrate the schema to the newest version."""
-    from sandbox.setup import upgrade_database
+    from sandbox.db import upgrade_database
 
-    upgrade_database(_sandbox())
+    upgrade_database(_sandbox().settings)
     click.echo("database is up to date")
 
 
@@ -50,7 +50,7 @@ def datasets() -> None:
 @click.option("--owner", default="owner", show_default=True, help="The data owner's username.")
 def datasets_generate(patients: int, seed: int, owner: str) -> None:
     """Generate the synthetic health dataset and store it encrypted."""
-    from sandbox.setup import store_dataset
+    from sandbox.demo import store_dataset
 
     started = time.monotonic()
     version = store_dataset(_sandbox(), patients=patients, seed=seed, owner=owner)
@@ -64,13 +64,14 @@ def datasets_generate(patients: int, seed: int, owner: str) -> None:
 @click.option("--as", "username", default="owner", show_default=True, help="The dataset's owner.")
 def datasets_reviewers(name: str, count: int, username: str) -> None:
     """Require COUNT (1 or 2) distinct auditors to approve NAME's held outputs."""
-    from sandbox import reads, reviews
+    from sandbox.access import users
     from sandbox.errors import SandboxError
+    from sandbox.jobs import reviews
 
     with _sandbox().tx() as session:
         try:
             reviews.set_reviewers_required(
-                session, by=reads.user_named(session, username), dataset=name, count=count
+                session, by=users.user_named(session, username), dataset=name, count=count
             )
         except SandboxError as error:
             raise click.ClickException(error.message) from error
@@ -108,8 +109,8 @@ def consent_give(dataset: str, person_id: str, purpose: str, username: str) -> N
 
 def _change_consent(action: str, *, dataset: str, person_id: str, purpose: str,
                     username: str) -> None:  # fmt: skip
-    from sandbox import consent as consent_service
-    from sandbox import reads
+    from sandbox.access import consent as consent_service
+    from sandbox.access import users
     from sandbox.errors import SandboxError
 
     change = {"withdraw": consent_service.withdraw_consent,
@@ -117,7 +118,7 @@ def _change_consent(action: str, *, dataset: str, person_id: str, purpose: str,
     with _sandbox().tx() as session:
         try:
             change(
-                session, by=reads.user_named(session, username), dataset=dataset,
+                session, by=users.user_named(session, username), dataset=dataset,
                 person_id=person_id, purpose=purpose,
             )  # fmt: skip
         except SandboxError as error:
@@ -135,7 +136,7 @@ def users() -> None:
 @click.password_option()
 def users_create(username: str, role: str, password: str) -> None:
     """Create a user."""
-    from sandbox import users as user_service
+    from sandbox.access import users as user_service
     from sandbox.models import Role
 
     with _sandbox().tx() as session:
@@ -149,7 +150,7 @@ def users_create(username: str, role: str, password: str) -> None:
 @click.argument("username")
 def users_token(username: str) -> None:
     """Print a fresh API token for USERNAME."""
-    from sandbox import users as user_service
+    from sandbox.access import users as user_service
 
     with _sandbox().tx() as session:
         user = user_service.user_by_name(session, username)
@@ -204,8 +205,8 @@ def policy() -> None:
 @click.option("--epsilon", type=float, default=None)
 def policy_check(code_file, analyst, dataset, mode, language, epsilon):  # type: ignore[no-untyped-def]
     """Dry run: print every finding for CODE_FILE (- for standard input); queue nothing."""
-    from sandbox import jobs
-    from sandbox import users as user_service
+    from sandbox.access import users as user_service
+    from sandbox.jobs import submit
 
     language = language or ("python" if code_file.name.endswith(".py") else "sql")
     code = code_file.read()
@@ -213,7 +214,7 @@ def policy_check(code_file, analyst, dataset, mode, language, epsilon):  # type:
         user = user_service.user_by_name(session, analyst)
         if user is None:
             raise click.ClickException(f"There is no user {analyst}.")
-        report = jobs.dry_run(session, by=user, dataset=dataset, language=language, mode=mode,
+        report = submit.dry_run(session, by=user, dataset=dataset, language=language, mode=mode,
                               code=code, epsilon=epsilon)  # fmt: skip
     if report["allowed"]:
         click.echo(f"allowed (policy {report['policy_version'][:12]})")
@@ -231,7 +232,7 @@ def policy_check(code_file, analyst, dataset, mode, language, epsilon):  # type:
 def policy_show(dataset: str) -> None:
     """Print the dataset's column rules as the owner's file sets them."""
     from policies.policy_file import load_policy
-    from sandbox.jobs import manifest_for
+    from sandbox.catalog import manifest_for
 
     click.echo(json.dumps(load_policy(manifest_for(dataset)).to_dict(), ensure_ascii=False,
                           indent=2))  # fmt: skip
@@ -256,7 +257,7 @@ def audit_verify(checkpoints_file: Path | None, no_checkpoint: bool) -> None:
     An intact chain's head is then signed into the instance's checkpoint file.
     Exits 1 when anything is wrong.
     """
-    from sandbox import checkpoints
+    from sandbox.integrity import checkpoints
 
     report = checkpoints.verify_chain(
         _sandbox(), checkpoints_file=checkpoints_file, checkpoint_after=not no_checkpoint
@@ -274,7 +275,7 @@ def audit_verify(checkpoints_file: Path | None, no_checkpoint: bool) -> None:
 def audit_checkpoint(out: Path | None) -> None:
     """Sign the chain's head {seq, head, at} with the release key and append it to
     <instance>/audit-checkpoints.jsonl; print it."""
-    from sandbox import checkpoints
+    from sandbox.integrity import checkpoints
 
     signed = checkpoints.write_checkpoint(_sandbox(), out=out)
     click.echo(json.dumps(signed, ensure_ascii=False))
@@ -290,18 +291,18 @@ def access() -> None:
 @click.option("--status", type=click.Choice(["pending", "approved", "denied"]))
 def access_list(username: str, status: str | None) -> None:
     """Print the access requests USERNAME may see, one JSON object a line."""
-    from sandbox import access as access_service
-    from sandbox import reads
+    from sandbox.access import requests, users
+    from sandbox.access import requests as access_service
     from sandbox.errors import SandboxError
 
     with _sandbox().tx() as session:
         try:
-            user = reads.user_named(session, username)
+            user = users.user_named(session, username)
             found = access_service.list_requests(session, user=user, status=status)
         except SandboxError as error:
             raise click.ClickException(error.message) from error
         for request in found:
-            click.echo(json.dumps(reads.access_request_view(session, request), ensure_ascii=False))
+            click.echo(json.dumps(requests.access_request_view(session, request), ensure_ascii=False))
 
 
 @access.command("approve")
@@ -322,14 +323,14 @@ def access_approve(
     days: int | None,
 ) -> None:
     """Approve REQUEST_ID, narrowed by any option given."""
-    from sandbox import access as access_service
-    from sandbox import reads
+    from sandbox.access import requests as access_service
+    from sandbox.access import users
     from sandbox.errors import SandboxError
 
     with _sandbox().tx() as session:
         try:
             grant = access_service.approve_request(
-                session, by=reads.user_named(session, username), request_id=request_id,
+                session, by=users.user_named(session, username), request_id=request_id,
                 comment=comment, columns=list(columns) or None, modes=list(modes) or None,
                 epsilon=epsilon, days=days,
             )  # fmt: skip
@@ -344,14 +345,14 @@ def access_approve(
 @click.option("--comment", required=True, help="Why: the analyst reads it.")
 def access_deny(request_id: str, username: str, comment: str) -> None:
     """Deny REQUEST_ID with a comment."""
-    from sandbox import access as access_service
-    from sandbox import reads
+    from sandbox.access import requests as access_service
+    from sandbox.access import users
     from sandbox.errors import SandboxError
 
     with _sandbox().tx() as session:
         try:
             access_service.deny_request(
-                session, by=reads.user_named(session, username), request_id=request_id,
+                session, by=users.user_named(session, username), request_id=request_id,
                 comment=comment,
             )  # fmt: skip
         except SandboxError as error:
@@ -390,7 +391,7 @@ def verify_release(
     CERTIFICATE_FILE is the certificate or the whole JSON result that holds it.
     No database is needed, nor an instance when --keys is given.
     """
-    from sandbox.signing import (
+    from sandbox.integrity.signing import (
         KeyringInvalid,
         PublicKeyring,
         SignatureInvalid,
@@ -417,7 +418,7 @@ def verify_release(
 
 def _instance_keyring() -> Path:
     from sandbox.config import Settings
-    from sandbox.keys import RELEASE_KEYRING
+    from sandbox.integrity.keys import RELEASE_KEYRING
 
     path = Settings.from_env().instance / RELEASE_KEYRING
     if not path.exists():
@@ -443,7 +444,7 @@ def keys() -> None:
 @keys.command("status")
 def keys_status() -> None:
     """Print where the master keys come from, their ids and states, and the signing keys."""
-    from sandbox import keys as key_service
+    from sandbox.integrity import keys as key_service
 
     sandbox = _sandbox()
     if os.environ.get(key_service.MASTER_KEY_ENV):
@@ -481,8 +482,8 @@ def keys_rotate(keep_old: bool) -> None:
     SANDBOX_MASTER_KEY set, the new key is that variable and the old ones are in
     SANDBOX_MASTER_KEY_OLD.
     """
-    from sandbox import keys as key_service
     from sandbox.errors import SandboxError
+    from sandbox.integrity import keys as key_service
 
     try:
         rotation = key_service.rotate_master_key(_sandbox(), by="cli", retire=not keep_old)
@@ -501,8 +502,8 @@ def keys_rotate(keep_old: bool) -> None:
 @keys.command("retire")
 def keys_retire() -> None:
     """Retire every master key but the current one (refused while a dataset needs one)."""
-    from sandbox import keys as key_service
     from sandbox.errors import SandboxError
+    from sandbox.integrity import keys as key_service
 
     try:
         retired = key_service.retire_master_keys(_sandbox(), by="cli")
@@ -514,7 +515,7 @@ def keys_retire() -> None:
 @keys.command("rotate-signing")
 def keys_rotate_signing() -> None:
     """Make a new release signing key current; the old public key stays published."""
-    from sandbox import keys as key_service
+    from sandbox.integrity import keys as key_service
 
     old, new = key_service.rotate_signing_key(_sandbox(), by="cli")
     click.echo(f"release signing key: {new} (retired {old}; its public key stays published)")
@@ -556,7 +557,7 @@ def worker(concurrency: int) -> None:
 
 def _worker_command(concurrency: int) -> list[str]:
     return [
-        sys.executable, "-m", "celery", "-A", "sandbox.worker", "worker",
+        sys.executable, "-m", "celery", "-A", "sandbox.worker.process", "worker",
         "--loglevel=INFO", f"--concurrency={concurrency}", "-Q", "sandbox-jobs",
         "--without-gossip", "--without-mingle",
     ]  # fmt: skip
@@ -569,15 +570,11 @@ def _worker_command(concurrency: int) -> list[str]:
 @click.option("--no-serve", is_flag=True, help="Set up and exit (for scripts and tests).")
 def demo(patients: int, host: str, port: int, no_serve: bool) -> None:
     """Set everything up on embedded defaults and run the whole product."""
-    from sandbox.setup import (
-        ensure_demo_grants,
-        ensure_demo_users,
-        store_dataset,
-        upgrade_database,
-    )
+    from sandbox.db import upgrade_database
+    from sandbox.demo import ensure_demo_grants, ensure_demo_users, store_dataset
 
     sandbox = _sandbox()
-    upgrade_database(sandbox)
+    upgrade_database(sandbox.settings)
     credentials = ensure_demo_users(sandbox)
     if not sandbox.store.exists("health"):
         click.echo(f"generating the synthetic health dataset ({patients} patients) ...")

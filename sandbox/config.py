@@ -4,7 +4,7 @@ Secrets (pseudonym secret, web session key) are generated on the first start
 into ``<instance>/secrets.json`` (mode 0600) and never committed. The master
 keys that wrap the datasets' data keys come from ``SANDBOX_MASTER_KEY`` or a
 key file (``SANDBOX_MASTER_KEY_FILE``, default ``<instance>/master-keys.json``);
-release signing keys live in the instance (see :mod:`sandbox.keys`).
+release signing keys live in the instance (see :mod:`sandbox.integrity.keys`).
 """
 
 from __future__ import annotations
@@ -31,10 +31,10 @@ class Settings:
     job_memory_mb: int
     docker_runtime: str | None
     # The master keyring file; None: <instance>/master-keys.json. Unused when
-    # SANDBOX_MASTER_KEY is set (see sandbox.keys).
+    # SANDBOX_MASTER_KEY is set (see sandbox.integrity.keys).
     master_key_file: Path | None = None
     # How often a worker's sweeper re-enqueues jobs whose message was lost and
-    # clears what killed workers left behind (sandbox.sweeper).
+    # clears what killed workers left behind (sandbox.worker.sweeper).
     sweep_interval_s: float = 15.0
     # Fairness: per analyst, jobs waiting or running at once, and submissions a minute.
     max_active_jobs: int = 4
@@ -119,7 +119,7 @@ def _positive(env: dict[str, str], name: str, default: str) -> float:
 
 @dataclass(frozen=True)
 class Secrets:
-    # An older secrets.json also holds "master_key": sandbox.keys moves it into
+    # An older secrets.json also holds "master_key": sandbox.integrity.keys moves it into
     # the master keyring file on first use, so that a rotation can retire it.
     pseudonym_secret: bytes
     session_key: bytes

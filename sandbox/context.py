@@ -15,8 +15,8 @@ from runners import Runner
 from sandbox.config import Secrets, Settings
 from sandbox.db import transaction
 from sandbox.errors import ConfigurationError
-from sandbox.keys import SigningKeys, master_keyring_source
-from sandbox.signing import ReleaseKey
+from sandbox.integrity.keys import SigningKeys, master_keyring_source
+from sandbox.integrity.signing import ReleaseKey
 
 log = logging.getLogger(__name__)
 

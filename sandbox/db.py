@@ -11,9 +11,13 @@ from functools import cache
 from pathlib import Path
 from typing import Any, TypeVar
 
+from alembic import command
+from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
+
+from sandbox.config import Settings
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -111,3 +115,20 @@ def sqlite_path(url: str) -> Path | None:
     if url.startswith("sqlite:///"):
         return Path(url.removeprefix("sqlite:///"))
     return None
+
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+def alembic_config(database_url: str) -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    config.set_main_option("sqlalchemy.url", database_url.replace("%", "%%"))
+    return config
+
+
+def upgrade_database(settings: Settings) -> None:
+    """Bring the metadata schema to the newest migration."""
+    settings.ensure_dirs()
+    command.upgrade(alembic_config(settings.database_url), "head")
+

@@ -11,6 +11,11 @@ from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Index, Intege
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 
+def iso(moment: dt.datetime | None) -> str | None:
+    """A stored time as ISO 8601 text, None kept as None."""
+    return moment.isoformat() if moment is not None else None
+
+
 def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
@@ -55,7 +60,7 @@ TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
     JobStatus.WITHHELD: frozenset({JobStatus.PENDING_REVIEW}),
 }
 # Final for the worker: nothing runs a job again from these. Only an objection
-# reopens a withheld output, and only for review (sandbox.reviews).
+# reopens a withheld output, and only for review (sandbox.jobs.reviews).
 FINAL_STATES = frozenset(
     {JobStatus.REJECTED, JobStatus.FAILED, JobStatus.WITHHELD, JobStatus.RELEASED}
 )
@@ -196,7 +201,7 @@ class ReleasedRow(Base):
     Written when the job is released, never changed. The group keys and persons
     are columns of their own, so a check reads earlier rows' sizes without their
     sketches and loads sketches only where sizes allow a small difference
-    (``sandbox.released_rows``).
+    (``sandbox.jobs.released_rows``).
     """
 
     __tablename__ = "released_rows"

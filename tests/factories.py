@@ -10,11 +10,12 @@ from pathlib import Path
 import pandas as pd
 
 from datasets.health import generate_health
+from sandbox.access.consent import seed_consent
 from sandbox.config import Settings
-from sandbox.consent import seed_consent
 from sandbox.context import Sandbox
+from sandbox.db import upgrade_database
+from sandbox.demo import ensure_demo_grants, ensure_demo_users
 from sandbox.models import Job
-from sandbox.setup import ensure_demo_grants, ensure_demo_users, upgrade_database
 from tests.services import fresh_postgres_database
 
 TEST_PATIENTS = 1500
@@ -61,11 +62,11 @@ def make_settings(
 def make_sandbox(instance: Path, *, patients: int = TEST_PATIENTS, **settings: object) -> Sandbox:
     """A migrated instance with demo users, grants and the health data stored."""
     sandbox = Sandbox(make_settings(instance, **settings))  # type: ignore[arg-type]
-    upgrade_database(sandbox)
+    upgrade_database(sandbox.settings)
     credentials = ensure_demo_users(sandbox)
     version = sandbox.store.write("health", health_tables(patients))
+    from sandbox.access.users import user_by_name
     from sandbox.models import DatasetRecord
-    from sandbox.users import user_by_name
 
     with sandbox.tx() as session:
         owner = user_by_name(session, "owner")
@@ -89,14 +90,14 @@ def submit_job(
     enqueue: Callable[[str], None] = lambda _: None,
 ) -> Job:
     """Submit a job on the health data as a demo user, through the real checks."""
-    from sandbox import jobs
-    from sandbox.users import user_by_name
+    from sandbox.access.users import user_by_name
+    from sandbox.jobs import submit
 
     with sandbox.tx() as session:
         user = user_by_name(session, who)
         assert user is not None
         user_id = user.id
-    return jobs.submit(
+    return submit.submit(
         sandbox, by_id=user_id, dataset="health", language=language, mode=mode, code=code,
         epsilon=epsilon, enqueue=enqueue,
     )  # fmt: skip

@@ -47,7 +47,7 @@ def start_worker(
                 "-m",
                 "celery",
                 "-A",
-                "sandbox.worker",
+                "sandbox.worker.process",
                 "worker",
                 "--loglevel=INFO",
                 f"--concurrency={concurrency}",
@@ -119,6 +119,7 @@ class LivePortal:
                 worker.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 worker.kill()
+                worker.wait()  # reaped, so no zombie outlives the test
         self.server.shutdown()
 
 

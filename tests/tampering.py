@@ -10,8 +10,8 @@ from pathlib import Path
 
 from sqlalchemy import Connection, text
 
-from sandbox import audit, checkpoints
 from sandbox.context import Sandbox
+from sandbox.integrity import audit, checkpoints
 from sandbox.models import AuditEntry
 from tests.factories import make_settings
 

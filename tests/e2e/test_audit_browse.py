@@ -13,8 +13,8 @@ from flask.testing import FlaskClient
 from sqlalchemy import update
 
 from portal import create_app
+from sandbox.jobs.pipeline import run_job
 from sandbox.models import Grant
-from sandbox.pipeline import run_job
 
 TOKEN = re.compile(r'name="csrf_token" value="([^"]+)"')
 MASKED_SQL = (

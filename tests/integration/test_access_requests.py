@@ -10,12 +10,16 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy import select
 
-from sandbox import access, audit, context, grants, jobs
+from sandbox import context
+from sandbox.access import grants
+from sandbox.access import requests as access
+from sandbox.access.users import create_user, user_by_name
 from sandbox.context import Sandbox
 from sandbox.errors import Conflict, Forbidden, InvalidRequest, NoActiveGrant, NotFound
+from sandbox.integrity import audit
+from sandbox.jobs import submit as submission
+from sandbox.jobs.pipeline import run_job
 from sandbox.models import AccessRequest, AuditEntry, Grant, Job, Role, User, utcnow
-from sandbox.pipeline import run_job
-from sandbox.users import create_user, user_by_name
 
 DP_SQL = "SELECT sex, COUNT(*) AS n FROM patients GROUP BY sex"
 ASKED = ["patients.person_id", "patients.sex", "patients.district", "visits.cost"]
@@ -57,7 +61,7 @@ def approve(sandbox: Sandbox, request_id: str, who: str = "owner", **narrowing: 
 def submit(sandbox: Sandbox, mode: str = "dp", *, epsilon: float | None = 1.0) -> Job:
     with sandbox.tx() as session:
         by_id = user(session, "researcher").id
-    return jobs.submit(
+    return submission.submit(
         sandbox, by_id=by_id, dataset="health", language="sql", mode=mode, code=DP_SQL,
         epsilon=epsilon if mode == "dp" else None, enqueue=lambda _id: None,
     )  # fmt: skip

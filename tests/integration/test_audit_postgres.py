@@ -13,11 +13,11 @@ from alembic.migration import MigrationContext
 from sqlalchemy import create_engine, delete, text, update
 from sqlalchemy.exc import DBAPIError
 
-from sandbox import audit
-from sandbox.audit import APPEND_ONLY_MESSAGE, AuditFilter
 from sandbox.context import Sandbox
+from sandbox.db import alembic_config
+from sandbox.integrity import audit
+from sandbox.integrity.audit import APPEND_ONLY_MESSAGE, AuditFilter
 from sandbox.models import AuditEntry, Base
-from sandbox.setup import alembic_config
 from tests.services import fresh_postgres_database
 from tests.tampering import SCENARIOS, append_entries, chain_sandbox, check_scenario
 

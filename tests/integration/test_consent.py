@@ -15,13 +15,16 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from portal import create_app
-from sandbox import audit, consent, context, grants, jobs
+from sandbox import context
+from sandbox.access import consent, grants
+from sandbox.access.users import create_user, issue_token, user_by_name
 from sandbox.cli import main
 from sandbox.context import Sandbox
 from sandbox.errors import Conflict, Forbidden, NotFound
+from sandbox.integrity import audit
+from sandbox.jobs import submit
+from sandbox.jobs.pipeline import run_job
 from sandbox.models import AuditEntry, ConsentRecord, Job, Role, User
-from sandbox.pipeline import run_job
-from sandbox.users import create_user, issue_token, user_by_name
 from tests.factories import health_tables
 
 COUNT_PATIENTS = "SELECT COUNT(*) AS n FROM patients"
@@ -46,7 +49,7 @@ def count_patients(sandbox: Sandbox, *, who: str = "analyst", status: str = "rel
     """Run a masked COUNT(*) of patients to its end; the demo grant's k is 10."""
     with sandbox.tx() as session:
         analyst_id = named(session, who).id
-    job = jobs.submit(
+    job = submit.submit(
         sandbox, by_id=analyst_id, dataset="health", language="sql", mode="masked",
         code=COUNT_PATIENTS, epsilon=None, enqueue=lambda _: None,
     )  # fmt: skip

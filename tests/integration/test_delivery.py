@@ -32,14 +32,15 @@ from runners.docker_runner import (
 )
 from runners.image import IMAGE_TAG
 from runners.pool import POOL_JOB_LABEL
-from sandbox import audit, jobs
-from sandbox.celery_app import make_celery
+from sandbox.access.users import user_by_name
 from sandbox.context import Sandbox
-from sandbox.jobs import move
-from sandbox.lease import LEASE_MARGIN_S
+from sandbox.integrity import audit
+from sandbox.jobs import submit as submission
+from sandbox.jobs.lease import LEASE_MARGIN_S
+from sandbox.jobs.lifecycle import move
 from sandbox.models import AuditEntry, Job, JobStatus, utcnow
-from sandbox.tasks import send_job
-from sandbox.users import user_by_name
+from sandbox.worker.celery_app import make_celery
+from sandbox.worker.tasks import send_job
 from tests.factories import make_sandbox
 from tests.live import LivePortal, start_live_portal, start_worker
 from tests.services import unavailable
@@ -401,7 +402,7 @@ def put_running(sandbox: Sandbox, *, since_s: float, holder: str) -> str:
         analyst = user_by_name(session, "analyst")
         assert analyst is not None
         analyst_id = analyst.id
-    job = jobs.submit(
+    job = submission.submit(
         sandbox, by_id=analyst_id, dataset="health", language="sql", mode="masked",
         code=SQL_JOB, epsilon=None, enqueue=lambda _: None,
     )  # fmt: skip

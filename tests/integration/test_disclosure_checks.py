@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from sandbox.context import Sandbox
+from sandbox.jobs.pipeline import run_job
 from sandbox.models import Job
-from sandbox.pipeline import run_job
 from tests.factories import submit_job
 
 

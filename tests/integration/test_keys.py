@@ -24,22 +24,23 @@ import datasets.storage
 from datasets.errors import StorageError
 from datasets.storage import DatasetStore, master_key_id
 from portal import create_app
-from sandbox import context, jobs
+from sandbox import context
+from sandbox.access.users import issue_token, user_by_name
 from sandbox.cli import main
 from sandbox.context import Sandbox
+from sandbox.db import upgrade_database
 from sandbox.errors import ConfigurationError
-from sandbox.keys import (
+from sandbox.integrity.keys import (
     KeyManagementError,
     master_key_file,
     master_keyring_source,
     retire_master_keys,
     rotate_master_key,
 )
+from sandbox.integrity.signing import sha256_json
+from sandbox.jobs import submit
+from sandbox.jobs.pipeline import grant_terms, run_job
 from sandbox.models import AuditEntry, Grant, Job
-from sandbox.pipeline import grant_terms, run_job
-from sandbox.setup import upgrade_database
-from sandbox.signing import sha256_json
-from sandbox.users import issue_token, user_by_name
 from tests.factories import health_tables, make_sandbox, make_settings
 
 MASTER_ENV = ("SANDBOX_MASTER_KEY", "SANDBOX_MASTER_KEY_OLD")
@@ -184,7 +185,7 @@ def test_master_key_from_the_environment_rotates_with_the_old_key_beside_it(
     monkeypatch.setenv("SANDBOX_MASTER_KEY", base64.b64encode(first).decode())
     monkeypatch.delenv("SANDBOX_MASTER_KEY_OLD", raising=False)
     sandbox = Sandbox(make_settings(tmp_path / "instance"))
-    upgrade_database(sandbox)
+    upgrade_database(sandbox.settings)
     sandbox.store.write("d", {"t": pd.DataFrame({"x": [1, 2]})})
     assert not sandbox.settings.master_key_path.exists()  # the environment holds the key
 
@@ -230,7 +231,7 @@ def test_older_instance_master_key_is_adopted_then_retired(
     key_file.write_text(json.dumps(record))
 
     sandbox = Sandbox(make_settings(instance))
-    upgrade_database(sandbox)
+    upgrade_database(sandbox.settings)
     assert len(sandbox.store.read_table("d", "t")) == 2
     assert sandbox.store.keyring().current_id == master_key_id(legacy)
     rotate_master_key(sandbox, by="test")
@@ -250,7 +251,7 @@ def run(sandbox: Sandbox, code: str, *, language: str = "sql", mode: str = "mask
         analyst = user_by_name(session, "analyst")
         assert analyst is not None
         analyst_id = analyst.id
-    job = jobs.submit(sandbox, by_id=analyst_id, dataset="health", language=language, mode=mode,
+    job = submit.submit(sandbox, by_id=analyst_id, dataset="health", language=language, mode=mode,
                       code=code, epsilon=epsilon, enqueue=lambda _: None)  # fmt: skip
     run_job(sandbox, job.id)
     with sandbox.tx() as session:

@@ -17,11 +17,12 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
-from sandbox import audit, jobs
 from sandbox.context import Sandbox
 from sandbox.db import is_transient, retry_transient
+from sandbox.integrity import audit
+from sandbox.jobs import lifecycle
+from sandbox.jobs.pipeline import _locked
 from sandbox.models import Job, JobStatus
-from sandbox.pipeline import _locked
 from tests.factories import make_sandbox, submit_job
 from tests.services import fresh_postgres_database
 
@@ -48,10 +49,10 @@ def test_worker_updating_a_job_does_not_wait_for_a_submission_of_its_analyst(
     errors: list[BaseException] = []
 
     def submission() -> None:
-        # What jobs.submit does, held open: the analyst's row, then the audit lock.
+        # What submit.submit does, held open: the analyst's row, then the audit lock.
         try:
             with sandbox.tx() as session:
-                assert jobs.lock_analyst(session, analyst_id) is not None
+                assert lifecycle.lock_analyst(session, analyst_id) is not None
                 locked.set()
                 worker_done.wait(timeout=10)
                 audit.append(session, actor="analyst", action="test.submitted", subject=job_id)
@@ -65,7 +66,7 @@ def test_worker_updating_a_job_does_not_wait_for_a_submission_of_its_analyst(
     # then update it again (PostgreSQL checks the foreign key to the analyst).
     with sandbox.tx() as session:
         job = _locked(session, job_id)
-        jobs.move(session, job, JobStatus.RUNNING, actor="worker")
+        lifecycle.move(session, job, JobStatus.RUNNING, actor="worker")
         session.flush()
         job.runner = "docker"
         session.flush()

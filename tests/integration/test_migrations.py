@@ -9,8 +9,8 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import create_engine
 
+from sandbox.db import alembic_config
 from sandbox.models import Base
-from sandbox.setup import alembic_config
 
 
 def test_migrations_match_models_and_downgrade(tmp_path: Path) -> None:

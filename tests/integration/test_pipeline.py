@@ -6,13 +6,15 @@ from typing import Any
 
 import pytest
 
-from sandbox import audit, grants, jobs
+from sandbox.access import grants
+from sandbox.access.users import user_by_name
 from sandbox.context import Sandbox
 from sandbox.errors import BudgetExhausted, NoActiveGrant, PolicyRejected
+from sandbox.integrity import audit
+from sandbox.integrity.signing import sha256_json, verify_certificate
+from sandbox.jobs import submit as submission
+from sandbox.jobs.pipeline import run_job
 from sandbox.models import Grant, Job
-from sandbox.pipeline import run_job
-from sandbox.signing import sha256_json, verify_certificate
-from sandbox.users import user_by_name
 from tests.factories import submit_job
 
 
@@ -255,7 +257,7 @@ def test_pipeline_delta_jobs_use_gaussian_noise_and_the_delta_ledger(
 
 
 def submit_with_delta(sandbox: Sandbox, code: str, *, delta: float) -> Job:
-    return jobs.submit(
+    return submission.submit(
         sandbox, by_id=user_id(sandbox, "analyst"), dataset="health", language="sql", mode="dp",
         code=code, epsilon=0.5, delta=delta, enqueue=lambda _: None,
     )  # fmt: skip
@@ -268,7 +270,7 @@ def test_pipeline_dp_quantiles_and_a_per_query_bound_on_persons_rows(
            "FROM visits GROUP BY department")  # fmt: skip
 
     def submit_bounded(rows: int | None) -> Job:
-        return jobs.submit(
+        return submission.submit(
             sandbox_instance, by_id=user_id(sandbox_instance, "analyst"), dataset="health",
             language="sql", mode="dp", code=sql, epsilon=0.5, enqueue=lambda _: None,
             rows_per_person=rows,

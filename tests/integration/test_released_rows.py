@@ -10,10 +10,10 @@ from sqlalchemy import create_engine, event, func, select, text, update
 
 from policies.output_checks import Sketch, SketchedRow
 from sandbox.context import Sandbox
+from sandbox.db import alembic_config
+from sandbox.jobs.pipeline import run_job
+from sandbox.jobs.released_rows import SizeCache, record, sketches
 from sandbox.models import Job, JobStatus, ReleasedRow
-from sandbox.pipeline import run_job
-from sandbox.released_rows import SizeCache, record, sketches
-from sandbox.setup import alembic_config
 from tests.factories import submit_job
 
 QUERY = "SELECT department, COUNT(*) AS n FROM visits GROUP BY department"

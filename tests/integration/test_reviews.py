@@ -1,4 +1,4 @@
-"""Auditor review through sandbox.reviews and the pipeline (development runner): holding,
+"""Auditor review through sandbox.jobs.reviews and the pipeline (development runner): holding,
 withholding, objection (异议), approval by one or two auditors; and what the analyst can
 and cannot see of a held output over the API."""
 
@@ -12,13 +12,14 @@ from flask.testing import FlaskClient
 from sqlalchemy import select, update
 
 from portal import create_app
-from sandbox import audit, jobs, reviews
+from sandbox.access.users import create_user, user_by_name
 from sandbox.context import Sandbox
 from sandbox.errors import Conflict, Forbidden, InvalidRequest, NotFound
+from sandbox.integrity import audit
+from sandbox.integrity.signing import verify_certificate
+from sandbox.jobs import reviews, submit
+from sandbox.jobs.pipeline import run_job
 from sandbox.models import Grant, Job, ReviewEvent, Role, User
-from sandbox.pipeline import run_job
-from sandbox.signing import verify_certificate
-from sandbox.users import create_user, user_by_name
 
 MASKED_SQL = (
     "SELECT p.district, COUNT(*) AS n FROM visits v "
@@ -41,7 +42,7 @@ def held_job(sandbox: Sandbox, *, who: str = "analyst") -> str:
         )
         analyst_id = analyst.id
     queued: list[str] = []
-    job = jobs.submit(
+    job = submit.submit(
         sandbox, by_id=analyst_id, dataset="health", language="sql", mode="masked",
         code=MASKED_SQL, epsilon=None, enqueue=queued.append,
     )  # fmt: skip

@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import update
 
-from sandbox import audit, jobs
 from sandbox.errors import BudgetExhausted
+from sandbox.integrity import audit
+from sandbox.jobs import submit
 from sandbox.models import Grant
 from tests.factories import make_sandbox
 from tests.live import LivePortal, start_live_portal
@@ -70,7 +71,7 @@ def test_postgres_epsilon_and_delta_never_overspent_under_concurrency(tmp_path: 
     def one() -> None:
         barrier.wait()
         try:
-            jobs.submit(
+            submit.submit(
                 sandbox, by_id=analyst_id, dataset="health", language="sql", mode="dp",
                 code="SELECT COUNT(*) AS n FROM visits", epsilon=1.0, delta=1e-6,
                 enqueue=lambda _: None,

@@ -8,7 +8,7 @@ import pytest
 
 from datasets.health_manifest import HEALTH
 from sandbox.errors import PolicyRejected
-from sandbox.jobs import plan_job
+from sandbox.jobs.planning import plan_job
 from tests.unit.policies.rule_examples import EXAMPLES, RuleExample, render
 
 DOC = Path(__file__).resolve().parents[3] / "docs" / "policy-rules.md"

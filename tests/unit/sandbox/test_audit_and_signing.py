@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from sandbox import audit
 from sandbox.db import transaction
+from sandbox.integrity import audit
+from sandbox.integrity.signing import ReleaseKey, SignatureInvalid, verify_certificate
 from sandbox.models import Base
-from sandbox.signing import ReleaseKey, SignatureInvalid, verify_certificate
 
 
 @pytest.fixture

@@ -14,15 +14,15 @@ from click.testing import CliRunner
 from sqlalchemy import create_engine, delete, text, update
 from sqlalchemy.exc import DBAPIError
 
-from sandbox import audit, checkpoints, context
-from sandbox.audit import APPEND_ONLY_MESSAGE, AuditFilter
+from sandbox import context
 from sandbox.cli import main
 from sandbox.context import Sandbox
-from sandbox.db import engine_for
+from sandbox.db import alembic_config, engine_for
 from sandbox.errors import InvalidRequest
+from sandbox.integrity import audit, checkpoints
+from sandbox.integrity.audit import APPEND_ONLY_MESSAGE, AuditFilter
+from sandbox.integrity.signing import ReleaseKey, verify_certificate
 from sandbox.models import AuditEntry, Base
-from sandbox.setup import alembic_config
-from sandbox.signing import ReleaseKey, verify_certificate
 from tests.tampering import SCENARIOS, append_entries, chain_sandbox, check_scenario, tamper
 
 

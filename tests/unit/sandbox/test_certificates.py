@@ -12,9 +12,8 @@ import pytest
 from click.testing import CliRunner, Result
 
 from sandbox.cli import main
-from sandbox.keys import SigningKeys
-from sandbox.reads import result_csv
-from sandbox.signing import (
+from sandbox.integrity.keys import SigningKeys
+from sandbox.integrity.signing import (
     CERTIFICATE_TYPE,
     KeyringInvalid,
     PublicKeyring,
@@ -22,6 +21,7 @@ from sandbox.signing import (
     output_entries,
     sha256_json,
 )
+from sandbox.jobs.results import result_csv
 
 TABLES: list[dict[str, Any]] = [
     {"name": "by_district", "columns": ["district", "n", "mean_cost"],

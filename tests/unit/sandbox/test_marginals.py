@@ -58,7 +58,7 @@ def test_mock_rows_hold_no_real_key_or_record(view, marginals) -> None:  # type:
 
 
 def test_mock_csv_serves_marginal_rows_without_closed_columns(marginals) -> None:  # type: ignore[no-untyped-def]
-    from sandbox.reads import mock_csv
+    from sandbox.catalog import mock_csv
 
     csv = mock_csv("health", table="patients", rows="7", marginals=marginals)  # type: ignore[arg-type]
     header, *rows = csv.strip().splitlines()

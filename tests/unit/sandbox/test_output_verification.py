@@ -22,7 +22,7 @@ from policies.output_checks import DisclosureRules
 from runners.contract import OutputTable
 from runners.harness import sandbox_job
 from runners.harness.harness import frame_cells
-from sandbox.output_verification import verify_outputs
+from sandbox.jobs.verification import verify_outputs
 
 
 def visits(rows: int = 400, seed: int = 3) -> pd.DataFrame:

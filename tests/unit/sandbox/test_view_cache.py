@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 import pyarrow.parquet as pq
 
-from sandbox.view_cache import ViewCache, view_key
+from sandbox.jobs.view_cache import ViewCache, view_key
 
 
 def key(**changes: object) -> str:

@@ -23,10 +23,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sandbox import audit
-from sandbox.audit import ChainReport, Checkpoint
+from sandbox.integrity import audit
+from sandbox.integrity.audit import ChainReport, Checkpoint
+from sandbox.integrity.signing import ReleaseKey, SignatureInvalid, verify_certificate
 from sandbox.models import utcnow
-from sandbox.signing import ReleaseKey, SignatureInvalid, verify_certificate
 
 if TYPE_CHECKING:
     from sandbox.context import Sandbox

@@ -42,10 +42,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from datasets.storage import KEY_BYTES, DatasetStore, MasterKeyring, master_key_id
-from sandbox import audit
 from sandbox.config import Settings, create_secret_file_once
 from sandbox.errors import ConfigurationError, SandboxError
-from sandbox.signing import KEYRING_FORMAT, PublicKeyEntry, PublicKeyring, ReleaseKey
+from sandbox.integrity import audit
+from sandbox.integrity.signing import KEYRING_FORMAT, PublicKeyEntry, PublicKeyring, ReleaseKey
 
 if TYPE_CHECKING:
     from sandbox.context import Sandbox

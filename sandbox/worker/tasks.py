@@ -9,7 +9,7 @@ from celery import Celery, shared_task
 
 from runners import RunnerUnavailable
 from sandbox.context import current
-from sandbox.pipeline import run_job
+from sandbox.jobs.pipeline import run_job
 
 log = logging.getLogger(__name__)
 TASK_NAME = "sandbox.run_job"
@@ -30,7 +30,7 @@ def send_job(app: Celery, job_id: str) -> bool:
     """Hand one job to the broker; False when the broker cannot take it now.
 
     The job's row is the truth: a job whose message never arrives waits in
-    'queued' until a worker's sweeper (sandbox.sweeper) sends it again, and a
+    'queued' until a worker's sweeper (sandbox.worker.sweeper) sends it again, and a
     duplicate message is harmless.
     """
     try:

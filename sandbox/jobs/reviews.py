@@ -18,10 +18,12 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from sandbox import audit
+from sandbox.access.grants import grant_view
 from sandbox.context import Sandbox
 from sandbox.errors import Conflict, Forbidden, InvalidRequest, NotFound
-from sandbox.jobs import job_lock, move
+from sandbox.integrity import audit
+from sandbox.jobs.lifecycle import job_lock, move
+from sandbox.jobs.pipeline import release
 from sandbox.models import (
     DatasetRecord,
     Grant,
@@ -31,10 +33,9 @@ from sandbox.models import (
     ReviewKind,
     Role,
     User,
+    iso,
     utcnow,
 )
-from sandbox.pipeline import release
-from sandbox.reads import grant_view
 
 MAX_COMMENT_CHARS = 2000
 REVIEWERS_ALLOWED = (1, 2)
@@ -177,13 +178,10 @@ def can_object(job: Job) -> bool:
 # --- read models ---------------------------------------------------------------------------------
 
 
-def _iso(value: Any) -> str | None:
-    return value.isoformat() if value is not None else None
-
 
 def event_view(event: ReviewEvent, *, names: bool = True) -> dict[str, Any]:
     data: dict[str, Any] = {"round": event.round, "kind": event.kind, "comment": event.comment,
-                            "at": _iso(event.at)}  # fmt: skip
+                            "at": iso(event.at)}  # fmt: skip
     if names:
         data["by"] = event.actor.username
     return data
@@ -216,7 +214,7 @@ def queue(session: Session, *, viewer: User) -> list[dict[str, Any]]:
             "analyst": job.analyst.username,
             "language": job.language,
             "mode": job.mode,
-            "submitted_at": _iso(job.submitted_at),
+            "submitted_at": iso(job.submitted_at),
             "findings": len(job.findings or []),
             "round": round_,
             "objection": _objection(events, round_),
@@ -256,8 +254,8 @@ def open_review(session: Session, *, by: User, job_id: str) -> dict[str, Any]:
         "mode": job.mode,
         "epsilon": job.epsilon,
         "delta": job.delta,
-        "submitted_at": _iso(job.submitted_at),
-        "finished_at": _iso(job.finished_at),
+        "submitted_at": iso(job.submitted_at),
+        "finished_at": iso(job.finished_at),
         "code": job.code,
         "code_sha256": job.code_sha256,
         "grant": grant_view(job.grant),

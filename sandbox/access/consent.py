@@ -21,8 +21,8 @@ from sqlalchemy.orm import Session
 
 from datasets.health_manifest import MANIFESTS
 from datasets.manifest import Manifest
-from sandbox import audit
 from sandbox.errors import Conflict, Forbidden, InvalidRequest, NotFound
+from sandbox.integrity import audit
 from sandbox.models import ConsentRecord, DatasetRecord, Role, User, utcnow
 
 MAX_FIELD_CHARS = 64  # the width of ConsentRecord.person_id and .purpose

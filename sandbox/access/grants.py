@@ -10,9 +10,9 @@ from sqlalchemy.orm import Session
 
 from datasets.health_manifest import MANIFESTS
 from policies.policy_file import PolicyFileError, load_policy
-from sandbox import audit
 from sandbox.errors import Forbidden, InvalidRequest, NoActiveGrant, NotFound
-from sandbox.models import Grant, Role, User, utcnow
+from sandbox.integrity import audit
+from sandbox.models import Grant, Role, User, iso, utcnow
 
 MODES = ("dp", "masked")
 
@@ -142,3 +142,46 @@ def refund_budget(session: Session, *, grant_id: str, epsilon: float, delta: flo
         .values(epsilon_spent=Grant.epsilon_spent - epsilon, delta_spent=Grant.delta_spent - delta)
         .execution_options(synchronize_session=False)
     )
+
+
+def budgets(session: Session, *, user_id: int) -> list[dict[str, Any]]:
+    grants = session.scalars(select(Grant).where(Grant.analyst_id == user_id))
+    return [
+        {
+            "grant": g.id,
+            "dataset": g.dataset,
+            "modes": g.mode_list,
+            "active": g.is_active(),
+            "epsilon_total": g.epsilon_total,
+            "epsilon_spent": round(g.epsilon_spent, 9),
+            "epsilon_remaining": round(g.epsilon_remaining, 9),
+            "delta_total": g.delta_total,
+            "delta_spent": g.delta_spent,
+            "max_delta_per_job": g.max_delta_per_job,
+            "max_rows_per_person": g.max_rows_per_person,
+            "max_epsilon_per_job": g.max_epsilon_per_job,
+            "k_threshold": g.k_threshold,
+            "expires_at": iso(g.expires_at),
+        }
+        for g in grants
+    ]
+
+
+def grant_view(grant: Grant) -> dict[str, Any]:
+    return {
+        "id": grant.id,
+        "dataset": grant.dataset,
+        "analyst": grant.analyst.username,
+        "modes": grant.mode_list,
+        "purpose": grant.purpose,
+        "epsilon_total": grant.epsilon_total,
+        "epsilon_spent": grant.epsilon_spent,
+        "max_epsilon_per_job": grant.max_epsilon_per_job,
+        "k_threshold": grant.k_threshold,
+        "requires_consent": grant.requires_consent,
+        "requires_review": grant.requires_review,
+        "expires_at": iso(grant.expires_at),
+        "revoked_at": iso(grant.revoked_at),
+        "active": grant.is_active(),
+    }
+

@@ -8,7 +8,7 @@ record: both are written or neither.
 The database refuses UPDATE and DELETE on the table (migration 0007, and the
 same triggers when a schema is built from the models). Whoever can get past
 that (the table's owner, a superuser) can still rewrite the chain consistently
-or cut its tail off; signed checkpoints of the head (``sandbox.checkpoints``)
+or cut its tail off; signed checkpoints of the head (``sandbox.integrity.checkpoints``)
 are what catch those.
 """
 
@@ -177,7 +177,7 @@ def head(session: Session) -> tuple[int, str]:
 class Checkpoint:
     """A head someone vouched for: the chain had ``seq`` entries ending in ``head``.
 
-    Its signature is checked where it is read (``sandbox.checkpoints``); here it
+    Its signature is checked where it is read (``sandbox.integrity.checkpoints``); here it
     is only compared with the chain.
     """
 

@@ -14,7 +14,7 @@ from kombu.transport import sqlalchemy as kombu_sqlalchemy
 from sqlalchemy import create_engine, event
 
 EMBEDDED_PREFIX = "sqla+sqlite:"
-TRANSPORT = "sandbox.broker:Transport"
+TRANSPORT = "sandbox.worker.broker:Transport"
 
 
 class Channel(kombu_sqlalchemy.Channel):

@@ -22,8 +22,8 @@ from typing import Any
 from Crypto.PublicKey import ECC
 from Crypto.Signature import eddsa
 
-from sandbox.audit import canonical_json
 from sandbox.config import create_secret_file_once
+from sandbox.integrity.audit import canonical_json
 
 ALGORITHM = "Ed25519"
 CERTIFICATE_TYPE = "sandbox.release/v2"

@@ -1,7 +1,7 @@
-"""The worker process's Celery app: ``celery -A sandbox.worker worker`` (``sandbox worker``).
+"""The worker process's Celery app: ``celery -A sandbox.worker.process worker`` (``sandbox worker``).
 
 Besides running tasks, the worker's main process runs the sweeper
-(sandbox.sweeper): it sends again the jobs whose message was lost and clears
+(sandbox.worker.sweeper): it sends again the jobs whose message was lost and clears
 what killed workers left behind, as the worker starts and then periodically.
 """
 
@@ -16,10 +16,10 @@ from celery.signals import (
     worker_shutdown,
 )
 
-from sandbox.celery_app import make_celery
 from sandbox.context import current
 from sandbox.db import engine_for
-from sandbox.sweeper import Sweeper, docker_for
+from sandbox.worker.celery_app import make_celery
+from sandbox.worker.sweeper import Sweeper, docker_for
 
 app = make_celery(current().settings)
 _sweepers: list[Sweeper] = []
@@ -27,7 +27,7 @@ _sweepers: list[Sweeper] = []
 
 @worker_ready.connect
 def _start_sweeper(sender: object = None, **_: object) -> None:
-    from sandbox.tasks import send_job
+    from sandbox.worker.tasks import send_job
 
     if _sweepers:
         return

@@ -1,21 +1,21 @@
-"""The Celery application: configured from the sandbox settings, tasks in sandbox.tasks.
+"""The Celery application: configured from the sandbox settings, tasks in sandbox.worker.tasks.
 
 The job's truth is its database row; the broker only carries job ids, and a
-message that is lost is sent again by a worker's sweeper (sandbox.sweeper).
+message that is lost is sent again by a worker's sweeper (sandbox.worker.sweeper).
 Tasks are acknowledged late, and put back when the worker process running
-them dies; a duplicate delivery is harmless (sandbox.pipeline, sandbox.lease).
+them dies; a duplicate delivery is harmless (sandbox.jobs.pipeline, sandbox.jobs.lease).
 """
 
 from __future__ import annotations
 
 from celery import Celery
 
-from sandbox.broker import EMBEDDED_PREFIX, celery_broker_settings
 from sandbox.config import Settings
+from sandbox.worker.broker import EMBEDDED_PREFIX, celery_broker_settings
 
 
 def make_celery(settings: Settings) -> Celery:
-    app = Celery("sandbox", include=["sandbox.tasks"])
+    app = Celery("sandbox", include=["sandbox.worker.tasks"])
     app.conf.update(
         task_ignore_result=True,
         result_backend=None,
@@ -24,7 +24,7 @@ def make_celery(settings: Settings) -> Celery:
         # Without this a late-acknowledged message is still acknowledged when the
         # process running it is killed (OOM, SIGKILL); with it the message goes
         # back to the queue. The loop this can cause is bounded by run_job
-        # (sandbox.lease.MAX_WORKER_LOSSES).
+        # (sandbox.jobs.lease.MAX_WORKER_LOSSES).
         task_reject_on_worker_lost=True,
         # One message per worker process: a long job does not hold others back
         # in its worker while another worker is idle.

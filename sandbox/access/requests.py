@@ -15,9 +15,19 @@ from sqlalchemy.orm import Session
 from datasets.health_manifest import MANIFESTS
 from datasets.manifest import Manifest
 from policies.policy_file import DatasetPolicy, load_policy
-from sandbox import audit, grants
+from sandbox.access import grants
+from sandbox.access.grants import grant_view
 from sandbox.errors import Conflict, Forbidden, InvalidRequest, NotFound
-from sandbox.models import AccessRequest, AccessRequestStatus, Grant, Role, User, utcnow
+from sandbox.integrity import audit
+from sandbox.models import (
+    AccessRequest,
+    AccessRequestStatus,
+    Grant,
+    Role,
+    User,
+    iso,
+    utcnow,
+)
 
 MAX_PURPOSE_CHARS = 64
 MAX_TEXT_CHARS = 4000
@@ -323,3 +333,29 @@ def _checked_k(k: Any, policy: DatasetPolicy) -> int:
             field="k_threshold",
         )
     return k
+
+
+def access_request_view(session: Session, request: AccessRequest) -> dict[str, Any]:
+    """A request as its analyst and the owners see it, with the grant it became."""
+    decider = session.get(User, request.decided_by) if request.decided_by is not None else None
+    grant = session.get(Grant, request.grant_id) if request.grant_id is not None else None
+    return {
+        "id": request.id,
+        "dataset": request.dataset,
+        "analyst": request.analyst.username,
+        "purpose": request.purpose,
+        "justification": request.justification,
+        "columns": list(request.columns),
+        "modes": [m for m in request.modes.split(",") if m],
+        "epsilon": request.epsilon,
+        "days": request.days,
+        "status": request.status,
+        "created_at": iso(request.created_at),
+        "decided_by": decider.username if decider is not None else None,
+        "decided_at": iso(request.decided_at),
+        "comment": request.decision_comment,
+        "grant": grant_view(grant) | {"columns": list(grant.columns),
+                                      "column_rules": dict(grant.column_rules)}
+        if grant is not None else None,
+    }  # fmt: skip
+

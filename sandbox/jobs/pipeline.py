@@ -2,7 +2,7 @@
 
 Safe to repeat: a job that is already past ``running`` is left alone, a job
 ``running`` under another worker's lease too, and a job whose lease is lost
-(its worker died: see :mod:`sandbox.lease`) is run again from its stored
+(its worker died: see :mod:`sandbox.jobs.lease`) is run again from its stored
 code. Each attempt has its own view folder, deleted whatever happens, and
 only the attempt that still holds the job may finish it.
 """
@@ -30,18 +30,22 @@ from policies.disclosure import (
 from policies.output_checks import DisclosureRules, SketchedRow, isolations, rows_to_compare
 from policies.policy_file import DatasetPolicy, PolicyFileError, load_policy
 from runners import JobFailed, JobSpec, RunnerUnavailable, RunResult
-from sandbox import audit, grants, lease, released_rows
-from sandbox.consent import consenting_persons
+from sandbox.access import grants
+from sandbox.access.consent import consenting_persons
+from sandbox.catalog import manifest_for
 from sandbox.context import Sandbox
 from sandbox.db import retry_transient
 from sandbox.dp.planner import release_noisy
 from sandbox.errors import Conflict
-from sandbox.jobs import Plan, job_lock, manifest_for, move, plan_job, policy_for
+from sandbox.integrity import audit
+from sandbox.integrity.signing import CERTIFICATE_TYPE, output_entries, sha256_json
+from sandbox.jobs import lease, released_rows
+from sandbox.jobs.lifecycle import job_lock, move
+from sandbox.jobs.planning import Plan, plan_job, policy_for
+from sandbox.jobs.results import result_csv
+from sandbox.jobs.verification import Checked, verify_outputs
+from sandbox.jobs.view_cache import ViewCache, view_key
 from sandbox.models import FINAL_STATES, Grant, Job, JobStatus, utcnow
-from sandbox.output_verification import Checked, verify_outputs
-from sandbox.reads import result_csv
-from sandbox.signing import CERTIFICATE_TYPE, output_entries, sha256_json
-from sandbox.view_cache import ViewCache, view_key
 
 log = logging.getLogger(__name__)
 WORKER = "worker"

@@ -4,22 +4,19 @@ from __future__ import annotations
 
 import json
 import secrets
-from pathlib import Path
 
-from alembic import command
-from alembic.config import Config
 from sqlalchemy import select
 
 from datasets.checks import check_one_row_per_person
 from datasets.health import generate_health
 from datasets.health_manifest import HEALTH
-from sandbox import audit, grants, users
-from sandbox.consent import seed_consent
+from sandbox.access import grants, users
+from sandbox.access.consent import seed_consent
 from sandbox.context import Sandbox
 from sandbox.dp import marginals
+from sandbox.integrity import audit
 from sandbox.models import DatasetRecord, Grant, Role
 
-MIGRATIONS = Path(__file__).parent / "migrations"
 DEMO_USERS = (
     ("owner", Role.OWNER, "数据提供方 Data owner"),
     ("analyst", Role.ANALYST, "研究人员 Analyst"),
@@ -29,16 +26,8 @@ DEMO_USERS = (
 )
 
 
-def alembic_config(database_url: str) -> Config:
-    config = Config()
-    config.set_main_option("script_location", str(MIGRATIONS))
-    config.set_main_option("sqlalchemy.url", database_url.replace("%", "%%"))
-    return config
 
 
-def upgrade_database(sandbox: Sandbox) -> None:
-    sandbox.settings.ensure_dirs()
-    command.upgrade(alembic_config(sandbox.settings.database_url), "head")
 
 
 def store_dataset(sandbox: Sandbox, *, patients: int, seed: int, owner: str) -> str:

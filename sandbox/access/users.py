@@ -10,9 +10,14 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 from werkzeug.security import check_password_hash, generate_password_hash
 
-from sandbox import audit
-from sandbox.errors import InvalidRequest, Unauthenticated
-from sandbox.models import ApiToken, Role, User, utcnow
+from sandbox.errors import InvalidRequest, NotFound, Unauthenticated
+from sandbox.integrity import audit
+from sandbox.models import (
+    ApiToken,
+    Role,
+    User,
+    utcnow,
+)
 
 TOKEN_LIFETIME = dt.timedelta(days=7)
 
@@ -68,3 +73,11 @@ def user_for_token(session: Session, token: str) -> User:
     if expires <= utcnow():
         raise Unauthenticated("The token has expired; ask for a new one.")
     return row.user
+
+
+def user_named(session: Session, username: str) -> User:
+    user = session.scalar(select(User).where(User.username == username))
+    if user is None:
+        raise NotFound(f"There is no user {username}.")
+    return user
+

@@ -8,7 +8,7 @@ and then every ``SANDBOX_SWEEP_INTERVAL`` seconds. It
   without its data). Each is sent less often the longer it waits, so a long
   queue is not doubled on every sweep;
 - sends the jobs 'running' whose lease is lost (their worker died, see
-  :mod:`sandbox.lease`); run_job then takes them over;
+  :mod:`sandbox.jobs.lease`); run_job then takes them over;
 - removes the Docker runner's containers that no live lease holds, so a killed
   worker's job does not run on, nor its stopped container linger;
 - deletes the view folders of jobs that are not running, and those of a
@@ -34,9 +34,9 @@ from typing import TYPE_CHECKING
 from sqlalchemy import select
 
 from runners import RunnerUnavailable
-from sandbox import lease
 from sandbox.config import Settings
 from sandbox.context import Sandbox, docker_ready
+from sandbox.jobs import lease
 from sandbox.models import Job, JobStatus, utcnow
 
 if TYPE_CHECKING:

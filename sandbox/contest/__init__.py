@@ -1,0 +1,1 @@
+"""The health-data contest: contests, tracks, teams, submissions, scoring, leaderboards."""

@@ -1,0 +1,1 @@
+"""What makes releases trustworthy: the audit chain, checkpoints, keys, signing, certificates."""

@@ -1,0 +1,1 @@
+"""A job from submission to release: planning, submission, the worker pipeline, review."""

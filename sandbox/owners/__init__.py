@@ -1,0 +1,1 @@
+"""Data owners: importing, profiling, classifying and publishing their datasets."""

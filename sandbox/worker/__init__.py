@@ -1,0 +1,1 @@
+"""The Celery side: the app, tasks, the broker and the sweeper."""
