@@ -27,23 +27,27 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from alembic import command  # noqa: E402
-from sqlalchemy import text  # noqa: E402
+from alembic import command
+from sqlalchemy import text
 
-from sandbox.context import Sandbox  # noqa: E402
+from sandbox.context import Sandbox
 from sandbox.db import (
     alembic_config,
-    engine_for,  # noqa: E402
+    engine_for,
 )
 from sandbox.integrity import audit, checkpoints
-from tests.factories import make_settings  # noqa: E402
-from tests.services import drop_created_databases, fresh_postgres_database  # noqa: E402
+from tests.factories import make_settings
+from tests.services import drop_created_databases, fresh_postgres_database
 
 # What entries look like in practice: a job submission's details are among the largest.
 DETAILS = {
-    "dataset": "health", "language": "sql", "mode": "dp", "epsilon": 0.5,
-    "code_sha256": "9f" * 32, "grant": "4c1e0b7f1d2a4e9b8a7c6d5e4f3a2b1c",
-}  # fmt: skip
+    "dataset": "health",
+    "language": "sql",
+    "mode": "dp",
+    "epsilon": 0.5,
+    "code_sha256": "9f" * 32,
+    "grant": "4c1e0b7f1d2a4e9b8a7c6d5e4f3a2b1c",
+}
 ACTIONS = ("job.submitted", "job.queued", "job.running", "job.checking", "job.released")
 
 
@@ -53,8 +57,13 @@ def bench_append(sandbox: Sandbox, *, count: int, per_transaction: int) -> float
     for first in range(0, count, per_transaction):
         with sandbox.tx() as session:
             for i in range(first, min(count, first + per_transaction)):
-                audit.append(session, actor="analyst", action=ACTIONS[i % len(ACTIONS)],
-                             subject=f"job{i:08d}", details=DETAILS)  # fmt: skip
+                audit.append(
+                    session,
+                    actor="analyst",
+                    action=ACTIONS[i % len(ACTIONS)],
+                    subject=f"job{i:08d}",
+                    details=DETAILS,
+                )
     return count / (time.perf_counter() - started)
 
 
@@ -78,8 +87,15 @@ def load_chain(sandbox: Sandbox, entries: int) -> float:
                 at = (moment + dt.timedelta(milliseconds=seq)).isoformat()
                 action, subject = ACTIONS[seq % len(ACTIONS)], f"job{seq // 5:08d}"
                 details = {**DETAILS, "n": seq}
-                digest = audit.entry_hash(seq=seq, at=at, actor="analyst", action=action,
-                                          subject=subject, details=details, prev=prev)  # fmt: skip
+                digest = audit.entry_hash(
+                    seq=seq,
+                    at=at,
+                    actor="analyst",
+                    action=action,
+                    subject=subject,
+                    details=details,
+                    prev=prev,
+                )
                 # As append stores them: the details as their canonical JSON text.
                 stored = audit.canonical_json(details).decode()
                 copy.write_row((seq, at, "analyst", action, subject, stored, prev, digest))
@@ -106,11 +122,15 @@ def main() -> None:
             sandbox = Sandbox(make_settings(Path(folder) / "instance", database_url=url))
 
             for per_transaction in (1, 100):
-                rates = [bench_append(sandbox, count=args.appends, per_transaction=per_transaction)
-                         for _ in range(args.runs)]  # fmt: skip
-                print(f"append, {per_transaction:>3} per transaction: "
-                      f"median {statistics.median(rates):,.0f} entries/s over {args.runs} runs "
-                      f"of {args.appends:,} ({', '.join(f'{r:,.0f}' for r in rates)})")  # fmt: skip
+                rates = [
+                    bench_append(sandbox, count=args.appends, per_transaction=per_transaction)
+                    for _ in range(args.runs)
+                ]
+                print(
+                    f"append, {per_transaction:>3} per transaction: "
+                    f"median {statistics.median(rates):,.0f} entries/s over {args.runs} runs "
+                    f"of {args.appends:,} ({', '.join(f'{r:,.0f}' for r in rates)})"
+                )
             with sandbox.tx() as session:
                 assert audit.verify(session).ok
 
@@ -124,9 +144,11 @@ def main() -> None:
                 times.append(time.perf_counter() - started)
                 assert report.ok and report.entries == args.entries, report
                 assert report.checkpoints == 1
-            print(f"verify {args.entries:,} entries: median {statistics.median(times):.1f} s "
-                  f"({', '.join(f'{t:.1f}' for t in times)}), "
-                  f"{args.entries / statistics.median(times):,.0f} entries/s")  # fmt: skip
+            print(
+                f"verify {args.entries:,} entries: median {statistics.median(times):.1f} s "
+                f"({', '.join(f'{t:.1f}' for t in times)}), "
+                f"{args.entries / statistics.median(times):,.0f} entries/s"
+            )
         finally:
             engine_for(url).dispose()
             drop_created_databases()

@@ -24,21 +24,21 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from sqlalchemy import insert, select  # noqa: E402
+from sqlalchemy import insert, select
 
-from policies.output_checks import (  # noqa: E402
+from policies.output_checks import (
     Sketch,
     SketchedRow,
-    rows_to_compare,  # noqa: E402
+    rows_to_compare,
 )
-from sandbox.context import Sandbox  # noqa: E402
+from sandbox.context import Sandbox
 from sandbox.jobs.pipeline import SIZES, _differencing
-from sandbox.models import (  # noqa: E402
+from sandbox.models import (
     Job,
     JobStatus,
-    ReleasedRow,  # noqa: E402
+    ReleasedRow,
 )
-from tests.factories import make_sandbox, submit_job  # noqa: E402
+from tests.factories import make_sandbox, submit_job
 
 ROWS, PERSONS = 12, 20_000
 
@@ -48,8 +48,9 @@ def breakdown(rng: random.Random, table: str) -> list[SketchedRow]:
     for index in range(ROWS):
         members = rng.sample(range(PERSONS), rng.randint(200, 2_000))
         persons = [f"{p:032x}" for p in members]
-        rows.append(SketchedRow(table, (("group", f"g{index}"),), len(persons),
-                                Sketch.of(persons), True))  # fmt: skip
+        rows.append(
+            SketchedRow(table, (("group", f"g{index}"),), len(persons), Sketch.of(persons), True)
+        )
     return rows
 
 
@@ -67,8 +68,9 @@ def main() -> None:
         stored = [[r.to_json() for r in breakdown(rng, "result")] for _ in range(50)]
         new_rows = breakdown(rng, "result")
         have = 0
-        print(f"{'earlier releases':>18}{'cold ms':>9}{'warm ms':>9}{'rows':>8}"
-              f"{'sketches read':>15}")  # fmt: skip
+        print(
+            f"{'earlier releases':>18}{'cold ms':>9}{'warm ms':>9}{'rows':>8}{'sketches read':>15}"
+        )
         for count in counts:
             add_releases(sandbox, template, have, count - have, stored)
             have = count
@@ -108,14 +110,26 @@ def add_releases(
         for n in range(start, start + count):
             job_id = f"bench-{n:06d}"
             sketches = stored[n % len(stored)]
-            copies.append(row | {"id": job_id, "status": JobStatus.RELEASED.value,
-                                 "disclosure_sketches": sketches})  # fmt: skip
+            copies.append(
+                row
+                | {
+                    "id": job_id,
+                    "status": JobStatus.RELEASED.value,
+                    "disclosure_sketches": sketches,
+                }
+            )
             rows += [
-                {"grant_id": row["grant_id"], "job_id": job_id, "table_name": r["table"],
-                 "keys": r["keys"], "persons": r["persons"], "released": r["released"],
-                 "sketch": r["sketch"]}
+                {
+                    "grant_id": row["grant_id"],
+                    "job_id": job_id,
+                    "table_name": r["table"],
+                    "keys": r["keys"],
+                    "persons": r["persons"],
+                    "released": r["released"],
+                    "sketch": r["sketch"],
+                }
                 for r in sketches
-            ]  # fmt: skip
+            ]
         session.execute(insert(Job.__table__), copies)
         session.execute(insert(ReleasedRow.__table__), rows)
 

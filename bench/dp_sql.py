@@ -45,14 +45,14 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import duckdb  # noqa: E402
+import duckdb
 
-from datasets.health import generate_health  # noqa: E402
-from datasets.health_manifest import HEALTH  # noqa: E402
-from datasets.manifest import ColumnClass, ColumnType  # noqa: E402
-from datasets.views import build_view, write_view  # noqa: E402
-from sandbox.dp.engine import DpRejected, answer, plan  # noqa: E402
-from sandbox.dp.planner import release_noisy  # noqa: E402
+from datasets.health import generate_health
+from datasets.health_manifest import HEALTH
+from datasets.manifest import ColumnClass, ColumnType
+from datasets.views import build_view, write_view
+from sandbox.dp.engine import DpRejected, answer, plan
+from sandbox.dp.planner import release_noisy
 
 BENCH = Path(__file__).resolve().parent
 VENV = BENCH / ".smartnoise-venv"
@@ -186,10 +186,18 @@ def ensure_smartnoise_venv() -> Path:
     )
     subprocess.run([sys.executable, "-m", "venv", "--clear", str(VENV)], check=True)
     subprocess.run(
-        [str(python), "-m", "pip", "install", "--disable-pip-version-check", "--progress-bar",
-         "off", *SMARTNOISE_PACKAGES],
+        [
+            str(python),
+            "-m",
+            "pip",
+            "install",
+            "--disable-pip-version-check",
+            "--progress-bar",
+            "off",
+            *SMARTNOISE_PACKAGES,
+        ],
         check=True,
-    )  # fmt: skip
+    )
     print("SmartNoise SQL venv ready", flush=True)
     return python
 
@@ -461,8 +469,10 @@ def report(
         if "ours" in summary:
             speed = result["median_s"] / summary["ours"][0]
             ratio = summary["ours"][1] / mre if mre > 0 else float("inf")
-            print(f"    {'':<26}{'':>12}  speed-up {speed:.1f}x, error ratio ours/SmartNoise "
-                  f"{ratio:.2f}")  # fmt: skip
+            print(
+                f"    {'':<26}{'':>12}  speed-up {speed:.1f}x, error ratio ours/SmartNoise "
+                f"{ratio:.2f}"
+            )
     return summary
 
 

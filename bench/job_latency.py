@@ -19,29 +19,33 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.live import start_live_portal  # noqa: E402
+from tests.live import start_live_portal
 
 KINDS = {
     "SQL/dp": {
-        "language": "sql", "mode": "dp", "epsilon": 0.01,
+        "language": "sql",
+        "mode": "dp",
+        "epsilon": 0.01,
         # {i} makes every job a new question: an identical one is answered from cache.
         "code": "SELECT district, COUNT(*) AS n FROM patients WHERE birth_year > {i} "
-                "GROUP BY district",
+        "GROUP BY district",
     },
     "SQL/masked": {
-        "language": "sql", "mode": "masked",
+        "language": "sql",
+        "mode": "masked",
         "code": "SELECT p.district, v.department, COUNT(*) AS n, AVG(v.cost) AS avg_cost "
-                "FROM visits v JOIN patients p ON v.person_id = p.person_id "
-                "GROUP BY p.district, v.department",
+        "FROM visits v JOIN patients p ON v.person_id = p.person_id "
+        "GROUP BY p.district, v.department",
     },
     "Python/masked": {
-        "language": "python", "mode": "masked",
+        "language": "python",
+        "mode": "masked",
         "code": "import sandbox_job\n"
-                "visits = sandbox_job.table('visits')\n"
-                "sandbox_job.magnitude_table('by_department', visits, by=['department'], "
-                "value='cost', statistic='mean')\n",
+        "visits = sandbox_job.table('visits')\n"
+        "sandbox_job.magnitude_table('by_department', visits, by=['department'], "
+        "value='cost', statistic='mean')\n",
     },
-}  # fmt: skip
+}
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -61,8 +65,10 @@ def main() -> None:
         live = start_live_portal(
             Path(folder) / "instance", runner=args.runner, patients=args.patients
         )
-        print(f"set-up ({args.patients} patients, runner {args.runner}): "
-              f"{time.monotonic() - started:.1f} s")  # fmt: skip
+        print(
+            f"set-up ({args.patients} patients, runner {args.runner}): "
+            f"{time.monotonic() - started:.1f} s"
+        )
         try:
             token = live.token("analyst")
             # One warm-up job so the worker has imported everything.

@@ -21,9 +21,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from datasets.health_manifest import HEALTH  # noqa: E402
-from policies.policy_file import load_policy  # noqa: E402
-from policies.sql_check import check_sql  # noqa: E402
+from datasets.health_manifest import HEALTH
+from policies.policy_file import load_policy
+from policies.sql_check import check_sql
 
 DIMENSIONS = {
     "visits": ["department", "hospital", "icd10", "diagnosis"],
@@ -33,11 +33,16 @@ DIMENSIONS = {
 MEASURES = {"visits": ["cost", "length_of_stay"], "labs": ["value"], "patients": []}
 AGGREGATES = ["COUNT(*)", "AVG({m})", "SUM({m})", "STDDEV({m})", "COUNT(DISTINCT person_id)"]
 FILTERS = {
-    "visits": ["cost > {n}", "length_of_stay >= {k}", "department = '内科'",
-               "visit_date >= '2022-01-01'", "icd10 IN ('I10', 'E11')"],
+    "visits": [
+        "cost > {n}",
+        "length_of_stay >= {k}",
+        "department = '内科'",
+        "visit_date >= '2022-01-01'",
+        "icd10 IN ('I10', 'E11')",
+    ],
     "patients": ["sex = '女'", "district = '武进区'", "birth_year < {y}"],
     "labs": ["value > {k}", "test_code = 'GLU'", "taken_at < '2023-01-01'"],
-}  # fmt: skip
+}
 BAD = [
     "SELECT name, COUNT(*) FROM patients GROUP BY name",
     "SELECT COUNT(*) FROM patients WHERE id_card LIKE '3204%'",
@@ -132,10 +137,14 @@ def main() -> None:
             accepted += checked.allowed if run == 0 else 0
     times = sorted(statistics.median(t) for t in per_query)
     q = statistics.quantiles(times, n=100)
-    print(f"queries: {len(queries)} distinct shapes x values, {accepted} accepted, "
-          f"{len(queries) - accepted} rejected; median of {args.runs} runs per query")  # fmt: skip
-    print(f"check time ms: median {statistics.median(times):.2f}  p90 {q[89]:.2f}  "
-          f"p99 {q[98]:.2f}  max {times[-1]:.2f}")  # fmt: skip
+    print(
+        f"queries: {len(queries)} distinct shapes x values, {accepted} accepted, "
+        f"{len(queries) - accepted} rejected; median of {args.runs} runs per query"
+    )
+    print(
+        f"check time ms: median {statistics.median(times):.2f}  p90 {q[89]:.2f}  "
+        f"p99 {q[98]:.2f}  max {times[-1]:.2f}"
+    )
 
 
 if __name__ == "__main__":

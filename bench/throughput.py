@@ -42,11 +42,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import pandas as pd  # noqa: E402
-from sqlalchemy import select  # noqa: E402
+import pandas as pd
+from sqlalchemy import select
 
-from bench.job_latency import percentile  # noqa: E402
-from tests.live import LivePortal, start_live_portal, start_worker  # noqa: E402
+from bench.job_latency import percentile
+from tests.live import LivePortal, start_live_portal, start_worker
 
 REDIS_URL = "redis://127.0.0.1:6379/14"
 GOAL_SQL_S, GOAL_PYTHON_S, GOAL_PER_MINUTE = 1.0, 2.0, 60.0
@@ -57,15 +57,17 @@ LOAD_POLL_S = 0.2
 FINAL = {"released", "rejected", "failed", "withheld", "pending_review"}
 
 SQL_JOB = {
-    "language": "sql", "mode": "masked",
+    "language": "sql",
+    "mode": "masked",
     "code": "SELECT department, COUNT(*) AS n FROM visits GROUP BY department",
-}  # fmt: skip
+}
 PYTHON_JOB = {
-    "language": "python", "mode": "masked",
+    "language": "python",
+    "mode": "masked",
     "code": "import sandbox_job\n"
-            "visits = sandbox_job.table('visits')\n"
-            "sandbox_job.frequency_table('by_department', visits, by=['department'])\n",
-}  # fmt: skip
+    "visits = sandbox_job.table('visits')\n"
+    "sandbox_job.frequency_table('by_department', visits, by=['department'])\n",
+}
 KINDS = {"SQL": SQL_JOB, "Python": PYTHON_JOB}
 # The audit entries of one job, in the order a released job writes them.
 STEPS = ("job.submitted", "job.queued", "job.running", "job.checking", "job.released")
@@ -105,9 +107,11 @@ def main() -> None:
     parser.add_argument("--in-flight", type=int, default=2, help="jobs in flight per analyst")
     parser.add_argument("--broker", default="auto", choices=["auto", "redis", "embedded"])
     parser.add_argument(
-        "--metadata", default="sqlite", choices=["sqlite", "postgres"],
+        "--metadata",
+        default="sqlite",
+        choices=["sqlite", "postgres"],
         help="postgres: a fresh database on 127.0.0.1:5432, as in production",
-    )  # fmt: skip
+    )
     args = parser.parse_args()
 
     # One access-log line per poll would drown the figures.
@@ -126,10 +130,14 @@ def main() -> None:
 
             database_url = fresh_postgres_database()
         live = start_live_portal(
-            Path(folder) / "instance", runner="docker", patients=args.patients,
-            broker_url=broker_url, max_active_jobs=1000, max_submissions_per_minute=100_000,
+            Path(folder) / "instance",
+            runner="docker",
+            patients=args.patients,
+            broker_url=broker_url,
+            max_active_jobs=1000,
+            max_submissions_per_minute=100_000,
             database_url=database_url,
-        )  # fmt: skip
+        )
         try:
             for n in range(2, args.workers + 1):
                 live.workers.append(start_worker(live.sandbox, name=f"w{n}"))
@@ -162,8 +170,13 @@ def measure_floor(runs: int, figures: Figures) -> None:
         view.mkdir(mode=0o755)
         pd.DataFrame({"person_id": ["p1"], "x": [1]}).to_parquet(view / "t.parquet")
         for i in range(runs + 1):
-            spec = JobSpec(job_id=f"bench-floor-{i}", language="sql", code="SELECT 1 AS x",
-                           input_dir=view, timeout_s=60)  # fmt: skip
+            spec = JobSpec(
+                job_id=f"bench-floor-{i}",
+                language="sql",
+                code="SELECT 1 AS x",
+                input_dir=view,
+                timeout_s=60,
+            )
             t0 = time.monotonic()
             result = runner.run(spec)
             if i:  # the first one warms the engine's caches
@@ -190,7 +203,7 @@ def choose_broker(choice: str) -> tuple[str | None, str]:
 
             redis.Redis.from_url(REDIS_URL, socket_timeout=1).ping()
             return REDIS_URL, f"Redis ({REDIS_URL})"
-        except Exception as error:  # noqa: BLE001 - any failure means: no Redis here
+        except Exception as error:
             if choice == "redis":
                 raise SystemExit(f"Redis at {REDIS_URL} does not answer: {error}") from error
     return None, "embedded (Kombu SQLAlchemy on SQLite, polled every 50 ms)"
@@ -208,10 +221,12 @@ def analyst_tokens(live: LivePortal, count: int) -> list[str]:
         assert owner is not None
         for n in range(len(names) + 1, count + 1):
             name, password = f"bench{n}", secrets.token_urlsafe(12)
-            analyst = users.create_user(session, username=name, password=password,
-                                        role=Role.ANALYST, by="bench")  # fmt: skip
-            grants.grant_access(session, by=owner, dataset="health", analyst=analyst,
-                                modes=["masked"], days=1)  # fmt: skip
+            analyst = users.create_user(
+                session, username=name, password=password, role=Role.ANALYST, by="bench"
+            )
+            grants.grant_access(
+                session, by=owner, dataset="health", analyst=analyst, modes=["masked"], days=1
+            )
             names.append(name)
             passwords[name] = password
     live.credentials = passwords
@@ -257,8 +272,10 @@ def measure_idle(live: LivePortal, token: str, runs: int, figures: Figures) -> N
             if status != "released":
                 raise SystemExit(f"{kind} job {job_id} ended {status}")
             done[kind].append(finished)
-    print(f"\n2. idle latency: one job at a time, submit -> released as polled every "
-          f"{IDLE_POLL_S * 1000:.0f} ms ({_load()})")  # fmt: skip
+    print(
+        f"\n2. idle latency: one job at a time, submit -> released as polled every "
+        f"{IDLE_POLL_S * 1000:.0f} ms ({_load()})"
+    )
     print(_table_header())
     for kind, jobs in done.items():
         latencies = [j.latency for j in jobs]
@@ -316,8 +333,10 @@ def print_timeline(live: LivePortal, kind: str, jobs: list[Finished]) -> None:
         step = 0.0
         if previous is not None:
             step = statistics.median(moment(j, name) - moment(j, previous) for j in jobs)
-        print(f"   {name:<16}{step * 1000:>8.0f}{since_post(name) * 1000:>8.0f}  "
-              f"{meaning.get(name, '')}")  # fmt: skip
+        print(
+            f"   {name:<16}{step * 1000:>8.0f}{since_post(name) * 1000:>8.0f}  "
+            f"{meaning.get(name, '')}"
+        )
         previous = name
 
 
@@ -340,7 +359,7 @@ def measure_load(
     def analyst(token: str) -> None:
         try:
             keep_jobs_in_flight(token)
-        except BaseException as error:  # noqa: BLE001 - handed to the main thread below
+        except BaseException as error:
             errors.append(error)
 
     def keep_jobs_in_flight(token: str) -> None:
@@ -397,8 +416,10 @@ def measure_load(
         f"Python taking turns, {args.duration:.0f} s, {args.workers} worker processes x "
         f"concurrency 1, polled every {LOAD_POLL_S * 1000:.0f} ms"
     )
-    print(f"   {load_before} before, {_load()} after; all CPUs {busy_share:.0%} busy "
-          "from the first submission to the last release (every process on the host)")  # fmt: skip
+    print(
+        f"   {load_before} before, {_load()} after; all CPUs {busy_share:.0%} busy "
+        "from the first submission to the last release (every process on the host)"
+    )
     print(
         f"   released within the window: {len(in_window)} -> {per_minute:.1f} jobs/min "
         f"(per {slice_s:.0f} s slice: {', '.join(f'{v:.0f}' for v in per_slice)}; "
@@ -416,9 +437,13 @@ def measure_load(
         if latencies:
             print(_table_row(f"{kind} under load", latencies))
     figures.goals.append(
-        ("sustained jobs released a minute", f"{per_minute:.1f}", f">= {GOAL_PER_MINUTE:g}",
-         per_minute >= GOAL_PER_MINUTE)
-    )  # fmt: skip
+        (
+            "sustained jobs released a minute",
+            f"{per_minute:.1f}",
+            f">= {GOAL_PER_MINUTE:g}",
+            per_minute >= GOAL_PER_MINUTE,
+        )
+    )
     all_latencies = [r.latency for r in released]
     if all_latencies:
         figures.add(

@@ -56,9 +56,27 @@ TESTS = tuple(LAB_TESTS)
 DISTRICT_WEIGHTS = (0.14, 0.13, 0.18, 0.30, 0.10, 0.15)
 # Share of residents per five-year age band 0-4 ... 95-99 (an ageing city).
 AGE_BAND_WEIGHTS = (
-    4.0, 5.2, 5.0, 4.4, 4.8, 5.8, 8.0, 7.2, 6.6, 7.6,
-    8.4, 7.6, 5.6, 5.8, 4.6, 2.9, 1.9, 1.0, 0.35, 0.1,
-)  # fmt: skip
+    4.0,
+    5.2,
+    5.0,
+    4.4,
+    4.8,
+    5.8,
+    8.0,
+    7.2,
+    6.6,
+    7.6,
+    8.4,
+    7.6,
+    5.6,
+    5.8,
+    4.6,
+    2.9,
+    1.9,
+    1.0,
+    0.35,
+    0.1,
+)
 # Chronic condition prevalence: (maximum, age at half of it, spread in years, factor for men).
 CHRONIC_PREVALENCE = {
     "I10": (0.55, 62, 9, 1.1),
@@ -546,9 +564,18 @@ def _addresses(
     unit = rng.integers(1, 5, size=n).astype("<U2")
     room = (rng.integers(1, 19, size=n) * 100 + rng.integers(1, 5, size=n)).astype("<U5")
     parts = (
-        "江苏省常州市", np.array(DISTRICTS)[district], street, number, "号",
-        building, "幢", unit, "单元", room, "室",
-    )  # fmt: skip
+        "江苏省常州市",
+        np.array(DISTRICTS)[district],
+        street,
+        number,
+        "号",
+        building,
+        "幢",
+        unit,
+        "单元",
+        room,
+        "室",
+    )
     address = np.array(parts[0])
     for part in parts[1:]:
         address = np.char.add(address, part)

@@ -114,9 +114,10 @@ def plan_threshold(checked: CheckedQuery, *, privacy_unit: str) -> ThresholdPlan
         branch.set("expressions", branch.expressions + hidden)
     first = branches[0]
     keys = tuple(
-        i for i, p in enumerate(first.expressions[:visible])
+        i
+        for i, p in enumerate(first.expressions[:visible])
         if not any(type(n) in AGGREGATES for n in p.walk())
-    )  # fmt: skip
+    )
     count_outputs = tuple(
         i for i, p in enumerate(first.expressions[:visible]) if isinstance(p.unalias(), exp.Count)
     )
@@ -127,10 +128,14 @@ def plan_threshold(checked: CheckedQuery, *, privacy_unit: str) -> ThresholdPlan
     has_magnitudes = any(magnitude_values.values())
     if not checked.is_simple or not isinstance(statement, exp.Select):
         return ThresholdPlan(
-            sql=statement.sql(dialect=DIALECT), visible=visible, persons_index=visible,
-            contributors=contributors, keys=keys, counts=count_outputs,
+            sql=statement.sql(dialect=DIALECT),
+            visible=visible,
+            persons_index=visible,
+            contributors=contributors,
+            keys=keys,
+            counts=count_outputs,
             has_magnitudes=has_magnitudes,
-        )  # fmt: skip
+        )
     person = _person_of(statement, scopes, privacy_unit, holders)
     values: list[exp.Expr] = []
     magnitudes: dict[int, tuple[int, ...]] = {}
@@ -339,9 +344,14 @@ def apply_threshold(
             )
         )
     return Released(
-        list(columns[: plan.visible]), kept, suppressed_rows, suppressed_cells,
-        reasons=reasons, sketches=sketches, holds=holds,
-    )  # fmt: skip
+        list(columns[: plan.visible]),
+        kept,
+        suppressed_rows,
+        suppressed_cells,
+        reasons=reasons,
+        sketches=sketches,
+        holds=holds,
+    )
 
 
 def _count(reasons: dict[str, int], reason: str) -> None:
@@ -471,18 +481,30 @@ def _check_declared(
         persons_at is None and (not count_column or count_column not in columns)
     ):
         return Released(
-            visible, [[r[columns.index(c)] for c in visible] for r in rows], 0, 0,
-            holds=[Finding("output.undeclared",
-                           f"The output {name} is not declared as a frequency table, magnitude "
-                           "table or model summary with its counts (sandbox_job.frequency_table, "
-                           "magnitude_table, model_summary): an auditor reviews it.",
-                           location=where)],
-        )  # fmt: skip
+            visible,
+            [[r[columns.index(c)] for c in visible] for r in rows],
+            0,
+            0,
+            holds=[
+                Finding(
+                    "output.undeclared",
+                    f"The output {name} is not declared as a frequency table, magnitude "
+                    "table or model summary with its counts (sandbox_job.frequency_table, "
+                    "magnitude_table, model_summary): an auditor reviews it.",
+                    location=where,
+                )
+            ],
+        )
     if kind == "magnitude" and HELPER_TOP not in columns:
-        holds = [Finding("output.magnitude_unchecked",
-                         f"The magnitude output {name} was not made by "
-                         "sandbox_job.magnitude_table, so its dominance cannot be checked: "
-                         "an auditor reviews it.", location=where)]  # fmt: skip
+        holds = [
+            Finding(
+                "output.magnitude_unchecked",
+                f"The magnitude output {name} was not made by "
+                "sandbox_job.magnitude_table, so its dominance cannot be checked: "
+                "an auditor reviews it.",
+                location=where,
+            )
+        ]
     else:
         holds = []
     count_at = columns.index(count_column) if count_column in columns else None
@@ -517,9 +539,12 @@ def _check_declared(
             top = [float(v) for v in raw_top or []]
             total = float(row[columns.index(HELPER_TOTAL)] or 0.0)
             problem = (
-                "dominance" if dominance_fails(top, total, rules)
-                else "p_percent" if p_percent_fails(top, total, rules) else None
-            )  # fmt: skip
+                "dominance"
+                if dominance_fails(top, total, rules)
+                else "p_percent"
+                if p_percent_fails(top, total, rules)
+                else None
+            )
             if problem is not None:
                 for position, column in enumerate(visible):
                     if column not in key_names and column != count_column:
@@ -530,8 +555,9 @@ def _check_declared(
         if sketch is not None:
             sketches.append(SketchedRow(name, keys, int(number), sketch, True))
     holds += _near_row_level(name, len(rows), suppressed)
-    return Released(visible, kept, suppressed, cells, reasons=reasons, sketches=sketches,
-                    holds=holds)  # fmt: skip
+    return Released(
+        visible, kept, suppressed, cells, reasons=reasons, sketches=sketches, holds=holds
+    )
 
 
 # An output most of whose rows fall below the threshold is near row level: the
@@ -576,10 +602,14 @@ def _model_summary(
     visible = [c for c in columns if c not in HELPER_COLUMNS]
     table = [[r[columns.index(c)] for c in visible] for r in rows]
     if isinstance(dof, bool) or not isinstance(dof, int | float):
-        holds = [Finding("output.model_dof_unknown",
-                         f"The model summary {name} declares no residual degrees of freedom "
-                         "(use sandbox_job.model_summary): an auditor reviews it.",
-                         location=f"output {name}")]  # fmt: skip
+        holds = [
+            Finding(
+                "output.model_dof_unknown",
+                f"The model summary {name} declares no residual degrees of freedom "
+                "(use sandbox_job.model_summary): an auditor reviews it.",
+                location=f"output {name}",
+            )
+        ]
         return Released(visible, table, 0, 0, holds=holds)
     if dof < rules.min_dof:
         raise DisclosureError(

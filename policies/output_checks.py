@@ -62,8 +62,15 @@ class DisclosureRules:
             return cls(threshold=threshold)
         if not isinstance(raw, Mapping):
             raise RulesError(f"{where}: expected a mapping")
-        known = {"dominance", "p_percent", "min_dof", "zeros_disclosive", "round_base",
-                 "differencing", "trust_python_declarations"}  # fmt: skip
+        known = {
+            "dominance",
+            "p_percent",
+            "min_dof",
+            "zeros_disclosive",
+            "round_base",
+            "differencing",
+            "trust_python_declarations",
+        }
         unknown = set(raw) - known
         if unknown:
             raise RulesError(f"{where}: unknown keys {', '.join(sorted(map(str, unknown)))}")
@@ -266,17 +273,24 @@ class SketchedRow:
 
     def to_json(self) -> dict[str, Any]:
         """As stored with its job (``jobs.disclosure_sketches``); the job is the row's."""
-        return {"table": self.table, "keys": [list(k) for k in self.keys],
-                "persons": self.persons, "sketch": self.sketch.to_list(),
-                "released": self.released}  # fmt: skip
+        return {
+            "table": self.table,
+            "keys": [list(k) for k in self.keys],
+            "persons": self.persons,
+            "sketch": self.sketch.to_list(),
+            "released": self.released,
+        }
 
     @classmethod
     def from_json(cls, raw: Mapping[str, Any], *, job: str) -> SketchedRow:
         return cls(
-            table=raw["table"], keys=tuple((k, v) for k, v in raw["keys"]),
-            persons=raw["persons"], sketch=Sketch.from_list(raw["sketch"]),
-            released=raw["released"], job=job,
-        )  # fmt: skip
+            table=raw["table"],
+            keys=tuple((k, v) for k, v in raw["keys"]),
+            persons=raw["persons"],
+            sketch=Sketch.from_list(raw["sketch"]),
+            released=raw["released"],
+            job=job,
+        )
 
     def where(self) -> str:
         place = ", ".join(f"{name}={value}" for name, value in self.keys) or "all rows"
@@ -310,9 +324,14 @@ def isolations(
             sizes = row.sketch.minus(other.sketch).peel()
             if sizes is not None and min(sizes) == 0 and 0 < max(sizes) < threshold:
                 found.append(
-                    Isolation("masked.differencing", max(sizes), row, other,
-                              "one row less the other isolates fewer than the threshold")
-                )  # fmt: skip
+                    Isolation(
+                        "masked.differencing",
+                        max(sizes),
+                        row,
+                        other,
+                        "one row less the other isolates fewer than the threshold",
+                    )
+                )
     # 2. Suppressed rows recovered from a total or marginal less a breakdown's released rows.
     suppressed = [r for r in new if not r.released] + [r for r in earlier if not r.released]
     tables: dict[tuple[str | None, str], list[SketchedRow]] = {}
@@ -332,10 +351,14 @@ def isolations(
             sizes = remainder.peel()
             if sizes is not None and sizes[1] == 0 and 0 < sizes[0] < threshold:
                 found.append(
-                    Isolation("masked.suppressed_cell_recoverable", sizes[0], hidden, total,
-                              "a total less the released cells of a breakdown recovers a "
-                              "suppressed row")
-                )  # fmt: skip
+                    Isolation(
+                        "masked.suppressed_cell_recoverable",
+                        sizes[0],
+                        hidden,
+                        total,
+                        "a total less the released cells of a breakdown recovers a suppressed row",
+                    )
+                )
     return found
 
 
@@ -407,6 +430,7 @@ def _under(keys: tuple[tuple[str, Any], ...], breakdown: Sequence[_Row]) -> list
     two share (a total without keys, or on other columns, takes them all)."""
     shared = dict(keys)
     return [
-        r for r in breakdown
+        r
+        for r in breakdown
         if all(dict(r.keys).get(k) == v for k, v in shared.items() if k in dict(r.keys))
-    ]  # fmt: skip
+    ]

@@ -27,7 +27,7 @@ from policies.output_checks import DisclosureRules, RulesError
 POLICY_DIR = Path(__file__).parent / "files"
 AGGREGATE_NAMES = frozenset(
     {"COUNT", "SUM", "AVG", "STDDEV", "VARIANCE", "MIN", "MAX", "MEDIAN", "QUANTILE"}
-)  # fmt: skip
+)
 STATISTICS = frozenset({"COUNT", "SUM", "AVG", "STDDEV", "VARIANCE"})
 
 
@@ -102,8 +102,7 @@ class ColumnRule:
         return ColumnRule(self.rules & other.rules, self.aggregates & other.aggregates)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"rule": sorted(r.value for r in self.rules),
-                "aggregates": sorted(self.aggregates)}  # fmt: skip
+        return {"rule": sorted(r.value for r in self.rules), "aggregates": sorted(self.aggregates)}
 
 
 FORBIDDEN = ColumnRule(frozenset({Rule.FORBIDDEN}))
@@ -209,8 +208,13 @@ def parse_policy(text: str, manifest: Manifest, *, source: str = "policy") -> Da
         raise PolicyFileError(f"{source}: not valid YAML{where}") from error
     if not isinstance(raw, dict):
         raise PolicyFileError(f"{source}: expected a mapping at the top")
-    unknown = set(raw) - {"dataset", "k_threshold", "central_authorization", "columns",
-                          "disclosure"}  # fmt: skip
+    unknown = set(raw) - {
+        "dataset",
+        "k_threshold",
+        "central_authorization",
+        "columns",
+        "disclosure",
+    }
     if unknown:
         raise PolicyFileError(f"{source}: unknown keys {', '.join(sorted(unknown))}")
     if raw.get("dataset") != manifest.name:
@@ -227,8 +231,9 @@ def parse_policy(text: str, manifest: Manifest, *, source: str = "policy") -> Da
         for column in table.columns:
             view = column.view_column()
             columns[f"{table.name}.{view.name}"] = default_rule(view.cls)
-    negative_list = {f"{t.name}.{c.name}" for t in manifest.tables for c in t.columns
-                     if c.forbidden}  # fmt: skip
+    negative_list = {
+        f"{t.name}.{c.name}" for t in manifest.tables for c in t.columns if c.forbidden
+    }
     for name, rule in (raw.get("columns") or {}).items():
         key = str(name).lower()
         if key in negative_list:

@@ -95,12 +95,34 @@ HARNESS_MODULES = frozenset({"sandbox_job"})
 STDLIB_MODULES = frozenset(
     {
         "__future__",
-        "math", "statistics", "collections", "itertools", "functools", "operator",
-        "datetime", "time", "calendar", "re", "json", "csv", "decimal", "fractions",
-        "random", "string", "textwrap", "typing", "dataclasses", "enum", "copy", "heapq",
-        "bisect", "numbers", "hashlib", "warnings",
+        "math",
+        "statistics",
+        "collections",
+        "itertools",
+        "functools",
+        "operator",
+        "datetime",
+        "time",
+        "calendar",
+        "re",
+        "json",
+        "csv",
+        "decimal",
+        "fractions",
+        "random",
+        "string",
+        "textwrap",
+        "typing",
+        "dataclasses",
+        "enum",
+        "copy",
+        "heapq",
+        "bisect",
+        "numbers",
+        "hashlib",
+        "warnings",
     }
-)  # fmt: skip
+)
 ALLOWED_MODULES = ANALYSIS_MODULES | HARNESS_MODULES | STDLIB_MODULES
 
 # -- what a job may never import, by why ---------------------------------------
@@ -108,36 +130,92 @@ ALLOWED_MODULES = ANALYSIS_MODULES | HARNESS_MODULES | STDLIB_MODULES
 # Processes, signals, the environment, users, the interpreter itself.
 PROCESS_MODULES = frozenset(
     {
-        "os", "sys", "subprocess", "multiprocessing", "threading", "_thread", "concurrent",
-        "signal", "resource", "pty", "tty", "termios", "fcntl", "posix", "pwd", "grp",
-        "platform", "sysconfig", "atexit", "faulthandler",
+        "os",
+        "sys",
+        "subprocess",
+        "multiprocessing",
+        "threading",
+        "_thread",
+        "concurrent",
+        "signal",
+        "resource",
+        "pty",
+        "tty",
+        "termios",
+        "fcntl",
+        "posix",
+        "pwd",
+        "grp",
+        "platform",
+        "sysconfig",
+        "atexit",
+        "faulthandler",
     }
-)  # fmt: skip
+)
 # Native code and raw memory: the way out of the interpreter.
 NATIVE_CODE_MODULES = frozenset({"ctypes", "cffi", "mmap", "numpy.ctypeslib", "numpy.f2py"})
 # The file system: jobs read their view through sandbox_job.
 FILE_MODULES = frozenset(
     {
-        "io", "pathlib", "shutil", "tempfile", "glob", "fnmatch", "fileinput", "filecmp",
-        "zipfile", "tarfile", "linecache",
+        "io",
+        "pathlib",
+        "shutil",
+        "tempfile",
+        "glob",
+        "fnmatch",
+        "fileinput",
+        "filecmp",
+        "zipfile",
+        "tarfile",
+        "linecache",
     }
-)  # fmt: skip
+)
 # The network, and programs that talk to the desktop (the clipboard, a browser).
 NETWORK_MODULES = frozenset(
     {
-        "socket", "ssl", "select", "selectors", "asyncio", "socketserver", "urllib", "http",
-        "requests", "httpx", "ftplib", "smtplib", "poplib", "imaplib", "telnetlib",
-        "xmlrpc", "webbrowser", "pandas.io.clipboard", "pandas.io.clipboards",
+        "socket",
+        "ssl",
+        "select",
+        "selectors",
+        "asyncio",
+        "socketserver",
+        "urllib",
+        "http",
+        "requests",
+        "httpx",
+        "ftplib",
+        "smtplib",
+        "poplib",
+        "imaplib",
+        "telnetlib",
+        "xmlrpc",
+        "webbrowser",
+        "pandas.io.clipboard",
+        "pandas.io.clipboards",
     }
-)  # fmt: skip
+)
 # Loading, compiling or inspecting code, and reaching frames and namespaces.
 CODE_LOADING_MODULES = frozenset(
     {
-        "importlib", "builtins", "inspect", "gc", "code", "codeop", "runpy", "site",
-        "types", "ast", "dis", "traceback", "pdb", "pydoc", "pkgutil", "zipimport",
+        "importlib",
+        "builtins",
+        "inspect",
+        "gc",
+        "code",
+        "codeop",
+        "runpy",
+        "site",
+        "types",
+        "ast",
+        "dis",
+        "traceback",
+        "pdb",
+        "pydoc",
+        "pkgutil",
+        "zipimport",
         "weakref",
     }
-)  # fmt: skip
+)
 # Serialisation formats whose loading runs arbitrary code.
 CODE_RUNNING_SERIALISATION_MODULES = frozenset(
     {"pickle", "marshal", "shelve", "copyreg", "dill", "cloudpickle", "joblib"}
@@ -215,12 +293,30 @@ ALLOWED_DUNDER_STRINGS = frozenset({"__main__", "__name__"})
 # code (f_globals holds __builtins__) without a single underscore.
 INTERNAL_ATTRIBUTES = frozenset(
     {
-        "gi_frame", "gi_code", "gi_yieldfrom", "cr_frame", "cr_code", "cr_await",
-        "ag_frame", "ag_code", "ag_await", "f_globals", "f_locals", "f_builtins", "f_back",
-        "f_code", "f_trace", "tb_frame", "tb_next", "co_code", "co_consts", "co_names",
-        "func_globals", "func_code",
+        "gi_frame",
+        "gi_code",
+        "gi_yieldfrom",
+        "cr_frame",
+        "cr_code",
+        "cr_await",
+        "ag_frame",
+        "ag_code",
+        "ag_await",
+        "f_globals",
+        "f_locals",
+        "f_builtins",
+        "f_back",
+        "f_code",
+        "f_trace",
+        "tb_frame",
+        "tb_next",
+        "co_code",
+        "co_consts",
+        "co_names",
+        "func_globals",
+        "func_code",
     }
-)  # fmt: skip
+)
 
 # Library calls that evaluate a string argument as an expression.
 EXPRESSION_METHODS = frozenset({"query", "eval"})
@@ -272,8 +368,9 @@ def tables_read(code: str) -> frozenset[str] | None:
             owner = node.value
             if not (isinstance(owner, ast.Name) and owner.id == "sandbox_job"):
                 continue
-            call = next((p for p in ast.walk(tree) if isinstance(p, ast.Call) and p.func is node),
-                        None)  # fmt: skip
+            call = next(
+                (p for p in ast.walk(tree) if isinstance(p, ast.Call) and p.func is node), None
+            )
             if node.attr == "tables" or call is None:
                 return None  # listing tables, or the function passed around
             first = call.args[0] if call.args else None

@@ -37,45 +37,153 @@ def _classes(*names: str) -> frozenset[type[exp.Expr]]:
 
 
 AGGREGATES = _classes(
-    "Count", "Sum", "Avg", "Min", "Max", "Stddev", "StddevSamp", "StddevPop",
-    "Variance", "VariancePop", "Median", "Quantile", "PercentileCont", "PercentileDisc",
+    "Count",
+    "Sum",
+    "Avg",
+    "Min",
+    "Max",
+    "Stddev",
+    "StddevSamp",
+    "StddevPop",
+    "Variance",
+    "VariancePop",
+    "Median",
+    "Quantile",
+    "PercentileCont",
+    "PercentileDisc",
     "ApproxQuantile",
-)  # fmt: skip
+)
 AGGREGATE_NAMES = {
-    "Count": "COUNT", "Sum": "SUM", "Avg": "AVG", "Min": "MIN", "Max": "MAX",
-    "Stddev": "STDDEV", "StddevSamp": "STDDEV", "StddevPop": "STDDEV",
-    "Variance": "VARIANCE", "VariancePop": "VARIANCE", "Median": "MEDIAN",
-    "Quantile": "QUANTILE", "PercentileCont": "QUANTILE", "PercentileDisc": "QUANTILE",
+    "Count": "COUNT",
+    "Sum": "SUM",
+    "Avg": "AVG",
+    "Min": "MIN",
+    "Max": "MAX",
+    "Stddev": "STDDEV",
+    "StddevSamp": "STDDEV",
+    "StddevPop": "STDDEV",
+    "Variance": "VARIANCE",
+    "VariancePop": "VARIANCE",
+    "Median": "MEDIAN",
+    "Quantile": "QUANTILE",
+    "PercentileCont": "QUANTILE",
+    "PercentileDisc": "QUANTILE",
     "ApproxQuantile": "QUANTILE",
-}  # fmt: skip
+}
 # One person's exact value: refused in masked mode (dp mode releases them noisily).
 EXTREMES = _classes(
     "Min", "Max", "Median", "Quantile", "PercentileCont", "PercentileDisc", "ApproxQuantile"
 )
 SCALAR_FUNCTIONS = _classes(
-    "Round", "Abs", "Cast", "TryCast", "Coalesce", "Year", "Month", "Quarter", "Extract",
-    "Floor", "Ceil", "Lower", "Upper", "Greatest", "Least", "Nullif", "DateTrunc",
-    "TimestampTrunc", "Case", "If", "Substring", "Left", "Right", "Length", "Trim",
-)  # fmt: skip
+    "Round",
+    "Abs",
+    "Cast",
+    "TryCast",
+    "Coalesce",
+    "Year",
+    "Month",
+    "Quarter",
+    "Extract",
+    "Floor",
+    "Ceil",
+    "Lower",
+    "Upper",
+    "Greatest",
+    "Least",
+    "Nullif",
+    "DateTrunc",
+    "TimestampTrunc",
+    "Case",
+    "If",
+    "Substring",
+    "Left",
+    "Right",
+    "Length",
+    "Trim",
+)
 STRUCTURE = _classes(
-    "Select", "From", "Table", "TableAlias", "Join", "Where", "Group", "Having", "Order",
-    "Ordered", "Limit", "Offset", "Column", "Identifier", "Literal", "Boolean", "Null", "Alias",
-    "Paren", "Distinct", "And", "Or", "Not", "EQ", "NEQ", "GT", "GTE", "LT", "LTE", "Add", "Sub",
-    "Mul", "Div", "IntDiv", "Mod", "Neg", "Is", "In", "Between", "Like", "ILike", "DataType",
-    "DataTypeParam", "Var", "Star", "Tuple", "Interval", "With", "CTE", "Subquery", "Union",
-    "Intersect", "Except", "Exists", "WithinGroup",
-)  # fmt: skip
+    "Select",
+    "From",
+    "Table",
+    "TableAlias",
+    "Join",
+    "Where",
+    "Group",
+    "Having",
+    "Order",
+    "Ordered",
+    "Limit",
+    "Offset",
+    "Column",
+    "Identifier",
+    "Literal",
+    "Boolean",
+    "Null",
+    "Alias",
+    "Paren",
+    "Distinct",
+    "And",
+    "Or",
+    "Not",
+    "EQ",
+    "NEQ",
+    "GT",
+    "GTE",
+    "LT",
+    "LTE",
+    "Add",
+    "Sub",
+    "Mul",
+    "Div",
+    "IntDiv",
+    "Mod",
+    "Neg",
+    "Is",
+    "In",
+    "Between",
+    "Like",
+    "ILike",
+    "DataType",
+    "DataTypeParam",
+    "Var",
+    "Star",
+    "Tuple",
+    "Interval",
+    "With",
+    "CTE",
+    "Subquery",
+    "Union",
+    "Intersect",
+    "Except",
+    "Exists",
+    "WithinGroup",
+)
 ALLOWED = AGGREGATES | SCALAR_FUNCTIONS | STRUCTURE
 STATEMENTS_NAMED = {
-    "Pragma": "PRAGMA", "Attach": "ATTACH", "Detach": "DETACH", "Copy": "COPY", "Set": "SET",
-    "Install": "INSTALL", "Command": "this command", "Insert": "INSERT", "Update": "UPDATE",
-    "Delete": "DELETE", "Create": "CREATE", "Drop": "DROP", "Alter": "ALTER", "Use": "USE",
-}  # fmt: skip
+    "Pragma": "PRAGMA",
+    "Attach": "ATTACH",
+    "Detach": "DETACH",
+    "Copy": "COPY",
+    "Set": "SET",
+    "Install": "INSTALL",
+    "Command": "this command",
+    "Insert": "INSERT",
+    "Update": "UPDATE",
+    "Delete": "DELETE",
+    "Create": "CREATE",
+    "Drop": "DROP",
+    "Alter": "ALTER",
+    "Use": "USE",
+}
 KEY_CLASSES = (ColumnClass.PERSON_KEY, ColumnClass.RECORD_KEY)
 DUCKDB_TYPES = {
-    "integer": "BIGINT", "float": "DOUBLE", "string": "VARCHAR", "date": "DATE",
-    "timestamp": "TIMESTAMP", "boolean": "BOOLEAN",
-}  # fmt: skip
+    "integer": "BIGINT",
+    "float": "DOUBLE",
+    "string": "VARCHAR",
+    "date": "DATE",
+    "timestamp": "TIMESTAMP",
+    "boolean": "BOOLEAN",
+}
 
 
 @dataclass(frozen=True)
@@ -167,9 +275,13 @@ def check_sql(
     original_outputs = [p.copy() for p in _branches(statement)[0].expressions]
     try:
         qualified = qualify(
-            statement, schema=_schema(manifest), dialect=DIALECT, validate_qualify_columns=True,
-            quote_identifiers=False, expand_stars=True,
-        )  # fmt: skip
+            statement,
+            schema=_schema(manifest),
+            dialect=DIALECT,
+            validate_qualify_columns=True,
+            quote_identifiers=False,
+            expand_stars=True,
+        )
     except OptimizeError as error:
         return _deny(_qualify_finding(error, statement, tables))
     except SqlglotError as error:  # anything else it cannot analyse: fail closed
@@ -360,7 +472,7 @@ def _check_raw_names(statement: exp.Expr, manifest: Manifest) -> list[Finding]:
                     "column.unknown",
                     f"{node.sql(dialect=DIALECT)} is not resolvable.",
                     location_of(node),
-                )  # fmt: skip
+                )
             )
     return findings
 
@@ -489,8 +601,19 @@ def _use_of(column: exp.Column, scope: Scope) -> tuple[Use | None, str | None]:
     return Use.OUTPUT, None
 
 
-COMPARISONS = (exp.EQ, exp.NEQ, exp.GT, exp.GTE, exp.LT, exp.LTE, exp.In, exp.Like, exp.ILike,
-               exp.Between, exp.Is)  # fmt: skip
+COMPARISONS = (
+    exp.EQ,
+    exp.NEQ,
+    exp.GT,
+    exp.GTE,
+    exp.LT,
+    exp.LTE,
+    exp.In,
+    exp.Like,
+    exp.ILike,
+    exp.Between,
+    exp.Is,
+)
 
 
 def _other_operands_literal(comparison: exp.Expr, operand: exp.Expr) -> bool:

@@ -108,9 +108,12 @@ def _change_consent(change: Callable[..., int], dataset: str) -> Any:
     purpose = _field(body, "purpose", str)
     with sandbox().tx() as db:
         records = change(
-            db, by=db.get_one(User, g.user_id), dataset=dataset, person_id=str(person_id),
+            db,
+            by=db.get_one(User, g.user_id),
+            dataset=dataset,
+            person_id=str(person_id),
             purpose=purpose,
-        )  # fmt: skip
+        )
     return jsonify(dataset=dataset, purpose=purpose, records=records)
 
 
@@ -139,7 +142,9 @@ def submit() -> Any:
 def my_jobs() -> Any:
     with sandbox().tx() as db:
         return jsonify(
-            jobs=[results.job_status(j, role=g.role) for j in results.jobs_of(db, user_id=g.user_id)]
+            jobs=[
+                results.job_status(j, role=g.role) for j in results.jobs_of(db, user_id=g.user_id)
+            ]
         )
 
 
@@ -161,8 +166,13 @@ def result(job_id: str) -> Any:
         if wanted not in ("json", "csv"):
             raise InvalidRequest("format must be json or csv.", field="format")
         csv = results.result_csv(data, table=request.args.get("table")) if wanted == "csv" else None
-        audit.append(db, actor=g.username, action="result.downloaded", subject=job_id,
-                     details={"format": wanted})  # fmt: skip
+        audit.append(
+            db,
+            actor=g.username,
+            action="result.downloaded",
+            subject=job_id,
+            details={"format": wanted},
+        )
     if csv is not None:
         return Response(csv, mimetype="text/csv; charset=utf-8")
     return jsonify(data)
@@ -176,11 +186,16 @@ def policy_check() -> Any:
     epsilon, delta = _privacy_numbers(body)
     with sandbox().tx() as db:
         report = submission.dry_run(
-            db, by=db.get_one(User, g.user_id), dataset=_field(body, "dataset", str),
-            language=_field(body, "language", str), mode=_field(body, "mode", str),
-            code=_field(body, "code", str), epsilon=epsilon, delta=delta,
+            db,
+            by=db.get_one(User, g.user_id),
+            dataset=_field(body, "dataset", str),
+            language=_field(body, "language", str),
+            mode=_field(body, "mode", str),
+            code=_field(body, "code", str),
+            epsilon=epsilon,
+            delta=delta,
             rows_per_person=_field(body, "rows_per_person", int, required=False),
-        )  # fmt: skip
+        )
     return jsonify(report)
 
 
@@ -211,7 +226,7 @@ def create_grant() -> Any:
         ("max_epsilon_per_job", 2.0),
         ("k_threshold", 10),
         ("days", 90),
-    ):  # noqa: E501
+    ):
         value = body.get(name, default)
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise InvalidRequest(f"{name} must be a number.", field=name)
@@ -220,12 +235,17 @@ def create_grant() -> Any:
         owner = db.get_one(User, g.user_id)
         analyst = users.user_named(db, _field(body, "analyst", str))
         grant = grants.grant_access(
-            db, by=owner, dataset=_field(body, "dataset", str), analyst=analyst, modes=modes,
+            db,
+            by=owner,
+            dataset=_field(body, "dataset", str),
+            analyst=analyst,
+            modes=modes,
             epsilon_total=float(numbers["epsilon_total"]),
             max_epsilon_per_job=float(numbers["max_epsilon_per_job"]),
-            k_threshold=int(numbers["k_threshold"]), days=int(numbers["days"]),
+            k_threshold=int(numbers["k_threshold"]),
+            days=int(numbers["days"]),
             requires_review=bool(body.get("requires_review", False)),
-        )  # fmt: skip
+        )
         return jsonify(grants.grant_view(grant)), 201
 
 
@@ -253,11 +273,16 @@ def file_access_request() -> Any:
     body = _body()
     with sandbox().tx() as db:
         filed = access.request_access(
-            db, by=db.get_one(User, g.user_id), dataset=_field(body, "dataset", str),
-            purpose=body.get("purpose", ""), columns=body.get("columns", []),
-            modes=body.get("modes", []), epsilon=body.get("epsilon", 0.0),
-            days=body.get("days", 90), justification=body.get("justification", ""),
-        )  # fmt: skip
+            db,
+            by=db.get_one(User, g.user_id),
+            dataset=_field(body, "dataset", str),
+            purpose=body.get("purpose", ""),
+            columns=body.get("columns", []),
+            modes=body.get("modes", []),
+            epsilon=body.get("epsilon", 0.0),
+            days=body.get("days", 90),
+            justification=body.get("justification", ""),
+        )
         return jsonify(requests.access_request_view(db, filed)), 201
 
 
@@ -267,11 +292,17 @@ def approve_access_request(request_id: str) -> Any:
     body = _body()  # {} approves the request as filed; the action checks each field's type
     with sandbox().tx() as db:
         access.approve_request(
-            db, by=db.get_one(User, g.user_id), request_id=request_id,
-            comment=body.get("comment", ""), columns=body.get("columns"),
-            modes=body.get("modes"), epsilon=body.get("epsilon"), days=body.get("days"),
-            k_threshold=body.get("k_threshold"), column_rules=body.get("column_rules"),
-        )  # fmt: skip
+            db,
+            by=db.get_one(User, g.user_id),
+            request_id=request_id,
+            comment=body.get("comment", ""),
+            columns=body.get("columns"),
+            modes=body.get("modes"),
+            epsilon=body.get("epsilon"),
+            days=body.get("days"),
+            k_threshold=body.get("k_threshold"),
+            column_rules=body.get("column_rules"),
+        )
         return jsonify(requests.access_request_view(db, db.get_one(AccessRequest, request_id)))
 
 
@@ -281,9 +312,11 @@ def deny_access_request(request_id: str) -> Any:
     body = _body()
     with sandbox().tx() as db:
         denied = access.deny_request(
-            db, by=db.get_one(User, g.user_id), request_id=request_id,
+            db,
+            by=db.get_one(User, g.user_id),
+            request_id=request_id,
             comment=body.get("comment", ""),
-        )  # fmt: skip
+        )
         return jsonify(requests.access_request_view(db, denied))
 
 
@@ -309,9 +342,13 @@ def review(job_id: str) -> Any:
     body = _body()
     with sandbox().tx() as db:
         reviewed = reviews.review_job(
-            sandbox(), db, by=db.get_one(User, g.user_id), job_id=job_id,
-            decision=_field(body, "decision", str), comment=_field(body, "comment", str),
-        )  # fmt: skip
+            sandbox(),
+            db,
+            by=db.get_one(User, g.user_id),
+            job_id=job_id,
+            decision=_field(body, "decision", str),
+            comment=_field(body, "comment", str),
+        )
         return jsonify(reviews.review_state(db, reviewed))
 
 

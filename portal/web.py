@@ -317,9 +317,14 @@ def job(job_id: str) -> str:
     else:
         refresh = REFRESH_SECONDS
     return render_template(
-        "job.html", job=status, result=result, mine=mine, code=code, refresh_seconds=refresh,
+        "job.html",
+        job=status,
+        result=result,
+        mine=mine,
+        code=code,
+        refresh_seconds=refresh,
         review=review,
-    )  # fmt: skip
+    )
 
 
 @bp.get("/audit")
@@ -375,9 +380,13 @@ def review_page(job_id: str) -> Any:
     try:
         with sandbox().tx() as db:
             reviews.review_job(
-                sandbox(), db, by=db.get_one(User, g.user_id), job_id=job_id,
-                decision=form["decision"], comment=form["comment"],
-            )  # fmt: skip
+                sandbox(),
+                db,
+                by=db.get_one(User, g.user_id),
+                job_id=job_id,
+                decision=form["decision"],
+                comment=form["comment"],
+            )
     except SandboxError as error:  # nothing was recorded: say why next to the kept form
         return _review_page(job_id, form=form, error=error.message), error.status
     return redirect(url_for("web.review_page", job_id=job_id), 303)
@@ -396,7 +405,9 @@ def object_to_review(job_id: str) -> Response:
     """The analyst's objection (异议) to an auditor's withholding."""
     with sandbox().tx() as db:
         reviews.file_objection(
-            db, by=db.get_one(User, g.user_id), job_id=job_id,
+            db,
+            by=db.get_one(User, g.user_id),
+            job_id=job_id,
             reason=request.form.get("reason", ""),
-        )  # fmt: skip
+        )
     return redirect(url_for("web.job", job_id=job_id), 303)

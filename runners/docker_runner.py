@@ -104,9 +104,13 @@ class DockerRunner:
             return None
         if self._pool is None:
             self._pool = WarmPool(
-                self, settings.folder, size=settings.size, memory_mb=settings.memory_mb,
-                timeout_s=settings.timeout_s, max_idle_s=settings.max_idle_s,
-            )  # fmt: skip
+                self,
+                settings.folder,
+                size=settings.size,
+                memory_mb=settings.memory_mb,
+                timeout_s=settings.timeout_s,
+                max_idle_s=settings.max_idle_s,
+            )
         return self._pool
 
     def run(self, spec: JobSpec) -> RunResult:

@@ -52,7 +52,7 @@ class LocalProcessRunner:
                     env=env,
                     capture_output=True,
                     timeout=spec.timeout_s,
-                    preexec_fn=limit,  # noqa: PLW1509 - the child is single-threaded at fork
+                    preexec_fn=limit,
                     check=False,
                 )
             except subprocess.TimeoutExpired as error:

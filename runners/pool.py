@@ -92,8 +92,7 @@ class WarmPool:
                     return None
                 # One warmed for this language if there is one, else any: it still
                 # saves the container's start and imports the rest when the job comes.
-                warm = next((w for w in self._ready if w.language == spec.language),
-                            self._ready[0])  # fmt: skip
+                warm = next((w for w in self._ready if w.language == spec.language), self._ready[0])
                 self._ready.remove(warm)
             if time.monotonic() - warm.created < self.max_idle_s and _running(warm.container):
                 return warm
@@ -149,7 +148,7 @@ class WarmPool:
         def run() -> None:
             try:
                 self.fill()
-            except Exception as error:  # noqa: BLE001 - the pool is an optimisation only
+            except Exception as error:
                 logger.warning("warm pool not refilled: %s", error)
             finally:
                 with self._lock:
@@ -174,14 +173,17 @@ class WarmPool:
         folder.mkdir(mode=0o755)
         folder.chmod(0o755)  # the container's user (nobody on the host) reads it
         options = self.runner._container_options(self._template(folder), idle_s=self.max_idle_s)
-        options["environment"] = {**options["environment"], "SANDBOX_WAIT_FOR_JOB": "1",
-                                  "SANDBOX_MAX_IDLE_S": str(int(self.max_idle_s)),
-                                  "SANDBOX_WARM_FOR": language}  # fmt: skip
+        options["environment"] = {
+            **options["environment"],
+            "SANDBOX_WAIT_FOR_JOB": "1",
+            "SANDBOX_MAX_IDLE_S": str(int(self.max_idle_s)),
+            "SANDBOX_WARM_FOR": language,
+        }
         client = self.runner.client
         try:
             container = client.containers.create(self.runner.image, **options)
             container.start()
-        except Exception as error:  # noqa: BLE001 - fall back to cold starts
+        except Exception as error:
             logger.warning("warm pool: could not start a container: %s", error)
             shutil.rmtree(folder, ignore_errors=True)
             return None
@@ -190,9 +192,13 @@ class WarmPool:
     def _template(self, folder: Path) -> JobSpec:
         """The spec a warm container is made for: the worker's limits, other limits default."""
         return JobSpec(
-            job_id=POOL_JOB_LABEL, language="sql", code="", input_dir=folder,
-            timeout_s=self.timeout_s, memory_mb=self.memory_mb,
-        )  # fmt: skip
+            job_id=POOL_JOB_LABEL,
+            language="sql",
+            code="",
+            input_dir=folder,
+            timeout_s=self.timeout_s,
+            memory_mb=self.memory_mb,
+        )
 
     def _forget_dead_processes(self) -> None:
         """Folders left by pools of processes that no longer exist."""
@@ -211,7 +217,7 @@ def _limits(spec: JobSpec) -> tuple[Any, ...]:
 def _running(container: Any) -> bool:
     try:
         container.reload()
-    except Exception:  # noqa: BLE001 - gone or unreachable: not usable
+    except Exception:
         return False
     return bool(container.status == "running")
 

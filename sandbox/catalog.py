@@ -86,4 +86,3 @@ def mock_csv(
     buffer = io.StringIO()
     frame.to_csv(buffer, index=False)
     return buffer.getvalue()
-

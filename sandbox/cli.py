@@ -54,8 +54,9 @@ def datasets_generate(patients: int, seed: int, owner: str) -> None:
 
     started = time.monotonic()
     version = store_dataset(_sandbox(), patients=patients, seed=seed, owner=owner)
-    click.echo(f"health: {patients} patients, version {version[:12]}, "
-               f"{time.monotonic() - started:.1f} s")  # fmt: skip
+    click.echo(
+        f"health: {patients} patients, version {version[:12]}, {time.monotonic() - started:.1f} s"
+    )
 
 
 @datasets.command("reviewers")
@@ -90,8 +91,9 @@ def consent() -> None:
 @click.option("--as", "username", default="owner", show_default=True, help="The data owner.")
 def consent_withdraw(dataset: str, person_id: str, purpose: str, username: str) -> None:
     """End the person's consent to a purpose: every job that starts later leaves them out."""
-    _change_consent("withdraw", dataset=dataset, person_id=person_id, purpose=purpose,
-                    username=username)  # fmt: skip
+    _change_consent(
+        "withdraw", dataset=dataset, person_id=person_id, purpose=purpose, username=username
+    )
     click.echo(f"{dataset}: consent to {purpose} withdrawn")
 
 
@@ -102,25 +104,31 @@ def consent_withdraw(dataset: str, person_id: str, purpose: str, username: str) 
 @click.option("--as", "username", default="owner", show_default=True, help="The data owner.")
 def consent_give(dataset: str, person_id: str, purpose: str, username: str) -> None:
     """Record the person's consent to a purpose."""
-    _change_consent("give", dataset=dataset, person_id=person_id, purpose=purpose,
-                    username=username)  # fmt: skip
+    _change_consent(
+        "give", dataset=dataset, person_id=person_id, purpose=purpose, username=username
+    )
     click.echo(f"{dataset}: consent to {purpose} given")
 
 
-def _change_consent(action: str, *, dataset: str, person_id: str, purpose: str,
-                    username: str) -> None:  # fmt: skip
+def _change_consent(
+    action: str, *, dataset: str, person_id: str, purpose: str, username: str
+) -> None:
     from sandbox.access import consent as consent_service
     from sandbox.access import users
     from sandbox.errors import SandboxError
 
-    change = {"withdraw": consent_service.withdraw_consent,
-              "give": consent_service.give_consent}[action]  # fmt: skip
+    change = {"withdraw": consent_service.withdraw_consent, "give": consent_service.give_consent}[
+        action
+    ]
     with _sandbox().tx() as session:
         try:
             change(
-                session, by=users.user_named(session, username), dataset=dataset,
-                person_id=person_id, purpose=purpose,
-            )  # fmt: skip
+                session,
+                by=users.user_named(session, username),
+                dataset=dataset,
+                person_id=person_id,
+                purpose=purpose,
+            )
         except SandboxError as error:
             raise click.ClickException(error.message) from error
 
@@ -214,8 +222,15 @@ def policy_check(code_file, analyst, dataset, mode, language, epsilon):  # type:
         user = user_service.user_by_name(session, analyst)
         if user is None:
             raise click.ClickException(f"There is no user {analyst}.")
-        report = submit.dry_run(session, by=user, dataset=dataset, language=language, mode=mode,
-                              code=code, epsilon=epsilon)  # fmt: skip
+        report = submit.dry_run(
+            session,
+            by=user,
+            dataset=dataset,
+            language=language,
+            mode=mode,
+            code=code,
+            epsilon=epsilon,
+        )
     if report["allowed"]:
         click.echo(f"allowed (policy {report['policy_version'][:12]})")
         return
@@ -234,8 +249,9 @@ def policy_show(dataset: str) -> None:
     from policies.policy_file import load_policy
     from sandbox.catalog import manifest_for
 
-    click.echo(json.dumps(load_policy(manifest_for(dataset)).to_dict(), ensure_ascii=False,
-                          indent=2))  # fmt: skip
+    click.echo(
+        json.dumps(load_policy(manifest_for(dataset)).to_dict(), ensure_ascii=False, indent=2)
+    )
 
 
 @main.group()
@@ -302,7 +318,9 @@ def access_list(username: str, status: str | None) -> None:
         except SandboxError as error:
             raise click.ClickException(error.message) from error
         for request in found:
-            click.echo(json.dumps(requests.access_request_view(session, request), ensure_ascii=False))
+            click.echo(
+                json.dumps(requests.access_request_view(session, request), ensure_ascii=False)
+            )
 
 
 @access.command("approve")
@@ -330,10 +348,15 @@ def access_approve(
     with _sandbox().tx() as session:
         try:
             grant = access_service.approve_request(
-                session, by=users.user_named(session, username), request_id=request_id,
-                comment=comment, columns=list(columns) or None, modes=list(modes) or None,
-                epsilon=epsilon, days=days,
-            )  # fmt: skip
+                session,
+                by=users.user_named(session, username),
+                request_id=request_id,
+                comment=comment,
+                columns=list(columns) or None,
+                modes=list(modes) or None,
+                epsilon=epsilon,
+                days=days,
+            )
         except SandboxError as error:
             raise click.ClickException(error.message) from error
         click.echo(f"approved {request_id}: grant {grant.id}")
@@ -352,9 +375,11 @@ def access_deny(request_id: str, username: str, comment: str) -> None:
     with _sandbox().tx() as session:
         try:
             access_service.deny_request(
-                session, by=users.user_named(session, username), request_id=request_id,
+                session,
+                by=users.user_named(session, username),
+                request_id=request_id,
                 comment=comment,
-            )  # fmt: skip
+            )
         except SandboxError as error:
             raise click.ClickException(error.message) from error
     click.echo(f"denied {request_id}")
@@ -557,10 +582,19 @@ def worker(concurrency: int) -> None:
 
 def _worker_command(concurrency: int) -> list[str]:
     return [
-        sys.executable, "-m", "celery", "-A", "sandbox.worker.process", "worker",
-        "--loglevel=INFO", f"--concurrency={concurrency}", "-Q", "sandbox-jobs",
-        "--without-gossip", "--without-mingle",
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "sandbox.worker.process",
+        "worker",
+        "--loglevel=INFO",
+        f"--concurrency={concurrency}",
+        "-Q",
+        "sandbox-jobs",
+        "--without-gossip",
+        "--without-mingle",
+    ]
 
 
 @main.command()
@@ -588,8 +622,10 @@ def demo(patients: int, host: str, port: int, no_serve: bool) -> None:
         click.secho(
             f"{bar}\n! WARNING: {why}.\n! Jobs run in the DEVELOPMENT PROCESS RUNNER, WITHOUT "
             f"container isolation.\n! Never load real data into this instance.\n{bar}",
-            fg="red", bold=True, err=True,
-        )  # fmt: skip
+            fg="red",
+            bold=True,
+            err=True,
+        )
     click.echo("\ndemo users (username / password):")
     for name, password in credentials.items():
         click.echo(f"  {name:<9} {password}")
@@ -619,8 +655,9 @@ def demo(patients: int, host: str, port: int, no_serve: bool) -> None:
 
 def _curl_example(base: str, password: str) -> str:
     sql = "SELECT district, sex, COUNT(*) AS n, AVG(cost) AS avg_cost FROM visits v JOIN patients p ON v.person_id = p.person_id GROUP BY district, sex"  # noqa: E501
-    body = json.dumps({"dataset": "health", "language": "sql", "mode": "masked", "code": sql},
-                      ensure_ascii=False)  # fmt: skip
+    body = json.dumps(
+        {"dataset": "health", "language": "sql", "mode": "masked", "code": sql}, ensure_ascii=False
+    )
     return f"""
 try it (copy and paste):
 

@@ -87,9 +87,11 @@ def choose_runner(settings: Settings) -> Runner:
             from runners.docker_runner import DockerRunner, WarmPoolSettings
 
             pool = WarmPoolSettings(
-                size=settings.runner_pool, folder=settings.instance / "runner-pool",
-                memory_mb=settings.job_memory_mb, timeout_s=settings.job_timeout_s,
-            )  # fmt: skip
+                size=settings.runner_pool,
+                folder=settings.instance / "runner-pool",
+                memory_mb=settings.job_memory_mb,
+                timeout_s=settings.job_timeout_s,
+            )
             return DockerRunner(runtime=settings.docker_runtime, pool=pool)
         if settings.environment == "production":
             raise ConfigurationError(f"production needs the Docker runner, but {why}")

@@ -105,9 +105,14 @@ def retry_transient(work: Callable[[], T], *, attempts: int = 4) -> T:
             if attempt == attempts or not is_transient(error):
                 raise
             state = getattr(error.orig, "sqlstate", "")
-            log.warning("transaction rolled back (%s: %s); attempt %d of %d",
-                        state, TRANSIENT_SQLSTATES[state], attempt + 1, attempts)  # fmt: skip
-            time.sleep(random.uniform(0.005, 0.05) * attempt)  # noqa: S311 - not a secret
+            log.warning(
+                "transaction rolled back (%s: %s); attempt %d of %d",
+                state,
+                TRANSIENT_SQLSTATES[state],
+                attempt + 1,
+                attempts,
+            )
+            time.sleep(random.uniform(0.005, 0.05) * attempt)
     raise AssertionError("unreachable")
 
 
@@ -131,4 +136,3 @@ def upgrade_database(settings: Settings) -> None:
     """Bring the metadata schema to the newest migration."""
     settings.ensure_dirs()
     command.upgrade(alembic_config(settings.database_url), "head")
-

@@ -26,10 +26,6 @@ DEMO_USERS = (
 )
 
 
-
-
-
-
 def store_dataset(sandbox: Sandbox, *, patients: int, seed: int, owner: str) -> str:
     tables = generate_health(patients, seed=seed)
     check_one_row_per_person(tables, HEALTH)
@@ -49,17 +45,23 @@ def store_dataset(sandbox: Sandbox, *, patients: int, seed: int, owner: str) -> 
         else:
             record.version, record.row_counts = version, counts
         audit.append(
-            session, actor=owner, action="dataset.stored", subject="health",
+            session,
+            actor=owner,
+            action="dataset.stored",
+            subject="health",
             details={"version": version, "rows": counts, "seed": seed},
-        )  # fmt: skip
+        )
         # The generated consent flag is where each person's consent record starts.
         seed_consent(session, dataset="health", patients=tables["patients"], by=owner)
         # Mock rows come from DP marginals of this version, paid from the owner's ε.
         marginals.refresh_marginals(sandbox.settings.instance, "health", version, tables, HEALTH)
         audit.append(
-            session, actor=owner, action="mock.marginals", subject="health",
+            session,
+            actor=owner,
+            action="mock.marginals",
+            subject="health",
             details={"version": version, "epsilon": marginals.OWNER_EPSILON},
-        )  # fmt: skip
+        )
     return version
 
 
@@ -73,9 +75,13 @@ def ensure_demo_users(sandbox: Sandbox) -> dict[str, str]:
                 continue
             password = stored.get(username) or secrets.token_urlsafe(9)
             users.create_user(
-                session, username=username, password=password, role=role, by="setup",
+                session,
+                username=username,
+                password=password,
+                role=role,
+                by="setup",
                 display_name=display,
-            )  # fmt: skip
+            )
             stored[username] = password
     path.write_text(json.dumps(stored, indent=2))
     path.chmod(0o600)
@@ -92,7 +98,15 @@ def ensure_demo_grants(sandbox: Sandbox) -> None:
             has = session.scalar(select(Grant).where(Grant.analyst_id == analyst.id))
             if has is None:
                 grants.grant_access(
-                    session, by=owner, dataset="health", analyst=analyst, modes=["dp", "masked"],
-                    epsilon_total=10.0, max_epsilon_per_job=2.0, delta_total=1e-4,
-                    max_delta_per_job=1e-5, k_threshold=10, days=90,
-                )  # fmt: skip
+                    session,
+                    by=owner,
+                    dataset="health",
+                    analyst=analyst,
+                    modes=["dp", "masked"],
+                    epsilon_total=10.0,
+                    max_epsilon_per_job=2.0,
+                    delta_total=1e-4,
+                    max_delta_per_job=1e-5,
+                    k_threshold=10,
+                    days=90,
+                )

@@ -72,8 +72,9 @@ def make_sandbox(instance: Path, *, patients: int = TEST_PATIENTS, **settings: o
         owner = user_by_name(session, "owner")
         assert owner is not None
         session.add(DatasetRecord(name="health", version=version, owner_id=owner.id))
-        seed_consent(session, dataset="health", patients=health_tables(patients)["patients"],
-                     by="setup")  # fmt: skip
+        seed_consent(
+            session, dataset="health", patients=health_tables(patients)["patients"], by="setup"
+        )
     ensure_demo_grants(sandbox)
     sandbox.credentials = credentials  # type: ignore[attr-defined]
     return sandbox
@@ -98,6 +99,12 @@ def submit_job(
         assert user is not None
         user_id = user.id
     return submit.submit(
-        sandbox, by_id=user_id, dataset="health", language=language, mode=mode, code=code,
-        epsilon=epsilon, enqueue=enqueue,
-    )  # fmt: skip
+        sandbox,
+        by_id=user_id,
+        dataset="health",
+        language=language,
+        mode=mode,
+        code=code,
+        epsilon=epsilon,
+        enqueue=enqueue,
+    )

@@ -57,7 +57,7 @@ def start_worker(
                 "--without-mingle",
                 "-n",
                 f"{name}@%h",
-            ],  # fmt: skip
+            ],
             env=worker_env(sandbox),
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -92,9 +92,10 @@ class LivePortal:
 
     def token(self, username: str) -> str:
         status, body = self.request(
-            "POST", "/api/v1/auth/token",
+            "POST",
+            "/api/v1/auth/token",
             {"username": username, "password": self.credentials[username]},
-        )  # fmt: skip
+        )
         assert status == 200, body
         return str(body["token"])
 

@@ -26,8 +26,13 @@ def chain_sandbox(instance: Path, database_url: str) -> Sandbox:
 def append_entries(sandbox: Sandbox, count: int = ENTRIES, *, actor: str = "t") -> None:
     with sandbox.tx() as session:
         for i in range(count):
-            audit.append(session, actor=actor, action="test.event", subject=str(i),
-                         details={"i": i, "名": "值"})  # fmt: skip
+            audit.append(
+                session,
+                actor=actor,
+                action="test.event",
+                subject=str(i),
+                details={"i": i, "名": "值"},
+            )
 
 
 @contextmanager
@@ -65,10 +70,15 @@ def forge_and_rehash(sandbox: Sandbox, *, seq: int) -> None:
     with sandbox.tx() as session:
         entry = session.get_one(AuditEntry, seq)
         at, actor, action, details, prev = (
-            entry.at, entry.actor, entry.action, entry.details, entry.prev_hash,
-        )  # fmt: skip
-        forged = audit.entry_hash(seq=seq, at=at, actor=actor, action=action, subject="forged",
-                                  details=details, prev=prev)  # fmt: skip
+            entry.at,
+            entry.actor,
+            entry.action,
+            entry.details,
+            entry.prev_hash,
+        )
+        forged = audit.entry_hash(
+            seq=seq, at=at, actor=actor, action=action, subject="forged", details=details, prev=prev
+        )
         connection = session.connection()
         with past_the_triggers(connection):
             connection.execute(
@@ -100,16 +110,19 @@ class Scenario:
 SCENARIOS = {
     "edit": Scenario(
         lambda s: tamper(s, "UPDATE audit_entries SET subject = 'forged' WHERE seq = 3"),
-        3, "content does not match its hash",
+        3,
+        "content does not match its hash",
     ),
     "edit and rehash": Scenario(
         # Entry 3 is consistent again; entry 4 still names its old hash.
         lambda s: forge_and_rehash(s, seq=3),
-        4, "previous hash is not the hash of the entry before it",
+        4,
+        "previous hash is not the hash of the entry before it",
     ),
     "delete": Scenario(
         lambda s: tamper(s, "DELETE FROM audit_entries WHERE seq = 2"),
-        3, "entry 2 is missing",
+        3,
+        "entry 2 is missing",
     ),
     "reorder": Scenario(
         lambda s: tamper(
@@ -118,17 +131,22 @@ SCENARIOS = {
             "UPDATE audit_entries SET seq = 4 WHERE seq = 3",
             "UPDATE audit_entries SET seq = 3 WHERE seq = -4",
         ),
-        3, "previous hash is not the hash of the entry before it",
+        3,
+        "previous hash is not the hash of the entry before it",
     ),
     "truncate tail": Scenario(
         lambda s: tamper(s, f"DELETE FROM audit_entries WHERE seq > {ENTRIES - 2}"),
-        ENTRIES - 1, "tail was cut off", needs_checkpoint=True,
+        ENTRIES - 1,
+        "tail was cut off",
+        needs_checkpoint=True,
     ),
     "rewrite tail": Scenario(
         lambda s: rewrite_tail(s, keep=ENTRIES - 2),
-        ENTRIES, "differs from the checkpoint", needs_checkpoint=True,
+        ENTRIES,
+        "differs from the checkpoint",
+        needs_checkpoint=True,
     ),
-}  # fmt: skip
+}
 
 
 def check_scenario(sandbox: Sandbox, scenario: Scenario) -> None:

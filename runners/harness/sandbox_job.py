@@ -185,8 +185,12 @@ def frequency_table(name: str, frame: pd.DataFrame, *, by: list[str]) -> pd.Data
     """Rows (``n``) and distinct persons per group of ``by``, declared as an output."""
     _check_source(frame, by)
     table, hidden = frequency_of(frame, by)
-    declared = {"kind": "frequency", "count_column": "n", "by": list(by),
-                "source": _sources.get(id(frame))}  # fmt: skip
+    declared = {
+        "kind": "frequency",
+        "count_column": "n",
+        "by": list(by),
+        "source": _sources.get(id(frame)),
+    }
     _declare(name, table, hidden, declared)
     return table
 
@@ -200,8 +204,14 @@ def magnitude_table(
         raise ValueError("statistic must be sum or mean")
     _check_source(frame, [*by, value])
     table, hidden = magnitude_of(frame, by, value, statistic)
-    declared = {"kind": "magnitude", "count_column": "n", "by": list(by), "value": value,
-                "statistic": statistic, "source": _sources.get(id(frame))}  # fmt: skip
+    declared = {
+        "kind": "magnitude",
+        "count_column": "n",
+        "by": list(by),
+        "value": value,
+        "statistic": statistic,
+        "source": _sources.get(id(frame)),
+    }
     _declare(name, table, hidden, declared)
     return table
 
@@ -226,8 +236,9 @@ def magnitude_of(
     hidden = _persons_and_sketches(grouped)
     per_person = (
         frame.assign(__abs=frame[value].abs())
-        .groupby([*by, PERSON], dropna=False, observed=True)["__abs"].sum()
-    )  # fmt: skip
+        .groupby([*by, PERSON], dropna=False, observed=True)["__abs"]
+        .sum()
+    )
     by_group = per_person.groupby(level=list(range(len(by))), dropna=False)
     top = by_group.apply(lambda s: [float(v) for v in s.nlargest(2)]).to_numpy()
     total = by_group.sum().to_numpy()
@@ -247,11 +258,14 @@ def joined(table: pd.DataFrame, hidden: pd.DataFrame | None) -> pd.DataFrame:
 def model_summary(name: str, result: Any) -> pd.DataFrame:
     """A fitted statsmodels result's coefficients, with its residual degrees of freedom."""
     try:
-        table = pd.DataFrame({
-            "term": [str(t) for t in result.params.index],
-            "estimate": result.params.to_numpy(), "std_error": result.bse.to_numpy(),
-            "p_value": result.pvalues.to_numpy(),
-        })  # fmt: skip
+        table = pd.DataFrame(
+            {
+                "term": [str(t) for t in result.params.index],
+                "estimate": result.params.to_numpy(),
+                "std_error": result.bse.to_numpy(),
+                "p_value": result.pvalues.to_numpy(),
+            }
+        )
         dof, nobs = float(result.df_resid), float(result.nobs)
     except AttributeError as error:
         raise TypeError("model_summary takes a fitted statsmodels result") from error

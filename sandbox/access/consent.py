@@ -68,11 +68,18 @@ def seed_consent(session: Session, *, dataset: str, patients: pd.DataFrame, by: 
         # One executemany: about a second for 100,000 persons, where ORM objects take ten.
         session.execute(insert(ConsentRecord), rows)
     audit.append(
-        session, actor=by, action="consent.seeded", subject=dataset,
-        details={"purposes": list(purposes), "persons": int(patients[unit].nunique()),
-                 "consenting": len(persons), "records": len(rows),
-                 "withdrawals_kept": kept_withdrawn},
-    )  # fmt: skip
+        session,
+        actor=by,
+        action="consent.seeded",
+        subject=dataset,
+        details={
+            "purposes": list(purposes),
+            "persons": int(patients[unit].nunique()),
+            "consenting": len(persons),
+            "records": len(rows),
+            "withdrawals_kept": kept_withdrawn,
+        },
+    )
     return len(rows)
 
 
@@ -97,9 +104,12 @@ def withdraw_consent(
     if ended == 0:
         raise NotFound(f"That person has no active consent to {purpose} in {dataset}.")
     audit.append(
-        session, actor=by.username, action="consent.withdrawn", subject=dataset,
+        session,
+        actor=by.username,
+        action="consent.withdrawn",
+        subject=dataset,
         details={"purpose": purpose, "records": ended},
-    )  # fmt: skip
+    )
     return ended
 
 
@@ -120,9 +130,12 @@ def give_consent(session: Session, *, by: User, dataset: str, person_id: str, pu
     session.add(ConsentRecord(dataset=dataset, person_id=person_id, purpose=purpose))
     session.flush()
     audit.append(
-        session, actor=by.username, action="consent.given", subject=dataset,
+        session,
+        actor=by.username,
+        action="consent.given",
+        subject=dataset,
         details={"purpose": purpose, "records": 1},
-    )  # fmt: skip
+    )
     return 1
 
 

@@ -79,10 +79,17 @@ def grant_access(
         actor=by.username,
         action="grant.created",
         subject=grant.id,
-        details={"dataset": dataset, "analyst": analyst.username, "modes": modes,
-                 "epsilon_total": epsilon_total, "k": k_threshold, "days": days,
-                 "columns": columns, "column_rules": column_rules},
-    )  # fmt: skip
+        details={
+            "dataset": dataset,
+            "analyst": analyst.username,
+            "modes": modes,
+            "epsilon_total": epsilon_total,
+            "k": k_threshold,
+            "days": days,
+            "columns": columns,
+            "column_rules": column_rules,
+        },
+    )
     return grant
 
 
@@ -184,4 +191,3 @@ def grant_view(grant: Grant) -> dict[str, Any]:
         "revoked_at": iso(grant.revoked_at),
         "active": grant.is_active(),
     }
-

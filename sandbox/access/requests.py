@@ -89,9 +89,15 @@ def request_access(
         actor=by.username,
         action="access.requested",
         subject=request.id,
-        details={"dataset": dataset, "purpose": purpose, "columns": wanted_columns,
-                 "modes": wanted_modes, "epsilon": epsilon, "days": days},
-    )  # fmt: skip
+        details={
+            "dataset": dataset,
+            "purpose": purpose,
+            "columns": wanted_columns,
+            "modes": wanted_modes,
+            "epsilon": epsilon,
+            "days": days,
+        },
+    )
     return request
 
 
@@ -147,10 +153,18 @@ def approve_request(
             'column_rules must map "table.column" to a rule.', field="column_rules"
         )
 
-    asked_for: dict[str, Any] = {"columns": sorted(request.columns), "modes": requested_modes,
-                                 "epsilon": request.epsilon, "days": request.days}  # fmt: skip
-    given: dict[str, Any] = {"columns": sorted(approved_columns), "modes": approved_modes,
-                             "epsilon": approved_epsilon, "days": approved_days}  # fmt: skip
+    asked_for: dict[str, Any] = {
+        "columns": sorted(request.columns),
+        "modes": requested_modes,
+        "epsilon": request.epsilon,
+        "days": request.days,
+    }
+    given: dict[str, Any] = {
+        "columns": sorted(approved_columns),
+        "modes": approved_modes,
+        "epsilon": approved_epsilon,
+        "days": approved_days,
+    }
     narrowed: dict[str, Any] = {
         name: {"requested": asked_for[name], "approved": given[name]}
         for name in asked_for
@@ -185,9 +199,14 @@ def approve_request(
         actor=by.username,
         action="access.approved",
         subject=request.id,
-        details={"grant": grant.id, "dataset": request.dataset,
-                 "analyst": grant.analyst.username, "narrowed": narrowed, "comment": comment},
-    )  # fmt: skip
+        details={
+            "grant": grant.id,
+            "dataset": request.dataset,
+            "analyst": grant.analyst.username,
+            "narrowed": narrowed,
+            "comment": comment,
+        },
+    )
     return grant
 
 
@@ -202,9 +221,12 @@ def deny_request(session: Session, *, by: User, request_id: str, comment: str) -
         actor=by.username,
         action="access.denied",
         subject=request.id,
-        details={"dataset": request.dataset, "analyst": request.analyst.username,
-                 "comment": comment},
-    )  # fmt: skip
+        details={
+            "dataset": request.dataset,
+            "analyst": request.analyst.username,
+            "comment": comment,
+        },
+    )
     return request
 
 
@@ -272,8 +294,12 @@ def _checked_columns(manifest: Manifest, policy: DatasetPolicy, columns: Any) ->
     if not isinstance(columns, list) or not all(isinstance(c, str) for c in columns):
         raise InvalidRequest('columns must be a list of "table.column" names.', field="columns")
     negative = {f"{t.name}.{c.name}" for t in manifest.tables for c in t.columns if c.forbidden}
-    renamed = {f"{t.name}.{c.name}": f"{t.name}.{c.view_name}"
-               for t in manifest.tables for c in t.columns if c.view_name != c.name}  # fmt: skip
+    renamed = {
+        f"{t.name}.{c.name}": f"{t.name}.{c.view_name}"
+        for t in manifest.tables
+        for c in t.columns
+        if c.view_name != c.name
+    }
     names: list[str] = []
     refused: list[str] = []
     unknown: list[str] = []
@@ -354,8 +380,8 @@ def access_request_view(session: Session, request: AccessRequest) -> dict[str, A
         "decided_by": decider.username if decider is not None else None,
         "decided_at": iso(request.decided_at),
         "comment": request.decision_comment,
-        "grant": grant_view(grant) | {"columns": list(grant.columns),
-                                      "column_rules": dict(grant.column_rules)}
-        if grant is not None else None,
-    }  # fmt: skip
-
+        "grant": grant_view(grant)
+        | {"columns": list(grant.columns), "column_rules": dict(grant.column_rules)}
+        if grant is not None
+        else None,
+    }

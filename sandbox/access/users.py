@@ -80,4 +80,3 @@ def user_named(session: Session, username: str) -> User:
     if user is None:
         raise NotFound(f"There is no user {username}.")
     return user
-

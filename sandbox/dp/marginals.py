@@ -199,8 +199,9 @@ def _sample_table(
 def _draw(histogram: dict[str, Any], frame: pd.DataFrame, rng: np.random.Generator) -> list[Any]:
     buckets = histogram["buckets"]
     given = histogram["given"]
-    lookup = {str(g): row for g, row in zip(histogram["given_buckets"], histogram["counts"],
-                                            strict=True)}  # fmt: skip
+    lookup = {
+        str(g): row for g, row in zip(histogram["given_buckets"], histogram["counts"], strict=True)
+    }
     flat = [sum(col) for col in zip(*histogram["counts"], strict=True)]
     keys = (
         frame[given].map(str).to_numpy()

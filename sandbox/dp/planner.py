@@ -459,8 +459,10 @@ def _slot(
     if type(node) in SPREADS:
         low, high = _bounds(node.this, tables, node)
         squared = exp.Mul(this=exp.paren(node.this.copy()), expression=exp.paren(node.this.copy()))
-        square_bounds = (0.0 if low < 0 < high else min(low * low, high * high),
-                         max(low * low, high * high))  # fmt: skip
+        square_bounds = (
+            0.0 if low < 0 < high else min(low * low, high * high),
+            max(low * low, high * high),
+        )
         kind = (
             "stddev"
             if isinstance(node, exp.Stddev | exp.StddevSamp | exp.StddevPop)
@@ -631,8 +633,11 @@ def _exact_sql(
         # Persons are grouped by a 64-bit hash of their key (a collision would only merge
         # two persons' rows under one bound); each row gets a keyed random priority, and
         # only the few persons above the bound are ranked by it.
-        bounded = [*inner[:-1], f"hash({first}.{unit}) AS __dp_person",
-                   f"hash({identity} || '{salt}') AS __dp_u"]  # fmt: skip
+        bounded = [
+            *inner[:-1],
+            f"hash({first}.{unit}) AS __dp_person",
+            f"hash({identity} || '{salt}') AS __dp_u",
+        ]
         kept = (
             f"__dp_rows AS MATERIALIZED (SELECT {', '.join(bounded)} {body}), "
             f"__dp_heavy AS (SELECT __dp_person FROM __dp_rows GROUP BY __dp_person "
@@ -930,22 +935,29 @@ def estimates(plan: DpPlan) -> list[dict[str, Any]]:
             (measure,) = slot.measures
             low, high = measure.candidates[0], measure.candidates[-1]
             step = (high - low) / max(1, len(measure.candidates) - 1)
-            found.append({
-                "output": name, "kind": "quantile", "alpha": measure.alpha,
-                "rank_error95": round(plan.error95(measure), 1),
-                "resolution": round(step, 6),
-                "note": "one of the public candidates between the bounds; with 95 % "
-                        "it lies within rank_error95 rows of the exact quantile's rank",
-            })  # fmt: skip
+            found.append(
+                {
+                    "output": name,
+                    "kind": "quantile",
+                    "alpha": measure.alpha,
+                    "rank_error95": round(plan.error95(measure), 1),
+                    "resolution": round(step, 6),
+                    "note": "one of the public candidates between the bounds; with 95 % "
+                    "it lies within rank_error95 rows of the exact quantile's rank",
+                }
+            )
         elif slot.kind == "avg":
             total, count = slot.measures
-            found.append({
-                "output": name, "kind": "avg",
-                "error95_of_sum": round(plan.error95(total), 6),
-                "error95_of_count": round(plan.error95(count), 6),
-                "note": "the mean's error shrinks with the group's size: about "
-                        "(sum error + |mean| x count error) / count",
-            })  # fmt: skip
+            found.append(
+                {
+                    "output": name,
+                    "kind": "avg",
+                    "error95_of_sum": round(plan.error95(total), 6),
+                    "error95_of_count": round(plan.error95(count), 6),
+                    "note": "the mean's error shrinks with the group's size: about "
+                    "(sum error + |mean| x count error) / count",
+                }
+            )
         elif slot.kind in ("variance", "stddev"):
             note = "post-processed from noisy sums; no closed-form bound"
             found.append({"output": name, "kind": slot.kind, "error95": None, "note": note})

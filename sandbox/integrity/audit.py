@@ -49,7 +49,7 @@ APPEND_ONLY_MESSAGE = "audit entries are append-only"
 
 # The triggers that make the table append-only, per dialect. Migration 0007 keeps
 # its own copy (a migration must not change when this module does);
-# tests/unit/sandbox/test_audit_chain.py checks the two build the same triggers.
+# tests/unit/sandbox/integrity/test_audit_chain.py checks the two build the same triggers.
 # No "%" and no ":name" in these: DDL() formats with "%", text() binds ":name".
 APPEND_ONLY_SQL: dict[str, tuple[str, ...]] = {
     "sqlite": (
@@ -105,8 +105,10 @@ def _hash_of_stored(
     and each string encoded as ``json.dumps`` encodes it.
     """
     q = _json_string
-    body = (f'{{"action":{q(action)},"actor":{q(actor)},"at":{q(at)},"details":{details_json},'
-            f'"prev":{q(prev)},"seq":{seq},"subject":{q(subject)}}}')  # fmt: skip
+    body = (
+        f'{{"action":{q(action)},"actor":{q(actor)},"at":{q(at)},"details":{details_json},'
+        f'"prev":{q(prev)},"seq":{seq},"subject":{q(subject)}}}'
+    )
     return hashlib.sha256(body.encode()).hexdigest()
 
 
@@ -250,20 +252,25 @@ def verify_rows(
             # through the ORM): hash their canonical form.
             _parsed_hash(seq, at, actor, action, subject, details, prev_hash) != hash_
         ):
-            return ChainReport(False, count, prev, seq, "its content does not match its hash",
-                               compared)  # fmt: skip
+            return ChainReport(
+                False, count, prev, seq, "its content does not match its hash", compared
+            )
         if seq in pinned:
             for checkpoint in pinned[seq]:
                 if checkpoint.head != hash_:
-                    reason = (f"its hash differs from the checkpoint signed at {checkpoint.at}: "
-                              "the chain was rewritten from here or earlier")  # fmt: skip
+                    reason = (
+                        f"its hash differs from the checkpoint signed at {checkpoint.at}: "
+                        "the chain was rewritten from here or earlier"
+                    )
                     return ChainReport(False, count, prev, seq, reason, compared)
         prev = hash_
     longest = max((seq for seq in pinned if seq > count), default=None)
     if longest is not None:
         signed_at = pinned[longest][0].at
-        reason = (f"the chain ends at entry {count}, but a checkpoint signed at {signed_at} "
-                  f"covers {longest} entries: its tail was cut off")  # fmt: skip
+        reason = (
+            f"the chain ends at entry {count}, but a checkpoint signed at {signed_at} "
+            f"covers {longest} entries: its tail was cut off"
+        )
         return ChainReport(False, count, prev, count + 1, reason, compared)
     return ChainReport(True, count, prev, checkpoints=compared)
 
@@ -275,8 +282,9 @@ def _parsed_hash(
         details = json.loads(details_json)
     except (TypeError, ValueError):
         return None
-    return entry_hash(seq=seq, at=at, actor=actor, action=action, subject=subject,
-                      details=details, prev=prev)  # fmt: skip
+    return entry_hash(
+        seq=seq, at=at, actor=actor, action=action, subject=subject, details=details, prev=prev
+    )
 
 
 def verify(session: Session, *, checkpoints: Iterable[Checkpoint] = ()) -> ChainReport:
@@ -333,9 +341,13 @@ class AuditFilter:
 
     def to_args(self) -> dict[str, str]:
         """The query string that asks for this filter again (for paging links)."""
-        args = {"actor": self.actor, "action": self.action, "subject": self.subject,
-                "since": self.since.isoformat() if self.since else None,
-                "until": self.until.isoformat() if self.until else None}  # fmt: skip
+        args = {
+            "actor": self.actor,
+            "action": self.action,
+            "subject": self.subject,
+            "since": self.since.isoformat() if self.since else None,
+            "until": self.until.isoformat() if self.until else None,
+        }
         found = {name: value for name, value in args.items() if value}
         if self.limit != DEFAULT_PAGE:
             found["limit"] = str(self.limit)

@@ -93,8 +93,9 @@ def _checkpoint_of(signed: Any, public_keys: dict[str, str]) -> Checkpoint:
         raise ValueError("not a signed checkpoint")
     public_pem = public_keys.get(str(signed.get("key_id")))
     if public_pem is None:
-        raise SignatureInvalid(f"signed with a key this instance does not know "
-                               f"({signed.get('key_id')})")  # fmt: skip
+        raise SignatureInvalid(
+            f"signed with a key this instance does not know ({signed.get('key_id')})"
+        )
     verify_certificate(signed, public_pem)
     document = signed["document"]
     seq, head, at = document.get("seq"), document.get("head"), document.get("at")
@@ -134,8 +135,9 @@ def verify_chain(
     with sandbox.tx() as session:
         report = audit.verify(session, checkpoints=read.checkpoints)
     if report.ok and read.problems:
-        report = ChainReport(False, report.entries, report.head, None,
-                             "; ".join(read.problems), report.checkpoints)  # fmt: skip
+        report = ChainReport(
+            False, report.entries, report.head, None, "; ".join(read.problems), report.checkpoints
+        )
     latest = max((c.seq for c in read.checkpoints), default=0)
     if checkpoint_after and report.ok and report.entries > latest:
         signed = sign_head(sandbox.release_key, seq=report.entries, head=report.head)

@@ -211,9 +211,15 @@ class MasterKeyFile:
         data = {
             "format": MASTER_FORMAT,
             "current": master_key_id(self._decode(key)),
-            "keys": [{"id": master_key_id(self._decode(key)), "key": key,
-                      "created_at": _now(), "retired_at": None}],
-        }  # fmt: skip
+            "keys": [
+                {
+                    "id": master_key_id(self._decode(key)),
+                    "key": key,
+                    "created_at": _now(),
+                    "retired_at": None,
+                }
+            ],
+        }
         create_secret_file_once(self.path, json.dumps(data, indent=2))
 
     def _read(self) -> dict[str, Any]:
@@ -275,8 +281,13 @@ class MasterRotation:
     note: str = ""
 
     def to_dict(self) -> dict[str, Any]:
-        return {"old": self.old, "current": self.current, "datasets": self.datasets,
-                "retired": self.retired, "note": self.note}  # fmt: skip
+        return {
+            "old": self.old,
+            "current": self.current,
+            "datasets": self.datasets,
+            "retired": self.retired,
+            "note": self.note,
+        }
 
 
 def rotate_master_key(
@@ -294,10 +305,11 @@ def rotate_master_key(
         ring = _env_keyring(env)
         before = store.rewrap_all()
         rotation = MasterRotation(
-            old=[master_key_id(k) for k in ring.accepted], current=ring.current_id,
+            old=[master_key_id(k) for k in ring.accepted],
+            current=ring.current_id,
             datasets=before,
             note=f"now remove {OLD_MASTER_KEYS_ENV} from every process's environment",
-        )  # fmt: skip
+        )
     else:
         keyfile = master_key_file(sandbox.settings)
         keyfile.load()  # creates it (or adopts secrets.json's key) on a fresh instance
@@ -308,8 +320,9 @@ def rotate_master_key(
         rotation = MasterRotation(old=old_ids, current=new, datasets=before, retired=retired)
     details = {k: v for k, v in rotation.to_dict().items() if k != "note"}
     with sandbox.tx() as session:
-        audit.append(session, actor=by, action="keys.master_rotated", subject="master-key",
-                     details=details)  # fmt: skip
+        audit.append(
+            session, actor=by, action="keys.master_rotated", subject="master-key", details=details
+        )
     return rotation
 
 
@@ -324,8 +337,13 @@ def retire_master_keys(sandbox: Sandbox, *, by: str) -> list[str]:
     old = {e["id"] for e in keyfile.entries() if e["state"] == "accepted"}
     retired = _retire(keyfile, sandbox.store, old)
     with sandbox.tx() as session:
-        audit.append(session, actor=by, action="keys.master_retired", subject="master-key",
-                     details={"retired": retired})  # fmt: skip
+        audit.append(
+            session,
+            actor=by,
+            action="keys.master_retired",
+            subject="master-key",
+            details={"retired": retired},
+        )
     return retired
 
 
@@ -348,8 +366,13 @@ def rotate_signing_key(sandbox: Sandbox, *, by: str) -> tuple[str, str]:
     """A new release signing key; the old one's public key stays published."""
     old, new = sandbox.signing_keys.rotate()
     with sandbox.tx() as session:
-        audit.append(session, actor=by, action="keys.signing_rotated", subject="release-key",
-                     details={"old": old, "current": new})  # fmt: skip
+        audit.append(
+            session,
+            actor=by,
+            action="keys.signing_rotated",
+            subject="release-key",
+            details={"old": old, "current": new},
+        )
     return old, new
 
 
@@ -390,10 +413,14 @@ class SigningKeys:
     def public_keyring(self) -> PublicKeyring:
         data = self._read()
         return PublicKeyring(
-            {e["key_id"]: PublicKeyEntry(e["key_id"], e["public_key"], e.get("created_at"),
-                                         e.get("retired_at")) for e in data["keys"]},
+            {
+                e["key_id"]: PublicKeyEntry(
+                    e["key_id"], e["public_key"], e.get("created_at"), e.get("retired_at")
+                )
+                for e in data["keys"]
+            },
             current=data["current"],
-        )  # fmt: skip
+        )
 
     def rotate(self) -> tuple[str, str]:
         """Make a new key current; the old one is retired (its private file deleted)."""
@@ -431,8 +458,12 @@ class SigningKeys:
             )
             self.private_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
             create_secret_file_once(self.private_dir / f"{key.key_id}.pem", key.private_pem)
-            data = {"format": KEYRING_FORMAT, "algorithm": "Ed25519", "current": key.key_id,
-                    "keys": [_public_entry(key, _now())]}  # fmt: skip
+            data = {
+                "format": KEYRING_FORMAT,
+                "algorithm": "Ed25519",
+                "current": key.key_id,
+                "keys": [_public_entry(key, _now())],
+            }
             replace_file(self.keyring_path, json.dumps(data, indent=2), mode=0o644)
             legacy.unlink(missing_ok=True)  # adopted: one copy of a private key, not two
 

@@ -292,8 +292,13 @@ def verify_release(
     report.add("key validity", *_key_was_current(entry, document.get("released_at")))
     if code is not None:
         same = sha256_bytes(code) == document.get("code_sha256")
-        report.add("code", same, "the code is what ran" if same else
-                   "code hash mismatch: this is not the code the job ran")  # fmt: skip
+        report.add(
+            "code",
+            same,
+            "the code is what ran"
+            if same
+            else "code hash mismatch: this is not the code the job ran",
+        )
     for output in outputs:
         for name, ok, message in _check_output(document, output):
             report.add(name if name == "privacy" else f"output {name}", ok, message)
@@ -343,16 +348,31 @@ def _check_download(
     tables = [t for t in download["tables"] if isinstance(t, dict)]
     if not certified:  # a v1 certificate: one hash over all tables
         ok = sha256_json(tables) == document.get("outputs_sha256")
-        return [("tables", ok, f"{label}: the tables {'match' if ok else 'do not match'} "
-                               "the certificate's outputs_sha256")]  # fmt: skip
+        return [
+            (
+                "tables",
+                ok,
+                f"{label}: the tables {'match' if ok else 'do not match'} "
+                "the certificate's outputs_sha256",
+            )
+        ]
     results = [_check_table(certified, table, label) for table in tables]
     present = {t.get("name") for t in tables}
-    results += [(name, False, f"{label} lacks the certified output {name}")
-                for name in certified if name not in present]  # fmt: skip
+    results += [
+        (name, False, f"{label} lacks the certified output {name}")
+        for name in certified
+        if name not in present
+    ]
     if "privacy" in download:
         same = download["privacy"] == document.get("privacy")
-        results.append(("privacy", same, f"{label}: the privacy spent "
-                        f"{'matches' if same else 'differs from'} the certificate"))  # fmt: skip
+        results.append(
+            (
+                "privacy",
+                same,
+                f"{label}: the privacy spent "
+                f"{'matches' if same else 'differs from'} the certificate",
+            )
+        )
     return results
 
 

@@ -52,4 +52,3 @@ def lock_analyst(session: Session, user_id: int) -> User | None:
 
 
 ACTIVE_STATES = (JobStatus.SUBMITTED, JobStatus.QUEUED, JobStatus.RUNNING, JobStatus.CHECKING)
-

@@ -108,8 +108,7 @@ def run_job(sandbox: Sandbox, job_id: str) -> str:
             job = _locked(session, job_id)
             if not _superseded(job, attempt):
                 job.started_at = None
-                audit.append(session, actor=WORKER, action="job.runner_unavailable",
-                             subject=job_id)  # fmt: skip
+                audit.append(session, actor=WORKER, action="job.runner_unavailable", subject=job_id)
         raise
     finally:
         shutil.rmtree(folder, ignore_errors=True)
@@ -137,8 +136,13 @@ def _start_attempt(
         if status in FINAL_STATES or status in (JobStatus.CHECKING, JobStatus.PENDING_REVIEW):
             return status.value
         if status is JobStatus.QUEUED:
-            move(session, job, JobStatus.RUNNING, actor=WORKER,
-                 details={"attempt": 1, "worker": holder})  # fmt: skip
+            move(
+                session,
+                job,
+                JobStatus.RUNNING,
+                actor=WORKER,
+                details={"attempt": 1, "worker": holder},
+            )
         else:
             lost = lease.lost_because(session, job, timeout_s=sandbox.settings.job_timeout_s)
             if lost is None:
@@ -149,9 +153,13 @@ def _start_attempt(
                 message = f"The worker running this job was lost {lease.MAX_WORKER_LOSSES} times."
                 _fail(job, session, "worker_lost", message)
                 return job.status
-            audit.append(session, actor=WORKER, action="job.rerun", subject=job.id,
-                         details={"attempt": job.attempts + 1, "worker": holder,
-                                  "lost": lost.value})  # fmt: skip
+            audit.append(
+                session,
+                actor=WORKER,
+                action="job.rerun",
+                subject=job.id,
+                details={"attempt": job.attempts + 1, "worker": holder, "lost": lost.value},
+            )
         job.attempts += 1
         attempt = job.attempts
         job.started_at = utcnow()
@@ -176,8 +184,11 @@ def _release_cached(sandbox: Sandbox, session: Any, job: Job) -> str:
     original = session.get_one(Job, job.cached_from)
     move(session, job, JobStatus.CHECKING, actor=WORKER, details={"cached_from": original.id})
     result = dict(original.result or {})
-    result["privacy"] = {**result.get("privacy", {}), "cached_from": original.id,
-                         "epsilon_spent_now": 0.0}  # fmt: skip
+    result["privacy"] = {
+        **result.get("privacy", {}),
+        "cached_from": original.id,
+        "epsilon_spent_now": 0.0,
+    }
     job.result = result
     release(sandbox, session, job, reviewers=[])
     return job.status
@@ -220,11 +231,18 @@ class _JobData:
         assert session is not None, "read inside the run's first transaction"
         basis, consenting = _consent_basis(session, job, grant)
         audit.append(
-            session, actor=WORKER, action="consent.applied", subject=job.dataset,
-            details={"job": job.id, "grant": grant.id, "purpose": grant.purpose,
-                     "basis": basis,
-                     "persons": None if consenting is None else len(consenting)},
-        )  # fmt: skip
+            session,
+            actor=WORKER,
+            action="consent.applied",
+            subject=job.dataset,
+            details={
+                "job": job.id,
+                "grant": grant.id,
+                "purpose": grant.purpose,
+                "basis": basis,
+                "persons": None if consenting is None else len(consenting),
+            },
+        )
         return cls(
             dataset=job.dataset,
             language=job.language,
@@ -282,10 +300,13 @@ def _prepare_view(
         return view
 
     key = view_key(
-        dataset=job.dataset, version=sandbox.store.version(job.dataset), grant_id=job.grant_id,
-        tables=names, columns_policy=f"{job.language}:{policy.version}",
+        dataset=job.dataset,
+        version=sandbox.store.version(job.dataset),
+        grant_id=job.grant_id,
+        tables=names,
+        columns_policy=f"{job.language}:{policy.version}",
         consenting=job.consenting,
-    )  # fmt: skip
+    )
     VIEWS.write(key, build, folder)
 
 
@@ -339,8 +360,13 @@ def _check_and_release(
         if holds:
             # Held for an auditor: the findings say why; nothing goes out before a review.
             job.findings = [h.to_dict() for h in holds[:50]]
-            move(session, job, JobStatus.PENDING_REVIEW, actor=WORKER,
-                 details={"held_by": sorted({h.rule for h in holds})})  # fmt: skip
+            move(
+                session,
+                job,
+                JobStatus.PENDING_REVIEW,
+                actor=WORKER,
+                details={"held_by": sorted({h.rule for h in holds})},
+            )
             return job.status
         if grant.requires_review:
             move(session, job, JobStatus.PENDING_REVIEW, actor=WORKER)
@@ -363,14 +389,19 @@ def _disclosure(
         (only,) = result.tables
         noisy = release_noisy(plan.dp, only.columns, only.rows)
         tables.append({"name": "result", **noisy})
-        privacy = {"epsilon": job.epsilon, "delta": job.delta, "mechanism": plan.dp.mechanism,
-                   "rows_per_person": plan.dp.rows_per_person}  # fmt: skip
+        privacy = {
+            "epsilon": job.epsilon,
+            "delta": job.delta,
+            "mechanism": plan.dp.mechanism,
+            "rows_per_person": plan.dp.rows_per_person,
+        }
         return {"tables": tables, "privacy": privacy, "disclosure": None}, [], []
     outputs: list[Released] = []
     if plan.threshold is not None:
         (only,) = result.tables
-        outputs.append(apply_threshold(plan.threshold, only.columns, only.rows,
-                                       k=rules.threshold, rules=rules))  # fmt: skip
+        outputs.append(
+            apply_threshold(plan.threshold, only.columns, only.rows, k=rules.threshold, rules=rules)
+        )
         names = ["result"]
     else:
         if not result.tables:
@@ -385,25 +416,37 @@ def _disclosure(
             checked = [Checked(t, False, None) for t in result.tables]
         for one in checked:
             table = one.table
-            outputs.append(check_declared_output(
-                table.name, table.columns, table.rows, table.declared,
-                k=rules.threshold, rules=rules, verified=one.verified,
-                unverified_because=one.reason,
-            ))  # fmt: skip
+            outputs.append(
+                check_declared_output(
+                    table.name,
+                    table.columns,
+                    table.rows,
+                    table.declared,
+                    k=rules.threshold,
+                    rules=rules,
+                    verified=one.verified,
+                    unverified_because=one.reason,
+                )
+            )
         names = [one.table.name for one in checked]
     reasons: dict[str, int] = {}
     for output in outputs:
         for reason, count in output.reasons.items():
             reasons[reason] = reasons.get(reason, 0) + count
     released = {
-        "tables": [{"name": name, "columns": o.columns, "rows": o.rows}
-                   for name, o in zip(names, outputs, strict=True)],
+        "tables": [
+            {"name": name, "columns": o.columns, "rows": o.rows}
+            for name, o in zip(names, outputs, strict=True)
+        ],
         "privacy": {"epsilon": 0.0, "delta": 0.0, "mechanism": None},
-        "disclosure": {"k": rules.threshold,
-                       "suppressed_rows": sum(o.suppressed_rows for o in outputs),
-                       "suppressed_cells": sum(o.suppressed_cells for o in outputs),
-                       "suppressed_by": reasons, "rules": rules.to_dict()},
-    }  # fmt: skip
+        "disclosure": {
+            "k": rules.threshold,
+            "suppressed_rows": sum(o.suppressed_rows for o in outputs),
+            "suppressed_cells": sum(o.suppressed_cells for o in outputs),
+            "suppressed_by": reasons,
+            "rules": rules.to_dict(),
+        },
+    }
     holds = [h for o in outputs for h in o.holds]
     return released, holds, [row for o in outputs for row in o.sketches]
 
@@ -520,14 +563,21 @@ def _passed_checks(job: Job, grant: Grant, reviewers: list[str]) -> list[dict[st
         noise = {key: privacy.get(key) for key in ("mechanism", "epsilon", "delta")}
         spent = privacy.get("epsilon_spent_now", privacy.get("epsilon"))
         checks.append({"check": "dp.noise", **noise})
-        checks.append({"check": "dp.budget_charged", "grant": grant.id, "epsilon": spent,
-                       "cached_from": privacy.get("cached_from")})  # fmt: skip
+        checks.append(
+            {
+                "check": "dp.budget_charged",
+                "grant": grant.id,
+                "epsilon": spent,
+                "cached_from": privacy.get("cached_from"),
+            }
+        )
     elif disclosure is not None:
         rule = "disclosure.k_threshold" if job.language == "sql" else "disclosure.declared_outputs"
         checks.append({"check": rule, **disclosure})
         if job.disclosure_sketches:
-            checks.append({"check": "disclosure.differencing", "rows_sketched":
-                           len(job.disclosure_sketches)})  # fmt: skip
+            checks.append(
+                {"check": "disclosure.differencing", "rows_sketched": len(job.disclosure_sketches)}
+            )
     if reviewers:
         checks.append({"check": "review.approved", "reviewers": reviewers})
     return checks

@@ -98,15 +98,22 @@ def plan_job(
     try:
         if mode == "dp":
             dp_plan = plan_dp_query(
-                checked, manifest, epsilon=epsilon, delta=delta,
-                rows_per_person=rows_per_person, max_rows_per_person=max_rows_per_person,
-            )  # fmt: skip
+                checked,
+                manifest,
+                epsilon=epsilon,
+                delta=delta,
+                rows_per_person=rows_per_person,
+                max_rows_per_person=max_rows_per_person,
+            )
             # The same question with another bound on persons' rows is another question.
             question += f"\n-- rows_per_person={dp_plan.rows_per_person}"
             return Plan(
-                dp_plan.sql, dp=dp_plan, tables=tables, policy_version=policy.version,
+                dp_plan.sql,
+                dp=dp_plan,
+                tables=tables,
+                policy_version=policy.version,
                 question=question,
-            )  # fmt: skip
+            )
         threshold = plan_threshold(checked, privacy_unit=manifest.privacy_unit)
         return Plan(
             threshold.sql, threshold=threshold, tables=tables, policy_version=policy.version
@@ -126,4 +133,3 @@ def _summary(findings: tuple[Finding, ...]) -> str:
     first = findings[0]
     more = f" (and {len(findings) - 1} more findings)" if len(findings) > 1 else ""
     return f"[{first.rule}] {first.message}{more}"
-

@@ -32,11 +32,17 @@ CHUNK = 500
 def record(session: Session, job: Job) -> None:
     """Store the released job's sketched rows (in the releasing transaction)."""
     session.add_all(
-        ReleasedRow(grant_id=job.grant_id, job_id=job.id, table_name=row["table"],
-                    keys=row["keys"], persons=row["persons"], released=row["released"],
-                    sketch=row["sketch"])
+        ReleasedRow(
+            grant_id=job.grant_id,
+            job_id=job.id,
+            table_name=row["table"],
+            keys=row["keys"],
+            persons=row["persons"],
+            released=row["released"],
+            sketch=row["sketch"],
+        )
         for row in job.disclosure_sketches or []
-    )  # fmt: skip
+    )
 
 
 class SizeCache:
@@ -100,8 +106,16 @@ def sketches(session: Session, sizes: Iterable[RowSize], refs: set[int]) -> list
             select(ReleasedRow.id, ReleasedRow.sketch).where(ReleasedRow.id.in_(chunk))
         ):
             size = by_ref[ref]
-            rows.append(SketchedRow(size.table, size.keys, size.persons, Sketch.from_list(raw),
-                                    size.released, job=size.job))  # fmt: skip
+            rows.append(
+                SketchedRow(
+                    size.table,
+                    size.keys,
+                    size.persons,
+                    Sketch.from_list(raw),
+                    size.released,
+                    job=size.job,
+                )
+            )
     return rows
 
 
@@ -110,11 +124,17 @@ def _read_sizes(session: Session, grant_id: str, jobs: list[str]) -> dict[str, l
     for start in range(0, len(jobs), CHUNK):
         chunk = jobs[start : start + CHUNK]
         for ref, job_id, table, keys, persons, released in session.execute(
-            select(ReleasedRow.id, ReleasedRow.job_id, ReleasedRow.table_name, ReleasedRow.keys,
-                   ReleasedRow.persons, ReleasedRow.released)
+            select(
+                ReleasedRow.id,
+                ReleasedRow.job_id,
+                ReleasedRow.table_name,
+                ReleasedRow.keys,
+                ReleasedRow.persons,
+                ReleasedRow.released,
+            )
             .where(ReleasedRow.grant_id == grant_id, ReleasedRow.job_id.in_(chunk))
             .order_by(ReleasedRow.id)
-        ):  # fmt: skip
+        ):
             read[job_id].append(RowSize(ref, job_id, table, _keys(keys), persons, released))
     return read
 

@@ -22,7 +22,6 @@ def job_for(session: Session, job_id: str, *, user_id: int, role: str) -> Job:
     return job
 
 
-
 def job_status(job: Job, *, role: str) -> dict[str, Any]:
     data: dict[str, Any] = {
         "id": job.id,
@@ -52,8 +51,9 @@ def job_result(job: Job, *, user_id: int) -> dict[str, Any]:
     if job.analyst_id != user_id:
         raise Forbidden("Only the job's analyst reads its result.")
     if job.status != JobStatus.RELEASED or job.result is None:
-        raise Conflict(f"The job is {job.status}; a result exists once it is released.",
-                       status=job.status)  # fmt: skip
+        raise Conflict(
+            f"The job is {job.status}; a result exists once it is released.", status=job.status
+        )
     return {**job.result, "certificate": job.certificate}
 
 
@@ -80,4 +80,3 @@ def jobs_of(session: Session, *, user_id: int, limit: int = 50) -> list[Job]:
             .limit(limit)
         )
     )
-

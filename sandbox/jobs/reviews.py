@@ -68,15 +68,17 @@ def review_job(
     if decision == ReviewKind.APPROVE and by.username in approvers:
         raise Conflict("You approved this output already; another auditor must approve it too.")
     required = reviewers_required(session, job.dataset)
-    session.add(ReviewEvent(job_id=job.id, round=round_, kind=decision, actor_id=by.id,
-                            comment=comment, at=utcnow()))  # fmt: skip
+    session.add(
+        ReviewEvent(
+            job_id=job.id, round=round_, kind=decision, actor_id=by.id, comment=comment, at=utcnow()
+        )
+    )
     details: dict[str, Any] = {"decision": decision, "comment": comment}
     if round_ > 1:
         details["round"] = round_
     if required > 1 and decision == ReviewKind.APPROVE:
         details |= {"approvals": len(approvers) + 1, "required": required}
-    audit.append(session, actor=by.username, action="job.reviewed", subject=job.id,
-                 details=details)  # fmt: skip
+    audit.append(session, actor=by.username, action="job.reviewed", subject=job.id, details=details)
     if decision == ReviewKind.WITHHOLD:
         job.error_code, job.error_message = WITHHELD_BY_REVIEW, "An auditor withheld the output."
         job.finished_at = utcnow()
@@ -98,10 +100,23 @@ def file_objection(session: Session, *, by: User, job_id: str, reason: str) -> J
     if not session.get_one(Grant, job.grant_id).is_active():
         raise Conflict("The grant was revoked or has expired; the output cannot be released.")
     round_ = current_round(history(session, job.id)) + 1
-    session.add(ReviewEvent(job_id=job.id, round=round_, kind=ReviewKind.OBJECTION,
-                            actor_id=by.id, comment=reason, at=utcnow()))  # fmt: skip
-    audit.append(session, actor=by.username, action="job.objected", subject=job.id,
-                 details={"reason": reason, "round": round_})  # fmt: skip
+    session.add(
+        ReviewEvent(
+            job_id=job.id,
+            round=round_,
+            kind=ReviewKind.OBJECTION,
+            actor_id=by.id,
+            comment=reason,
+            at=utcnow(),
+        )
+    )
+    audit.append(
+        session,
+        actor=by.username,
+        action="job.objected",
+        subject=job.id,
+        details={"reason": reason, "round": round_},
+    )
     job.error_code = job.error_message = None
     job.finished_at = None
     move(session, job, JobStatus.PENDING_REVIEW, actor=by.username, details={"round": round_})
@@ -126,8 +141,13 @@ def set_reviewers_required(
         raise Forbidden("Only the dataset's owner or an admin sets its reviewers.")
     if record.reviewers_required != count:
         change = {"from": record.reviewers_required, "to": count}
-        audit.append(session, actor=by.username, action="dataset.reviewers_required",
-                     subject=dataset, details=change)  # fmt: skip
+        audit.append(
+            session,
+            actor=by.username,
+            action="dataset.reviewers_required",
+            subject=dataset,
+            details=change,
+        )
         record.reviewers_required = count
     return record
 
@@ -178,10 +198,13 @@ def can_object(job: Job) -> bool:
 # --- read models ---------------------------------------------------------------------------------
 
 
-
 def event_view(event: ReviewEvent, *, names: bool = True) -> dict[str, Any]:
-    data: dict[str, Any] = {"round": event.round, "kind": event.kind, "comment": event.comment,
-                            "at": iso(event.at)}  # fmt: skip
+    data: dict[str, Any] = {
+        "round": event.round,
+        "kind": event.kind,
+        "comment": event.comment,
+        "at": iso(event.at),
+    }
     if names:
         data["by"] = event.actor.username
     return data
@@ -207,21 +230,23 @@ def queue(session: Session, *, viewer: User) -> list[dict[str, Any]]:
         events = by_job[job.id]
         round_ = current_round(events)
         approved = approvals(events, round_)
-        rows.append({
-            "id": job.id,
-            "dataset": job.dataset,
-            "dataset_version": job.dataset_version,
-            "analyst": job.analyst.username,
-            "language": job.language,
-            "mode": job.mode,
-            "submitted_at": iso(job.submitted_at),
-            "findings": len(job.findings or []),
-            "round": round_,
-            "objection": _objection(events, round_),
-            "approvals": approved,
-            "reviewers_required": reviewers_required(session, job.dataset),
-            "awaits_you": _may_decide(job, viewer, approved),
-        })  # fmt: skip
+        rows.append(
+            {
+                "id": job.id,
+                "dataset": job.dataset,
+                "dataset_version": job.dataset_version,
+                "analyst": job.analyst.username,
+                "language": job.language,
+                "mode": job.mode,
+                "submitted_at": iso(job.submitted_at),
+                "findings": len(job.findings or []),
+                "round": round_,
+                "objection": _objection(events, round_),
+                "approvals": approved,
+                "reviewers_required": reviewers_required(session, job.dataset),
+                "awaits_you": _may_decide(job, viewer, approved),
+            }
+        )
     return rows
 
 
@@ -241,8 +266,13 @@ def open_review(session: Session, *, by: User, job_id: str) -> dict[str, Any]:
     outputs = None
     if job.result is not None:
         outputs = dict(job.result)
-        audit.append(session, actor=by.username, action="review.opened", subject=job.id,
-                     details={"status": job.status})  # fmt: skip
+        audit.append(
+            session,
+            actor=by.username,
+            action="review.opened",
+            subject=job.id,
+            details={"status": job.status},
+        )
     data: dict[str, Any] = {
         "id": job.id,
         "status": job.status,
@@ -286,9 +316,13 @@ def review_state(session: Session, job: Job) -> dict[str, Any]:
     """Where a review stands after a decision: status, round, approvals so far."""
     events = history(session, job.id)
     round_ = current_round(events)
-    return {"id": job.id, "status": job.status, "round": round_,
-            "approvals": approvals(events, round_),
-            "reviewers_required": reviewers_required(session, job.dataset)}  # fmt: skip
+    return {
+        "id": job.id,
+        "status": job.status,
+        "round": round_,
+        "approvals": approvals(events, round_),
+        "reviewers_required": reviewers_required(session, job.dataset),
+    }
 
 
 def analyst_view(session: Session, job: Job) -> dict[str, Any] | None:
@@ -305,8 +339,11 @@ def analyst_view(session: Session, job: Job) -> dict[str, Any] | None:
 
 
 def dataset_settings(record: DatasetRecord) -> dict[str, Any]:
-    return {"name": record.name, "version": record.version,
-            "reviewers_required": record.reviewers_required}  # fmt: skip
+    return {
+        "name": record.name,
+        "version": record.version,
+        "reviewers_required": record.reviewers_required,
+    }
 
 
 def _locked(session: Session, job_id: str) -> Job:
@@ -321,6 +358,5 @@ def _text(value: Any, *, field: str) -> str:
         raise InvalidRequest(f"{field} is required: say why.", field=field)
     value = value.strip()
     if len(value) > MAX_COMMENT_CHARS:
-        raise InvalidRequest(f"{field} may be at most {MAX_COMMENT_CHARS} characters.",
-                             field=field)  # fmt: skip
+        raise InvalidRequest(f"{field} may be at most {MAX_COMMENT_CHARS} characters.", field=field)
     return value

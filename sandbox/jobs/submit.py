@@ -61,24 +61,35 @@ def dry_run(
     spend = float(epsilon or DEFAULT_EPSILON)
     try:
         plan = plan_job(
-            manifest, language=language, mode=mode, code=code, epsilon=spend, policy=policy,
-            delta=float(delta or 0.0), rows_per_person=rows_per_person,
+            manifest,
+            language=language,
+            mode=mode,
+            code=code,
+            epsilon=spend,
+            policy=policy,
+            delta=float(delta or 0.0),
+            rows_per_person=rows_per_person,
             max_rows_per_person=grant.max_rows_per_person if grant else None,
-        )  # fmt: skip
+        )
     except PolicyRejected as rejection:
         findings += rejection.details.get("findings", [])
     else:
         if plan.dp is not None:
             remaining = grant.epsilon_remaining if grant else 0.0
-            report["estimate"] = {"epsilon": spend, "delta": plan.dp.delta,
-                                  "mechanism": plan.dp.mechanism,
-                                  "rows_per_person": plan.dp.rows_per_person,
-                                  "epsilon_remaining": remaining,
-                                  "outputs": estimates(plan.dp)}  # fmt: skip
-    return {"allowed": not findings, "findings": findings, "policy_version": policy.version,
-            **report}  # fmt: skip
-
-
+            report["estimate"] = {
+                "epsilon": spend,
+                "delta": plan.dp.delta,
+                "mechanism": plan.dp.mechanism,
+                "rows_per_person": plan.dp.rows_per_person,
+                "epsilon_remaining": remaining,
+                "outputs": estimates(plan.dp),
+            }
+    return {
+        "allowed": not findings,
+        "findings": findings,
+        "policy_version": policy.version,
+        **report,
+    }
 
 
 def submit_job(
@@ -135,9 +146,15 @@ def submit_job(
         actor=by.username,
         action="job.submitted",
         subject=job.id,
-        details={"dataset": dataset, "language": language, "mode": mode,
-                 "epsilon": job.epsilon, "code_sha256": job.code_sha256, "grant": grant.id},
-    )  # fmt: skip
+        details={
+            "dataset": dataset,
+            "language": language,
+            "mode": mode,
+            "epsilon": job.epsilon,
+            "code_sha256": job.code_sha256,
+            "grant": grant.id,
+        },
+    )
     try:
         if mode == "dp" and job.epsilon > grant.max_epsilon_per_job + 1e-12:
             finding = Finding(
@@ -152,10 +169,16 @@ def submit_job(
             )
             raise PolicyRejected(finding.message, findings=[finding.to_dict()])
         plan = plan_job(
-            manifest, language=language, mode=mode, code=code, epsilon=job.epsilon,
-            policy=policy_for(manifest, grant), delta=job.delta,
-            rows_per_person=job.rows_per_person, max_rows_per_person=grant.max_rows_per_person,
-        )  # fmt: skip
+            manifest,
+            language=language,
+            mode=mode,
+            code=code,
+            epsilon=job.epsilon,
+            policy=policy_for(manifest, grant),
+            delta=job.delta,
+            rows_per_person=job.rows_per_person,
+            max_rows_per_person=grant.max_rows_per_person,
+        )
         job.policy_version = plan.policy_version
         job.dataset_version = dataset_version or ""
         job.question_sha256 = hashlib.sha256(plan.question.encode()).hexdigest()
@@ -179,8 +202,13 @@ def submit_job(
         job.finished_at = utcnow()
         # Rule codes only: a finding's message may quote the submitted code.
         rules = [str(f.get("rule")) for f in job.findings]
-        move(session, job, JobStatus.REJECTED, actor="policy",
-             details={"error": job.error_code, "rules": rules})  # fmt: skip
+        move(
+            session,
+            job,
+            JobStatus.REJECTED,
+            actor="policy",
+            details={"error": job.error_code, "rules": rules},
+        )
         return job
     move(session, job, JobStatus.QUEUED, actor="policy")
     return job
@@ -226,10 +254,6 @@ def rejection_of(job: Job) -> PolicyRejected:
 Enqueue = Callable[[str], None]
 
 
-
-
-
-
 @contextmanager
 def _refusal_audited(sandbox: Any, *, by_id: int, dataset: str, mode: str) -> Iterator[None]:
     """A submission without an active grant is rolled back; the attempt is kept in the audit."""
@@ -239,40 +263,49 @@ def _refusal_audited(sandbox: Any, *, by_id: int, dataset: str, mode: str) -> It
         with sandbox.tx() as session:
             user = session.get(User, by_id)
             audit.append(
-                session, actor=user.username if user else str(by_id), action="job.refused",
-                subject=dataset[:128], details={"error": refusal.code, "mode": mode},
-            )  # fmt: skip
+                session,
+                actor=user.username if user else str(by_id),
+                action="job.refused",
+                subject=dataset[:128],
+                details={"error": refusal.code, "mode": mode},
+            )
         raise
-
-
 
 
 def _check_fair_share(session: Session, user: User, settings: Any) -> None:
     """Per analyst: at most so many jobs waiting or running, so many submissions a minute."""
-    active = session.scalar(
-        select(func.count()).select_from(Job).where(
-            Job.analyst_id == user.id, Job.status.in_([s.value for s in ACTIVE_STATES])
+    active = (
+        session.scalar(
+            select(func.count())
+            .select_from(Job)
+            .where(Job.analyst_id == user.id, Job.status.in_([s.value for s in ACTIVE_STATES]))
         )
-    ) or 0  # fmt: skip
+        or 0
+    )
     if active >= settings.max_active_jobs:
         raise TooManyRequests(
             f"You have {active} jobs waiting or running; at most {settings.max_active_jobs} "
             "at once. Submit again when one has finished.",
-            rule="fair_share.active_jobs", retry_after=10,
-        )  # fmt: skip
+            rule="fair_share.active_jobs",
+            retry_after=10,
+        )
     since = utcnow() - dt.timedelta(minutes=1)
-    recent = list(session.scalars(
-        select(Job.submitted_at).where(Job.analyst_id == user.id, Job.submitted_at >= since)
-        .order_by(Job.submitted_at)
-    ))  # fmt: skip
+    recent = list(
+        session.scalars(
+            select(Job.submitted_at)
+            .where(Job.analyst_id == user.id, Job.submitted_at >= since)
+            .order_by(Job.submitted_at)
+        )
+    )
     if len(recent) >= settings.max_submissions_per_minute:
         oldest = recent[0] if recent[0].tzinfo else recent[0].replace(tzinfo=dt.UTC)
         wait = max(1, math.ceil(60 - (utcnow() - oldest).total_seconds()))
         raise TooManyRequests(
             f"At most {settings.max_submissions_per_minute} submissions a minute; "
             f"try again in {wait} s.",
-            rule="fair_share.per_minute", retry_after=wait,
-        )  # fmt: skip
+            rule="fair_share.per_minute",
+            retry_after=wait,
+        )
 
 
 def submit(
@@ -300,10 +333,17 @@ def submit(
             store = sandbox.store
             version = store.version(dataset) if store.exists(dataset) else None
             return submit_job(
-                session, by=user, dataset=dataset, language=language, mode=mode, code=code,
-                epsilon=epsilon, dataset_version=version, delta=delta,
+                session,
+                by=user,
+                dataset=dataset,
+                language=language,
+                mode=mode,
+                code=code,
+                epsilon=epsilon,
+                dataset_version=version,
+                delta=delta,
                 rows_per_person=rows_per_person,
-            )  # fmt: skip
+            )
 
     job = retry_transient(once)
     if job.status == JobStatus.REJECTED:

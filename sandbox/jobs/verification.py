@@ -51,9 +51,10 @@ def verify_outputs(tables: list[OutputTable], view: Path) -> list[Checked]:
     for table in tables:
         try:
             checked.append(_verify(table, view))
-        except Exception:  # noqa: BLE001 - whatever went wrong, the output is not verified
-            log.warning("output %s of a Python job could not be recomputed", table.name,
-                        exc_info=True)  # fmt: skip
+        except Exception:
+            log.warning(
+                "output %s of a Python job could not be recomputed", table.name, exc_info=True
+            )
             checked.append(Checked(table, False, "it could not be computed again"))
     return checked
 
@@ -69,8 +70,9 @@ def _verify(table: OutputTable, view: Path) -> Checked:
     if not isinstance(source, dict) or source.get("table") is None:
         return Checked(table, False, "it was not made directly from a table of the view")
     try:
-        selected = sandbox_job.selection(source.get("table"), source.get("where"),
-                                         source.get("bins"))  # fmt: skip
+        selected = sandbox_job.selection(
+            source.get("table"), source.get("where"), source.get("bins")
+        )
     except (TypeError, ValueError):
         return Checked(table, False, "it names a selection the sandbox cannot repeat")
     name = selected["table"]

@@ -45,6 +45,8 @@ def celery_broker_settings(url: str) -> dict[str, Any]:
     never from the URL.
     """
     if url.startswith(EMBEDDED_PREFIX):
-        return {"broker_url": "sqlite:" + url.removeprefix(EMBEDDED_PREFIX),
-                "broker_transport": TRANSPORT}  # fmt: skip
+        return {
+            "broker_url": "sqlite:" + url.removeprefix(EMBEDDED_PREFIX),
+            "broker_transport": TRANSPORT,
+        }
     return {"broker_url": url, "broker_transport_options": {"visibility_timeout": 3600}}

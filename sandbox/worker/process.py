@@ -1,4 +1,4 @@
-"""The worker process's Celery app: ``celery -A sandbox.worker.process worker`` (``sandbox worker``).
+"""The worker process's Celery app: ``celery -A sandbox.worker.process worker``.
 
 Besides running tasks, the worker's main process runs the sweeper
 (sandbox.worker.sweeper): it sends again the jobs whose message was lost and clears

@@ -123,7 +123,7 @@ class Sweeper:
         while not self._stopping.is_set():
             try:
                 report = self.sweep(startup=startup)
-            except Exception:  # noqa: BLE001 - the next pass tries again (database away, ...)
+            except Exception:
                 log.exception("sweep failed; trying again in %s s", self.interval_s)
             else:
                 startup = False
@@ -224,8 +224,11 @@ def _remove_stale_folders(folders: list[Path], attempts: Mapping[str, int]) -> l
             stale = [folder]
         else:
             # Only earlier ones: an attempt that began after the rows were read is newer.
-            stale = [path for path in _job_folders(folder)
-                     if _attempt_number(path.name) < attempts[folder.name]]  # fmt: skip
+            stale = [
+                path
+                for path in _job_folders(folder)
+                if _attempt_number(path.name) < attempts[folder.name]
+            ]
         for path in stale:
             shutil.rmtree(path, ignore_errors=True)
             removed.append(str(path.relative_to(folder.parent)))

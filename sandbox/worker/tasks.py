@@ -35,7 +35,7 @@ def send_job(app: Celery, job_id: str) -> bool:
     """
     try:
         app.send_task(TASK_NAME, args=[job_id], retry=False)
-    except Exception as error:  # noqa: BLE001 - any broker failure leaves the job queued
+    except Exception as error:
         log.warning("job %s stays queued: broker unavailable (%s)", job_id, type(error).__name__)
         return False
     return True

@@ -17,10 +17,11 @@ MASKED_SQL = (
 def test_api_masked_sql_job_released_with_certificate(live_portal: LivePortal) -> None:
     token = live_portal.token("analyst")
     status, body = live_portal.request(
-        "POST", "/api/v1/jobs",
+        "POST",
+        "/api/v1/jobs",
         {"dataset": "health", "language": "sql", "mode": "masked", "code": MASKED_SQL},
         token,
-    )  # fmt: skip
+    )
     assert status == 202, body
     assert body["status"] == "queued"
     job = live_portal.wait_for(body["id"], token)
@@ -46,25 +47,29 @@ def docker_portal(
 JOBS = {
     "sql-masked": {"language": "sql", "mode": "masked", "code": MASKED_SQL},
     "sql-dp": {
-        "language": "sql", "mode": "dp", "epsilon": 1.0,
+        "language": "sql",
+        "mode": "dp",
+        "epsilon": 1.0,
         "code": "SELECT department, COUNT(*) AS n, AVG(length_of_stay) AS los "
-                "FROM visits GROUP BY department",
+        "FROM visits GROUP BY department",
     },
     "python-masked": {
-        "language": "python", "mode": "masked",
+        "language": "python",
+        "mode": "masked",
         "code": "import sandbox_job\nv = sandbox_job.table('visits')\n"
-                "sandbox_job.magnitude_table('by_department', v, by=['department'], "
-                "value='cost', statistic='mean')\n",
+        "sandbox_job.magnitude_table('by_department', v, by=['department'], "
+        "value='cost', statistic='mean')\n",
     },
     # Selected and banded in the runner, selected and banded again by the worker.
     "python-selected": {
-        "language": "python", "mode": "masked",
+        "language": "python",
+        "mode": "masked",
         "code": "import sandbox_job\n"
-                "p = sandbox_job.table('patients', where=[('sex', 'not null')],\n"
-                "                      bins={'birth_year': [1900, 1950, 1980, 2030]})\n"
-                "sandbox_job.frequency_table('by_band', p, by=['sex', 'birth_year'])\n",
+        "p = sandbox_job.table('patients', where=[('sex', 'not null')],\n"
+        "                      bins={'birth_year': [1900, 1950, 1980, 2030]})\n"
+        "sandbox_job.frequency_table('by_band', p, by=['sex', 'birth_year'])\n",
     },
-}  # fmt: skip
+}
 
 
 @pytest.mark.docker
@@ -90,11 +95,16 @@ def test_api_job_released_through_docker_runner(docker_portal: LivePortal, kind:
 def test_api_rejection_is_422_with_rule_and_location(live_portal: LivePortal) -> None:
     token = live_portal.token("analyst")
     status, body = live_portal.request(
-        "POST", "/api/v1/jobs",
-        {"dataset": "health", "language": "sql", "mode": "masked",
-         "code": "SELECT id_card, COUNT(*) FROM patients GROUP BY id_card"},
+        "POST",
+        "/api/v1/jobs",
+        {
+            "dataset": "health",
+            "language": "sql",
+            "mode": "masked",
+            "code": "SELECT id_card, COUNT(*) FROM patients GROUP BY id_card",
+        },
         token,
-    )  # fmt: skip
+    )
     assert status == 422
     error = body["error"]
     assert error["code"] == "policy_violation"
@@ -109,10 +119,18 @@ def test_api_bad_input_is_a_clear_json_error(live_portal: LivePortal) -> None:
         ({"dataset": "health", "language": "cobol", "mode": "masked", "code": "x"}, 400),
         ({"dataset": "nope", "language": "sql", "mode": "masked", "code": "SELECT 1"}, 404),
         ({"dataset": "health", "language": "sql", "mode": "dp", "code": "x", "epsilon": "1"}, 400),
-        ({"dataset": "health", "language": "sql", "mode": "dp",
-          "code": "SELECT COUNT(*) FROM visits", "epsilon": 50}, 422),
+        (
+            {
+                "dataset": "health",
+                "language": "sql",
+                "mode": "dp",
+                "code": "SELECT COUNT(*) FROM visits",
+                "epsilon": 50,
+            },
+            422,
+        ),
         ("not an object", 400),
-    ]  # fmt: skip
+    ]
     for body, expected in cases:
         status, answer = live_portal.request("POST", "/api/v1/jobs", body, token)
         assert status == expected, (body, answer)
@@ -127,9 +145,11 @@ def test_api_bad_input_is_a_clear_json_error(live_portal: LivePortal) -> None:
 def test_api_roles_are_enforced(live_portal: LivePortal) -> None:
     auditor = live_portal.token("auditor")
     status, _ = live_portal.request(
-        "POST", "/api/v1/jobs",
-        {"dataset": "health", "language": "sql", "mode": "masked", "code": "SELECT 1"}, auditor,
-    )  # fmt: skip
+        "POST",
+        "/api/v1/jobs",
+        {"dataset": "health", "language": "sql", "mode": "masked", "code": "SELECT 1"},
+        auditor,
+    )
     assert status == 403
     status, report = live_portal.request("GET", "/api/v1/audit/verify", token=auditor)
     assert status == 200 and report["ok"]
@@ -164,11 +184,16 @@ def test_api_failed_login_is_audited(live_portal: LivePortal) -> None:
 def test_api_result_downloads_as_csv(live_portal: LivePortal) -> None:
     token = live_portal.token("analyst")
     status, body = live_portal.request(
-        "POST", "/api/v1/jobs",
-        {"dataset": "health", "language": "sql", "mode": "masked",
-         "code": "SELECT sex, COUNT(*) AS n FROM patients GROUP BY sex ORDER BY sex"},
+        "POST",
+        "/api/v1/jobs",
+        {
+            "dataset": "health",
+            "language": "sql",
+            "mode": "masked",
+            "code": "SELECT sex, COUNT(*) AS n FROM patients GROUP BY sex ORDER BY sex",
+        },
         token,
-    )  # fmt: skip
+    )
     assert live_portal.wait_for(body["id"], token)["status"] == "released"
     status, csv = live_portal.request(
         "GET", f"/api/v1/jobs/{body['id']}/result?format=csv", token=token
@@ -187,11 +212,16 @@ def test_api_policy_check_is_a_dry_run(live_portal: LivePortal) -> None:
     _, before = live_portal.request("GET", "/api/v1/budget", token=token)
     _, jobs_before = live_portal.request("GET", "/api/v1/jobs", token=token)
     status, report = live_portal.request(
-        "POST", "/api/v1/policy/check",
-        {"dataset": "health", "language": "sql", "mode": "masked",
-         "code": "SELECT length_of_stay, COUNT(*) FROM visits GROUP BY length_of_stay"},
+        "POST",
+        "/api/v1/policy/check",
+        {
+            "dataset": "health",
+            "language": "sql",
+            "mode": "masked",
+            "code": "SELECT length_of_stay, COUNT(*) FROM visits GROUP BY length_of_stay",
+        },
         token,
-    )  # fmt: skip
+    )
     assert status == 200 and report["allowed"] is False
     assert {f["rule"] for f in report["findings"]} == {
         "column.group_not_allowed",
@@ -199,11 +229,17 @@ def test_api_policy_check_is_a_dry_run(live_portal: LivePortal) -> None:
     }
     assert all("location" in f for f in report["findings"])
     status, report = live_portal.request(
-        "POST", "/api/v1/policy/check",
-        {"dataset": "health", "language": "sql", "mode": "dp", "epsilon": 1.0,
-         "code": "SELECT sex, COUNT(*) FROM patients GROUP BY sex"},
+        "POST",
+        "/api/v1/policy/check",
+        {
+            "dataset": "health",
+            "language": "sql",
+            "mode": "dp",
+            "epsilon": 1.0,
+            "code": "SELECT sex, COUNT(*) FROM patients GROUP BY sex",
+        },
         token,
-    )  # fmt: skip
+    )
     assert report["allowed"] is True and report["findings"] == []
     assert report["estimate"]["epsilon"] == 1.0
     assert report["estimate"]["outputs"][1] == {
@@ -231,7 +267,11 @@ def test_api_delta_job_and_private_keys(live_portal: LivePortal) -> None:
     assert status == 202, answer
     assert live_portal.wait_for(answer["id"], token)["status"] == "released"
     _, result = live_portal.request("GET", f"/api/v1/jobs/{answer['id']}/result", token=token)
-    assert result["privacy"] == {"epsilon": 1.0, "delta": 1e-5, "mechanism": "gaussian",
-                                 "rows_per_person": 1}  # fmt: skip
+    assert result["privacy"] == {
+        "epsilon": 1.0,
+        "delta": 1e-5,
+        "mechanism": "gaussian",
+        "rows_per_person": 1,
+    }
     _, budget = live_portal.request("GET", "/api/v1/budget", token=token)
     assert budget["budgets"][0]["delta_spent"] == pytest.approx(1e-5)

@@ -77,12 +77,18 @@ def test_api_audit_filters_and_pages(client: FlaskClient, sandbox_instance: Any)
     failed = entries(client, auditor, action="auth.*", subject="analyst")
     assert [e["action"] for e in failed].count("auth.failed") == 1
     first = client.get(
-        "/api/v1/audit", query_string={"action": "auth.login", "actor": "analyst", "limit": 2},
+        "/api/v1/audit",
+        query_string={"action": "auth.login", "actor": "analyst", "limit": 2},
         headers=auditor,
-    ).get_json()  # fmt: skip
+    ).get_json()
     assert [e["seq"] for e in first["entries"]] == [e["seq"] for e in logins[:2]]
-    rest = entries(client, auditor, action="auth.login", actor="analyst",
-                   after_seq=str(first["next_after_seq"]))  # fmt: skip
+    rest = entries(
+        client,
+        auditor,
+        action="auth.login",
+        actor="analyst",
+        after_seq=str(first["next_after_seq"]),
+    )
     assert rest == logins[2:]
     bad = client.get("/api/v1/audit", query_string={"limit": "all"}, headers=auditor)
     assert bad.status_code == 400 and bad.get_json()["error"]["field"] == "limit"
@@ -132,14 +138,22 @@ def test_api_review_decision_is_audited(
     job_id = client.post("/api/v1/jobs", json=body, headers=analyst).get_json()["id"]
     assert run_job(sandbox_instance, job_id) == "pending_review"
     auditor = bearer(client, sandbox_instance, "auditor")
-    answer = client.post(f"/api/v1/reviews/{job_id}", headers=auditor,
-                         json={"decision": "approve", "comment": "aggregates only"})  # fmt: skip
+    answer = client.post(
+        f"/api/v1/reviews/{job_id}",
+        headers=auditor,
+        json={"decision": "approve", "comment": "aggregates only"},
+    )
     assert answer.status_code == 200, answer.get_json()
     trail = entries(client, auditor, subject=job_id)
     assert [e["action"] for e in trail] == [
-        "job.submitted", "job.queued", "job.running", "job.checking", "job.pending_review",
-        "job.reviewed", "job.released",
-    ]  # fmt: skip
+        "job.submitted",
+        "job.queued",
+        "job.running",
+        "job.checking",
+        "job.pending_review",
+        "job.reviewed",
+        "job.released",
+    ]
     reviewed = trail[-2]
     assert reviewed["actor"] == "auditor"
     assert reviewed["details"] == {"decision": "approve", "comment": "aggregates only"}
@@ -152,8 +166,11 @@ def log_in(client: FlaskClient, sandbox: Any, username: str) -> None:
     page = client.get("/login").get_data(as_text=True)
     found = TOKEN.search(page)
     assert found
-    form = {"username": username, "password": sandbox.credentials[username],
-            "csrf_token": found.group(1)}  # fmt: skip
+    form = {
+        "username": username,
+        "password": sandbox.credentials[username],
+        "csrf_token": found.group(1),
+    }
     assert client.post("/login", data=form).status_code == 303
 
 

@@ -28,9 +28,11 @@ def limited_portal(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LivePor
 def post_job(live: LivePortal, token: str, code: str, language: str = "python"):  # type: ignore[no-untyped-def]
     body = {"dataset": "health", "language": language, "mode": "masked", "code": code}
     request = urllib.request.Request(
-        live.base_url + "/api/v1/jobs", data=json.dumps(body).encode(), method="POST",
+        live.base_url + "/api/v1/jobs",
+        data=json.dumps(body).encode(),
+        method="POST",
         headers={"Content-Type": "application/json", "Authorization": f"Bearer {token}"},
-    )  # fmt: skip
+    )
     try:
         with urllib.request.urlopen(request, timeout=30) as response:
             return response.status, json.loads(response.read()), dict(response.headers)

@@ -29,9 +29,11 @@ def held_job(live: LivePortal, code: str = MASKED_SQL) -> str:
         session.execute(update(Grant).values(requires_review=True))
     token = live.token("analyst")
     status, body = live.request(
-        "POST", "/api/v1/jobs",
-        {"dataset": "health", "language": "sql", "mode": "masked", "code": code}, token,
-    )  # fmt: skip
+        "POST",
+        "/api/v1/jobs",
+        {"dataset": "health", "language": "sql", "mode": "masked", "code": code},
+        token,
+    )
     assert status == 202, body
     assert live.wait_for(body["id"], token)["status"] == "pending_review"
     return str(body["id"])

@@ -34,14 +34,24 @@ def redis_portal(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LivePorta
 def test_redis_broker_worker_releases_sql_and_python_jobs(redis_portal: LivePortal) -> None:
     token = redis_portal.token("analyst")
     submissions = [
-        {"language": "sql", "mode": "masked",
-         "code": "SELECT hospital, COUNT(*) AS n FROM visits GROUP BY hospital"},
-        {"language": "sql", "mode": "dp", "epsilon": 0.5,
-         "code": "SELECT district, COUNT(*) AS n FROM patients GROUP BY district"},
-        {"language": "python", "mode": "masked",
-         "code": "import sandbox_job\nv = sandbox_job.table('labs')\n"
-                 "sandbox_job.frequency_table('t', v, by=['test_code'])"},
-    ]  # fmt: skip
+        {
+            "language": "sql",
+            "mode": "masked",
+            "code": "SELECT hospital, COUNT(*) AS n FROM visits GROUP BY hospital",
+        },
+        {
+            "language": "sql",
+            "mode": "dp",
+            "epsilon": 0.5,
+            "code": "SELECT district, COUNT(*) AS n FROM patients GROUP BY district",
+        },
+        {
+            "language": "python",
+            "mode": "masked",
+            "code": "import sandbox_job\nv = sandbox_job.table('labs')\n"
+            "sandbox_job.frequency_table('t', v, by=['test_code'])",
+        },
+    ]
     ids = []
     for body in submissions:
         status, answer = redis_portal.request(
@@ -61,9 +71,13 @@ def test_postgres_epsilon_and_delta_never_overspent_under_concurrency(tmp_path: 
     with sandbox.tx() as session:
         # ε would allow 10 jobs; δ only 5: the δ side of the ledger is what runs out.
         session.execute(
-            update(Grant).values(epsilon_total=10.0, max_epsilon_per_job=1.0,
-                                 delta_total=5e-6, max_delta_per_job=1e-6)
-        )  # fmt: skip
+            update(Grant).values(
+                epsilon_total=10.0,
+                max_epsilon_per_job=1.0,
+                delta_total=5e-6,
+                max_delta_per_job=1e-6,
+            )
+        )
         analyst_id = session.query(Grant).first().analyst_id  # type: ignore[union-attr]
     outcomes: list[str] = []
     barrier = threading.Barrier(20)
@@ -72,10 +86,16 @@ def test_postgres_epsilon_and_delta_never_overspent_under_concurrency(tmp_path: 
         barrier.wait()
         try:
             submit.submit(
-                sandbox, by_id=analyst_id, dataset="health", language="sql", mode="dp",
-                code="SELECT COUNT(*) AS n FROM visits", epsilon=1.0, delta=1e-6,
+                sandbox,
+                by_id=analyst_id,
+                dataset="health",
+                language="sql",
+                mode="dp",
+                code="SELECT COUNT(*) AS n FROM visits",
+                epsilon=1.0,
+                delta=1e-6,
                 enqueue=lambda _: None,
-            )  # fmt: skip
+            )
             outcomes.append("queued")
         except BudgetExhausted:
             outcomes.append("exhausted")
@@ -87,7 +107,10 @@ def test_postgres_epsilon_and_delta_never_overspent_under_concurrency(tmp_path: 
         thread.join()
     assert sorted(outcomes) == ["exhausted"] * 15 + ["queued"] * 5
     with sandbox.tx() as session:
-        spent = [(g.epsilon_spent, g.delta_spent) for g in session.query(Grant)
-                 if g.analyst_id == analyst_id]  # fmt: skip
+        spent = [
+            (g.epsilon_spent, g.delta_spent)
+            for g in session.query(Grant)
+            if g.analyst_id == analyst_id
+        ]
         assert spent == [(pytest.approx(5.0), pytest.approx(5e-6))]
         assert audit.verify(session).ok  # concurrent appends kept one chain

@@ -75,12 +75,18 @@ def upgrade() -> None:
         connection.execute(
             sa.insert(rows),
             [
-                {"grant_id": grant_id, "job_id": job_id, "table_name": row["table"],
-                 "keys": row["keys"], "persons": row["persons"],
-                 "released": row["released"], "sketch": row["sketch"]}
+                {
+                    "grant_id": grant_id,
+                    "job_id": job_id,
+                    "table_name": row["table"],
+                    "keys": row["keys"],
+                    "persons": row["persons"],
+                    "released": row["released"],
+                    "sketch": row["sketch"],
+                }
                 for row in stored
             ],
-        )  # fmt: skip
+        )
 
 
 def downgrade() -> None:

@@ -155,8 +155,9 @@ def test_build_view_consent_matches_the_raw_key_as_text(small_health_tables: Tab
     as_float = patients.assign(person_id=patients["person_id"].astype("float64"))
     as_text = patients.assign(person_id=patients["person_id"].astype(str))
     for frame in (patients, as_float, as_text):
-        view = view_of({"patients": frame}, consenting=[str(first), str(second)],
-                       table_names=["patients"])  # fmt: skip
+        view = view_of(
+            {"patients": frame}, consenting=[str(first), str(second)], table_names=["patients"]
+        )
         assert len(view["patients"]) == 2, frame["person_id"].dtype
     # Ids of another type are not person ids as records hold them: nobody matches.
     view = view_of({"patients": patients}, consenting={first, second}, table_names=["patients"])

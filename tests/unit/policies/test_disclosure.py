@@ -27,10 +27,19 @@ def run(sql: str, visits: pd.DataFrame, k: int = 10):  # type: ignore[no-untyped
 
 def visits_frame() -> pd.DataFrame:
     # 12 persons in 内科 (one visit each, one with C34), 3 persons in 外科 with 20 visits each.
-    rows = [{"person_id": f"p{i}", "department": "内科", "icd10": "C34" if i == 0 else "I10",
-             "cost": 100.0 + i} for i in range(12)]  # fmt: skip
-    rows += [{"person_id": f"q{i % 3}", "department": "外科", "icd10": "S72", "cost": 50.0}
-             for i in range(60)]  # fmt: skip
+    rows = [
+        {
+            "person_id": f"p{i}",
+            "department": "内科",
+            "icd10": "C34" if i == 0 else "I10",
+            "cost": 100.0 + i,
+        }
+        for i in range(12)
+    ]
+    rows += [
+        {"person_id": f"q{i % 3}", "department": "外科", "icd10": "S72", "cost": 50.0}
+        for i in range(60)
+    ]
     return pd.DataFrame(rows)
 
 
@@ -69,9 +78,13 @@ def test_threshold_rejects_output_that_does_not_match_the_plan() -> None:
 
 def test_declared_output_drops_rows_below_k() -> None:
     released = check_declared_output(
-        "t", ["dept", "n"], [["a", 50], ["b", 3]], {"kind": "frequency", "count_column": "n"},
-        k=10, verified=True,
-    )  # fmt: skip
+        "t",
+        ["dept", "n"],
+        [["a", 50], ["b", 3]],
+        {"kind": "frequency", "count_column": "n"},
+        k=10,
+        verified=True,
+    )
     assert released.rows == [["a", 50]]
     assert released.suppressed_rows == 1 and not released.holds
 
@@ -85,7 +98,10 @@ def test_undeclared_output_goes_to_review_never_straight_out() -> None:
 def test_declared_output_with_pseudonyms_is_row_level() -> None:
     with pytest.raises(DisclosureError) as caught:
         check_declared_output(
-            "t", ["person", "n"], [["0123456789abcdef0123456789abcdef", 50]],
-            {"count_column": "n"}, k=10,
-        )  # fmt: skip
+            "t",
+            ["person", "n"],
+            [["0123456789abcdef0123456789abcdef", 50]],
+            {"count_column": "n"},
+            k=10,
+        )
     assert caught.value.finding.rule == "output.row_level"

@@ -37,8 +37,11 @@ def test_rules_default_to_acros_and_bad_values_name_their_place() -> None:
     policy = load_policy(HEALTH)
     assert policy.disclosure == DisclosureRules(threshold=10)
     assert (RULES.dominance_n, RULES.dominance_k, RULES.p_percent, RULES.min_dof) == (
-        2, 0.9, 0.1, 10,
-    )  # fmt: skip
+        2,
+        0.9,
+        0.1,
+        10,
+    )
     with pytest.raises(RulesError, match=r"disclosure.dominance.k"):
         DisclosureRules.parse({"dominance": {"k": 1.5}}, threshold=10, where="disclosure")
     text = "dataset: health\ndisclosure:\n  round_base: five\n"
@@ -85,7 +88,7 @@ def test_the_runners_helper_sketches_like_the_sandbox() -> None:
             st.one_of(st.none(), st.integers(0, 30), st.sampled_from(["7", "p1", "p2"])),
         ),
         max_size=80,
-    ),  # fmt: skip
+    ),
     by=st.sampled_from([["a"], ["b"], ["a", "b"]]),
 )
 def test_helper_group_sketches_equal_the_sandboxs_per_group(
@@ -143,14 +146,16 @@ def test_a_total_less_a_breakdowns_released_cells_recovering_a_suppressed_row() 
     men = [f"m{i}" for i in range(100)]
     other = [f"o{i}" for i in range(4)]  # suppressed: 4 persons
     breakdown = [
-        row("by_sex", women, sex="女"), row("by_sex", men, sex="男"),
+        row("by_sex", women, sex="女"),
+        row("by_sex", men, sex="男"),
         row("by_sex", other, released=False, sex="其他"),
-    ]  # fmt: skip
+    ]
     (found,) = isolations([*breakdown, row("total", women + men + other)], [], 10)
     assert found.rule == "masked.suppressed_cell_recoverable" and found.persons == 4
     # Across jobs: the breakdown went out earlier, the total comes now.
-    earlier = [SketchedRow(r.table, r.keys, r.persons, r.sketch, r.released, job="j1")
-               for r in breakdown]  # fmt: skip
+    earlier = [
+        SketchedRow(r.table, r.keys, r.persons, r.sketch, r.released, job="j1") for r in breakdown
+    ]
     (found,) = isolations([row("total", women + men + other)], earlier, 10)
     assert found.rule == "masked.suppressed_cell_recoverable"
     # A total of other persons recovers nothing.
@@ -159,12 +164,15 @@ def test_a_total_less_a_breakdowns_released_cells_recovering_a_suppressed_row() 
 
 def view() -> duckdb.DuckDBPyConnection:
     persons = [f"{i:032x}" for i in range(60)]
-    visits = pd.DataFrame({
-        "visit_id": [f"v{i}" for i in range(60)], "person_id": persons,
-        "department": ["内科"] * 30 + ["外科"] * 30,
-        "cost": [10.0] * 29 + [1_000_000.0] + [10.0] * 30,
-        "length_of_stay": [1] * 60,
-    })  # fmt: skip
+    visits = pd.DataFrame(
+        {
+            "visit_id": [f"v{i}" for i in range(60)],
+            "person_id": persons,
+            "department": ["内科"] * 30 + ["外科"] * 30,
+            "cost": [10.0] * 29 + [1_000_000.0] + [10.0] * 30,
+            "length_of_stay": [1] * 60,
+        }
+    )
     con = duckdb.connect()
     con.register("visits", visits)
     return con
@@ -203,19 +211,29 @@ def test_a_query_that_is_not_one_select_is_held_for_review() -> None:
 
 def test_helper_outputs_checked_by_kind() -> None:
     sketch = json.dumps(Sketch.of(["a"]).to_list())
-    columns = ["department", "sum_cost", "n", "__sandbox_persons", "__sandbox_sketch",
-               "__sandbox_top", "__sandbox_total"]  # fmt: skip
-    rows = [["内科", 1000.0, 40, 40, sketch, [950.0, 10.0], 1000.0],
-            ["外科", 1000.0, 40, 40, sketch, [100.0, 90.0], 1000.0],
-            ["儿科", 30.0, 3, 3, sketch, [10.0, 10.0], 30.0]]  # fmt: skip
+    columns = [
+        "department",
+        "sum_cost",
+        "n",
+        "__sandbox_persons",
+        "__sandbox_sketch",
+        "__sandbox_top",
+        "__sandbox_total",
+    ]
+    rows = [
+        ["内科", 1000.0, 40, 40, sketch, [950.0, 10.0], 1000.0],
+        ["外科", 1000.0, 40, 40, sketch, [100.0, 90.0], 1000.0],
+        ["儿科", 30.0, 3, 3, sketch, [10.0, 10.0], 30.0],
+    ]
     declared = {"kind": "magnitude", "count_column": "n", "by": ["department"]}
     # As the worker hands them over once it has computed them again (verified).
     released = check_declared_output("cost", columns, rows, declared, k=10, verified=True)
     assert released.columns == ["department", "sum_cost", "n"]
     assert released.rows == [["内科", None, 40], ["外科", 1000.0, 40]]
     assert released.reasons == {"dominance": 1, "threshold": 1}
-    held = check_declared_output("cost", ["department", "sum_cost", "n"],
-                                 [["内科", 1000.0, 40]], declared, k=10)  # fmt: skip
+    held = check_declared_output(
+        "cost", ["department", "sum_cost", "n"], [["内科", 1000.0, 40]], declared, k=10
+    )
     assert [h.rule for h in held.holds] == ["output.magnitude_unchecked", "output.unverified"]
 
 
@@ -224,8 +242,9 @@ def test_model_summaries_need_residual_degrees_of_freedom() -> None:
 
     table = (["term", "estimate"], [["x", 1.5]])
     trusting = DisclosureRules(trust_python_declarations=True)  # the owner's explicit choice
-    ok = check_declared_output("fit", *table, {"kind": "model_summary", "dof": 40.0}, k=10,
-                               rules=trusting)  # fmt: skip
+    ok = check_declared_output(
+        "fit", *table, {"kind": "model_summary", "dof": 40.0}, k=10, rules=trusting
+    )
     assert ok.rows == [["x", 1.5]] and not ok.holds
     # By default a model summary's dof cannot be verified: an auditor looks.
     held = check_declared_output("fit", *table, {"kind": "model_summary", "dof": 40.0}, k=10)
@@ -233,8 +252,7 @@ def test_model_summaries_need_residual_degrees_of_freedom() -> None:
     with pytest.raises(DisclosureError) as refused:
         check_declared_output("fit", *table, {"kind": "model_summary", "dof": 3.0}, k=10)
     assert refused.value.finding.rule == "output.model_dof"
-    unknown = check_declared_output("fit", *table, {"kind": "model_summary"}, k=10,
-                                    rules=trusting)  # fmt: skip
+    unknown = check_declared_output("fit", *table, {"kind": "model_summary"}, k=10, rules=trusting)
     assert [h.rule for h in unknown.holds] == ["output.model_dof_unknown"]
 
 
@@ -257,15 +275,17 @@ def test_a_sparse_output_is_near_row_level_and_held() -> None:
 # --- reading only the sketches that can matter ------------------------------------------
 
 person_sets = st.sets(st.integers(0, 29), max_size=30)
-row_specs = st.tuples(st.sampled_from(["t", "u"]), st.sampled_from([(), ("a",), ("b",)]),
-                      person_sets, st.booleans())  # fmt: skip
+row_specs = st.tuples(
+    st.sampled_from(["t", "u"]), st.sampled_from([(), ("a",), ("b",)]), person_sets, st.booleans()
+)
 
 
 def sketched(spec: tuple[str, tuple[str, ...], set[int], bool], job: str | None) -> SketchedRow:
     table, key, persons, released = spec
     keys = tuple(("g", value) for value in key)
-    return SketchedRow(table, keys, len(persons), Sketch.of(f"p{p}" for p in persons),
-                       released, job=job)  # fmt: skip
+    return SketchedRow(
+        table, keys, len(persons), Sketch.of(f"p{p}" for p in persons), released, job=job
+    )
 
 
 @settings(max_examples=300, deadline=None)
@@ -281,15 +301,19 @@ def test_sizes_first_finds_what_reading_every_sketch_finds(
 
     fresh = [sketched(spec, None) for spec in new]
     stored = [sketched(spec, f"j{n}") for n, job in enumerate(earlier) for spec in job]
-    sizes = [RowSize(ref, r.job or "", r.table, r.keys, r.persons, r.released)
-             for ref, r in enumerate(stored)]  # fmt: skip
+    sizes = [
+        RowSize(ref, r.job or "", r.table, r.keys, r.persons, r.released)
+        for ref, r in enumerate(stored)
+    ]
     needed = rows_to_compare(fresh, sizes, threshold)
     label = {id(r): f"new{i}" for i, r in enumerate(fresh)} | {
         id(r): f"old{i}" for i, r in enumerate(stored)
     }
 
     def found(rows: list[SketchedRow]) -> list[tuple[str, int, str, str]]:
-        return sorted((f.rule, f.persons, label[id(f.new)], label[id(f.other)])
-                      for f in isolations(fresh, rows, threshold))  # fmt: skip
+        return sorted(
+            (f.rule, f.persons, label[id(f.new)], label[id(f.other)])
+            for f in isolations(fresh, rows, threshold)
+        )
 
     assert found([stored[ref] for ref in sorted(needed)]) == found(stored)

@@ -42,7 +42,7 @@ def test_policy_defaults_follow_column_classes() -> None:
         ("dataset: health\nk_threshold: 1\n", "k_threshold"),
         ("dataset: health\ncolums: {}\n", "unknown keys colums"),
         ("dataset: [health\n", "not valid YAML at line"),
-    ],  # fmt: skip
+    ],
 )
 def test_policy_file_errors_name_the_place(text: str, message: str) -> None:
     with pytest.raises(PolicyFileError) as caught:
@@ -59,8 +59,9 @@ def test_policy_version_changes_with_content() -> None:
 
 def test_grant_narrowing_only_narrows() -> None:
     policy = load_policy(HEALTH)
-    narrowed = policy.narrowed({"visits.cost": {"rule": ["aggregate_only", "dimension"],
-                                                "aggregates": ["AVG", "MAX"]}})  # fmt: skip
+    narrowed = policy.narrowed(
+        {"visits.cost": {"rule": ["aggregate_only", "dimension"], "aggregates": ["AVG", "MAX"]}}
+    )
     cost = narrowed.rule("visits", "cost")
     assert cost.rules == {Rule.AGGREGATE_ONLY}  # dimension was never the owner's to give
     assert cost.allowed_aggregates() == {"AVG"}
@@ -69,10 +70,12 @@ def test_grant_narrowing_only_narrows() -> None:
 
 def test_grant_columns_close_every_other_column() -> None:
     policy = load_policy(HEALTH).narrowed({}, ["visits.department", "visits.cost"])
-    assert check_sql("SELECT department, AVG(cost) FROM visits GROUP BY 1", HEALTH,
-                     mode="masked", policy=policy).allowed  # fmt: skip
-    refused = check_sql("SELECT hospital, COUNT(*) FROM visits GROUP BY 1", HEALTH,
-                        mode="masked", policy=policy)  # fmt: skip
+    assert check_sql(
+        "SELECT department, AVG(cost) FROM visits GROUP BY 1", HEALTH, mode="masked", policy=policy
+    ).allowed
+    refused = check_sql(
+        "SELECT hospital, COUNT(*) FROM visits GROUP BY 1", HEALTH, mode="masked", policy=policy
+    )
     assert [f.rule for f in refused.decision.findings] == ["column.forbidden"]
 
 

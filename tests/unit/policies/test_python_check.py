@@ -252,7 +252,7 @@ def test_check_python_accepts_analysis_code(code: str) -> None:
         ("def f(x: 'eval(s)'):\n    pass", "python.call_denied", "line 1, column 10"),
         ("x = 1 +", "python.syntax", "line 1, column 8"),
         ("if x:\npass", "python.syntax", "line 2, column 1"),
-    ],  # fmt: skip
+    ],
 )
 def test_check_python_rejects_with_rule_at_location(code: str, rule: str, location: str) -> None:
     assert (rule, location) in found(code)
@@ -411,7 +411,7 @@ def test_check_python_findings_have_messages_for_people() -> None:
         ("import pandas as pd\npd.read_clipboard()", "python.call_denied"),
         ("import pandas as pd\ndf.to_clipboard()", "python.call_denied"),
         ("import statsmodels.api as sm\nsm.webdoc()", "python.call_denied"),
-    ],  # fmt: skip
+    ],
 )
 def test_check_python_rejects_tricky_escapes(code: str, rule: str) -> None:
     assert rule in rules(code)

@@ -74,7 +74,7 @@ def test_check_sql_accepts_aggregates(sql: str) -> None:
         ),
         ("SELECT nonsense, COUNT(*) FROM visits GROUP BY 1", "column.unknown"),
         ("SELEC COUNT(*) FROM visits", "sql.parse"),
-    ],  # fmt: skip
+    ],
 )
 def test_check_sql_rejects_with_rule(sql: str, rule: str) -> None:
     assert rule in rules(sql)
@@ -233,15 +233,16 @@ def test_check_sql_resolves_through_ctes_subqueries_and_unions(sql: str) -> None
             "column.forbidden",
         ),
         ("SELECT consent_research, COUNT(*) FROM patients GROUP BY 1", "column.forbidden"),
-    ],  # fmt: skip
+    ],
 )
 def test_check_sql_follows_columns_to_their_source(sql: str, rule: str) -> None:
     assert rule in rules(sql)
 
 
 def test_check_sql_keeps_duckdb_output_names() -> None:
-    checked = check_sql("SELECT department, AVG(cost), COUNT(*) AS n FROM visits GROUP BY 1",
-                        HEALTH, mode="masked")  # fmt: skip
+    checked = check_sql(
+        "SELECT department, AVG(cost), COUNT(*) AS n FROM visits GROUP BY 1", HEALTH, mode="masked"
+    )
     assert checked.statement is not None
     names = [p.alias_or_name for p in checked.statement.expressions]  # type: ignore[attr-defined]
     assert names == ["department", "AVG(cost)", "n"]

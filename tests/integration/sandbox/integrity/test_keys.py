@@ -219,8 +219,11 @@ def test_older_instance_master_key_is_adopted_then_retired(
     instance = tmp_path / "instance"
     instance.mkdir(mode=0o700)
     legacy = secrets.token_bytes(32)
-    values = {"master_key": legacy.hex(), "pseudonym_secret": secrets.token_hex(32),
-              "session_key": secrets.token_hex(32)}  # fmt: skip
+    values = {
+        "master_key": legacy.hex(),
+        "pseudonym_secret": secrets.token_hex(32),
+        "session_key": secrets.token_hex(32),
+    }
     (instance / "secrets.json").write_text(json.dumps(values))
     (instance / "secrets.json").chmod(0o600)
     old_store = DatasetStore(instance / "datasets", legacy)
@@ -245,14 +248,28 @@ def test_older_instance_master_key_is_adopted_then_retired(
 # --- release keys and certificates ------------------------------------------------------
 
 
-def run(sandbox: Sandbox, code: str, *, language: str = "sql", mode: str = "masked",
-        epsilon: float | None = None) -> Job:  # fmt: skip
+def run(
+    sandbox: Sandbox,
+    code: str,
+    *,
+    language: str = "sql",
+    mode: str = "masked",
+    epsilon: float | None = None,
+) -> Job:
     with sandbox.tx() as session:
         analyst = user_by_name(session, "analyst")
         assert analyst is not None
         analyst_id = analyst.id
-    job = submit.submit(sandbox, by_id=analyst_id, dataset="health", language=language, mode=mode,
-                      code=code, epsilon=epsilon, enqueue=lambda _: None)  # fmt: skip
+    job = submit.submit(
+        sandbox,
+        by_id=analyst_id,
+        dataset="health",
+        language=language,
+        mode=mode,
+        code=code,
+        epsilon=epsilon,
+        enqueue=lambda _: None,
+    )
     run_job(sandbox, job.id)
     with sandbox.tx() as session:
         found = session.get_one(Job, job.id)
@@ -260,8 +277,10 @@ def run(sandbox: Sandbox, code: str, *, language: str = "sql", mode: str = "mask
         return found
 
 
-SQL_MASKED = "SELECT district, COUNT(*) AS n, AVG(cost) AS mean_cost FROM visits v " \
-             "JOIN patients p ON v.person_id = p.person_id GROUP BY district"  # fmt: skip
+SQL_MASKED = (
+    "SELECT district, COUNT(*) AS n, AVG(cost) AS mean_cost FROM visits v "
+    "JOIN patients p ON v.person_id = p.person_id GROUP BY district"
+)
 SQL_DP = "SELECT sex, COUNT(*) AS n FROM patients GROUP BY sex"
 PYTHON = (
     "import sandbox_job\n"
@@ -285,8 +304,9 @@ def download(client: FlaskClient, headers: dict[str, str], job: Job, folder: Pat
     (folder / "result.json").write_bytes(answer.get_data())
     paths = [folder / "result.json"]
     for table in answer.get_json()["tables"]:
-        csv = client.get(f"/api/v1/jobs/{job.id}/result?format=csv&table={table['name']}",
-                         headers=headers)  # fmt: skip
+        csv = client.get(
+            f"/api/v1/jobs/{job.id}/result?format=csv&table={table['name']}", headers=headers
+        )
         assert csv.status_code == 200
         (folder / f"{table['name']}.csv").write_bytes(csv.get_data())
         paths.append(folder / f"{table['name']}.csv")
@@ -309,8 +329,10 @@ def test_downloads_verify_offline_across_a_signing_key_rotation(
     published = client.get("/api/v1/release-keys")  # public: no token
     assert published.status_code == 200
     keyring = published.get_json()
-    assert {k["key_id"] for k in keyring["keys"]} == {first.certificate["key_id"],
-                                                       second.certificate["key_id"]}  # fmt: skip
+    assert {k["key_id"] for k in keyring["keys"]} == {
+        first.certificate["key_id"],
+        second.certificate["key_id"],
+    }
     exported = cli("keys", "export-public")
     assert exported.exit_code == 0 and json.loads(exported.output) == keyring
     keys = tmp_path / "release-keys.json"
@@ -330,8 +352,9 @@ def test_downloads_verify_offline_across_a_signing_key_rotation(
 
     by_district = tmp_path / "job1" / "by_district.csv"
     by_district.write_bytes(by_district.read_bytes().replace(b"\r\n", b"\n", 1))
-    tampered = cli("verify-release", tmp_path / "job1" / "result.json", "--output", by_district,
-                   "--keys", keys)  # fmt: skip
+    tampered = cli(
+        "verify-release", tmp_path / "job1" / "result.json", "--output", by_district, "--keys", keys
+    )
     assert tampered.exit_code == 1
     assert "output hash mismatch for output by_district" in tampered.output
 
@@ -352,7 +375,11 @@ def test_certificate_binds_grant_dataset_code_and_checks(keyed: Sandbox) -> None
     assert document["key_id"] == job.certificate["key_id"] == keyed.release_key.key_id
     assert document["privacy"]["epsilon"] == 1.0 and document["privacy"]["mechanism"]
     assert [c["check"] for c in document["checks"]] == [
-        "grant.active", "code.sql_policy", "dp.noise", "dp.budget_charged"]  # fmt: skip
+        "grant.active",
+        "code.sql_policy",
+        "dp.noise",
+        "dp.budget_charged",
+    ]
     (output,) = document["outputs"]
     assert output["sha256"] == sha256_json(job.result["tables"][0])
     assert output["name"] == "result" and output["rows"] == len(job.result["tables"][0]["rows"])
@@ -375,16 +402,21 @@ def raw_values(step: int = 50) -> list[bytes]:
     """Direct identifiers of every step-th generated patient, as they are in the raw table."""
     patients = health_tables()["patients"]
     picked = patients.iloc[::step]
-    values = [*picked["id_card"], *picked["phone"], *picked["address"],
-              *(n for n in picked["name"] if len(n) >= 3)]  # fmt: skip
+    values = [
+        *picked["id_card"],
+        *picked["phone"],
+        *picked["address"],
+        *(n for n in picked["name"] if len(n) >= 3),
+    ]
     return [str(v).encode() for v in values]
 
 
 SKIPPED = ("pytest-of-", "bash_jobs.")  # other test sessions' folders; the tool's own
 
 
-def plaintext_in(roots: Iterable[Path], needles: list[bytes], *, since: float | None = None
-                 ) -> list[str]:  # fmt: skip
+def plaintext_in(
+    roots: Iterable[Path], needles: list[bytes], *, since: float | None = None
+) -> list[str]:
     """Parquet or CSV files, or files holding a raw value, under ``roots``."""
     found: list[str] = []
     for root in roots:
@@ -435,8 +467,11 @@ def test_no_plaintext_copy_of_a_raw_table_survives_jobs(
     started = time.time() - 1
     sandbox = make_sandbox(tmp_path / "instance", runner=runner)
     assert sandbox.runner.name == runner
-    released = [run(sandbox, SQL_MASKED), run(sandbox, SQL_DP, mode="dp", epsilon=1.0),
-                run(sandbox, PYTHON, language="python")]  # fmt: skip
+    released = [
+        run(sandbox, SQL_MASKED),
+        run(sandbox, SQL_DP, mode="dp", epsilon=1.0),
+        run(sandbox, PYTHON, language="python"),
+    ]
     assert all(job.certificate for job in released)
 
     needles = raw_values()

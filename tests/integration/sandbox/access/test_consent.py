@@ -50,9 +50,15 @@ def count_patients(sandbox: Sandbox, *, who: str = "analyst", status: str = "rel
     with sandbox.tx() as session:
         analyst_id = named(session, who).id
     job = submit.submit(
-        sandbox, by_id=analyst_id, dataset="health", language="sql", mode="masked",
-        code=COUNT_PATIENTS, epsilon=None, enqueue=lambda _: None,
-    )  # fmt: skip
+        sandbox,
+        by_id=analyst_id,
+        dataset="health",
+        language="sql",
+        mode="masked",
+        code=COUNT_PATIENTS,
+        epsilon=None,
+        enqueue=lambda _: None,
+    )
     run_job(sandbox, job.id)
     with sandbox.tx() as session:
         found = session.get_one(Job, job.id)
@@ -67,12 +73,14 @@ def rows_of(job: Job) -> list[list[Any]]:
     return rows
 
 
-def change(sandbox: Sandbox, action: str, person: int, *, by: str = "owner",
-           purpose: str = "research") -> int:  # fmt: skip
+def change(
+    sandbox: Sandbox, action: str, person: int, *, by: str = "owner", purpose: str = "research"
+) -> int:
     do = consent.withdraw_consent if action == "withdraw" else consent.give_consent
     with sandbox.tx() as session:
-        return do(session, by=named(session, by), dataset="health", person_id=str(person),
-                  purpose=purpose)  # fmt: skip
+        return do(
+            session, by=named(session, by), dataset="health", person_id=str(person), purpose=purpose
+        )
 
 
 def grant_for(
@@ -81,10 +89,14 @@ def grant_for(
     """A newer grant than the demo one, so the analyst's next jobs run under it."""
     with sandbox.tx() as session:
         grants.grant_access(
-            session, by=named(session, "owner"), dataset="health",
-            analyst=named(session, analyst), modes=["masked"],
-            purpose=purpose, requires_consent=requires_consent,
-        )  # fmt: skip
+            session,
+            by=named(session, "owner"),
+            dataset="health",
+            analyst=named(session, analyst),
+            modes=["masked"],
+            purpose=purpose,
+            requires_consent=requires_consent,
+        )
 
 
 # --- seeding --------------------------------------------------------------------------
@@ -258,16 +270,20 @@ def test_consent_api_withdraw_and_give(client: FlaskClient, sandbox_instance: Sa
     assert given.status_code == 200, given.get_json()
     missing = client.post("/api/v1/datasets/nothing/consents/give", json=body, headers=owner)
     assert missing.status_code == 404
-    bad = client.post("/api/v1/datasets/health/consents/give", json={"purpose": "research"},
-                      headers=owner)  # fmt: skip
+    bad = client.post(
+        "/api/v1/datasets/health/consents/give", json={"purpose": "research"}, headers=owner
+    )
     assert bad.status_code == 400
 
 
 def test_consent_api_non_owner_is_403(client: FlaskClient, sandbox_instance: Sandbox) -> None:
     body = {"person_id": str(flagged()[0]), "purpose": "research"}
     for name in ("analyst", "auditor"):
-        answer = client.post("/api/v1/datasets/health/consents/withdraw", json=body,
-                             headers=bearer(sandbox_instance, name))  # fmt: skip
+        answer = client.post(
+            "/api/v1/datasets/health/consents/withdraw",
+            json=body,
+            headers=bearer(sandbox_instance, name),
+        )
         assert answer.status_code == 403, name
     with sandbox_instance.tx() as session:
         assert str(flagged()[0]) in consent.consenting_persons(

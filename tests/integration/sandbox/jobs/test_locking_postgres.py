@@ -31,8 +31,7 @@ pytestmark = pytest.mark.postgres
 
 @pytest.fixture
 def sandbox(tmp_path: Path) -> Sandbox:
-    return make_sandbox(tmp_path / "instance", database_url=fresh_postgres_database(),
-                        patients=200)  # fmt: skip
+    return make_sandbox(tmp_path / "instance", database_url=fresh_postgres_database(), patients=200)
 
 
 def queued_job(sandbox: Sandbox) -> tuple[str, int]:
@@ -56,7 +55,7 @@ def test_worker_updating_a_job_does_not_wait_for_a_submission_of_its_analyst(
                 locked.set()
                 worker_done.wait(timeout=10)
                 audit.append(session, actor="analyst", action="test.submitted", subject=job_id)
-        except BaseException as error:  # noqa: BLE001 - reported by the main thread
+        except BaseException as error:
             errors.append(error)
 
     submitting = threading.Thread(target=submission)
@@ -102,7 +101,7 @@ def test_a_deadlock_victim_is_run_again(sandbox: Sandbox) -> None:
         try:
             retry_transient(once)
             outcomes[name] = None
-        except BaseException as error:  # noqa: BLE001 - reported by the main thread
+        except BaseException as error:
             outcomes[name] = error
 
     threads = [

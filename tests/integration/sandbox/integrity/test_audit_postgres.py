@@ -35,10 +35,16 @@ def chain(tmp_path: Path) -> Sandbox:
 def trigger_names(url: str) -> list[str]:
     engine = create_engine(url)
     with engine.connect() as connection:
-        names = connection.execute(
-            text("SELECT tgname FROM pg_trigger WHERE tgrelid = 'audit_entries'::regclass "
-                 "AND NOT tgisinternal ORDER BY tgname")
-        ).scalars().all()  # fmt: skip
+        names = (
+            connection.execute(
+                text(
+                    "SELECT tgname FROM pg_trigger WHERE tgrelid = 'audit_entries'::regclass "
+                    "AND NOT tgisinternal ORDER BY tgname"
+                )
+            )
+            .scalars()
+            .all()
+        )
     engine.dispose()
     return list(names)
 

@@ -70,10 +70,22 @@ class RedisServer:
     def start(self) -> None:
         # No persistence: what the broker held is gone when it comes back.
         self.process = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
-             "--save", "", "--appendonly", "no", "--dir", str(self.folder)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
+            [
+                "redis-server",
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.folder),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         client = redis.Redis.from_url(self.url, socket_connect_timeout=1)
         wait_until(lambda: _answers(client), timeout=10, what="redis-server to answer")
 
@@ -164,13 +176,18 @@ def test_duplicate_deliveries_run_a_job_once(
     finally:
         app.close()
     broker = redis.Redis.from_url(redis_server.url)
-    wait_until(lambda: not broker.llen("sandbox-jobs") and not broker.hlen("unacked"),
-               timeout=20, what="every delivery to be handled")  # fmt: skip
+    wait_until(
+        lambda: not broker.llen("sandbox-jobs") and not broker.hlen("unacked"),
+        timeout=20,
+        what="every delivery to be handled",
+    )
     broker.close()
     done = actions(audit_of(live.sandbox, job_id))
     assert (done.count("job.running"), done.count("job.released"), done.count("job.rerun")) == (
-        1, 1, 0,
-    )  # fmt: skip
+        1,
+        1,
+        0,
+    )
 
 
 @pytest.mark.docker
@@ -205,8 +222,11 @@ def test_killed_worker_job_is_run_by_another_worker_and_its_container_removed(
     assert rerun["lost"] == "holder_gone"
     assert int(rerun["worker"].split("/")[1]) != holder
     # The killed attempt's container went, and the second attempt's after its run.
-    wait_until(lambda: not job_containers(docker_client, job_id), timeout=10,
-               what="the job's containers to go")  # fmt: skip
+    wait_until(
+        lambda: not job_containers(docker_client, job_id),
+        timeout=10,
+        what="the job's containers to go",
+    )
 
 
 def test_jobs_submitted_while_broker_down_complete_once_it_returns(
@@ -249,19 +269,32 @@ def test_jobs_left_running_are_recovered_by_the_sweeper(
     poison = put_running(sandbox, since_s=1, holder=dead_holder)
     with sandbox.tx() as session:
         for attempt in (2, 3):
-            audit.append(session, actor="worker", action="job.rerun", subject=poison,
-                         details={"attempt": attempt, "worker": dead_holder,
-                                  "lost": "holder_gone"})  # fmt: skip
+            audit.append(
+                session,
+                actor="worker",
+                action="job.rerun",
+                subject=poison,
+                details={"attempt": attempt, "worker": dead_holder, "lost": "holder_gone"},
+            )
         session.get_one(Job, poison).attempts = 3
     monkeypatch.setenv("SANDBOX_SWEEP_INTERVAL", "1")
     worker = start_worker(sandbox)
     try:
-        wait_until(lambda: status_of(sandbox, expired) == "released", timeout=40,
-                   what="the expired job to be released")  # fmt: skip
-        wait_until(lambda: status_of(sandbox, gone) == "released", timeout=20,
-                   what="the job of a gone worker to be released")  # fmt: skip
-        wait_until(lambda: status_of(sandbox, poison) == "failed", timeout=20,
-                   what="the job that keeps losing its worker to fail")  # fmt: skip
+        wait_until(
+            lambda: status_of(sandbox, expired) == "released",
+            timeout=40,
+            what="the expired job to be released",
+        )
+        wait_until(
+            lambda: status_of(sandbox, gone) == "released",
+            timeout=20,
+            what="the job of a gone worker to be released",
+        )
+        wait_until(
+            lambda: status_of(sandbox, poison) == "failed",
+            timeout=20,
+            what="the job that keeps losing its worker to fail",
+        )
         time.sleep(2.5)  # two more sweeps
         assert status_of(sandbox, held) == "running"  # its lease stands: left alone
     finally:
@@ -312,12 +345,18 @@ def test_worker_start_removes_orphaned_containers_and_view_folders(
     worker = start_worker(sandbox)
     try:
         orphans = {containers[name].id for name in ("failed", "gone", "earlier_attempt")}
-        wait_until(lambda: not orphans & container_ids(docker_client), timeout=30,
-                   what="the orphaned containers to go")  # fmt: skip
+        wait_until(
+            lambda: not orphans & container_ids(docker_client),
+            timeout=30,
+            what="the orphaned containers to go",
+        )
         assert {containers["held"].id, containers["foreign"].id} <= container_ids(docker_client)
         # The gone worker's job was run again, and its new container removed after it.
-        wait_until(lambda: status_of(sandbox, gone) == "released", timeout=40,
-                   what="the job of the gone worker to be released")  # fmt: skip
+        wait_until(
+            lambda: status_of(sandbox, gone) == "released",
+            timeout=40,
+            what="the job of the gone worker to be released",
+        )
         assert not job_containers(docker_client, gone)
         assert sorted(str(p.relative_to(work)) for p in work.glob("*/*")) == [f"{held}/attempt-2"]
     finally:
@@ -337,8 +376,11 @@ def test_killed_worker_warm_containers_are_removed_and_the_next_worker_serves(
     token = live.token("analyst")
     first = live.workers[0]
     # The worker's pool process (a child, started after the worker) creates them.
-    wait_until(lambda: bool(warm_containers(docker_client, set(process_tree(first.pid)))),
-               timeout=60, what="the first worker's warm container to start")  # fmt: skip
+    wait_until(
+        lambda: bool(warm_containers(docker_client, set(process_tree(first.pid)))),
+        timeout=60,
+        what="the first worker's warm container to start",
+    )
     pids = set(process_tree(first.pid))
     (waiting,) = warm_containers(docker_client, pids)
     pool_folder = live.sandbox.settings.instance / "runner-pool"
@@ -353,15 +395,21 @@ def test_killed_worker_warm_containers_are_removed_and_the_next_worker_serves(
     second = start_worker(live.sandbox, name="w2")
     live.workers.append(second)
 
-    wait_until(lambda: waiting.id not in container_ids(docker_client), timeout=30,
-               what="the dead worker's warm container to be removed")  # fmt: skip
+    wait_until(
+        lambda: waiting.id not in container_ids(docker_client),
+        timeout=30,
+        what="the dead worker's warm container to be removed",
+    )
     assert not any(
         path.name.split("-")[0] in {str(p) for p in pids} for path in pool_folder.iterdir()
     )  # its folders went with it (removed when the next pool starts)
     job = live.wait_for(submit(live, token, SQL_JOB), token, timeout=60)
     assert job["status"] == "released", worker_logs(live)
-    wait_until(lambda: bool(warm_containers(docker_client, set(process_tree(second.pid)))),
-               timeout=60, what="the second worker's pool to refill")  # fmt: skip
+    wait_until(
+        lambda: bool(warm_containers(docker_client, set(process_tree(second.pid)))),
+        timeout=60,
+        what="the second worker's pool to refill",
+    )
 
 
 @pytest.mark.docker
@@ -371,15 +419,21 @@ def test_a_worker_stopped_gracefully_removes_its_warm_containers(
     monkeypatch.setenv("SANDBOX_RUNNER_POOL", "1")
     live = live_redis(sweep_interval=600, runner="docker")
     worker = live.workers[0]
-    wait_until(lambda: bool(warm_containers(docker_client, set(process_tree(worker.pid)))),
-               timeout=60, what="the worker's warm container to start")  # fmt: skip
+    wait_until(
+        lambda: bool(warm_containers(docker_client, set(process_tree(worker.pid)))),
+        timeout=60,
+        what="the worker's warm container to start",
+    )
     (waiting,) = warm_containers(docker_client, set(process_tree(worker.pid)))
 
     worker.terminate()  # SIGTERM: Celery's warm shutdown, as `sandbox demo` stops it
     worker.wait(timeout=30)
 
-    wait_until(lambda: waiting.id not in container_ids(docker_client), timeout=15,
-               what="the stopped worker's warm container to be removed")  # fmt: skip
+    wait_until(
+        lambda: waiting.id not in container_ids(docker_client),
+        timeout=15,
+        what="the stopped worker's warm container to be removed",
+    )
 
 
 # Helpers
@@ -388,9 +442,11 @@ def test_a_worker_stopped_gracefully_removes_its_warm_containers(
 def submit(live: LivePortal, token: str, code: str) -> str:
     language = "sql" if code.startswith("SELECT") else "python"
     status, body = live.request(
-        "POST", "/api/v1/jobs",
-        {"dataset": "health", "language": language, "mode": "masked", "code": code}, token,
-    )  # fmt: skip
+        "POST",
+        "/api/v1/jobs",
+        {"dataset": "health", "language": language, "mode": "masked", "code": code},
+        token,
+    )
     assert status == 202, body
     assert body["status"] == "queued"
     return str(body["id"])
@@ -403,13 +459,24 @@ def put_running(sandbox: Sandbox, *, since_s: float, holder: str) -> str:
         assert analyst is not None
         analyst_id = analyst.id
     job = submission.submit(
-        sandbox, by_id=analyst_id, dataset="health", language="sql", mode="masked",
-        code=SQL_JOB, epsilon=None, enqueue=lambda _: None,
-    )  # fmt: skip
+        sandbox,
+        by_id=analyst_id,
+        dataset="health",
+        language="sql",
+        mode="masked",
+        code=SQL_JOB,
+        epsilon=None,
+        enqueue=lambda _: None,
+    )
     with sandbox.tx() as session:
         row = session.get_one(Job, job.id)
-        move(session, row, JobStatus.RUNNING, actor="worker",
-             details={"attempt": 1, "worker": holder})  # fmt: skip
+        move(
+            session,
+            row,
+            JobStatus.RUNNING,
+            actor="worker",
+            details={"attempt": 1, "worker": holder},
+        )
         row.attempts = 1
         row.started_at = utcnow() - dt.timedelta(seconds=since_s)
     return job.id
@@ -422,9 +489,14 @@ def sleeper(client: Any, job_id: str, *, host: str, pid: int) -> Any:
         entrypoint=["python3", "-c", "import time; time.sleep(300)"],
         detach=True,
         network_mode="none",
-        labels={LABEL_JOB: job_id, LABEL_RUNNER: "1", LABEL_HOST: host, LABEL_PID: str(pid),
-                LABEL_DEADLINE: f"{time.time() + 600:.0f}"},
-    )  # fmt: skip
+        labels={
+            LABEL_JOB: job_id,
+            LABEL_RUNNER: "1",
+            LABEL_HOST: host,
+            LABEL_PID: str(pid),
+            LABEL_DEADLINE: f"{time.time() + 600:.0f}",
+        },
+    )
 
 
 def job_containers(client: Any, job_id: str) -> list[Any]:

@@ -20,9 +20,13 @@ def plan(sql: str, epsilon: float = 1.0):  # type: ignore[no-untyped-def]
 def test_dp_plan_bounds_rows_per_person_and_clamps() -> None:
     p = plan("SELECT department, COUNT(*) AS n, SUM(cost) AS s FROM visits GROUP BY department")
     frame = pd.DataFrame(
-        {"visit_id": [f"v{i}" for i in range(40)], "person_id": ["a"] * 30 + ["b"] * 10,
-         "department": ["内科"] * 40, "cost": [1e9] * 40}
-    )  # fmt: skip
+        {
+            "visit_id": [f"v{i}" for i in range(40)],
+            "person_id": ["a"] * 30 + ["b"] * 10,
+            "department": ["内科"] * 40,
+            "cost": [1e9] * 40,
+        }
+    )
     con = duckdb.connect()
     con.register("visits", frame)
     cursor = con.execute(p.sql)
@@ -52,7 +56,7 @@ def test_dp_release_includes_every_public_key() -> None:
         ),
         ("SELECT COUNT(DISTINCT department) FROM visits", "dp.unsupported"),
         ("SELECT SUM(visit_date) FROM visits", None),  # the policy allows only COUNT of it
-    ],  # fmt: skip
+    ],
 )
 def test_dp_plan_refuses_what_it_cannot_bound(sql: str, rule: str | None) -> None:
     checked = check_sql(sql, HEALTH, mode="dp")
@@ -122,8 +126,13 @@ def run_plan(sql: str, frames: dict[str, pd.DataFrame]) -> tuple[list[str], list
 
 
 def test_dp_join_on_privacy_unit_bounds_joined_rows_per_person() -> None:
-    visits = pd.DataFrame({"visit_id": [f"v{i}" for i in range(25)],
-                           "person_id": ["a"] * 20 + ["b"] * 5, "cost": [10.0] * 25})  # fmt: skip
+    visits = pd.DataFrame(
+        {
+            "visit_id": [f"v{i}" for i in range(25)],
+            "person_id": ["a"] * 20 + ["b"] * 5,
+            "cost": [10.0] * 25,
+        }
+    )
     patients = pd.DataFrame(
         {"person_id": ["a", "b"], "sex": ["男", "女"], "birth_year": [1950, 1990]}
     )
@@ -203,9 +212,13 @@ def test_dp_variance_and_stddev_are_post_processed_from_noisy_sums() -> None:
 
     rng = np.random.default_rng(3)  # test data, not privacy noise
     stays = rng.integers(0, 30, size=5000)
-    visits = pd.DataFrame({"visit_id": [f"v{i}" for i in range(5000)],
-                           "person_id": [f"p{i}" for i in range(5000)],
-                           "length_of_stay": stays})  # fmt: skip
+    visits = pd.DataFrame(
+        {
+            "visit_id": [f"v{i}" for i in range(5000)],
+            "person_id": [f"p{i}" for i in range(5000)],
+            "length_of_stay": stays,
+        }
+    )
     p = plan(
         "SELECT VARIANCE(length_of_stay) AS var, STDDEV(length_of_stay) AS sd FROM visits",
         epsilon=1e6,  # near-exact, to check the arithmetic
@@ -251,10 +264,15 @@ def test_gaussian_noise_matches_declared_scale() -> None:
 def test_dp_plan_with_delta_uses_gaussian_and_composes_rho() -> None:
     laplace = plan("SELECT department, COUNT(*), SUM(length_of_stay) FROM visits GROUP BY 1")
     gaussian = plan_dp_query(
-        check_sql("SELECT department, COUNT(*), SUM(length_of_stay) FROM visits GROUP BY 1",
-                  HEALTH, mode="dp"),
-        HEALTH, epsilon=1.0, delta=1e-5,
-    )  # fmt: skip
+        check_sql(
+            "SELECT department, COUNT(*), SUM(length_of_stay) FROM visits GROUP BY 1",
+            HEALTH,
+            mode="dp",
+        ),
+        HEALTH,
+        epsilon=1.0,
+        delta=1e-5,
+    )
     assert laplace.mechanism == "laplace" and gaussian.mechanism == "gaussian"
     assert gaussian.rho_per_measure == pytest.approx(mechanisms.rho_for(1.0, 1e-5) / 2)
     released = release_noisy(gaussian, ["__dp_k0", "__dp_count_0", "__dp_sum_1"], [])
@@ -269,8 +287,9 @@ def test_dp_private_group_keys_are_released_above_a_noisy_threshold() -> None:
     assert p.private_keys and p.threshold_measure is not None
     assert p.threshold() > 10  # one person alone never makes it
     years = [1950] * 2000 + [1990] * 1  # a crowd, and one person alone
-    patients = pd.DataFrame({"person_id": [f"p{i}" for i in range(len(years))],
-                             "birth_year": years})  # fmt: skip
+    patients = pd.DataFrame(
+        {"person_id": [f"p{i}" for i in range(len(years))], "birth_year": years}
+    )
     con = duckdb.connect()
     con.register("patients", patients)
     cursor = con.execute(p.sql)

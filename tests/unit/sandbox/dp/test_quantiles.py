@@ -43,11 +43,15 @@ def run(p, frame: pd.DataFrame, table: str = "visits") -> dict:  # type: ignore[
 
 def visits(costs: list[float], persons: list[str] | None = None) -> pd.DataFrame:
     persons = persons or [f"p{i}" for i in range(len(costs))]
-    return pd.DataFrame({
-        "visit_id": [f"v{i}" for i in range(len(costs))], "person_id": persons,
-        "department": ["内科"] * len(costs), "cost": costs,
-        "length_of_stay": [int(c) % 61 for c in costs],
-    })  # fmt: skip
+    return pd.DataFrame(
+        {
+            "visit_id": [f"v{i}" for i in range(len(costs))],
+            "person_id": persons,
+            "department": ["内科"] * len(costs),
+            "cost": costs,
+            "length_of_stay": [int(c) % 61 for c in costs],
+        }
+    )
 
 
 @settings(max_examples=200, deadline=None)
@@ -120,8 +124,10 @@ def test_dp_quantile_selection_stays_within_its_declared_rank_bound() -> None:
 def test_dp_quantile_under_zcdp_uses_rho_and_gaussian_plan() -> None:
     p = plan_dp_query(
         check_sql("SELECT MEDIAN(cost) AS m, COUNT(*) AS n FROM visits", HEALTH, mode="dp"),
-        HEALTH, epsilon=1.0, delta=1e-6,
-    )  # fmt: skip
+        HEALTH,
+        epsilon=1.0,
+        delta=1e-6,
+    )
     assert p.mechanism == "gaussian"
     budget = p.quantile_budget(p.measures[0])
     assert budget["rho"] == pytest.approx(p.rho_per_measure)

@@ -107,9 +107,13 @@ def test_audit_verify_intact_chain_and_empty_log(chain: Sandbox) -> None:
     append_entries(chain)
     report = checkpoints.verify_chain(chain)
     assert report.to_dict() == {
-        "ok": True, "entries": 6, "head": report.head, "first_broken": None, "reason": None,
+        "ok": True,
+        "entries": 6,
+        "head": report.head,
+        "first_broken": None,
+        "reason": None,
         "checkpoints": 0,
-    }  # fmt: skip
+    }
 
 
 # --- checkpoints --------------------------------------------------------------------------------
@@ -123,8 +127,10 @@ def test_audit_checkpoint_signs_head_into_file_and_copy(chain: Sandbox, tmp_path
         seq, head = audit.head(session)
     document = signed["document"]
     assert (document["type"], document["seq"], document["head"]) == (
-        checkpoints.DOCUMENT_TYPE, seq, head,
-    )  # fmt: skip
+        checkpoints.DOCUMENT_TYPE,
+        seq,
+        head,
+    )
     assert dt.datetime.fromisoformat(document["at"]).tzinfo is not None
     verify_certificate(signed, chain.release_key.public_pem)
     assert json.loads(copy.read_text()) == signed
@@ -172,8 +178,9 @@ def test_audit_checkpoint_of_other_document_type_refused(chain: Sandbox) -> None
     append_entries(chain, 1)
     path = checkpoints.default_file(chain)
     # A release certificate is signed by the same key, but is no checkpoint.
-    certificate = chain.release_key.sign({"type": "sandbox.release/v2", "seq": 1,
-                                          "head": "a" * 64, "at": "2026-11-26"})  # fmt: skip
+    certificate = chain.release_key.sign(
+        {"type": "sandbox.release/v2", "seq": 1, "head": "a" * 64, "at": "2026-11-26"}
+    )
     checkpoints.append_checkpoint(path, certificate)
     report = checkpoints.verify_chain(chain)
     assert not report.ok and "not an audit checkpoint" in str(report.reason)
@@ -191,10 +198,12 @@ def browsable(chain: Sandbox, monkeypatch: pytest.MonkeyPatch) -> Iterator[Sandb
     with chain.tx() as session:
         for i in range(10):
             audit.append(
-                session, actor="alice" if i % 2 else "bob",
+                session,
+                actor="alice" if i % 2 else "bob",
                 action=("job.submitted", "job.released", "auth.login")[i % 3],
-                subject=f"s{i % 3}", details={"i": i},
-            )  # fmt: skip
+                subject=f"s{i % 3}",
+                details={"i": i},
+            )
     yield chain
 
 
@@ -221,9 +230,15 @@ def test_audit_browse_filters(browsable: Sandbox) -> None:
     assert seqs(page(browsable, actor="nobody")) == []
     entry = page(browsable, limit="1").entries[0]
     assert entry == {
-        "seq": 1, "at": "2026-11-20T12:00:00+00:00", "actor": "bob", "action": "job.submitted",
-        "subject": "s0", "details": {"i": 0}, "prev_hash": audit.GENESIS, "hash": entry["hash"],
-    }  # fmt: skip
+        "seq": 1,
+        "at": "2026-11-20T12:00:00+00:00",
+        "actor": "bob",
+        "action": "job.submitted",
+        "subject": "s0",
+        "details": {"i": 0},
+        "prev_hash": audit.GENESIS,
+        "hash": entry["hash"],
+    }
 
 
 def test_audit_browse_pages_forward_by_seq(browsable: Sandbox) -> None:
@@ -256,11 +271,14 @@ def test_audit_filter_refuses_bad_arguments(args: dict[str, str], field: str) ->
 
 
 def test_audit_filter_round_trips_for_paging_links() -> None:
-    args = {"actor": "a", "action": "job.*", "since": "2026-11-22T08:00:00+08:00",
-            "limit": "20"}  # fmt: skip
+    args = {"actor": "a", "action": "job.*", "since": "2026-11-22T08:00:00+08:00", "limit": "20"}
     filters = AuditFilter.from_args(args)
-    assert filters.to_args() == {"actor": "a", "action": "job.*",
-                                 "since": "2026-11-22T00:00:00+00:00", "limit": "20"}  # fmt: skip
+    assert filters.to_args() == {
+        "actor": "a",
+        "action": "job.*",
+        "since": "2026-11-22T00:00:00+00:00",
+        "limit": "20",
+    }
     assert AuditFilter.from_args(filters.to_args()) == filters
 
 
@@ -289,9 +307,13 @@ def test_cli_audit_checkpoint_and_verify(cli_instance: Path, tmp_path: Path) -> 
     verified = CliRunner().invoke(main, ["audit", "verify", "--checkpoints", str(copy)])
     assert verified.exit_code == 0, verified.output
     assert json.loads(verified.output) | {"head": None} == {
-        "ok": True, "entries": 6, "head": None, "first_broken": None, "reason": None,
+        "ok": True,
+        "entries": 6,
+        "head": None,
+        "first_broken": None,
+        "reason": None,
         "checkpoints": 1,
-    }  # fmt: skip
+    }
 
 
 def test_cli_audit_verify_fails_on_cut_tail(cli_instance: Path, tmp_path: Path) -> None:
@@ -313,8 +335,13 @@ def test_cli_audit_verify_fails_on_cut_tail(cli_instance: Path, tmp_path: Path) 
 
 def test_audit_details_stored_as_canonical_json_text(chain: Sandbox) -> None:
     with chain.tx() as session:
-        audit.append(session, actor="t", action="a", subject="s",
-                     details={"b": [1, 2.5], "a": "名", "c": {"z": None, "y": True}})  # fmt: skip
+        audit.append(
+            session,
+            actor="t",
+            action="a",
+            subject="s",
+            details={"b": [1, 2.5], "a": "名", "c": {"z": None, "y": True}},
+        )
         stored = session.execute(text("SELECT CAST(details AS TEXT) FROM audit_entries")).scalar()
         entry = session.get_one(AuditEntry, 1)
         assert entry.details == {"a": "名", "b": [1, 2.5], "c": {"y": True, "z": None}}
@@ -329,10 +356,21 @@ def test_audit_entries_spelled_otherwise_still_verify(chain: Sandbox) -> None:
         seq, prev = audit.head(session)
         details = {"名": "值", "n": 1.5}
         at = "2026-11-26T00:00:00+00:00"
-        digest = audit.entry_hash(seq=seq + 1, at=at, actor="orm", action="old", subject="s",
-                                  details=details, prev=prev)  # fmt: skip
-        session.add(AuditEntry(seq=seq + 1, at=at, actor="orm", action="old", subject="s",
-                               details=details, prev_hash=prev, hash=digest))  # fmt: skip
+        digest = audit.entry_hash(
+            seq=seq + 1, at=at, actor="orm", action="old", subject="s", details=details, prev=prev
+        )
+        session.add(
+            AuditEntry(
+                seq=seq + 1,
+                at=at,
+                actor="orm",
+                action="old",
+                subject="s",
+                details=details,
+                prev_hash=prev,
+                hash=digest,
+            )
+        )
     append_entries(chain, 2)
     with chain.tx() as session:
         stored = session.execute(text("SELECT details FROM audit_entries WHERE seq = 3")).scalar()

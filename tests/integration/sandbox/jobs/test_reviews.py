@@ -43,9 +43,15 @@ def held_job(sandbox: Sandbox, *, who: str = "analyst") -> str:
         analyst_id = analyst.id
     queued: list[str] = []
     job = submit.submit(
-        sandbox, by_id=analyst_id, dataset="health", language="sql", mode="masked",
-        code=MASKED_SQL, epsilon=None, enqueue=queued.append,
-    )  # fmt: skip
+        sandbox,
+        by_id=analyst_id,
+        dataset="health",
+        language="sql",
+        mode="masked",
+        code=MASKED_SQL,
+        epsilon=None,
+        enqueue=queued.append,
+    )
     assert run_job(sandbox, job.id) == "pending_review"
     return job.id
 
@@ -53,9 +59,13 @@ def held_job(sandbox: Sandbox, *, who: str = "analyst") -> str:
 def decide(sandbox: Sandbox, job_id: str, by: str, decision: str, comment: str = "ok") -> Job:
     with sandbox.tx() as session:
         return reviews.review_job(
-            sandbox, session, by=user(session, by), job_id=job_id, decision=decision,
+            sandbox,
+            session,
+            by=user(session, by),
+            job_id=job_id,
+            decision=decision,
             comment=comment,
-        )  # fmt: skip
+        )
 
 
 def object_to(sandbox: Sandbox, job_id: str, reason: str, by: str = "analyst") -> Job:
@@ -65,8 +75,9 @@ def object_to(sandbox: Sandbox, job_id: str, reason: str, by: str = "analyst") -
 
 def second_auditor(sandbox: Sandbox) -> None:
     with sandbox.tx() as session:
-        create_user(session, username="auditor2", password="pw-auditor2", role=Role.AUDITOR,
-                    by="test")  # fmt: skip
+        create_user(
+            session, username="auditor2", password="pw-auditor2", role=Role.AUDITOR, by="test"
+        )
 
 
 def require_reviewers(sandbox: Sandbox, count: int, by: str = "owner") -> None:
@@ -116,13 +127,21 @@ def test_reviews_withhold_objection_approve_releases_with_reviewers(
     with sandbox_instance.tx() as session:
         events = session.scalars(select(ReviewEvent).where(ReviewEvent.job_id == job_id)).all()
         assert [(e.round, e.kind, e.actor.username) for e in events] == [
-            (1, "withhold", "auditor"), (2, "objection", "analyst"), (2, "approve", "auditor"),
-        ]  # fmt: skip
+            (1, "withhold", "auditor"),
+            (2, "objection", "analyst"),
+            (2, "approve", "auditor"),
+        ]
         assert audit.verify(session).ok
     assert trail(sandbox_instance, job_id)[4:] == [
-        "job.pending_review", "job.reviewed", "job.withheld", "job.objected",
-        "job.pending_review", "review.opened", "job.reviewed", "job.released",
-    ]  # fmt: skip
+        "job.pending_review",
+        "job.reviewed",
+        "job.withheld",
+        "job.objected",
+        "job.pending_review",
+        "review.opened",
+        "job.reviewed",
+        "job.released",
+    ]
 
 
 def test_reviews_two_auditors_both_approve_before_release(sandbox_instance: Sandbox) -> None:
@@ -140,9 +159,14 @@ def test_reviews_two_auditors_both_approve_before_release(sandbox_instance: Sand
     assert released.certificate["document"]["reviewers"] == ["auditor", "auditor2"]
     with sandbox_instance.tx() as session:
         (first_entry,) = [
-            e for e in audit.browse(session, audit.AuditFilter.from_args(
-                {"subject": job_id, "action": "job.reviewed", "actor": "auditor"})).entries
-        ]  # fmt: skip
+            e
+            for e in audit.browse(
+                session,
+                audit.AuditFilter.from_args(
+                    {"subject": job_id, "action": "job.reviewed", "actor": "auditor"}
+                ),
+            ).entries
+        ]
     assert first_entry["details"]["approvals"] == 1 and first_entry["details"]["required"] == 2
 
 
@@ -208,11 +232,13 @@ def test_reviews_reviewers_setting_is_the_owners(sandbox_instance: Sandbox) -> N
     require_reviewers(sandbox_instance, 2, by="admin")
     require_reviewers(sandbox_instance, 1)
     with sandbox_instance.tx() as session:
-        changes = audit.browse(session, audit.AuditFilter.from_args(
-            {"action": "dataset.reviewers_required"})).entries  # fmt: skip
+        changes = audit.browse(
+            session, audit.AuditFilter.from_args({"action": "dataset.reviewers_required"})
+        ).entries
     assert [(e["actor"], e["details"]) for e in changes] == [
-        ("admin", {"from": 1, "to": 2}), ("owner", {"from": 2, "to": 1}),
-    ]  # fmt: skip
+        ("admin", {"from": 1, "to": 2}),
+        ("owner", {"from": 2, "to": 1}),
+    ]
 
 
 # --- over the API --------------------------------------------------------------------------------
@@ -260,13 +286,22 @@ def test_reviews_analyst_cannot_see_held_outputs_via_api(
     detail = client.get(f"/api/v1/reviews/{job_id}", headers=auditor).get_json()
     assert [str(r[1]) for r in detail["outputs"]["tables"][0]["rows"]] == counts
 
-    answer = client.post(f"/api/v1/reviews/{job_id}", headers=auditor,
-                         json={"decision": "withhold"})  # fmt: skip
+    answer = client.post(
+        f"/api/v1/reviews/{job_id}", headers=auditor, json={"decision": "withhold"}
+    )
     assert answer.status_code == 400 and answer.get_json()["error"]["field"] == "comment"
-    answer = client.post(f"/api/v1/reviews/{job_id}", headers=auditor,
-                         json={"decision": "withhold", "comment": "cells too small"})  # fmt: skip
-    assert answer.get_json() == {"id": job_id, "status": "withheld", "round": 1,
-                                 "approvals": [], "reviewers_required": 1}  # fmt: skip
+    answer = client.post(
+        f"/api/v1/reviews/{job_id}",
+        headers=auditor,
+        json={"decision": "withhold", "comment": "cells too small"},
+    )
+    assert answer.get_json() == {
+        "id": job_id,
+        "status": "withheld",
+        "round": 1,
+        "approvals": [],
+        "reviewers_required": 1,
+    }
     answer = client.get(f"/api/v1/jobs/{job_id}/review", headers=analyst).get_json()
     assert answer["review"]["can_object"] is True
     assert answer["review"]["history"][0]["comment"] == "cells too small"
@@ -276,8 +311,11 @@ def test_reviews_analyst_cannot_see_held_outputs_via_api(
     other = bearer(client, sandbox_instance, "analyst2")
     refused = client.post(f"/api/v1/jobs/{job_id}/objection", headers=other, json={"reason": "x"})
     assert refused.status_code == 404
-    answer = client.post(f"/api/v1/jobs/{job_id}/objection", headers=analyst,
-                         json={"reason": "each district has many persons"})  # fmt: skip
+    answer = client.post(
+        f"/api/v1/jobs/{job_id}/objection",
+        headers=analyst,
+        json={"reason": "each district has many persons"},
+    )
     assert answer.status_code == 200, answer.get_json()
     assert answer.get_json()["status"] == "pending_review"
     assert answer.get_json()["review"]["can_object"] is False
@@ -297,8 +335,9 @@ def test_reviews_dataset_patch_sets_reviewers(
             expected
         )
     analyst = bearer(client, sandbox_instance, "analyst")
-    answer = client.patch("/api/v1/datasets/health", headers=analyst,
-                          json={"reviewers_required": 1})  # fmt: skip
+    answer = client.patch(
+        "/api/v1/datasets/health", headers=analyst, json={"reviewers_required": 1}
+    )
     assert answer.status_code == 403
     answer = client.patch("/api/v1/datasets/nope", headers=owner, json={"reviewers_required": 1})
     assert answer.status_code == 404

@@ -35,17 +35,22 @@ def user(session: Any, name: str) -> User:
 def researcher(sandbox_instance: Sandbox) -> str:
     """An analyst with no grant yet, so only an approved request can open the data."""
     with sandbox_instance.tx() as session:
-        create_user(session, username="researcher", password="pw-researcher-1",
-                    role=Role.ANALYST, by="test")  # fmt: skip
+        create_user(
+            session, username="researcher", password="pw-researcher-1", role=Role.ANALYST, by="test"
+        )
     return "researcher"
 
 
 def file_request(sandbox: Sandbox, who: str = "researcher", **fields: Any) -> str:
     values: dict[str, Any] = {
-        "dataset": "health", "purpose": "diabetes-cost-study", "columns": ASKED,
-        "modes": ["dp", "masked"], "epsilon": 4.0, "days": 60,
+        "dataset": "health",
+        "purpose": "diabetes-cost-study",
+        "columns": ASKED,
+        "modes": ["dp", "masked"],
+        "epsilon": 4.0,
+        "days": 60,
         "justification": "Costs of care by district for the 2024 report.",
-    } | fields  # fmt: skip
+    } | fields
     with sandbox.tx() as session:
         return access.request_access(session, by=user(session, who), **values).id
 
@@ -62,9 +67,15 @@ def submit(sandbox: Sandbox, mode: str = "dp", *, epsilon: float | None = 1.0) -
     with sandbox.tx() as session:
         by_id = user(session, "researcher").id
     return submission.submit(
-        sandbox, by_id=by_id, dataset="health", language="sql", mode=mode, code=DP_SQL,
-        epsilon=epsilon if mode == "dp" else None, enqueue=lambda _id: None,
-    )  # fmt: skip
+        sandbox,
+        by_id=by_id,
+        dataset="health",
+        language="sql",
+        mode=mode,
+        code=DP_SQL,
+        epsilon=epsilon if mode == "dp" else None,
+        enqueue=lambda _id: None,
+    )
 
 
 def audit_details(sandbox: Sandbox, action: str, subject: str) -> dict[str, Any]:
@@ -93,10 +104,16 @@ def test_access_approval_narrows_the_grant(sandbox_instance: Sandbox, researcher
     request_id = file_request(sandbox_instance)
     rules = {"patients.sex": {"rule": ["dimension"], "aggregates": ["COUNT"]}}
     grant_id = approve(
-        sandbox_instance, request_id, comment="Cost stays closed; dp only.",
-        columns=["patients.person_id", "patients.sex"], modes=["dp"], epsilon=1.5, days=30,
-        k_threshold=15, column_rules=rules,
-    )  # fmt: skip
+        sandbox_instance,
+        request_id,
+        comment="Cost stays closed; dp only.",
+        columns=["patients.person_id", "patients.sex"],
+        modes=["dp"],
+        epsilon=1.5,
+        days=30,
+        k_threshold=15,
+        column_rules=rules,
+    )
     with sandbox_instance.tx() as session:
         grant = session.get_one(Grant, grant_id)
         assert grant.columns == ["patients.person_id", "patients.sex"]
@@ -152,8 +169,10 @@ def test_access_approval_cannot_widen(
         approve(sandbox_instance, request_id, **narrowing)
     with sandbox_instance.tx() as session:
         assert session.get_one(AccessRequest, request_id).status == "pending"
-        assert session.scalar(select(Grant).where(Grant.analyst_id == user(
-            session, "researcher").id)) is None  # fmt: skip
+        assert (
+            session.scalar(select(Grant).where(Grant.analyst_id == user(session, "researcher").id))
+            is None
+        )
 
 
 def test_access_approval_mode_not_requested_refused(
@@ -167,11 +186,14 @@ def test_access_approval_mode_not_requested_refused(
 def test_access_deny_records_the_comment(sandbox_instance: Sandbox, researcher: str) -> None:
     request_id = file_request(sandbox_instance)
     with sandbox_instance.tx() as session, pytest.raises(InvalidRequest, match="comment"):
-        access.deny_request(session, by=user(session, "owner"), request_id=request_id,
-                            comment="  ")  # fmt: skip
+        access.deny_request(session, by=user(session, "owner"), request_id=request_id, comment="  ")
     with sandbox_instance.tx() as session:
-        denied = access.deny_request(session, by=user(session, "owner"), request_id=request_id,
-                                     comment="Use the public tables first.")  # fmt: skip
+        denied = access.deny_request(
+            session,
+            by=user(session, "owner"),
+            request_id=request_id,
+            comment="Use the public tables first.",
+        )
         assert denied.status == "denied" and denied.grant_id is None
         assert denied.decision_comment == "Use the public tables first."
     details = audit_details(sandbox_instance, "access.denied", request_id)
@@ -185,11 +207,14 @@ def test_access_deciding_twice_conflict(sandbox_instance: Sandbox, researcher: s
         approve(sandbox_instance, request_id)
     assert caught.value.status == 409
     with sandbox_instance.tx() as session, pytest.raises(Conflict):
-        access.deny_request(session, by=user(session, "owner"), request_id=request_id,
-                            comment="too late")  # fmt: skip
+        access.deny_request(
+            session, by=user(session, "owner"), request_id=request_id, comment="too late"
+        )
     with sandbox_instance.tx() as session:
-        assert len(session.scalars(select(Grant).where(Grant.purpose == "diabetes-cost-study"))
-                   .all()) == 1  # fmt: skip
+        assert (
+            len(session.scalars(select(Grant).where(Grant.purpose == "diabetes-cost-study")).all())
+            == 1
+        )
 
 
 def test_access_analyst_cannot_decide(sandbox_instance: Sandbox, researcher: str) -> None:
@@ -198,13 +223,21 @@ def test_access_analyst_cannot_decide(sandbox_instance: Sandbox, researcher: str
         approve(sandbox_instance, request_id, who="researcher")
     assert caught.value.status == 403
     with sandbox_instance.tx() as session, pytest.raises(Forbidden):
-        access.deny_request(session, by=user(session, "analyst"), request_id=request_id,
-                            comment="no")  # fmt: skip
+        access.deny_request(
+            session, by=user(session, "analyst"), request_id=request_id, comment="no"
+        )
     with sandbox_instance.tx() as session, pytest.raises(Forbidden):
         access.request_access(
-            session, by=user(session, "owner"), dataset="health", purpose="x", columns=[],
-            modes=["masked"], epsilon=0, days=1, justification="",
-        )  # fmt: skip
+            session,
+            by=user(session, "owner"),
+            dataset="health",
+            purpose="x",
+            columns=[],
+            modes=["masked"],
+            epsilon=0,
+            days=1,
+            justification="",
+        )
 
 
 def test_access_unknown_request_not_found(sandbox_instance: Sandbox) -> None:
@@ -281,8 +314,9 @@ def test_access_expired_grant_not_active(sandbox_instance: Sandbox, researcher: 
     with sandbox_instance.tx() as session:
         assert not session.get_one(Grant, grant_id).is_active()
         with pytest.raises(NoActiveGrant):
-            grants.active_grant(session, analyst=user(session, "researcher"), dataset="health",
-                                mode="dp")  # fmt: skip
+            grants.active_grant(
+                session, analyst=user(session, "researcher"), dataset="health", mode="dp"
+            )
     with pytest.raises(NoActiveGrant):
         submit(sandbox_instance, "dp")
 
@@ -332,8 +366,10 @@ def test_access_revoke_between_run_and_release_withholds(
         found = session.get_one(Job, job.id)
         assert found.error_code == "grant_inactive"
         assert found.result is None and found.certificate is None
-        actions = [e.action for e in session.scalars(
-            select(AuditEntry).where(AuditEntry.subject == job.id))]  # fmt: skip
+        actions = [
+            e.action
+            for e in session.scalars(select(AuditEntry).where(AuditEntry.subject == job.id))
+        ]
         assert actions[-1] == "job.withheld" and "job.released" not in actions
 
 
@@ -366,8 +402,9 @@ def test_access_cli_lists_approves_and_denies(sandbox_instance: Sandbox, researc
 
 def test_access_http_request_approve_submit(live_portal: Any) -> None:
     with live_portal.sandbox.tx() as session:
-        create_user(session, username="http_researcher", password="pw-http-1",
-                    role=Role.ANALYST, by="test")  # fmt: skip
+        create_user(
+            session, username="http_researcher", password="pw-http-1", role=Role.ANALYST, by="test"
+        )
     status, body = live_portal.request(
         "POST", "/api/v1/auth/token", {"username": "http_researcher", "password": "pw-http-1"}
     )
@@ -375,16 +412,35 @@ def test_access_http_request_approve_submit(live_portal: Any) -> None:
     analyst, owner = body["token"], live_portal.token("owner")
     path = "/api/v1/access-requests"
 
-    status, body = live_portal.request("POST", path, {
-        "dataset": "health", "purpose": "http-study", "columns": ["patients.id_card"],
-        "modes": ["dp"], "epsilon": 2.0, "days": 30,
-    }, token=analyst)  # fmt: skip
+    status, body = live_portal.request(
+        "POST",
+        path,
+        {
+            "dataset": "health",
+            "purpose": "http-study",
+            "columns": ["patients.id_card"],
+            "modes": ["dp"],
+            "epsilon": 2.0,
+            "days": 30,
+        },
+        token=analyst,
+    )
     assert status == 400 and "patients.id_card" in body["error"]["message"], body
 
-    status, filed = live_portal.request("POST", path, {
-        "dataset": "health", "purpose": "http-study", "columns": ASKED,
-        "modes": ["dp", "masked"], "epsilon": 3.0, "days": 30, "justification": "why",
-    }, token=analyst)  # fmt: skip
+    status, filed = live_portal.request(
+        "POST",
+        path,
+        {
+            "dataset": "health",
+            "purpose": "http-study",
+            "columns": ASKED,
+            "modes": ["dp", "masked"],
+            "epsilon": 3.0,
+            "days": 30,
+            "justification": "why",
+        },
+        token=analyst,
+    )
     assert status == 201, filed
     assert filed["status"] == "pending" and filed["analyst"] == "http_researcher"
     assert filed["grant"] is None and filed["modes"] == ["dp", "masked"]
@@ -395,10 +451,18 @@ def test_access_http_request_approve_submit(live_portal: Any) -> None:
     approve_path = f"{path}/{filed['id']}/approve"
     status, body = live_portal.request("POST", approve_path, {}, token=analyst)
     assert status == 403, body
-    status, approved = live_portal.request("POST", approve_path, {
-        "comment": "dp only", "modes": ["dp"], "epsilon": 2.0, "days": 7,
-        "columns": ["patients.person_id", "patients.sex"],
-    }, token=owner)  # fmt: skip
+    status, approved = live_portal.request(
+        "POST",
+        approve_path,
+        {
+            "comment": "dp only",
+            "modes": ["dp"],
+            "epsilon": 2.0,
+            "days": 7,
+            "columns": ["patients.person_id", "patients.sex"],
+        },
+        token=owner,
+    )
     assert status == 200, approved
     assert approved["status"] == "approved" and approved["decided_by"] == "owner"
     assert approved["comment"] == "dp only"
@@ -412,17 +476,27 @@ def test_access_http_request_approve_submit(live_portal: Any) -> None:
     assert status == 200 and [r["id"] for r in mine["access_requests"]] == [filed["id"]]
 
     job = {"dataset": "health", "language": "sql", "code": DP_SQL}
-    status, body = live_portal.request("POST", "/api/v1/jobs", job | {"mode": "masked"},
-                                       token=analyst)  # fmt: skip
+    status, body = live_portal.request(
+        "POST", "/api/v1/jobs", job | {"mode": "masked"}, token=analyst
+    )
     assert status == 403 and body["error"]["code"] == "no_active_grant", body
-    status, body = live_portal.request("POST", "/api/v1/jobs", job | {"mode": "dp",
-                                       "epsilon": 1.0}, token=analyst)  # fmt: skip
+    status, body = live_portal.request(
+        "POST", "/api/v1/jobs", job | {"mode": "dp", "epsilon": 1.0}, token=analyst
+    )
     assert status == 202, body
     assert live_portal.wait_for(body["id"], analyst)["status"] == "released"
 
-    status, other = live_portal.request("POST", path, {
-        "dataset": "health", "purpose": "second", "modes": ["masked"], "days": 10,
-    }, token=analyst)  # fmt: skip
+    status, other = live_portal.request(
+        "POST",
+        path,
+        {
+            "dataset": "health",
+            "purpose": "second",
+            "modes": ["masked"],
+            "days": 10,
+        },
+        token=analyst,
+    )
     assert status == 201, other
     deny_path = f"{path}/{other['id']}/deny"
     status, body = live_portal.request("POST", deny_path, {}, token=owner)

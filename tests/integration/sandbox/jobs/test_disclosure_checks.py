@@ -72,8 +72,12 @@ sandbox_job.frequency_table("by_band", patients, by=["birth_year"])
     job = run(sandbox_instance, code, language="python")
     assert job.status == "released", (job.status, job.error_code, job.error_message, job.findings)
     tables = {t["name"]: t for t in (job.result or {})["tables"]}
-    assert {r[0] for r in tables["by_band"]["rows"]} <= {"[1900, 1950)", "[1950, 1980)",
-                                                          "[1980, 2030)", None}  # fmt: skip
+    assert {r[0] for r in tables["by_band"]["rows"]} <= {
+        "[1900, 1950)",
+        "[1950, 1980)",
+        "[1980, 2030)",
+        None,
+    }
     assert tables["costly"]["rows"]
 
 

@@ -27,12 +27,14 @@ from sandbox.jobs.verification import verify_outputs
 
 def visits(rows: int = 400, seed: int = 3) -> pd.DataFrame:
     rng = np.random.default_rng(seed)
-    return pd.DataFrame({
-        "person_id": [f"p{rng.integers(0, max(rows // 3, 1))}" for _ in range(rows)],
-        "department": rng.choice(["cardiology", "oncology", "surgery", None], rows),
-        "sex": rng.choice(["F", "M"], rows),
-        "cost": rng.gamma(2.0, 500.0, rows).round(2),
-    })  # fmt: skip
+    return pd.DataFrame(
+        {
+            "person_id": [f"p{rng.integers(0, max(rows // 3, 1))}" for _ in range(rows)],
+            "department": rng.choice(["cardiology", "oncology", "surgery", None], rows),
+            "sex": rng.choice(["F", "M"], rows),
+            "cost": rng.gamma(2.0, 500.0, rows).round(2),
+        }
+    )
 
 
 @pytest.fixture
@@ -52,8 +54,14 @@ def helper_output(
         declared = {"kind": "frequency", "count_column": "n", "by": by, "source": "visits"}
     else:
         table, hidden = sandbox_job.magnitude_of(frame, by, extra["value"], extra["statistic"])
-        declared = {"kind": "magnitude", "count_column": "n", "by": by, "source": "visits",
-                    "value": extra["value"], "statistic": extra["statistic"]}  # fmt: skip
+        declared = {
+            "kind": "magnitude",
+            "count_column": "n",
+            "by": by,
+            "source": "visits",
+            "value": extra["value"],
+            "statistic": extra["statistic"],
+        }
     columns, rows = frame_cells(sandbox_job.joined(table, hidden))
     return OutputTable(name, columns, rows, declared)
 
@@ -81,8 +89,9 @@ def test_forged_persons_and_sketches_are_replaced_by_the_sandboxs_own(view: Path
 
     assert checked.verified
     assert checked.table.rows == honest.rows  # the true persons per row, not 100
-    released = check_declared_output("n", checked.table.columns, checked.table.rows,
-                                     checked.table.declared, k=10, verified=True)  # fmt: skip
+    released = check_declared_output(
+        "n", checked.table.columns, checked.table.rows, checked.table.declared, k=10, verified=True
+    )
     # Grouped down to single costs, every row has one or two persons: none goes out,
     # and a table this thin waits for an auditor.
     assert released.rows == []
@@ -95,8 +104,7 @@ def test_forged_persons_and_sketches_are_replaced_by_the_sandboxs_own(view: Path
 )
 def test_an_output_unlike_its_recomputation_is_not_verified(view: Path, change: str) -> None:
     frame = pd.read_parquet(view / "visits.parquet")
-    honest = helper_output("m", frame, "magnitude", ["department"], value="cost",
-                           statistic="sum")  # fmt: skip
+    honest = helper_output("m", frame, "magnitude", ["department"], value="cost", statistic="sum")
     columns, rows, declared = (
         list(honest.columns),
         [list(r) for r in honest.rows],
@@ -135,18 +143,31 @@ def test_declarations_the_sandbox_cannot_recompute(view: Path) -> None:
         for c in verify_outputs(
             [
                 OutputTable("d", derived.columns, derived.rows, declared),
-                OutputTable("own", ["department", "n"], [["x", 50]],
-                            {"kind": "frequency", "count_column": "n"}),
-                OutputTable("m", ["term", "estimate"], [["a", 1.0]],
-                            {"kind": "model_summary", "dof": 500.0, "verified": True}),
-                OutputTable("path", derived.columns, derived.rows,
-                            {**derived.declared, "source": "../visits"}),
-                OutputTable("gone", derived.columns, derived.rows,
-                            {**derived.declared, "source": "labs"}),
+                OutputTable(
+                    "own",
+                    ["department", "n"],
+                    [["x", 50]],
+                    {"kind": "frequency", "count_column": "n"},
+                ),
+                OutputTable(
+                    "m",
+                    ["term", "estimate"],
+                    [["a", 1.0]],
+                    {"kind": "model_summary", "dof": 500.0, "verified": True},
+                ),
+                OutputTable(
+                    "path",
+                    derived.columns,
+                    derived.rows,
+                    {**derived.declared, "source": "../visits"},
+                ),
+                OutputTable(
+                    "gone", derived.columns, derived.rows, {**derived.declared, "source": "labs"}
+                ),
             ],
             view,
         )
-    }  # fmt: skip
+    }
     assert reasons == {
         "d": "it was not made directly from a table of the view",
         "own": "it was not made directly from a table of the view",
@@ -159,8 +180,9 @@ def test_declarations_the_sandbox_cannot_recompute(view: Path) -> None:
 def test_unverified_outputs_wait_for_an_auditor_unless_the_owner_trusts_them() -> None:
     columns, rows = ["department", "n"], [["cardiology", 50], ["oncology", 60]]
     declared = {"kind": "frequency", "count_column": "n"}
-    held = check_declared_output("t", columns, rows, declared, k=10,
-                                 unverified_because="it was not made from the view")  # fmt: skip
+    held = check_declared_output(
+        "t", columns, rows, declared, k=10, unverified_because="it was not made from the view"
+    )
     assert [h.rule for h in held.holds] == ["output.unverified"]
     assert "it was not made from the view" in held.holds[0].message
     trusting = DisclosureRules(trust_python_declarations=True)
@@ -208,8 +230,11 @@ def selected_output(
 
 
 def test_tables_of_selected_frames_are_verified(view: Path) -> None:
-    where = [["cost", ">", 800.0], ["department", "in", ["cardiology", "oncology"]],
-             ["sex", "not null", None]]  # fmt: skip
+    where = [
+        ["cost", ">", 800.0],
+        ["department", "in", ["cardiology", "oncology"]],
+        ["sex", "not null", None],
+    ]
     bins = {"cost": [0, 500, 1000, 2000, 10_000]}
     honest = selected_output(view, "t", where, bins, ["department", "cost"])
     assert {row[1] for row in honest.rows} <= {"[500, 1000)", "[1000, 2000)", "[2000, 10000)"}

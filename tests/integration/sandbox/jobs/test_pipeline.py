@@ -25,11 +25,19 @@ def user_id(sandbox: Sandbox, name: str) -> int:
         return user.id
 
 
-def submit(sandbox: Sandbox, code: str, *, mode: str = "masked", language: str = "sql",
-           epsilon: float | None = None, who: str = "analyst") -> Job:  # fmt: skip
+def submit(
+    sandbox: Sandbox,
+    code: str,
+    *,
+    mode: str = "masked",
+    language: str = "sql",
+    epsilon: float | None = None,
+    who: str = "analyst",
+) -> Job:
     queued: list[str] = []
-    job = submit_job(sandbox, code, language=language, mode=mode, epsilon=epsilon, who=who,
-                     enqueue=queued.append)  # fmt: skip
+    job = submit_job(
+        sandbox, code, language=language, mode=mode, epsilon=epsilon, who=who, enqueue=queued.append
+    )
     assert queued == [job.id]
     return job
 
@@ -45,9 +53,11 @@ def finished(sandbox: Sandbox, job: Job) -> Job:
 def test_pipeline_masked_sql_released_and_signed(sandbox_instance: Sandbox) -> None:
     job = finished(
         sandbox_instance,
-        submit(sandbox_instance, "SELECT department, COUNT(*) AS n, AVG(cost) AS c "
-                                 "FROM visits GROUP BY department"),
-    )  # fmt: skip
+        submit(
+            sandbox_instance,
+            "SELECT department, COUNT(*) AS n, AVG(cost) AS c FROM visits GROUP BY department",
+        ),
+    )
     assert job.status == "released", (job.error_code, job.error_message)
     assert job.result is not None and job.certificate is not None
     verify_certificate(job.certificate, sandbox_instance.release_key.public_pem)
@@ -58,13 +68,16 @@ def test_pipeline_masked_sql_released_and_signed(sandbox_instance: Sandbox) -> N
 def test_pipeline_never_releases_direct_identifiers(sandbox_instance: Sandbox) -> None:
     job = finished(
         sandbox_instance,
-        submit(sandbox_instance, "import sandbox_job\n"
-               "p = sandbox_job.table('patients')\n"
-               "sandbox_job.frequency_table('cols', p, by=['district'])\n"
-               "assert 'name' not in p.columns and 'id_card' not in p.columns\n"
-               "assert 'birth_date' not in p.columns and 'birth_year' in p.columns\n",
-               language="python"),
-    )  # fmt: skip
+        submit(
+            sandbox_instance,
+            "import sandbox_job\n"
+            "p = sandbox_job.table('patients')\n"
+            "sandbox_job.frequency_table('cols', p, by=['district'])\n"
+            "assert 'name' not in p.columns and 'id_card' not in p.columns\n"
+            "assert 'birth_date' not in p.columns and 'birth_year' in p.columns\n",
+            language="python",
+        ),
+    )
     assert job.status == "released", (job.error_code, job.error_message)
 
 
@@ -84,8 +97,9 @@ def test_pipeline_dp_charges_budget_until_exhausted(sandbox_instance: Sandbox) -
     released = []
     for i in range(5):  # the demo grant holds ε=10, at most 2 per job
         sql = f"SELECT sex, COUNT(*) AS n FROM patients WHERE birth_year > {1900 + i} GROUP BY sex"
-        released.append(finished(sandbox_instance, submit(sandbox_instance, sql, mode="dp",
-                                                          epsilon=2.0)))  # fmt: skip
+        released.append(
+            finished(sandbox_instance, submit(sandbox_instance, sql, mode="dp", epsilon=2.0))
+        )
     assert [j.status for j in released] == ["released"] * 5
     assert released[0].result is not None
     assert released[0].result["privacy"]["epsilon"] == 2.0
@@ -100,10 +114,14 @@ def test_pipeline_dp_charges_budget_until_exhausted(sandbox_instance: Sandbox) -
 def test_pipeline_failed_job_refunds_and_hides_values(sandbox_instance: Sandbox) -> None:
     job = finished(
         sandbox_instance,
-        submit(sandbox_instance, "import sandbox_job\n"
-               "p = sandbox_job.table('visits')\n"
-               "raise ValueError(str(p.head(3).to_dict()))\n", language="python"),
-    )  # fmt: skip
+        submit(
+            sandbox_instance,
+            "import sandbox_job\n"
+            "p = sandbox_job.table('visits')\n"
+            "raise ValueError(str(p.head(3).to_dict()))\n",
+            language="python",
+        ),
+    )
     assert job.status == "failed"
     assert job.error_message == "The job raised ValueError at line 3 of your code."
     assert job.log and "ValueError" in job.log  # the auditor's copy keeps the detail
@@ -181,14 +199,17 @@ def test_pipeline_python_view_lacks_closed_columns(sandbox_instance: Sandbox) ->
         grant.columns = ["visits.department", "visits.person_id", "visits.cost"]
     job = finished(
         sandbox_instance,
-        submit(sandbox_instance, "import sandbox_job\n"
-               "v = sandbox_job.table('visits')\n"
-               "assert sorted(v.columns) == ['cost', 'department', 'person_id'], list(v.columns)\n"
-               "p = sandbox_job.table('patients')\n"
-               "assert 'consent_research' not in p.columns and 'sex' not in p.columns\n"
-               "sandbox_job.frequency_table('n', v, by=['department'])\n",
-               language="python"),
-    )  # fmt: skip
+        submit(
+            sandbox_instance,
+            "import sandbox_job\n"
+            "v = sandbox_job.table('visits')\n"
+            "assert sorted(v.columns) == ['cost', 'department', 'person_id'], list(v.columns)\n"
+            "p = sandbox_job.table('patients')\n"
+            "assert 'consent_research' not in p.columns and 'sex' not in p.columns\n"
+            "sandbox_job.frequency_table('n', v, by=['department'])\n",
+            language="python",
+        ),
+    )
     assert job.status == "released", (job.error_code, job.error_message, job.log)
     assert job.certificate is not None
     assert job.certificate["document"]["policy_version"] == job.policy_version != ""
@@ -199,8 +220,10 @@ def test_pipeline_sql_respects_grant_columns(sandbox_instance: Sandbox) -> None:
         analyst = user_by_name(session, "analyst")
         assert analyst is not None
         session.query(Grant).filter_by(analyst_id=analyst.id).one().columns = [
-            "visits.department", "visits.cost", "visits.person_id"
-        ]  # fmt: skip
+            "visits.department",
+            "visits.cost",
+            "visits.person_id",
+        ]
     with pytest.raises(PolicyRejected) as caught:
         submit(sandbox_instance, "SELECT hospital, COUNT(*) FROM visits GROUP BY hospital")
     assert caught.value.to_dict()["rule"] == "column.forbidden"
@@ -229,9 +252,13 @@ def test_pipeline_delta_jobs_use_gaussian_noise_and_the_delta_ledger(
 ) -> None:
     job = finished(
         sandbox_instance,
-        submit(sandbox_instance, "SELECT sex, COUNT(*) AS n FROM patients GROUP BY sex",
-               mode="dp", epsilon=0.5),
-    )  # fmt: skip
+        submit(
+            sandbox_instance,
+            "SELECT sex, COUNT(*) AS n FROM patients GROUP BY sex",
+            mode="dp",
+            epsilon=0.5,
+        ),
+    )
     assert job.result is not None and job.result["privacy"]["mechanism"] == "laplace"
     with sandbox_instance.tx() as session:
         grant = session.get_one(Grant, job.grant_id)
@@ -244,9 +271,10 @@ def test_pipeline_delta_jobs_use_gaussian_noise_and_the_delta_ledger(
     with pytest.raises(PolicyRejected) as capped:
         submit_with_delta(sandbox_instance, sql.format(1950), delta=5e-5)
     assert capped.value.to_dict()["rule"] == "dp.delta_cap"
-    released = [finished(sandbox_instance, submit_with_delta(sandbox_instance, sql.format(y),
-                                                               delta=1e-5))
-                for y in (1960, 1970)]  # fmt: skip
+    released = [
+        finished(sandbox_instance, submit_with_delta(sandbox_instance, sql.format(y), delta=1e-5))
+        for y in (1960, 1970)
+    ]
     assert all(j.result and j.result["privacy"]["mechanism"] == "gaussian" for j in released)
     assert released[0].result and released[0].result["privacy"]["delta"] == 1e-5
     with pytest.raises(BudgetExhausted):
@@ -258,23 +286,38 @@ def test_pipeline_delta_jobs_use_gaussian_noise_and_the_delta_ledger(
 
 def submit_with_delta(sandbox: Sandbox, code: str, *, delta: float) -> Job:
     return submission.submit(
-        sandbox, by_id=user_id(sandbox, "analyst"), dataset="health", language="sql", mode="dp",
-        code=code, epsilon=0.5, delta=delta, enqueue=lambda _: None,
-    )  # fmt: skip
+        sandbox,
+        by_id=user_id(sandbox, "analyst"),
+        dataset="health",
+        language="sql",
+        mode="dp",
+        code=code,
+        epsilon=0.5,
+        delta=delta,
+        enqueue=lambda _: None,
+    )
 
 
 def test_pipeline_dp_quantiles_and_a_per_query_bound_on_persons_rows(
     sandbox_instance: Sandbox,
 ) -> None:
-    sql = ("SELECT department, MEDIAN(length_of_stay) AS los, COUNT(*) AS n "
-           "FROM visits GROUP BY department")  # fmt: skip
+    sql = (
+        "SELECT department, MEDIAN(length_of_stay) AS los, COUNT(*) AS n "
+        "FROM visits GROUP BY department"
+    )
 
     def submit_bounded(rows: int | None) -> Job:
         return submission.submit(
-            sandbox_instance, by_id=user_id(sandbox_instance, "analyst"), dataset="health",
-            language="sql", mode="dp", code=sql, epsilon=0.5, enqueue=lambda _: None,
+            sandbox_instance,
+            by_id=user_id(sandbox_instance, "analyst"),
+            dataset="health",
+            language="sql",
+            mode="dp",
+            code=sql,
+            epsilon=0.5,
+            enqueue=lambda _: None,
             rows_per_person=rows,
-        )  # fmt: skip
+        )
 
     job = finished(sandbox_instance, submit_bounded(3))
     assert job.status == "released", (job.error_code, job.error_message)

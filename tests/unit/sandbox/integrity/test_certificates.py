@@ -24,11 +24,18 @@ from sandbox.integrity.signing import (
 from sandbox.jobs.results import result_csv
 
 TABLES: list[dict[str, Any]] = [
-    {"name": "by_district", "columns": ["district", "n", "mean_cost"],
-     "rows": [["朝阳区", 120, 356.25], ["海淀区", 98, None]]},
-    {"name": "by_sex", "columns": ["sex", "n"], "rows": [["F", 731], ["M", 769]],
-     "error95": [[None, 3.1], [None, 3.1]]},
-]  # fmt: skip
+    {
+        "name": "by_district",
+        "columns": ["district", "n", "mean_cost"],
+        "rows": [["朝阳区", 120, 356.25], ["海淀区", 98, None]],
+    },
+    {
+        "name": "by_sex",
+        "columns": ["sex", "n"],
+        "rows": [["F", 731], ["M", 769]],
+        "error95": [[None, 3.1], [None, 3.1]],
+    },
+]
 
 
 def released(key: ReleaseKey, *, at: dt.datetime | None = None) -> dict[str, Any]:
@@ -100,13 +107,20 @@ def test_verify_release_accepts_untouched_outputs_offline(
     nowhere = tmp_path / "no-instance"
     monkeypatch.setenv("SANDBOX_INSTANCE", str(nowhere))
     monkeypatch.setenv("SANDBOX_DATABASE_URL", "postgresql+psycopg://nobody@192.0.2.1/none")
-    result = verify(files["cert"], "--output", files["json"], "--output", files["csv"],
-                    "--keys", files["keys"])  # fmt: skip
+    result = verify(
+        files["cert"], "--output", files["json"], "--output", files["csv"], "--keys", files["keys"]
+    )
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
     assert lines[-1] == "release certificate verified"
-    for name in ("key", "signature", "key validity", "output by_district", "output by_sex",
-                 "privacy"):  # fmt: skip
+    for name in (
+        "key",
+        "signature",
+        "key validity",
+        "output by_district",
+        "output by_sex",
+        "privacy",
+    ):
         assert any(line.startswith(f"ok    {name}:") for line in lines), (name, result.output)
     assert not nowhere.exists()  # no instance, no database: offline
 

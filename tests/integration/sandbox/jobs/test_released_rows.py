@@ -73,14 +73,23 @@ def test_size_cache_reads_each_job_once_and_misses_none_committed_late(
     with sandbox_instance.tx() as session:
         session.execute(
             ReleasedRow.__table__.insert(),
-            [{"id": 0, "grant_id": grant, "job_id": a, "table_name": "t", "keys": [["g", "z"]],
-              "persons": 12, "released": True, "sketch": Sketch().to_list()}],
-        )  # fmt: skip
+            [
+                {
+                    "id": 0,
+                    "grant_id": grant,
+                    "job_id": a,
+                    "table_name": "t",
+                    "keys": [["g", "z"]],
+                    "persons": 12,
+                    "released": True,
+                    "sketch": Sketch().to_list(),
+                }
+            ],
+        )
     statements: list[str] = []
     with sandbox_instance.tx() as session:
         connection = session.connection()
-        event.listen(connection, "before_cursor_execute",
-                     lambda *args: statements.append(args[2]))  # fmt: skip
+        event.listen(connection, "before_cursor_execute", lambda *args: statements.append(args[2]))
         sizes = cache.sizes(session, grant_id=grant, except_job=c)
         refs = {s.ref for s in sizes}
         loaded = sketches(session, sizes, refs)
@@ -109,10 +118,16 @@ def test_migration_copies_the_rows_of_released_jobs(sandbox_instance: Sandbox) -
     released, held = submit(sandbox_instance), submit(sandbox_instance)
     rows = [row("result", "x", 40), row("result", "y", 4)]
     with sandbox_instance.tx() as session:
-        session.execute(update(Job).where(Job.id == released).values(
-            status=JobStatus.RELEASED.value, disclosure_sketches=rows))  # fmt: skip
-        session.execute(update(Job).where(Job.id == held).values(
-            status=JobStatus.PENDING_REVIEW.value, disclosure_sketches=rows))  # fmt: skip
+        session.execute(
+            update(Job)
+            .where(Job.id == released)
+            .values(status=JobStatus.RELEASED.value, disclosure_sketches=rows)
+        )
+        session.execute(
+            update(Job)
+            .where(Job.id == held)
+            .values(status=JobStatus.PENDING_REVIEW.value, disclosure_sketches=rows)
+        )
     url = sandbox_instance.settings.database_url
     config = alembic_config(url)
     command.downgrade(config, "0009")

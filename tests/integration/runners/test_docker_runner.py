@@ -134,8 +134,7 @@ def test_sql_job_returns_table(runner: DockerRunner, view: Path) -> None:
 def test_warm_pool_expects_the_last_language_and_runs_either(
     docker_client: Any, view: Path, tmp_path: Path
 ) -> None:
-    pool_settings = WarmPoolSettings(size=1, folder=tmp_path / "pool", memory_mb=1024,
-                                     timeout_s=30)  # fmt: skip
+    pool_settings = WarmPoolSettings(size=1, folder=tmp_path / "pool", memory_mb=1024, timeout_s=30)
     runner = DockerRunner(docker_client, pool=pool_settings)
     pool = runner._warm_pool()
     assert pool is not None

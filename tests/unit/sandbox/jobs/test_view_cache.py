@@ -12,9 +12,13 @@ from sandbox.jobs.view_cache import ViewCache, view_key
 
 def key(**changes: object) -> str:
     parts: dict[str, object] = {
-        "dataset": "health", "version": "v1", "grant_id": "g1", "tables": ("visits",),
-        "columns_policy": "sql:p1", "consenting": frozenset({"1", "2", "3"}),
-    }  # fmt: skip
+        "dataset": "health",
+        "version": "v1",
+        "grant_id": "g1",
+        "tables": ("visits",),
+        "columns_policy": "sql:p1",
+        "consenting": frozenset({"1", "2", "3"}),
+    }
     parts.update(changes)
     return view_key(**parts)  # type: ignore[arg-type]
 
@@ -23,10 +27,13 @@ def test_view_key_changes_with_every_part_and_not_with_order() -> None:
     base = key()
     assert key(consenting=frozenset({"3", "2", "1"})) == base
     for change in (
-        {"version": "v2"}, {"grant_id": "g2"}, {"tables": ("visits", "labs")},
-        {"columns_policy": "python:p1"}, {"consenting": frozenset({"1", "2"})},
+        {"version": "v2"},
+        {"grant_id": "g2"},
+        {"tables": ("visits", "labs")},
+        {"columns_policy": "python:p1"},
+        {"consenting": frozenset({"1", "2"})},
         {"consenting": None},
-    ):  # fmt: skip
+    ):
         assert key(**change) != base, change
 
 

@@ -109,10 +109,11 @@ def test_a_decade_the_noise_emptied_borrows_its_neighbours_distribution() -> Non
     from sandbox.dp.marginals import _draw
 
     histogram = {
-        "given": "__decade", "buckets": ["I10", "J06"],
+        "given": "__decade",
+        "buckets": ["I10", "J06"],
         "given_buckets": [1930, 1940, 1950, 2000, "__null__"],
         "counts": [[0, 0], [0, 0], [90, 0], [0, 80], [0, 0]],
-    }  # fmt: skip
+    }
     frame = pd.DataFrame({"__decade": ["1930", "1940", "2000", "__null__"] * 25})
     drawn = _draw(histogram, frame, np.random.default_rng(1))
     by_decade = pd.DataFrame({"decade": frame["__decade"], "code": drawn})
