@@ -52,7 +52,7 @@ from datasets.health_manifest import HEALTH
 from datasets.manifest import ColumnClass, ColumnType
 from datasets.views import build_view, write_view
 from sandbox.dp.engine import DpRejected, answer, plan
-from sandbox.dp.planner import release_noisy
+from sandbox.dp.noise import release_noisy
 
 BENCH = Path(__file__).resolve().parent
 VENV = BENCH / ".smartnoise-venv"

@@ -211,8 +211,8 @@ def choose_broker(choice: str) -> tuple[str | None, str]:
 
 def analyst_tokens(live: LivePortal, count: int) -> list[str]:
     """Tokens of ``count`` analysts, each with a masked grant on the health data."""
+    from policies.permissions import Role
     from sandbox.access import grants, users
-    from sandbox.models import Role
 
     names = ["analyst", "analyst2"][:count]
     passwords = dict(live.credentials)
@@ -224,8 +224,12 @@ def analyst_tokens(live: LivePortal, count: int) -> list[str]:
             analyst = users.create_user(
                 session, username=name, password=password, role=Role.ANALYST, by="bench"
             )
-            grants.grant_access(
-                session, by=owner, dataset="health", analyst=analyst, modes=["masked"], days=1
+            grants.add_grant(
+                session,
+                by=owner,
+                dataset="health",
+                analyst=analyst,
+                terms=grants.GrantTerms(modes=("masked",), days=1),
             )
             names.append(name)
             passwords[name] = password

@@ -226,10 +226,11 @@ def _count_persons(person: exp.Column, condition: exp.Expr | None) -> exp.Expr:
 
 def _no_person(privacy_unit: str) -> DisclosureError:
     return DisclosureError(
-        Finding(
+        Finding.of(
             "masked.no_privacy_unit",
-            f"The query's output cannot be traced to persons ({privacy_unit}): a derived "
+            "The query's output cannot be traced to persons (%(unit)s): a derived "
             "table that aggregates must keep the person key in its GROUP BY.",
+            unit=privacy_unit,
         )
     )
 
@@ -370,7 +371,11 @@ def _row_checks(
         return sketch, list(data.get("top") or []), list(data.get("total") or [])
     except (TypeError, ValueError, KeyError) as error:
         raise DisclosureError(
-            Finding("masked.malformed", "The engine's checks do not match the checked query.")
+            Finding(
+                "masked.malformed",
+                "The engine's checks do not match the checked query.",
+                message_id="masked.malformed.checks",
+            )
         ) from error
 
 
@@ -435,18 +440,31 @@ def check_declared_output(
     checked = _check_declared(name, columns, rows, declared, k=k, rules=rules)
     trusted = verified or (rules is not None and rules.trust_python_declarations)
     if not trusted and not any(h.rule == "output.undeclared" for h in checked.holds):
-        because = f" ({unverified_because})" if unverified_because else ""
-        checked.holds.append(
-            Finding(
+        if unverified_because:
+            unverified = Finding.of(
                 "output.unverified",
-                f"The sandbox could not compute output {name} again from your view{because}, "
+                "The sandbox could not compute output %(output)s again from your view "
+                "(%(because)s), so what the job declared about it is not trusted: an auditor "
+                "reviews it. A table made by sandbox_job.frequency_table or magnitude_table "
+                "directly from a DataFrame that sandbox_job.table returned is recomputed and "
+                "released without review.",
+                f"output {name}",
+                message_id="output.unverified.because",
+                output=name,
+                because=unverified_because,
+            )
+        else:
+            unverified = Finding.of(
+                "output.unverified",
+                "The sandbox could not compute output %(output)s again from your view, "
                 "so what the job declared about it is not trusted: an auditor reviews it. A "
                 "table made by sandbox_job.frequency_table or magnitude_table directly from a "
                 "DataFrame that sandbox_job.table returned is recomputed and released without "
                 "review.",
-                location=f"output {name}",
+                f"output {name}",
+                output=name,
             )
-        )
+        checked.holds.append(unverified)
     return checked
 
 
@@ -463,11 +481,13 @@ def _check_declared(
     for column_index, column in enumerate(columns):
         if any(isinstance(r[column_index], str) and PSEUDONYM.match(r[column_index]) for r in rows):
             raise DisclosureError(
-                Finding(
+                Finding.of(
                     "output.row_level",
-                    f"The column {column} of output {name} holds person or record keys: "
+                    "The column %(column)s of output %(output)s holds person or record keys: "
                     "row-level outputs are never released.",
-                    location=f"output {name}, column {column}",
+                    f"output {name}, column {column}",
+                    column=column,
+                    output=name,
                 )
             )
     kind = declared.get("kind")
@@ -486,23 +506,25 @@ def _check_declared(
             0,
             0,
             holds=[
-                Finding(
+                Finding.of(
                     "output.undeclared",
-                    f"The output {name} is not declared as a frequency table, magnitude "
+                    "The output %(output)s is not declared as a frequency table, magnitude "
                     "table or model summary with its counts (sandbox_job.frequency_table, "
                     "magnitude_table, model_summary): an auditor reviews it.",
-                    location=where,
+                    where,
+                    output=name,
                 )
             ],
         )
     if kind == "magnitude" and HELPER_TOP not in columns:
         holds = [
-            Finding(
+            Finding.of(
                 "output.magnitude_unchecked",
-                f"The magnitude output {name} was not made by "
+                "The magnitude output %(output)s was not made by "
                 "sandbox_job.magnitude_table, so its dominance cannot be checked: "
                 "an auditor reviews it.",
-                location=where,
+                where,
+                output=name,
             )
         ]
     else:
@@ -570,11 +592,14 @@ def _near_row_level(name: str, rows: int, suppressed: int) -> list[Finding]:
     if rows < SPARSE_MIN_ROWS or suppressed <= SPARSE_SHARE * rows:
         return []
     return [
-        Finding(
+        Finding.of(
             "output.near_row_level",
-            f"{suppressed} of the {rows} rows of output {name} fall below the threshold: "
+            "%(suppressed)s of the %(rows)s rows of output %(output)s fall below the threshold: "
             "the table is near row level, so an auditor reviews it.",
-            location=f"output {name}",
+            f"output {name}",
+            suppressed=suppressed,
+            rows=rows,
+            output=name,
         )
     ]
 
@@ -603,21 +628,25 @@ def _model_summary(
     table = [[r[columns.index(c)] for c in visible] for r in rows]
     if isinstance(dof, bool) or not isinstance(dof, int | float):
         holds = [
-            Finding(
+            Finding.of(
                 "output.model_dof_unknown",
-                f"The model summary {name} declares no residual degrees of freedom "
+                "The model summary %(output)s declares no residual degrees of freedom "
                 "(use sandbox_job.model_summary): an auditor reviews it.",
-                location=f"output {name}",
+                f"output {name}",
+                output=name,
             )
         ]
         return Released(visible, table, 0, 0, holds=holds)
     if dof < rules.min_dof:
         raise DisclosureError(
-            Finding(
+            Finding.of(
                 "output.model_dof",
-                f"The model summary {name} has {int(dof)} residual degrees of freedom; at least "
-                f"{rules.min_dof} are needed, or the model can reproduce individual records.",
-                location=f"output {name}",
+                "The model summary %(output)s has %(dof)s residual degrees of freedom; at least "
+                "%(min_dof)s are needed, or the model can reproduce individual records.",
+                f"output {name}",
+                output=name,
+                dof=int(dof),
+                min_dof=rules.min_dof,
             )
         )
     return Released(visible, table, 0, 0, reasons={})

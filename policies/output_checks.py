@@ -28,6 +28,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from policies.decision import Phrase
+
 # --- the rules ---------------------------------------------------------------------------
 
 
@@ -304,7 +306,7 @@ class Isolation:
     persons: int
     new: SketchedRow
     other: SketchedRow
-    detail: str
+    detail: Phrase
 
 
 def isolations(
@@ -329,7 +331,10 @@ def isolations(
                         max(sizes),
                         row,
                         other,
-                        "one row less the other isolates fewer than the threshold",
+                        Phrase(
+                            "masked.differencing.detail",
+                            "one row less the other isolates fewer than the threshold",
+                        ),
                     )
                 )
     # 2. Suppressed rows recovered from a total or marginal less a breakdown's released rows.
@@ -356,7 +361,11 @@ def isolations(
                         sizes[0],
                         hidden,
                         total,
-                        "a total less the released cells of a breakdown recovers a suppressed row",
+                        Phrase(
+                            "masked.suppressed_cell_recoverable.detail",
+                            "a total less the released cells of a breakdown recovers a "
+                            "suppressed row",
+                        ),
                     )
                 )
     return found

@@ -49,15 +49,6 @@ class Use(StrEnum):
     OUTPUT = "output"  # a released column, or an ORDER BY of one
 
 
-USE_WORDS = {
-    Use.JOIN: "a JOIN key",
-    Use.AGGREGATE: "inside {aggregate}",
-    Use.FILTER: "a filter",
-    Use.GROUP: "a GROUP BY key",
-    Use.OUTPUT: "an output column",
-}
-
-
 class PolicyFileError(PolicyError):
     """The owner's policy file is not valid; the message names the place."""
 

@@ -81,7 +81,7 @@ import tokenize
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from policies.decision import Decision, Finding
+from policies.decision import Decision, Finding, Phrase
 
 MAX_PYTHON_CHARS = 100_000
 
@@ -225,14 +225,32 @@ CODE_RUNNING_SERIALISATION_MODULES = frozenset(
 ENGINE_MODULES = frozenset({"duckdb", "sqlite3", "pyarrow.fs"})
 
 _DENIAL_REASONS = {
-    PROCESS_MODULES: "it reaches the operating system (processes, environment, interpreter)",
-    NATIVE_CODE_MODULES: "it runs native code or touches raw memory",
-    FILE_MODULES: "it works on the file system; read your tables with sandbox_job.table()",
-    NETWORK_MODULES: "it opens network connections or starts desktop programs",
-    CODE_LOADING_MODULES: "it loads, compiles or inspects code and the interpreter's state",
-    CODE_RUNNING_SERIALISATION_MODULES: "loading its data runs arbitrary code",
-    ENGINE_MODULES: "it has its own file and network access; use pandas on "
-    "sandbox_job.table(), or submit a SQL job",
+    PROCESS_MODULES: Phrase(
+        "python.reason.process",
+        "it reaches the operating system (processes, environment, interpreter)",
+    ),
+    NATIVE_CODE_MODULES: Phrase(
+        "python.reason.native_code", "it runs native code or touches raw memory"
+    ),
+    FILE_MODULES: Phrase(
+        "python.reason.files",
+        "it works on the file system; read your tables with sandbox_job.table()",
+    ),
+    NETWORK_MODULES: Phrase(
+        "python.reason.network", "it opens network connections or starts desktop programs"
+    ),
+    CODE_LOADING_MODULES: Phrase(
+        "python.reason.code_loading",
+        "it loads, compiles or inspects code and the interpreter's state",
+    ),
+    CODE_RUNNING_SERIALISATION_MODULES: Phrase(
+        "python.reason.serialisation", "loading its data runs arbitrary code"
+    ),
+    ENGINE_MODULES: Phrase(
+        "python.reason.engine",
+        "it has its own file and network access; use pandas on "
+        "sandbox_job.table(), or submit a SQL job",
+    ),
 }
 DENIED_MODULES = frozenset().union(*_DENIAL_REASONS)
 # Escape modules that allowed modules re-export (warnings.sys,
@@ -248,19 +266,29 @@ DENIED_SUBMODULE_NAMES = {"ctypeslib": "numpy.ctypeslib", "f2py": "numpy.f2py"}
 
 # Builtins that run code from strings, read files or stdin, start a debugger
 # or a pager, or hand out namespaces (which hold __builtins__), with why.
+_RUNS_STRINGS = Phrase(
+    "python.reason.runs_strings", "it runs code from a string, which this check cannot see"
+)
+_HANDS_OUT_NAMESPACE = Phrase(
+    "python.reason.namespace", "it hands out the job's namespace, builtins included"
+)
 _BUILTIN_REASONS = {
-    "eval": "it runs code from a string, which this check cannot see",
-    "exec": "it runs code from a string, which this check cannot see",
-    "compile": "it turns a string into code, which this check cannot see",
-    "__import__": "it imports modules by name, around this check",
-    "open": "a job reads its tables through sandbox_job",
-    "input": "a job has no one to answer",
-    "breakpoint": "a job cannot be debugged interactively",
-    "help": "it starts the documentation browser",
-    "globals": "it hands out the job's namespace, builtins included",
-    "locals": "it hands out the job's namespace, builtins included",
-    "vars": "it hands out an object's namespace",
-    "memoryview": "no analysis needs raw memory views",
+    "eval": _RUNS_STRINGS,
+    "exec": _RUNS_STRINGS,
+    "compile": Phrase(
+        "python.reason.compiles", "it turns a string into code, which this check cannot see"
+    ),
+    "__import__": Phrase(
+        "python.reason.imports_by_name", "it imports modules by name, around this check"
+    ),
+    "open": Phrase("python.reason.open", "a job reads its tables through sandbox_job"),
+    "input": Phrase("python.reason.input", "a job has no one to answer"),
+    "breakpoint": Phrase("python.reason.debugger", "a job cannot be debugged interactively"),
+    "help": Phrase("python.reason.help", "it starts the documentation browser"),
+    "globals": _HANDS_OUT_NAMESPACE,
+    "locals": _HANDS_OUT_NAMESPACE,
+    "vars": Phrase("python.reason.object_namespace", "it hands out an object's namespace"),
+    "memoryview": Phrase("python.reason.memoryview", "no analysis needs raw memory views"),
 }
 DENIED_BUILTINS = frozenset(_BUILTIN_REASONS)
 # Attribute access by a computed name hides what is reached; allowed only
@@ -268,21 +296,25 @@ DENIED_BUILTINS = frozenset(_BUILTIN_REASONS)
 GETATTR_BUILTINS = frozenset({"getattr", "setattr", "delattr", "hasattr"})
 ATTRGETTER_PATHS = frozenset({"operator.attrgetter", "operator.methodcaller"})
 # Library functions, by attribute name on any object, that run code.
+_UNPICKLING = Phrase("python.reason.unpickling", "unpickling runs code stored in the file")
+_CLIPBOARD = Phrase("python.reason.clipboard", "it runs a clipboard program")
+_NATIVE_ADDRESS = Phrase("python.reason.native_address", "it calls native functions by address")
+_EVALUATES_STRINGS = Phrase("python.reason.evaluates_strings", "it evaluates strings as code")
 DENIED_ATTRIBUTES = {
-    "read_pickle": "unpickling runs code stored in the file",
-    "load_pickle": "unpickling runs code stored in the file",
-    "read_clipboard": "it runs a clipboard program",
-    "to_clipboard": "it runs a clipboard program",
-    "LowLevelCallable": "it calls native functions by address",
-    "from_cython": "it calls native functions by address",
-    "get_type_hints": "it evaluates strings as code",
-    "ForwardRef": "it evaluates strings as code",
-    "webdoc": "it starts a web browser",
+    "read_pickle": _UNPICKLING,
+    "load_pickle": _UNPICKLING,
+    "read_clipboard": _CLIPBOARD,
+    "to_clipboard": _CLIPBOARD,
+    "LowLevelCallable": _NATIVE_ADDRESS,
+    "from_cython": _NATIVE_ADDRESS,
+    "get_type_hints": _EVALUATES_STRINGS,
+    "ForwardRef": _EVALUATES_STRINGS,
+    "webdoc": Phrase("python.reason.browser", "it starts a web browser"),
 }
 # The same, by dotted path where the name alone is too common.
-DENIED_PATHS = {"statsmodels.api.load": "unpickling runs code stored in the file"}
+DENIED_PATHS = {"statsmodels.api.load": _UNPICKLING}
 # Keywords that make a loader unpickle.
-DENIED_TRUE_KEYWORDS = {"allow_pickle": "unpickling runs code stored in the file"}
+DENIED_TRUE_KEYWORDS = {"allow_pickle": _UNPICKLING}
 
 # -- dunders and interpreter internals ------------------------------------------
 
@@ -332,10 +364,12 @@ def check_python(code: str) -> Decision:
     """Check an analyst's Python job before it is queued for the runner."""
     if len(code) > MAX_PYTHON_CHARS:
         return Decision.deny(
-            Finding(
+            Finding.of(
                 "python.too_long",
-                f"The job is {len(code)} characters long; the limit is {MAX_PYTHON_CHARS}.",
+                "The job is %(length)s characters long; the limit is %(limit)s.",
                 suggestion="Keep the analysis in the job and the data in the view.",
+                length=len(code),
+                limit=MAX_PYTHON_CHARS,
             )
         )
     try:
@@ -344,10 +378,16 @@ def check_python(code: str) -> Decision:
         location = None
         if error.lineno:
             location = f"line {error.lineno}, column {max(1, error.offset or 1)}"
-        return Decision.deny(Finding("python.syntax", f"Syntax error: {error.msg}.", location))
+        return Decision.deny(
+            Finding.of("python.syntax", "Syntax error: %(error)s.", location, error=error.msg)
+        )
     except (RecursionError, MemoryError):
         return Decision.deny(
-            Finding("python.syntax", "The code is nested too deeply to be analysed.")
+            Finding(
+                "python.syntax",
+                "The code is nested too deeply to be analysed.",
+                message_id="python.syntax.too_deep",
+            )
         )
     findings = _Checker(code, tree).run()
     if findings:
@@ -496,7 +536,10 @@ class _Checker:
             self.add_at(
                 _Issue(
                     "python.import_not_allowed",
-                    "Relative imports are not allowed: a job is a single file.",
+                    Phrase(
+                        "python.import_not_allowed.relative",
+                        "Relative imports are not allowed: a job is a single file.",
+                    ),
                     SUGGEST_ALLOWED,
                 ),
                 node,
@@ -511,7 +554,11 @@ class _Checker:
                 self.add_at(
                     _Issue(
                         "python.star_import",
-                        f"'from {module} import *' hides which names the job uses.",
+                        Phrase(
+                            "python.star_import",
+                            "'from %(module)s import *' hides which names the job uses.",
+                            module=module,
+                        ),
                         f"Import the module ('import {module}') or the names you need.",
                     ),
                     alias,
@@ -536,7 +583,11 @@ class _Checker:
             self.add_at(
                 _Issue(
                     "python.call_denied",
-                    f"'{name}' is the name of a denied builtin; a variable may not take it.",
+                    Phrase(
+                        "python.call_denied.shadowed",
+                        "'%(name)s' is the name of a denied builtin; a variable may not take it.",
+                        name=name,
+                    ),
                     f"Call the variable something else, e.g. '{name}_'.",
                 ),
                 node,
@@ -573,22 +624,30 @@ class _Checker:
         if isinstance(func, ast.Attribute) and func.attr in EXPRESSION_METHODS:
             expression = node.args[0] if node.args else _keyword(node, "expr")
             if expression is not None:
-                self.check_evaluated(expression, f"the {func.attr}() expression")
+                the_expression = Phrase(
+                    "python.evaluated.expression", "the %(method)s() expression", method=func.attr
+                )
+                self.check_evaluated(expression, the_expression)
         for argument in node.args:
             if _formula_text(argument) is not None:
-                self.check_evaluated(argument, "the formula")
+                self.check_evaluated(argument, THE_FORMULA)
         for keyword in node.keywords:
             if keyword.arg and keyword.arg.endswith("formula"):
                 for part in ast.walk(keyword.value):
                     if _is_str(part) or isinstance(part, ast.JoinedStr):
-                        self.check_evaluated(part, "the formula")
+                        self.check_evaluated(part, THE_FORMULA)
             elif keyword.arg and _formula_text(keyword.value) is not None:
-                self.check_evaluated(keyword.value, "the formula")
+                self.check_evaluated(keyword.value, THE_FORMULA)
             if keyword.arg in DENIED_TRUE_KEYWORDS and not _is_false(keyword.value):
                 self.add_at(
                     _Issue(
                         "python.call_denied",
-                        f"{keyword.arg}= may not be set: {DENIED_TRUE_KEYWORDS[keyword.arg]}.",
+                        Phrase(
+                            "python.call_denied.keyword",
+                            "%(keyword)s= may not be set: %(reason)s.",
+                            keyword=keyword.arg,
+                            reason=DENIED_TRUE_KEYWORDS[keyword.arg],
+                        ),
                         "Save and load arrays and tables as .npy/.csv/.parquet "
                         "without pickled objects.",
                     ),
@@ -607,7 +666,7 @@ class _Checker:
         for issue in _attribute_issues(attr, root_path, strings_checked=True):
             self.add_at(issue, args[1])
         if attr.startswith("_") and not is_dunder(attr) and root_path is None:
-            self.add_at(_private_issue(attr, "an object"), args[1])
+            self.add_at(_private_issue(attr, None), args[1])
 
     def check_attrgetter(self, path: str, node: ast.Call) -> None:
         name = path.rpartition(".")[2]
@@ -624,7 +683,7 @@ class _Checker:
                 for issue in _attribute_issues(attr, None, strings_checked=True):
                     self.add_at(issue, argument)
                 if attr.startswith("_") and not is_dunder(attr):
-                    self.add_at(_private_issue(attr, "an object"), argument)
+                    self.add_at(_private_issue(attr, None), argument)
 
     def check_string(self, text: str, node: ast.AST) -> None:
         for match in DUNDER.finditer(text):
@@ -636,9 +695,9 @@ class _Checker:
         # functools.singledispatch; a nested one ("list['x']") as well.
         for part in ast.walk(annotation):
             if _is_str(part):
-                self.check_evaluated(part, "the string annotation")
+                self.check_evaluated(part, THE_ANNOTATION)
 
-    def check_evaluated(self, node: ast.AST, what: str) -> None:
+    def check_evaluated(self, node: ast.AST, what: Phrase) -> None:
         """Check a literal string that a library evaluates as Python."""
         text = _formula_text(node, any_text=True)
         if text is None:
@@ -646,16 +705,26 @@ class _Checker:
         for chain, called in _name_chains(text):
             root = chain[0]
             if len(chain) == 1 and called and root in DENIED_BUILTINS:
-                issue = _builtin_issue(root)
-                self.add_at(_Issue(issue.rule, f"In {what}: {issue.message}"), node)
+                self.add_at(_in_evaluated(what, _builtin_issue(root)), node)
             if len(chain) == 1 and called and root in GETATTR_BUILTINS:
-                issue = _computed_name_issue(root, passed=False)
-                self.add_at(_Issue(issue.rule, f"In {what}: {issue.message}"), node)
+                self.add_at(_in_evaluated(what, _computed_name_issue(root, passed=False)), node)
             path = self.modules.get(root)
             for attr in chain[1:]:
                 for issue in _attribute_issues(attr, path, strings_checked=True):
-                    self.add_at(_Issue(issue.rule, f"In {what}: {issue.message}"), node)
+                    self.add_at(_in_evaluated(what, issue), node)
                 path = f"{path}.{attr}" if path else None
+
+
+THE_FORMULA = Phrase("python.evaluated.formula", "the formula")
+THE_ANNOTATION = Phrase("python.evaluated.annotation", "the string annotation")
+
+
+def _in_evaluated(what: Phrase, issue: _Issue) -> _Issue:
+    """An issue found in a string that a library evaluates as Python."""
+    return _Issue(
+        issue.rule,
+        Phrase("python.in_evaluated", "In %(place)s: %(inner)s", place=what, inner=issue.message),
+    )
 
 
 # -- pure helpers ---------------------------------------------------------------
@@ -718,13 +787,21 @@ def _module_issues(module: str) -> list[_Issue]:
     top = parts[0]
     if top not in ALLOWED_MODULES:
         if top.startswith("_") and top != "__future__":
-            reason = "it is an interpreter-internal module"
-            return [_Issue("python.import_denied", f"'{module}' is denied: {reason}.")]
+            internal = Phrase(
+                "python.import_denied.internal",
+                "'%(module)s' is denied: it is an interpreter-internal module.",
+                module=module,
+            )
+            return [_Issue("python.import_denied", internal)]
         return [
             _Issue(
                 "python.import_not_allowed",
-                f"'{module}' is not on the list of modules a job may import: "
-                f"{allowed_module_list()}.",
+                Phrase(
+                    "python.import_not_allowed",
+                    "'%(module)s' is not on the list of modules a job may import: %(allowed)s.",
+                    module=module,
+                    allowed=allowed_module_list(),
+                ),
                 SUGGEST_ALLOWED,
             )
         ]
@@ -752,7 +829,11 @@ def _attribute_issues(
         return [
             _Issue(
                 "python.dunder_access",
-                f"'{attr}' reaches the interpreter's frames and namespaces.",
+                Phrase(
+                    "python.dunder_access.internal",
+                    "'%(name)s' reaches the interpreter's frames and namespaces.",
+                    name=attr,
+                ),
                 SUGGEST_PUBLIC_API,
             )
         ]
@@ -763,28 +844,53 @@ def _attribute_issues(
         if attr in ESCAPE_ATTRIBUTE_NAMES:
             return [_denied_module_issue(attr, path)]
         if path in DENIED_PATHS:
-            return [_Issue("python.call_denied", f"'{path}' is denied: {DENIED_PATHS[path]}.")]
+            denied = Phrase(
+                "python.call_denied.path",
+                "'%(path)s' is denied: %(reason)s.",
+                path=path,
+                reason=DENIED_PATHS[path],
+            )
+            return [_Issue("python.call_denied", denied)]
     if attr in DENIED_ATTRIBUTES:
         return [
             _Issue(
                 "python.call_denied",
-                f"'{attr}' is denied: {DENIED_ATTRIBUTES[attr]}.",
+                Phrase(
+                    "python.call_denied.attribute",
+                    "'%(name)s' is denied: %(reason)s.",
+                    name=attr,
+                    reason=DENIED_ATTRIBUTES[attr],
+                ),
                 SUGGEST_PUBLIC_API if "pickle" not in attr else "Read .csv or .parquet files.",
             )
         ]
     if attr in DENIED_SUBMODULE_NAMES:
         return [_denied_module_issue(DENIED_SUBMODULE_NAMES[attr], path or attr)]
-    if path is not None and attr.startswith("_"):
-        return [_private_issue(attr, f"'{root_path}'")]
+    if root_path and attr.startswith("_"):
+        return [_private_issue(attr, root_path)]
     return []
 
 
 def _denied_module_issue(denied: str, reached: str) -> _Issue:
     family, reason = next((f, r) for f, r in _DENIAL_REASONS.items() if denied in f)
-    what = f"'{reached}'" if reached == denied else f"'{reached}' (module {denied})"
+    if reached == denied:
+        message = Phrase(
+            "python.import_denied",
+            "'%(module)s' is denied: %(reason)s.",
+            module=denied,
+            reason=reason,
+        )
+    else:
+        message = Phrase(
+            "python.import_denied.within",
+            "'%(name)s' (module %(module)s) is denied: %(reason)s.",
+            name=reached,
+            module=denied,
+            reason=reason,
+        )
     # These families' reasons say what to use instead.
     suggestion = None if family in (FILE_MODULES, ENGINE_MODULES) else SUGGEST_ALLOWED
-    return _Issue("python.import_denied", f"{what} is denied: {reason}.", suggestion)
+    return _Issue("python.import_denied", message, suggestion)
 
 
 def _builtin_issue(name: str) -> _Issue:
@@ -797,7 +903,12 @@ def _builtin_issue(name: str) -> _Issue:
     }
     return _Issue(
         "python.call_denied",
-        f"{name}() is denied: {_BUILTIN_REASONS[name]}.",
+        Phrase(
+            "python.call_denied",
+            "%(name)s() is denied: %(reason)s.",
+            name=name,
+            reason=_BUILTIN_REASONS[name],
+        ),
         suggestions.get(name),
     )
 
@@ -805,11 +916,17 @@ def _builtin_issue(name: str) -> _Issue:
 def _computed_name_issue(name: str, *, passed: bool) -> _Issue:
     short = name.rpartition(".")[2]
     if passed:
-        message = f"{short} may only be called directly, with the name as a string literal."
+        message = Phrase(
+            "python.call_denied.computed_passed",
+            "%(name)s may only be called directly, with the name as a string literal.",
+            name=short,
+        )
     else:
-        message = (
-            f"{short}() needs the attribute name as a string literal: "
-            "a computed name hides what it reaches."
+        message = Phrase(
+            "python.call_denied.computed_name",
+            "%(name)s() needs the attribute name as a string literal: "
+            "a computed name hides what it reaches.",
+            name=short,
         )
     return _Issue(
         "python.call_denied",
@@ -819,22 +936,40 @@ def _computed_name_issue(name: str, *, passed: bool) -> _Issue:
 
 
 def _dunder_issue(name: str, *, in_string: bool = False) -> _Issue:
-    where = "A string names" if in_string else "The job uses"
+    if in_string:
+        message = Phrase(
+            "python.dunder_access.string",
+            "A string names '%(name)s': dunder names reach Python's internals and are denied.",
+            name=name,
+        )
+    else:
+        message = Phrase(
+            "python.dunder_access",
+            "The job uses '%(name)s': dunder names reach Python's internals and are denied.",
+            name=name,
+        )
     return _Issue(
         "python.dunder_access",
-        f"{where} '{name}': dunder names reach Python's internals and are denied.",
+        message,
         "Use type(x), isinstance(x, T) or the library's public API instead."
         if name in ("__class__", "__dict__")
         else SUGGEST_PUBLIC_API,
     )
 
 
-def _private_issue(attr: str, owner: str) -> _Issue:
-    return _Issue(
-        "python.private_access",
-        f"'{attr}' is a private name of {owner}.",
-        SUGGEST_PUBLIC_API,
-    )
+def _private_issue(attr: str, module: str | None) -> _Issue:
+    if module is None:
+        message = Phrase(
+            "python.private_access.object", "'%(name)s' is a private name of an object.", name=attr
+        )
+    else:
+        message = Phrase(
+            "python.private_access",
+            "'%(name)s' is a private name of '%(module)s'.",
+            name=attr,
+            module=module,
+        )
+    return _Issue("python.private_access", message, SUGGEST_PUBLIC_API)
 
 
 def _name_offset(node: ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef) -> int:

@@ -24,8 +24,8 @@ from sqlglot.optimizer.qualify import qualify
 from sqlglot.optimizer.scope import Scope, traverse_scope
 
 from datasets.manifest import ColumnClass, Manifest, Masking, Table
-from policies.decision import Decision, Finding
-from policies.policy_file import USE_WORDS, DatasetPolicy, Use, load_policy
+from policies.decision import Decision, Finding, template
+from policies.policy_file import DatasetPolicy, Use, load_policy
 
 Mode = Literal["dp", "masked"]
 DIALECT = "duckdb"
@@ -245,17 +245,18 @@ def check_sql(
     """Check one analyst SQL statement against the dataset's manifest and policy."""
     policy = policy or _default_policy(manifest)
     if len(sql) > MAX_SQL_CHARS:
-        too_long = f"The query is longer than {MAX_SQL_CHARS} characters."
-        return _deny(Finding("sql.too_long", too_long))
+        too_long = "The query is longer than %(limit)s characters."
+        return _deny(Finding.of("sql.too_long", too_long, limit=MAX_SQL_CHARS))
     try:
         statements = [s for s in sqlglot.parse(sql, read=DIALECT) if s is not None]
     except (ParseError, TokenError) as error:
         return _deny(_parse_finding(error))
     if len(statements) != 1:
         return _deny(
-            Finding(
+            Finding.of(
                 "sql.single_statement",
-                f"Submit exactly one SELECT statement; this has {len(statements)}.",
+                "Submit exactly one SELECT statement; this has %(count)s.",
+                count=len(statements),
             )
         )
     statement = statements[0]
@@ -285,7 +286,14 @@ def check_sql(
     except OptimizeError as error:
         return _deny(_qualify_finding(error, statement, tables))
     except SqlglotError as error:  # anything else it cannot analyse: fail closed
-        return _deny(Finding("sql.unanalysable", f"The query cannot be analysed: {error}."))
+        return _deny(
+            Finding.of(
+                "sql.unanalysable",
+                "The query cannot be analysed: %(error)s.",
+                message_id="sql.unanalysable.error",
+                error=str(error),
+            )
+        )
     _restore_output_names(qualified, original_outputs)
 
     findings += _check_uses(qualified, manifest, policy)
@@ -345,19 +353,24 @@ def _parse_finding(error: Exception) -> Finding:
         first = details[0]
         if first.get("line") is not None:
             location = f"line {first['line']}, column {first.get('col')}"
-    return Finding(
+    if location is None:
+        return Finding("sql.parse", "The query is not valid SQL.")
+    return Finding.of(
         "sql.parse",
-        "The query is not valid SQL" + (f" near {location}." if location else "."),
+        "The query is not valid SQL near %(near)s.",
         location,
+        message_id="sql.parse.near",
+        near=location,
     )
 
 
 def _statement_finding(statement: exp.Expr) -> Finding:
     kind = type(statement).__name__
     if kind in STATEMENTS_NAMED:
-        return Finding(
+        return Finding.of(
             "sql.statement_not_allowed",
-            f"{STATEMENTS_NAMED[kind]} statements are not allowed; submit one SELECT.",
+            "%(statement)s statements are not allowed; submit one SELECT.",
+            statement=STATEMENTS_NAMED[kind],
         )
     return Finding("sql.select_only", "Only a single SELECT statement is allowed.")
 
@@ -380,18 +393,20 @@ def _check_nodes(statement: exp.Expr) -> list[Finding]:
             )
         elif isinstance(node, exp.Func):
             findings.append(
-                Finding(
+                Finding.of(
                     "sql.function_not_allowed",
-                    f"The function {_name_of(node)} is not on the allowlist.",
+                    "The function %(function)s is not on the allowlist.",
                     location_of(node),
+                    function=_name_of(node),
                 )
             )
         else:
             findings.append(
-                Finding(
+                Finding.of(
                     "sql.construct_not_allowed",
-                    f"The construct {node.key.upper()} is not allowed here.",
+                    "The construct %(construct)s is not allowed here.",
                     location_of(node),
+                    construct=node.key.upper(),
                 )
             )
     return findings
@@ -410,11 +425,13 @@ def _resolve_tables(
     for node in statement.find_all(exp.Table):
         if not isinstance(node.this, exp.Identifier):
             findings.append(
-                Finding(
+                Finding.of(
                     "sql.table_function",
                     "Table functions and file reads are not allowed; "
-                    f"query the tables of {manifest.name}: {', '.join(manifest.table_names)}.",
+                    "query the tables of %(dataset)s: %(tables)s.",
                     location_of(node),
+                    dataset=manifest.name,
+                    tables=", ".join(manifest.table_names),
                 )
             )
             continue
@@ -424,11 +441,13 @@ def _resolve_tables(
         table = manifest.table(node.name)
         if qualified or table is None:
             findings.append(
-                Finding(
+                Finding.of(
                     "sql.unknown_table",
-                    f"{node.sql(dialect=DIALECT)} is not a table of {manifest.name}; "
-                    f"its tables are {', '.join(manifest.table_names)}.",
+                    "%(table)s is not a table of %(dataset)s; its tables are %(tables)s.",
                     location_of(node),
+                    table=node.sql(dialect=DIALECT),
+                    dataset=manifest.name,
+                    tables=", ".join(manifest.table_names),
                 )
             )
             continue
@@ -449,29 +468,35 @@ def _check_raw_names(statement: exp.Expr, manifest: Manifest) -> list[Finding]:
         name = node.name.lower()
         if name in forbidden:
             findings.append(
-                Finding(
+                Finding.of(
                     "column.forbidden",
-                    f"The column {name} ({forbidden[name].description}) is on the negative list "
+                    "The column %(column)s (%(description)s) is on the negative list "
                     "(负面清单) and may not appear anywhere in a query.",
                     location_of(node),
+                    column=name,
+                    description=forbidden[name].description,
                 )
             )
         elif name in generalised:
             view_name = generalised[name].view_name
             findings.append(
-                Finding(
+                Finding.of(
                     "column.generalised",
-                    f"The column {name} is generalised in the view; use {view_name}.",
+                    "The column %(column)s is generalised in the view; use %(view_column)s.",
                     location_of(node),
                     suggestion=f"use {view_name} (or a 5-year band of it) instead of {name}",
+                    column=name,
+                    view_column=view_name,
                 )
             )
         elif node.args.get("db") or node.args.get("catalog"):
             findings.append(
-                Finding(
+                Finding.of(
                     "column.unknown",
-                    f"{node.sql(dialect=DIALECT)} is not resolvable.",
+                    "%(column)s is not resolvable.",
                     location_of(node),
+                    message_id="column.unknown.unresolvable",
+                    column=node.sql(dialect=DIALECT),
                 )
             )
     return findings
@@ -491,20 +516,35 @@ def _qualify_finding(error: OptimizeError, statement: exp.Expr, tables: list[Tab
     if unresolved:
         holders = sorted({r.alias for r in tables if name and r.table.view_column(name)})
         if len(holders) > 1:
-            return Finding(
+            return Finding.of(
                 "column.ambiguous",
-                f"The column {name} is in several tables of this query; qualify it "
-                f"({', '.join(holders)}).",
+                "The column %(column)s is in several tables of this query; qualify it "
+                "(%(tables)s).",
                 where,
+                message_id="column.ambiguous.tables",
+                column=str(name),
+                tables=", ".join(holders),
             )
-        return Finding("column.unknown", f"No table in scope has a column {name}.", where)
+        return Finding.of(
+            "column.unknown",
+            "No table in scope has a column %(column)s.",
+            where,
+            column=str(name),
+        )
     ambiguous = _AMBIGUOUS.search(message)
-    if ambiguous or "mbiguous" in message:
-        column = ambiguous.group(1) if ambiguous else "a column"
+    if ambiguous:
+        return Finding.of(
+            "column.ambiguous",
+            "The column %(column)s is in several tables of this query; qualify it.",
+            where,
+            column=ambiguous.group(1),
+        )
+    if "mbiguous" in message:
         return Finding(
             "column.ambiguous",
-            f"The column {column} is in several tables of this query; qualify it.",
+            "A column is in several tables of this query; qualify it.",
             where,
+            message_id="column.ambiguous.unnamed",
         )
     return Finding("sql.unanalysable", "The query's columns cannot be resolved.", where)
 
@@ -679,31 +719,66 @@ def _judge(
     qualified = f"{base.table.name}.{base.name}"
     view_column = base.table.view_column(base.name)
     if rule.forbidden:
-        return Finding(
+        return Finding.of(
             "column.forbidden",
-            f"The column {qualified} is forbidden by the dataset policy and may not appear "
+            "The column %(column)s is forbidden by the dataset policy and may not appear "
             "anywhere in a query.",
             where,
+            message_id="column.forbidden.policy",
+            column=qualified,
         )
     if use in (Use.GROUP, Use.OUTPUT) and view_column and view_column.cls in KEY_CLASSES:
-        return Finding(
+        counted = f"count them instead: COUNT(DISTINCT {base.name})"
+        if use is Use.GROUP:
+            return Finding.of(
+                "output.identifier_group",
+                "GROUP BY %(column)s would release one row per person or record.",
+                where,
+                counted,
+                column=base.name,
+            )
+        return Finding.of(
             "output.identifier_group",
-            f"{'GROUP BY' if use is Use.GROUP else 'Releasing'} {base.name} would release one "
-            "row per person or record.",
+            "Releasing %(column)s would release one row per person or record.",
             where,
-            suggestion=f"count them instead: COUNT(DISTINCT {base.name})",
+            counted,
+            message_id="output.identifier_group.output",
+            column=base.name,
         )
-    what = USE_WORDS[use].format(aggregate=aggregate)
     suggestion = None
     allowed = sorted(rule.allowed_aggregates())
     if use in (Use.GROUP, Use.OUTPUT) and allowed:
         suggestion = f"aggregate it, e.g. {allowed[0]}({base.name}); allowed: {', '.join(allowed)}"
-    return Finding(
-        f"column.{use.value}_not_allowed",
-        f"The column {qualified} may not be {what}; its rule is {rule.describe()}.",
-        where,
-        suggestion=suggestion,
-    )
+    rule_id = f"column.{use.value}_not_allowed"
+    params = {"column": qualified, "rule": rule.describe()}
+    if use is Use.AGGREGATE:
+        params["aggregate"] = str(aggregate)
+    return Finding.of(rule_id, NOT_ALLOWED[use], where, suggestion, **params)
+
+
+# One wording per use, so that each language puts the use where its grammar wants it.
+NOT_ALLOWED = {
+    Use.JOIN: template(
+        "column.join_not_allowed",
+        "The column %(column)s may not be a JOIN key; its rule is %(rule)s.",
+    ),
+    Use.AGGREGATE: template(
+        "column.aggregate_not_allowed",
+        "The column %(column)s may not be inside %(aggregate)s; its rule is %(rule)s.",
+    ),
+    Use.FILTER: template(
+        "column.filter_not_allowed",
+        "The column %(column)s may not be a filter; its rule is %(rule)s.",
+    ),
+    Use.GROUP: template(
+        "column.group_not_allowed",
+        "The column %(column)s may not be a GROUP BY key; its rule is %(rule)s.",
+    ),
+    Use.OUTPUT: template(
+        "column.output_not_allowed",
+        "The column %(column)s may not be an output column; its rule is %(rule)s.",
+    ),
+}
 
 
 # --- output ------------------------------------------------------------------------------------
@@ -736,11 +811,13 @@ def _check_aggregation(select: exp.Select) -> list[Finding]:
         for column in _columns_outside_aggregates(inner):
             if _text(column) not in key_sql:
                 findings.append(
-                    Finding(
+                    Finding.of(
                         "output.not_aggregated",
-                        f"The output column {projection.alias_or_name} uses {column.name} "
-                        "outside an aggregate; it must be an aggregate or a GROUP BY key.",
+                        "The output column %(output)s uses %(column)s outside an aggregate; "
+                        "it must be an aggregate or a GROUP BY key.",
                         location_of(column),
+                        output=projection.alias_or_name,
+                        column=column.name,
                     )
                 )
     return findings
@@ -764,11 +841,12 @@ def _columns_outside_aggregates(node: exp.Expr) -> list[exp.Column]:
 
 def _check_masked(statement: exp.Expr) -> list[Finding]:
     return [
-        Finding(
+        Finding.of(
             "masked.min_max",
-            f"{_name_of(node)} releases one person's exact value; not allowed in masked mode.",
+            "%(function)s releases one person's exact value; not allowed in masked mode.",
             location_of(node),
-            suggestion="use AVG, a percentile band or dp mode",
+            "use AVG, a percentile band or dp mode",
+            function=_name_of(node),
         )
         for node in statement.walk()
         if type(node) in EXTREMES

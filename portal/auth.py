@@ -1,4 +1,8 @@
-"""Who is asking: bearer tokens for the API, the session for web pages; roles."""
+"""Who is asking: bearer tokens for the API, the session for web pages.
+
+Authentication only: what the person may do is decided by the action they
+call (``policies.permissions``), so a view never holds a role list.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ from typing import Any, TypeVar
 
 from flask import current_app, g, request, session
 
+from policies.permissions import Actor
 from sandbox.access import users
 from sandbox.context import Sandbox
 from sandbox.errors import Forbidden, Unauthenticated
@@ -21,32 +26,39 @@ def sandbox() -> Sandbox:
     return result
 
 
-def _current_user_id() -> int:
+def current_actor() -> Actor:
     header = request.headers.get("Authorization", "")
     if header.startswith("Bearer "):
-        with sandbox().tx() as db:
-            user = users.user_for_token(db, header.removeprefix("Bearer ").strip())
-            g.role, g.username = user.role, user.username
-            return user.id
+        return users.actor_for_token(sandbox(), token=header.removeprefix("Bearer ").strip())
     # The browser's session cookie stands for the user on pages and on API
     # reads; an API call that changes something needs the bearer token, so a
     # forged cross-site request cannot ride on the cookie.
     cookie_allowed = not request.path.startswith("/api/") or request.method in SAFE_METHODS
     if "user_id" in session and cookie_allowed:
-        g.role, g.username = session["role"], session["username"]
-        return int(session["user_id"])
+        return Actor(id=int(session["user_id"]), username=session["username"], role=session["role"])
     raise Unauthenticated("Log in first: send Authorization: Bearer <token>.")
 
 
-def requires(*roles: str) -> Callable[[F], F]:
-    """Let the view run only for a logged-in user with one of these roles."""
+def login_required(view: F) -> F:
+    """Let the view run only for a logged-in person, known to it as ``g.actor``."""
+
+    @wraps(view)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        g.actor = current_actor()
+        return view(*args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def allowed(permission: Callable[[Actor], bool]) -> Callable[[F], F]:
+    """A page only some may open (after ``login_required``): ``permission`` from
+    ``policies.permissions`` decides, the same function the action asks."""
 
     def decorate(view: F) -> F:
         @wraps(view)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
-            g.user_id = _current_user_id()
-            if roles and g.role not in roles:
-                raise Forbidden(f"This needs the role {' or '.join(roles)}.")
+            if not permission(g.actor):
+                raise Forbidden("You may not open this page.")
             return view(*args, **kwargs)
 
         return wrapper  # type: ignore[return-value]

@@ -25,14 +25,21 @@ from flask import (
 from werkzeug.exceptions import HTTPException
 from werkzeug.wrappers import Response
 
-from portal.auth import requires, sandbox
+from policies.permissions import (
+    Actor,
+    user_may_read_audit,
+    user_may_read_held_outputs,
+    user_may_submit_jobs,
+)
+from portal.auth import allowed, login_required, sandbox
 from portal.i18n import LANGUAGES, language, t
 from sandbox import catalog
 from sandbox.access import grants, users
 from sandbox.errors import InvalidRequest, PolicyRejected, SandboxError, Unauthenticated
 from sandbox.integrity import audit
+from sandbox.integrity.audit_log import browse_audit
 from sandbox.jobs import planning, results, reviews, submit
-from sandbox.models import FINAL_STATES, JobStatus, Role, User
+from sandbox.models import JobStatus
 
 log = logging.getLogger(__name__)
 bp = Blueprint("web", __name__)
@@ -91,7 +98,20 @@ def _template_helpers() -> dict[str, Any]:
             if "user_id" in session
             else None
         ),
+        "can": _what_the_user_can(),
         "here": _here,
+    }
+
+
+def _what_the_user_can() -> dict[str, bool]:
+    """What the navigation offers, from the same permissions the actions check."""
+    if "user_id" not in session:
+        return {}
+    actor = Actor(id=int(session["user_id"]), username=session["username"], role=session["role"])
+    return {
+        "submit_jobs": user_may_submit_jobs(actor),
+        "read_audit": user_may_read_audit(actor),
+        "review": user_may_read_held_outputs(actor),
     }
 
 
@@ -175,23 +195,18 @@ def login() -> Any:
     if request.method == "GET":
         return render_template("login.html", next_url=next_url, username="")
     username = request.form.get("username", "").strip()
-    password = request.form.get("password", "")
-    identity: dict[str, Any] | None = None
-    with sandbox().tx() as db:
-        try:
-            user = users.authenticate(db, username=username, password=password)
-        except Unauthenticated:
-            pass  # let the transaction commit the failed attempt's audit entry, then answer
-        else:
-            identity = {"user_id": user.id, "role": user.role, "username": user.username}
-    if identity is None:
+    try:
+        actor = users.log_in(
+            sandbox(), username=username, password=request.form.get("password", "")
+        )
+    except Unauthenticated:
         page = render_template(
             "login.html", next_url=next_url, username=username, error=t("login.failed")
         )
         return page, 401
     chosen = session.get("lang")
     session.clear()  # a fresh session (and CSRF token) for the logged-in user
-    session.update(identity)
+    session.update({"user_id": actor.id, "role": actor.role, "username": actor.username})
     if chosen in LANGUAGES:
         session["lang"] = chosen
     return redirect(next_url, 303)
@@ -207,16 +222,17 @@ def logout() -> Response:
 
 
 @bp.get("/")
-@requires()
+@login_required
 def home() -> str:
-    with sandbox().tx() as db:
-        datasets = catalog.catalog(db)
-        budgets = grants.budgets(db, user_id=g.user_id) if g.role == Role.ANALYST else []
-    return render_template("catalog.html", datasets=datasets, budgets=budgets)
+    return render_template(
+        "catalog.html",
+        datasets=catalog.list_datasets(sandbox()),
+        budgets=grants.budgets(sandbox(), by=g.actor),
+    )
 
 
 @bp.get("/datasets/<name>")
-@requires()
+@login_required
 def dataset(name: str) -> str:
     return render_template("dataset.html", schema=catalog.dataset_schema(name))
 
@@ -240,21 +256,19 @@ def _rows_per_person(raw: str) -> int | None:
 
 
 def _job_form(form: dict[str, str], **extra: Any) -> str:
-    with sandbox().tx() as db:
-        datasets = catalog.catalog(db)
-        budgets = grants.budgets(db, user_id=g.user_id)
     return render_template(
         "job_new.html",
         form=form,
-        datasets=datasets,
-        budgets=budgets,
+        datasets=catalog.list_datasets(sandbox()),
+        budgets=grants.budgets(sandbox(), by=g.actor),
         default_epsilon=planning.DEFAULT_EPSILON,
         **extra,
     )
 
 
 @bp.route("/jobs/new", methods=["GET", "POST"])
-@requires(Role.ANALYST)
+@login_required
+@allowed(user_may_submit_jobs)
 def new_job() -> Any:
     source = request.form if request.method == "POST" else request.args
     form = {
@@ -269,16 +283,16 @@ def new_job() -> Any:
         return _job_form(form)
     dp = form["mode"] == "dp"
     try:
-        job = submit.submit(
-            sandbox(),
-            by_id=g.user_id,
+        job_request = planning.JobRequest(
             dataset=form["dataset"],
             language=form["language"],
             mode=form["mode"],
             code=form["code"],
             epsilon=_epsilon(form["epsilon"]) if dp else None,
             rows_per_person=_rows_per_person(form["rows_per_person"]) if dp else None,
-            enqueue=current_app.extensions["enqueue"],
+        )
+        job = submit.submit_job(
+            sandbox(), by=g.actor, request=job_request, enqueue=current_app.extensions["enqueue"]
         )
     except PolicyRejected as rejection:
         findings = rejection.details.get("findings", [])
@@ -289,28 +303,18 @@ def new_job() -> Any:
 
 
 @bp.get("/jobs")
-@requires(Role.ANALYST)
+@login_required
+@allowed(user_may_submit_jobs)
 def my_jobs() -> str:
-    with sandbox().tx() as db:
-        rows = [results.job_status(j, role=g.role) for j in results.jobs_of(db, user_id=g.user_id)]
-    return render_template("jobs.html", jobs=rows)
+    return render_template("jobs.html", jobs=results.my_jobs(sandbox(), by=g.actor))
 
 
 @bp.get("/jobs/<job_id>")
-@requires()
+@login_required
 def job(job_id: str) -> str:
-    with sandbox().tx() as db:
-        found = results.job_for(db, job_id, user_id=g.user_id, role=g.role)
-        status = results.job_status(found, role=g.role)
-        status.pop("log", None)  # the page never shows what a job printed
-        mine = found.analyst_id == g.user_id
-        result = None
-        if mine and found.status == JobStatus.RELEASED:
-            result = results.job_result(found, user_id=g.user_id)
-            audit.append(db, actor=g.username, action="result.viewed", subject=job_id)
-        code = found.code if mine else status.get("code")
-        review = reviews.analyst_view(db, found) if mine else None
-    if JobStatus(status["status"]) in FINAL_STATES:
+    page = results.job_page(sandbox(), by=g.actor, job_id=job_id)
+    status = page["job"]
+    if page["final"]:
         refresh = None
     elif status["status"] == JobStatus.PENDING_REVIEW:
         refresh = REVIEW_REFRESH_SECONDS
@@ -319,16 +323,17 @@ def job(job_id: str) -> str:
     return render_template(
         "job.html",
         job=status,
-        result=result,
-        mine=mine,
-        code=code,
+        result=page["result"],
+        mine=page["mine"],
+        code=page["code"],
         refresh_seconds=refresh,
-        review=review,
+        review=page["review"],
     )
 
 
 @bp.get("/audit")
-@requires(Role.AUDITOR, Role.ADMIN)
+@login_required
+@allowed(user_may_read_audit)
 def audit_log() -> Any:
     """The audit log for auditors: filter, then page forward (oldest first)."""
     form = {name: request.args.get(name, "") for name in audit.AuditFilter.__dataclass_fields__}
@@ -337,9 +342,7 @@ def audit_log() -> Any:
     except InvalidRequest as error:
         page = render_template("audit.html", form=form, error=error.message, entries=[])
         return page, error.status
-    with sandbox().tx() as db:
-        found = audit.browse(db, filters)
-        last_seq, _ = audit.head(db)
+    found, last_seq = browse_audit(sandbox(), by=g.actor, filters=filters)
     args: dict[str, Any] = filters.to_args()
     next_url = None
     if found.next_after_seq is not None:
@@ -363,51 +366,42 @@ def audit_log() -> Any:
 
 
 @bp.get("/reviews")
-@requires(Role.AUDITOR, Role.ADMIN)
+@login_required
 def review_queue() -> str:
-    with sandbox().tx() as db:
-        rows = reviews.queue(db, viewer=db.get_one(User, g.user_id))
-    return render_template("reviews.html", reviews=rows)
+    return render_template("reviews.html", reviews=reviews.queue(sandbox(), by=g.actor))
 
 
 @bp.route("/reviews/<job_id>", methods=["GET", "POST"])
-@requires(Role.AUDITOR, Role.ADMIN)
+@login_required
 def review_page(job_id: str) -> Any:
     """A held job's code, outputs, findings and history; auditors decide on it here."""
     if request.method == "GET":
         return _review_page(job_id)
     form = {name: request.form.get(name, "") for name in ("decision", "comment")}
     try:
-        with sandbox().tx() as db:
-            reviews.review_job(
-                sandbox(),
-                db,
-                by=db.get_one(User, g.user_id),
-                job_id=job_id,
-                decision=form["decision"],
-                comment=form["comment"],
-            )
+        reviews.review_job(
+            sandbox(),
+            by=g.actor,
+            job_id=job_id,
+            decision=form["decision"],
+            comment=form["comment"],
+        )
     except SandboxError as error:  # nothing was recorded: say why next to the kept form
         return _review_page(job_id, form=form, error=error.message), error.status
     return redirect(url_for("web.review_page", job_id=job_id), 303)
 
 
 def _review_page(job_id: str, **extra: Any) -> str:
-    with sandbox().tx() as db:
-        review = reviews.open_review(db, by=db.get_one(User, g.user_id), job_id=job_id)
+    review = reviews.open_review(sandbox(), by=g.actor, job_id=job_id)
     extra.setdefault("form", {"decision": "", "comment": ""})
     return render_template("review.html", review=review, **extra)
 
 
 @bp.post("/jobs/<job_id>/objection")
-@requires(Role.ANALYST)
+@login_required
 def object_to_review(job_id: str) -> Response:
     """The analyst's objection (异议) to an auditor's withholding."""
-    with sandbox().tx() as db:
-        reviews.file_objection(
-            db,
-            by=db.get_one(User, g.user_id),
-            job_id=job_id,
-            reason=request.form.get("reason", ""),
-        )
+    reviews.file_objection(
+        sandbox(), by=g.actor, job_id=job_id, reason=request.form.get("reason", "")
+    )
     return redirect(url_for("web.job", job_id=job_id), 303)

@@ -10,11 +10,7 @@ harness's standard output is read back; it carries the one result line.
 from __future__ import annotations
 
 import logging
-import os
-import re
-import secrets
 import shutil
-import socket
 import stat
 import time
 from dataclasses import dataclass
@@ -22,29 +18,25 @@ from pathlib import Path
 from typing import Any
 
 import requests
-from docker.errors import APIError, DockerException, ImageNotFound, NotFound
-from docker.types import LogConfig, Mount, Ulimit
+from docker.errors import APIError, ImageNotFound, NotFound
 
+from runners.containers import (
+    ENGINE_ERRORS,
+    LABEL_DEADLINE,
+    LABEL_HOST,
+    LABEL_JOB,
+    LABEL_PID,
+    LABEL_RUNNER,
+    container_options,
+    remove,
+)
 from runners.contract import JobFailed, JobSpec, RunnerUnavailable, RunResult, parse_harness_output
 from runners.image import IMAGE_TAG
 from runners.pool import WarmPool
 
 logger = logging.getLogger(__name__)
 
-LABEL_JOB = "sandbox.job"
-LABEL_RUNNER = "sandbox.runner"
-LABEL_DEADLINE = "sandbox.deadline"
-# The host and process that created the container (the job's lease holder): a
-# worker can then tell a killed worker's container from a live one.
-LABEL_HOST = "sandbox.host"
-LABEL_PID = "sandbox.pid"
-RUNNER_USER = "10001:10001"
-# Time, past a job's own timeout, after which its container is surely an orphan.
-ORPHAN_GRACE_S = 60
 STDERR_TAIL_BYTES = 64 * 1024
-# What a lost or failing engine raises: the SDK's errors, and the HTTP
-# client's when the connection itself breaks.
-ENGINE_ERRORS = (DockerException, requests.exceptions.RequestException)
 
 
 @dataclass(frozen=True)
@@ -104,8 +96,10 @@ class DockerRunner:
             return None
         if self._pool is None:
             self._pool = WarmPool(
-                self,
+                self._engine,
                 settings.folder,
+                image=self.image,
+                runtime=self.runtime,
                 size=settings.size,
                 memory_mb=settings.memory_mb,
                 timeout_s=settings.timeout_s,
@@ -130,7 +124,9 @@ class DockerRunner:
         warm = pool.take(spec) if pool is not None else None
         if warm is None:
             try:
-                container = client.containers.create(self.image, **self._container_options(spec))
+                container = client.containers.create(
+                    self.image, **container_options(spec, runtime=self.runtime)
+                )
             except ENGINE_ERRORS as error:
                 raise RunnerUnavailable(
                     f"The Docker engine could not create the job: {error}"
@@ -166,7 +162,7 @@ class DockerRunner:
                 raise
             return RunResult(result.tables, result.log, time.monotonic() - started)
         finally:
-            _remove(container)
+            remove(container)
             if warm is not None and pool is not None:
                 shutil.rmtree(warm.folder, ignore_errors=True)
             if pool is not None:
@@ -190,7 +186,7 @@ class DockerRunner:
             deadline = _float(container.labels.get(LABEL_DEADLINE))
             if container.status == "running" and deadline is not None and now < deadline:
                 continue
-            if _remove(container):
+            if remove(container):
                 removed += 1
         return removed
 
@@ -242,59 +238,6 @@ class DockerRunner:
                 raise RunnerUnavailable(f"The Docker engine is not reachable: {error}") from error
         return self._client
 
-    def _container_options(self, spec: JobSpec, *, idle_s: float = 0.0) -> dict[str, Any]:
-        # A warm container may wait idle_s for its job before the job's own time starts.
-        deadline = time.time() + idle_s + spec.timeout_s + ORPHAN_GRACE_S
-        options: dict[str, Any] = {
-            "name": f"sandbox-job-{_name_part(spec.job_id)}-{secrets.token_hex(3)}",
-            # Only this job's view, read-only: the job cannot change its input.
-            "mounts": [Mount("/input", str(spec.input_dir.resolve()), type="bind", read_only=True)],
-            # No network namespace peers: nothing to exfiltrate to, nothing to fetch.
-            "network_mode": "none",
-            # Nothing in the image can be replaced or planted between jobs.
-            "read_only": True,
-            # The only writable place: small, no programs run from it, no setuid.
-            "tmpfs": {"/tmp": f"size={spec.tmp_mb}m,mode=1777,noexec,nosuid,nodev"},
-            # No /dev/shm: a second writable place outside the /tmp cap.
-            "ipc_mode": "none",
-            # Not root, and nobody on the host.
-            "user": RUNNER_USER,
-            # No capability at all: the job needs none to compute.
-            "cap_drop": ["ALL"],
-            # setuid programs cannot raise privileges either.
-            "security_opt": ["no-new-privileges"],
-            # The same number twice: no swap, so the limit is real memory.
-            "mem_limit": f"{spec.memory_mb}m",
-            "memswap_limit": f"{spec.memory_mb}m",
-            # A CPU share, so one job cannot starve the others.
-            "nano_cpus": int(spec.cpus * 1_000_000_000),
-            # Processes and threads: a fork bomb stops here.
-            "pids_limit": spec.pids,
-            # No core dump: it would hold the job's data and land on the host.
-            "ulimits": [Ulimit(name="core", soft=0, hard=0)],
-            # Only what the harness reads; no host environment, no secrets.
-            "environment": {"SANDBOX_INPUT": "/input", "SANDBOX_TMP": "/tmp"},
-            # json-file so the output can be read back, and bounded on disk: two
-            # files, each larger than any output the cap allows even after JSON
-            # escaping, so an oversized output is seen as such, not as a cut one.
-            "log_config": LogConfig(
-                type="json-file",
-                config={"max-size": str(2 * spec.max_output_bytes + 1024 * 1024), "max-file": "2"},
-            ),
-            # To find (and remove) this runner's containers after a crash.
-            "labels": {
-                LABEL_JOB: spec.job_id,
-                LABEL_RUNNER: "1",
-                LABEL_DEADLINE: f"{deadline:.0f}",
-                LABEL_HOST: socket.gethostname(),
-                LABEL_PID: str(os.getpid()),
-            },
-        }
-        if self.runtime:
-            # e.g. runsc: a user-space kernel between the job and the host's.
-            options["runtime"] = self.runtime
-        return options
-
     def _wait(self, container: Any, spec: JobSpec, started: float) -> None:
         try:
             container.wait(timeout=spec.timeout_s)
@@ -330,28 +273,12 @@ def _kill(container: Any) -> None:
         logger.info("could not kill container %s: %s", container.id, error)
 
 
-def _remove(container: Any) -> bool:
-    try:
-        container.remove(force=True)
-    except NotFound:
-        return False
-    except ENGINE_ERRORS as error:
-        # Not fatal to the job; cleanup_orphans() removes it later.
-        logger.warning("could not remove container %s: %s", container.id, error)
-        return False
-    return True
-
-
 def _stderr_tail(container: Any) -> str:
     try:
         stderr = container.logs(stdout=False, stderr=True, tail=200)
     except ENGINE_ERRORS:
         return ""
     return bytes(stderr[-STDERR_TAIL_BYTES:]).decode("utf-8", "replace")
-
-
-def _name_part(job_id: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]", "-", job_id)[:60] or "job"
 
 
 def _float(value: str | None) -> float | None:

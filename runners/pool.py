@@ -4,9 +4,10 @@ A cold job pays for the container's start and for Python importing DuckDB,
 pandas and pyarrow inside it. A warm container has done both before its job
 exists: it runs the harness in waiting mode, with its own empty folder
 mounted read-only at ``/input``, and starts the job the moment ``job.json``
-appears there. Isolation is the cold container's, option for option (the same
-``_container_options``): one container per job, never reused, removed after
-its job; until its job arrives it sees an empty folder and no network.
+appears there. Isolation is the cold container's, option for option (the
+same :func:`runners.containers.container_options`): one container per job,
+never reused, removed after its job; until its job arrives it sees an empty
+folder and no network.
 
 Each worker process keeps its own small pool and refills it in the background
 after every job. A warm container waits at most ``max_idle_s``, then is
@@ -22,14 +23,13 @@ import shutil
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from runners.containers import container_options, remove
 from runners.contract import JOB_FILE, JobSpec
-
-if TYPE_CHECKING:
-    from runners.docker_runner import DockerRunner
 
 logger = logging.getLogger(__name__)
 
@@ -55,16 +55,21 @@ class Warm:
 class WarmPool:
     def __init__(
         self,
-        runner: DockerRunner,
+        engine: Callable[[], Any],
         folder: Path,
         *,
+        image: str,
+        runtime: str | None = None,
         size: int = 1,
         memory_mb: int = 1024,
         timeout_s: int = 120,
         max_idle_s: float = 600.0,
     ) -> None:
-        self.runner = runner
+        # The Docker client, asked for when a container is started (made on first use).
+        self.engine = engine
         self.folder = folder
+        self.image = image
+        self.runtime = runtime
         self.size = size
         self.memory_mb = memory_mb
         self.timeout_s = timeout_s
@@ -115,9 +120,7 @@ class WarmPool:
         os.replace(staged, warm.folder / JOB_FILE)  # the container starts on this
 
     def discard(self, warm: Warm) -> None:
-        from runners.docker_runner import _remove
-
-        _remove(warm.container)
+        remove(warm.container)
         shutil.rmtree(warm.folder, ignore_errors=True)
 
     def fill(self) -> None:
@@ -172,16 +175,18 @@ class WarmPool:
         folder = self.folder / f"{os.getpid()}-{os.urandom(6).hex()}"
         folder.mkdir(mode=0o755)
         folder.chmod(0o755)  # the container's user (nobody on the host) reads it
-        options = self.runner._container_options(self._template(folder), idle_s=self.max_idle_s)
+        options = container_options(
+            self._template(folder), runtime=self.runtime, idle_s=self.max_idle_s
+        )
         options["environment"] = {
             **options["environment"],
             "SANDBOX_WAIT_FOR_JOB": "1",
             "SANDBOX_MAX_IDLE_S": str(int(self.max_idle_s)),
             "SANDBOX_WARM_FOR": language,
         }
-        client = self.runner.client
+        client = self.engine()
         try:
-            container = client.containers.create(self.runner.image, **options)
+            container = client.containers.create(self.image, **options)
             container.start()
         except Exception as error:
             logger.warning("warm pool: could not start a container: %s", error)

@@ -1,4 +1,7 @@
-"""TODO docstring."""
+"""The catalog: which datasets there are, who owns each, their schemas and mock rows.
+
+Only manifests and synthetic rows leave here, never a stored value.
+"""
 
 from __future__ import annotations
 
@@ -11,29 +14,41 @@ from sqlalchemy.orm import Session
 from datasets.health_manifest import MANIFESTS
 from datasets.manifest import Manifest
 from datasets.mock import mock_view_table
+from policies.permissions import Person, user_may_govern_dataset
 from policies.policy_file import load_policy
-from sandbox.dp.marginals import mock_table
-from sandbox.errors import (
-    InvalidRequest,
-    NotFound,
-)
-from sandbox.models import (
-    DatasetRecord,
-)
-
-
-def manifest_for(dataset: str) -> Manifest:
-    manifest = MANIFESTS.get(dataset)
-    if manifest is None:
-        raise NotFound(f"There is no dataset {dataset}.")
-    return manifest
-
+from sandbox.context import Sandbox
+from sandbox.dp.marginals import load_marginals, mock_table
+from sandbox.errors import Forbidden, InvalidRequest, NotFound
+from sandbox.models import DatasetRecord
 
 MAX_MOCK_ROWS = 10_000
 
 
-def catalog(session: Session) -> list[dict[str, Any]]:
-    records = {r.name: r for r in session.scalars(select(DatasetRecord))}
+def manifest_of(name: str) -> Manifest:
+    manifest = MANIFESTS.get(name) if isinstance(name, str) else None
+    if manifest is None:
+        raise NotFound(f"There is no dataset {name}.")
+    return manifest
+
+
+def dataset_owners(session: Session) -> dict[str, int]:
+    """Each stored dataset's owner (user id), by dataset name."""
+    rows = session.execute(select(DatasetRecord.name, DatasetRecord.owner_id))
+    return {name: owner_id for name, owner_id in rows}
+
+
+def check_governs(session: Session, *, by: Person, dataset: str) -> None:
+    """Refuse, as Forbidden, anyone but the dataset's owner (or an admin)."""
+    owner_id = session.scalar(select(DatasetRecord.owner_id).where(DatasetRecord.name == dataset))
+    if not user_may_govern_dataset(by, owner_id=owner_id):
+        raise Forbidden(
+            f"Only the owner of {dataset} may do this.", rule="permission.dataset_owner"
+        )
+
+
+def list_datasets(sandbox: Sandbox) -> list[dict[str, Any]]:
+    with sandbox.tx() as session:
+        records = {r.name: r for r in session.scalars(select(DatasetRecord))}
     return [
         {
             "name": m.name,
@@ -49,15 +64,15 @@ def catalog(session: Session) -> list[dict[str, Any]]:
     ]
 
 
-def manifest_of(name: str) -> Manifest:
-    manifest = MANIFESTS.get(name)
-    if manifest is None:
-        raise NotFound(f"There is no dataset {name}.")
-    return manifest
-
-
 def dataset_schema(name: str) -> dict[str, Any]:
     return manifest_of(name).to_dict()
+
+
+def mock_rows(sandbox: Sandbox, name: str, *, table: str | None, rows: str | None) -> str:
+    """The dataset's mock rows as CSV, from its DP marginals when it has them."""
+    return mock_csv(
+        name, table=table, rows=rows, marginals=load_marginals(sandbox.settings.instance, name)
+    )
 
 
 def mock_csv(
@@ -86,3 +101,5 @@ def mock_csv(
     buffer = io.StringIO()
     frame.to_csv(buffer, index=False)
     return buffer.getvalue()
+
+

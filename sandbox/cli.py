@@ -4,20 +4,40 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import click
 
+from policies.permissions import Actor
 from sandbox.context import Sandbox, current, docker_ready
 from sandbox.integrity.signing import OutputFile
 
 
 def _sandbox() -> Sandbox:
     return current()
+
+
+def _actor(username: str) -> Actor:
+    """``--as USER``: who acts (the action decides what they may do)."""
+    from sandbox.access import users as user_service
+
+    with _errors_as_messages():
+        return user_service.actor_named(_sandbox(), username=username)
+
+
+@contextmanager
+def _errors_as_messages() -> Iterator[None]:
+    """A refused or bad command says why in one line, never with a stack trace."""
+    from sandbox.errors import SandboxError
+
+    try:
+        yield
+    except SandboxError as error:
+        raise click.ClickException(error.message) from error
 
 
 @click.group()
@@ -65,17 +85,10 @@ def datasets_generate(patients: int, seed: int, owner: str) -> None:
 @click.option("--as", "username", default="owner", show_default=True, help="The dataset's owner.")
 def datasets_reviewers(name: str, count: int, username: str) -> None:
     """Require COUNT (1 or 2) distinct auditors to approve NAME's held outputs."""
-    from sandbox.access import users
-    from sandbox.errors import SandboxError
     from sandbox.jobs import reviews
 
-    with _sandbox().tx() as session:
-        try:
-            reviews.set_reviewers_required(
-                session, by=users.user_named(session, username), dataset=name, count=count
-            )
-        except SandboxError as error:
-            raise click.ClickException(error.message) from error
+    with _errors_as_messages():
+        reviews.set_reviewers_required(_sandbox(), by=_actor(username), dataset=name, count=count)
     click.echo(f"{name}: {count} auditor(s) must approve each held output")
 
 
@@ -114,23 +127,14 @@ def _change_consent(
     action: str, *, dataset: str, person_id: str, purpose: str, username: str
 ) -> None:
     from sandbox.access import consent as consent_service
-    from sandbox.access import users
-    from sandbox.errors import SandboxError
 
     change = {"withdraw": consent_service.withdraw_consent, "give": consent_service.give_consent}[
         action
     ]
-    with _sandbox().tx() as session:
-        try:
-            change(
-                session,
-                by=users.user_named(session, username),
-                dataset=dataset,
-                person_id=person_id,
-                purpose=purpose,
-            )
-        except SandboxError as error:
-            raise click.ClickException(error.message) from error
+    with _errors_as_messages():
+        change(
+            _sandbox(), by=_actor(username), dataset=dataset, person_id=person_id, purpose=purpose
+        )
 
 
 @main.group()
@@ -144,12 +148,12 @@ def users() -> None:
 @click.password_option()
 def users_create(username: str, role: str, password: str) -> None:
     """Create a user."""
+    from policies.permissions import Role
     from sandbox.access import users as user_service
-    from sandbox.models import Role
 
-    with _sandbox().tx() as session:
-        user_service.create_user(
-            session, username=username, password=password, role=Role(role), by="cli"
+    with _errors_as_messages():
+        user_service.add_user(
+            _sandbox(), by="cli", username=username, password=password, role=Role(role)
         )
     click.echo(f"created {role} {username}")
 
@@ -160,11 +164,8 @@ def users_token(username: str) -> None:
     """Print a fresh API token for USERNAME."""
     from sandbox.access import users as user_service
 
-    with _sandbox().tx() as session:
-        user = user_service.user_by_name(session, username)
-        if user is None:
-            raise click.ClickException(f"There is no user {username}.")
-        click.echo(user_service.issue_token(session, user=user))
+    with _errors_as_messages():
+        click.echo(user_service.token_for(_sandbox(), username=username))
 
 
 @main.group()
@@ -213,24 +214,15 @@ def policy() -> None:
 @click.option("--epsilon", type=float, default=None)
 def policy_check(code_file, analyst, dataset, mode, language, epsilon):  # type: ignore[no-untyped-def]
     """Dry run: print every finding for CODE_FILE (- for standard input); queue nothing."""
-    from sandbox.access import users as user_service
     from sandbox.jobs import submit
+    from sandbox.jobs.planning import JobRequest
 
     language = language or ("python" if code_file.name.endswith(".py") else "sql")
-    code = code_file.read()
-    with _sandbox().tx() as session:
-        user = user_service.user_by_name(session, analyst)
-        if user is None:
-            raise click.ClickException(f"There is no user {analyst}.")
-        report = submit.dry_run(
-            session,
-            by=user,
-            dataset=dataset,
-            language=language,
-            mode=mode,
-            code=code,
-            epsilon=epsilon,
-        )
+    request = JobRequest(
+        dataset=dataset, language=language, mode=mode, code=code_file.read(), epsilon=epsilon
+    )
+    with _errors_as_messages():
+        report = submit.check_job(_sandbox(), by=_actor(analyst), request=request)
     if report["allowed"]:
         click.echo(f"allowed (policy {report['policy_version'][:12]})")
         return
@@ -247,10 +239,10 @@ def policy_check(code_file, analyst, dataset, mode, language, epsilon):  # type:
 def policy_show(dataset: str) -> None:
     """Print the dataset's column rules as the owner's file sets them."""
     from policies.policy_file import load_policy
-    from sandbox.catalog import manifest_for
+    from sandbox.catalog import manifest_of
 
     click.echo(
-        json.dumps(load_policy(manifest_for(dataset)).to_dict(), ensure_ascii=False, indent=2)
+        json.dumps(load_policy(manifest_of(dataset)).to_dict(), ensure_ascii=False, indent=2)
     )
 
 
@@ -307,20 +299,12 @@ def access() -> None:
 @click.option("--status", type=click.Choice(["pending", "approved", "denied"]))
 def access_list(username: str, status: str | None) -> None:
     """Print the access requests USERNAME may see, one JSON object a line."""
-    from sandbox.access import requests, users
-    from sandbox.access import requests as access_service
-    from sandbox.errors import SandboxError
+    from sandbox.access import requests
 
-    with _sandbox().tx() as session:
-        try:
-            user = users.user_named(session, username)
-            found = access_service.list_requests(session, user=user, status=status)
-        except SandboxError as error:
-            raise click.ClickException(error.message) from error
-        for request in found:
-            click.echo(
-                json.dumps(requests.access_request_view(session, request), ensure_ascii=False)
-            )
+    with _errors_as_messages():
+        found = requests.list_requests(_sandbox(), by=_actor(username), status=status)
+    for request in found:
+        click.echo(json.dumps(request, ensure_ascii=False))
 
 
 @access.command("approve")
@@ -341,25 +325,20 @@ def access_approve(
     days: int | None,
 ) -> None:
     """Approve REQUEST_ID, narrowed by any option given."""
-    from sandbox.access import requests as access_service
-    from sandbox.access import users
-    from sandbox.errors import SandboxError
+    from sandbox.access import requests
 
-    with _sandbox().tx() as session:
-        try:
-            grant = access_service.approve_request(
-                session,
-                by=users.user_named(session, username),
-                request_id=request_id,
-                comment=comment,
-                columns=list(columns) or None,
-                modes=list(modes) or None,
-                epsilon=epsilon,
-                days=days,
-            )
-        except SandboxError as error:
-            raise click.ClickException(error.message) from error
-        click.echo(f"approved {request_id}: grant {grant.id}")
+    approval = requests.Approval(
+        comment=comment,
+        columns=list(columns) or None,
+        modes=list(modes) or None,
+        epsilon=epsilon,
+        days=days,
+    )
+    with _errors_as_messages():
+        approved = requests.approve_request(
+            _sandbox(), by=_actor(username), request_id=request_id, approval=approval
+        )
+    click.echo(f"approved {request_id}: grant {approved['grant']['id']}")
 
 
 @access.command("deny")
@@ -368,20 +347,12 @@ def access_approve(
 @click.option("--comment", required=True, help="Why: the analyst reads it.")
 def access_deny(request_id: str, username: str, comment: str) -> None:
     """Deny REQUEST_ID with a comment."""
-    from sandbox.access import requests as access_service
-    from sandbox.access import users
-    from sandbox.errors import SandboxError
+    from sandbox.access import requests
 
-    with _sandbox().tx() as session:
-        try:
-            access_service.deny_request(
-                session,
-                by=users.user_named(session, username),
-                request_id=request_id,
-                comment=comment,
-            )
-        except SandboxError as error:
-            raise click.ClickException(error.message) from error
+    with _errors_as_messages():
+        requests.deny_request(
+            _sandbox(), by=_actor(username), request_id=request_id, comment=comment
+        )
     click.echo(f"denied {request_id}")
 
 
@@ -508,10 +479,10 @@ def keys_rotate(keep_old: bool) -> None:
     SANDBOX_MASTER_KEY_OLD.
     """
     from sandbox.errors import SandboxError
-    from sandbox.integrity import keys as key_service
+    from sandbox.integrity.rotation import rotate_master_key
 
     try:
-        rotation = key_service.rotate_master_key(_sandbox(), by="cli", retire=not keep_old)
+        rotation = rotate_master_key(_sandbox(), by="cli", retire=not keep_old)
     except SandboxError as error:
         raise click.ClickException(error.message) from error
     click.echo(f"current master key: {rotation.current}")
@@ -528,10 +499,10 @@ def keys_rotate(keep_old: bool) -> None:
 def keys_retire() -> None:
     """Retire every master key but the current one (refused while a dataset needs one)."""
     from sandbox.errors import SandboxError
-    from sandbox.integrity import keys as key_service
+    from sandbox.integrity.rotation import retire_master_keys
 
     try:
-        retired = key_service.retire_master_keys(_sandbox(), by="cli")
+        retired = retire_master_keys(_sandbox(), by="cli")
     except SandboxError as error:
         raise click.ClickException(error.message) from error
     click.echo(f"retired: {', '.join(retired) or 'none'}")
@@ -540,9 +511,9 @@ def keys_retire() -> None:
 @keys.command("rotate-signing")
 def keys_rotate_signing() -> None:
     """Make a new release signing key current; the old public key stays published."""
-    from sandbox.integrity import keys as key_service
+    from sandbox.integrity.rotation import rotate_signing_key
 
-    old, new = key_service.rotate_signing_key(_sandbox(), by="cli")
+    old, new = rotate_signing_key(_sandbox(), by="cli")
     click.echo(f"release signing key: {new} (retired {old}; its public key stays published)")
 
 
@@ -562,25 +533,13 @@ def keys_export_public(out: Path | None) -> None:
 
 
 @main.command()
-@click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", default=8000, show_default=True)
-def serve(host: str, port: int) -> None:
-    """Serve the portal (web pages and JSON API)."""
-    from werkzeug.serving import run_simple
-
-    from portal import create_app
-
-    run_simple(host, port, create_app(), threaded=True, use_reloader=False)
-
-
-@main.command()
 @click.option("--concurrency", default=2, show_default=True)
 def worker(concurrency: int) -> None:
     """Run a Celery worker for jobs."""
-    os.execvp(sys.executable, _worker_command(concurrency))
+    os.execvp(sys.executable, worker_command(concurrency))
 
 
-def _worker_command(concurrency: int) -> list[str]:
+def worker_command(concurrency: int) -> list[str]:
     return [
         sys.executable,
         "-m",
@@ -595,79 +554,6 @@ def _worker_command(concurrency: int) -> list[str]:
         "--without-gossip",
         "--without-mingle",
     ]
-
-
-@main.command()
-@click.option("--patients", default=20_000, show_default=True)
-@click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", default=8000, show_default=True)
-@click.option("--no-serve", is_flag=True, help="Set up and exit (for scripts and tests).")
-def demo(patients: int, host: str, port: int, no_serve: bool) -> None:
-    """Set everything up on embedded defaults and run the whole product."""
-    from sandbox.db import upgrade_database
-    from sandbox.demo import ensure_demo_grants, ensure_demo_users, store_dataset
-
-    sandbox = _sandbox()
-    upgrade_database(sandbox.settings)
-    credentials = ensure_demo_users(sandbox)
-    if not sandbox.store.exists("health"):
-        click.echo(f"generating the synthetic health dataset ({patients} patients) ...")
-        store_dataset(sandbox, patients=patients, seed=20221, owner="owner")
-    ensure_demo_grants(sandbox)
-    ready, why = docker_ready()
-    if ready and sandbox.settings.runner != "local":
-        click.echo("runner: Docker (network none, read-only, non-root, no capabilities)")
-    else:
-        bar = "!" * 78
-        click.secho(
-            f"{bar}\n! WARNING: {why}.\n! Jobs run in the DEVELOPMENT PROCESS RUNNER, WITHOUT "
-            f"container isolation.\n! Never load real data into this instance.\n{bar}",
-            fg="red",
-            bold=True,
-            err=True,
-        )
-    click.echo("\ndemo users (username / password):")
-    for name, password in credentials.items():
-        click.echo(f"  {name:<9} {password}")
-    base = f"http://{host}:{port}"
-    click.echo(_curl_example(base, credentials["analyst"]))
-    if no_serve:
-        return
-    env = dict(os.environ)
-    env.setdefault("SANDBOX_INSTANCE", str(sandbox.settings.instance))
-    worker_process = subprocess.Popen(_worker_command(2), env=env)
-    # Stopped by a signal or by Ctrl-C, the demo takes its worker with it.
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    click.echo(f"worker started (pid {worker_process.pid}); portal on {base}/  (Ctrl-C stops both)")
-    try:
-        from werkzeug.serving import run_simple
-
-        from portal import create_app
-
-        run_simple(host, port, create_app(), threaded=True, use_reloader=False)
-    finally:
-        worker_process.send_signal(signal.SIGTERM)
-        try:
-            worker_process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            worker_process.kill()
-
-
-def _curl_example(base: str, password: str) -> str:
-    sql = "SELECT district, sex, COUNT(*) AS n, AVG(cost) AS avg_cost FROM visits v JOIN patients p ON v.person_id = p.person_id GROUP BY district, sex"  # noqa: E501
-    body = json.dumps(
-        {"dataset": "health", "language": "sql", "mode": "masked", "code": sql}, ensure_ascii=False
-    )
-    return f"""
-try it (copy and paste):
-
-  TOKEN=$(curl -s {base}/api/v1/auth/token -H 'Content-Type: application/json' \\
-      -d '{{"username": "analyst", "password": "{password}"}}' | python3 -c 'import sys, json; print(json.load(sys.stdin)["token"])')
-  JOB=$(curl -s {base}/api/v1/jobs -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' \\
-      -d '{body}' | python3 -c 'import sys, json; print(json.load(sys.stdin)["id"])')
-  sleep 3; curl -s {base}/api/v1/jobs/$JOB -H "Authorization: Bearer $TOKEN"
-  curl -s {base}/api/v1/jobs/$JOB/result -H "Authorization: Bearer $TOKEN"
-"""  # noqa: E501
 
 
 if __name__ == "__main__":

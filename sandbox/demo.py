@@ -10,12 +10,13 @@ from sqlalchemy import select
 from datasets.checks import check_one_row_per_person
 from datasets.health import generate_health
 from datasets.health_manifest import HEALTH
+from policies.permissions import Role
 from sandbox.access import grants, users
 from sandbox.access.consent import seed_consent
 from sandbox.context import Sandbox
 from sandbox.dp import marginals
 from sandbox.integrity import audit
-from sandbox.models import DatasetRecord, Grant, Role
+from sandbox.models import DatasetRecord, Grant
 
 DEMO_USERS = (
     ("owner", Role.OWNER, "数据提供方 Data owner"),
@@ -97,16 +98,10 @@ def ensure_demo_grants(sandbox: Sandbox) -> None:
             assert analyst is not None
             has = session.scalar(select(Grant).where(Grant.analyst_id == analyst.id))
             if has is None:
-                grants.grant_access(
+                grants.add_grant(
                     session,
                     by=owner,
                     dataset="health",
                     analyst=analyst,
-                    modes=["dp", "masked"],
-                    epsilon_total=10.0,
-                    max_epsilon_per_job=2.0,
-                    delta_total=1e-4,
-                    max_delta_per_job=1e-5,
-                    k_threshold=10,
-                    days=90,
+                    terms=grants.GrantTerms(delta_total=1e-4),
                 )

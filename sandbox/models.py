@@ -28,13 +28,6 @@ class Base(DeclarativeBase):
     type_annotation_map = {dict[str, Any]: JSON, list[Any]: JSON}
 
 
-class Role(StrEnum):
-    OWNER = "owner"
-    ANALYST = "analyst"
-    AUDITOR = "auditor"
-    ADMIN = "admin"
-
-
 class JobStatus(StrEnum):
     SUBMITTED = "submitted"
     REJECTED = "rejected"

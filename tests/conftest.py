@@ -1,12 +1,20 @@
-"""Fixtures shared by every test: one per real service (see tests/services.py)."""
+"""Fixtures shared by every test: one per real service (see tests/services.py), a test
+instance, and the portal over it with its clients (see tests/clients.py)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import pytest
 
 from tests.services import drop_created_databases, unavailable
+
+if TYPE_CHECKING:
+    from flask import Flask
+    from flask.testing import FlaskClient
+
+    from tests.clients import Bearer, Login, Token
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -55,6 +63,54 @@ def sandbox_instance(tmp_path):  # type: ignore[no-untyped-def]
     from tests.factories import make_sandbox
 
     return make_sandbox(tmp_path / "instance")
+
+
+@pytest.fixture
+def app(sandbox_instance) -> Flask:  # type: ignore[no-untyped-def]
+    """The portal over the test instance, keeping the jobs it queues in app.config["QUEUED"].
+    A module whose tests need another instance overrides this fixture with
+    `make_app(that_instance)`; `client`, `login`, `token` and `bearer` then use it."""
+    from tests.factories import make_app
+
+    return make_app(sandbox_instance)
+
+
+@pytest.fixture
+def client(app: Flask) -> FlaskClient:
+    """A client with no session and no token."""
+    return app.test_client()
+
+
+@pytest.fixture
+def login(app: Flask) -> Login:
+    """`login(username)` logs a demo user in through the login form and returns a client
+    of its own holding that page session, so one test can have several users at once."""
+    from tests.clients import log_in
+
+    def logged_in(username: str) -> FlaskClient:
+        client = app.test_client()
+        log_in(client, username, app.config["SANDBOX"].credentials[username])
+        return client
+
+    return logged_in
+
+
+@pytest.fixture
+def token(app: Flask) -> Token:
+    """`token(username)` is a bearer token the API issued to a demo user (a login, audited)."""
+    from tests.clients import request_token
+
+    def issued(username: str) -> str:
+        password = app.config["SANDBOX"].credentials[username]
+        return request_token(app.test_client(), username, password)
+
+    return issued
+
+
+@pytest.fixture
+def bearer(token: Token) -> Bearer:
+    """`bearer(username)` is the Authorization header of a fresh token of that user's."""
+    return lambda username: {"Authorization": f"Bearer {token(username)}"}
 
 
 @pytest.fixture(scope="module")

@@ -6,10 +6,14 @@ import os
 from collections.abc import Callable
 from functools import cache
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
+from flask import Flask
 
 from datasets.health import generate_health
+from policies.permissions import Actor
+from portal import create_app
 from sandbox.access.consent import seed_consent
 from sandbox.config import Settings
 from sandbox.context import Sandbox
@@ -80,6 +84,15 @@ def make_sandbox(instance: Path, *, patients: int = TEST_PATIENTS, **settings: o
     return sandbox
 
 
+def make_app(sandbox: Sandbox, **config: Any) -> Flask:
+    """The portal over `sandbox` in testing mode. What it would send to the broker is kept
+    in `app.config["QUEUED"]` instead, so a test sees which jobs were queued."""
+    queued: list[str] = []
+    app = create_app({"SANDBOX": sandbox, "ENQUEUE": queued.append, "TESTING": True} | config)
+    app.config["QUEUED"] = queued
+    return app
+
+
 def submit_job(
     sandbox: Sandbox,
     code: str,
@@ -91,20 +104,15 @@ def submit_job(
     enqueue: Callable[[str], None] = lambda _: None,
 ) -> Job:
     """Submit a job on the health data as a demo user, through the real checks."""
-    from sandbox.access.users import user_by_name
     from sandbox.jobs import submit
+    from sandbox.jobs.planning import JobRequest
 
-    with sandbox.tx() as session:
-        user = user_by_name(session, who)
-        assert user is not None
-        user_id = user.id
-    return submit.submit(
-        sandbox,
-        by_id=user_id,
-        dataset="health",
-        language=language,
-        mode=mode,
-        code=code,
-        epsilon=epsilon,
-        enqueue=enqueue,
-    )
+    request = JobRequest(dataset="health", language=language, mode=mode, code=code, epsilon=epsilon)
+    return submit.submit_job(sandbox, by=actor(sandbox, who), request=request, enqueue=enqueue)
+
+
+def actor(sandbox: Sandbox, username: str) -> Actor:
+    """Who acts, as the portal passes them to an action."""
+    from sandbox.access.users import actor_named
+
+    return actor_named(sandbox, username=username)

@@ -124,6 +124,15 @@ class LivePortal:
         self.server.shutdown()
 
 
+def log_in(page: Any, live: LivePortal, username: str = "analyst") -> None:
+    """Log a demo user in on the live portal's login page, in a Playwright page."""
+    page.goto(live.base_url + "/login")
+    page.fill("input[name=username]", username)
+    page.fill("input[name=password]", live.credentials[username])
+    page.click("form button[type=submit]")
+    page.wait_for_url(live.base_url + "/")
+
+
 def start_live_portal(instance: Path, *, runner: str = "local", **settings: Any) -> LivePortal:
     sandbox = make_sandbox(instance, runner=runner, **settings)
     app = create_app({"SANDBOX": sandbox})

@@ -21,9 +21,13 @@ from sqlalchemy.orm import Session
 
 from datasets.health_manifest import MANIFESTS
 from datasets.manifest import Manifest
-from sandbox.errors import Conflict, Forbidden, InvalidRequest, NotFound
+from policies.permissions import Person
+from sandbox.actions import transaction
+from sandbox.catalog import check_governs
+from sandbox.context import Sandbox
+from sandbox.errors import Conflict, InvalidRequest, NotFound
 from sandbox.integrity import audit
-from sandbox.models import ConsentRecord, DatasetRecord, Role, User, utcnow
+from sandbox.models import ConsentRecord, DatasetRecord, utcnow
 
 MAX_FIELD_CHARS = 64  # the width of ConsentRecord.person_id and .purpose
 
@@ -84,17 +88,24 @@ def seed_consent(session: Session, *, dataset: str, patients: pd.DataFrame, by: 
 
 
 def withdraw_consent(
-    session: Session, *, by: User, dataset: str, person_id: str, purpose: str
+    sandbox: Sandbox, *, by: Person, dataset: str, person_id: object, purpose: object
 ) -> int:
     """End the person's active consent to ``purpose``; return how many records it ended."""
-    _check_owner(session, by=by, dataset=dataset)
-    person_id, purpose = _text(person_id, "person_id"), _text(purpose, "purpose")
+    with transaction(sandbox, by=by, action="consent.withdraw", subject=dataset) as session:
+        _check_owner(session, by=by, dataset=dataset)
+        return _withdraw(session, by=by, dataset=dataset, person_id=person_id, purpose=purpose)
+
+
+def _withdraw(
+    session: Session, *, by: Person, dataset: str, person_id: object, purpose: object
+) -> int:
+    person, use = _text(person_id, "person_id"), _text(purpose, "purpose")
     result = session.execute(
         update(ConsentRecord)
         .where(
             ConsentRecord.dataset == dataset,
-            ConsentRecord.person_id == person_id,
-            ConsentRecord.purpose == purpose,
+            ConsentRecord.person_id == person,
+            ConsentRecord.purpose == use,
             ConsentRecord.withdrawn_at.is_(None),
         )
         .values(withdrawn_at=utcnow())
@@ -102,21 +113,28 @@ def withdraw_consent(
     )
     ended = int(result.rowcount)  # type: ignore[attr-defined]
     if ended == 0:
-        raise NotFound(f"That person has no active consent to {purpose} in {dataset}.")
+        raise NotFound(f"That person has no active consent to {use} in {dataset}.")
     audit.append(
         session,
         actor=by.username,
         action="consent.withdrawn",
         subject=dataset,
-        details={"purpose": purpose, "records": ended},
+        details={"purpose": use, "records": ended},
     )
     return ended
 
 
-def give_consent(session: Session, *, by: User, dataset: str, person_id: str, purpose: str) -> int:
+def give_consent(
+    sandbox: Sandbox, *, by: Person, dataset: str, person_id: object, purpose: object
+) -> int:
     """Record the person's consent to ``purpose``; return how many records it added (1)."""
-    _check_owner(session, by=by, dataset=dataset)
-    person_id, purpose = _text(person_id, "person_id"), _text(purpose, "purpose")
+    with transaction(sandbox, by=by, action="consent.give", subject=dataset) as session:
+        _check_owner(session, by=by, dataset=dataset)
+        person, use = _text(person_id, "person_id"), _text(purpose, "purpose")
+        return _give(session, by=by, dataset=dataset, person_id=person, purpose=use)
+
+
+def _give(session: Session, *, by: Person, dataset: str, person_id: str, purpose: str) -> int:
     active = session.scalar(
         select(ConsentRecord.id).where(
             ConsentRecord.dataset == dataset,
@@ -191,14 +209,10 @@ def _withdrawn_only(session: Session, *, dataset: str, purpose: str) -> set[str]
     return withdrawn - active
 
 
-def _check_owner(session: Session, *, by: User, dataset: str) -> None:
-    if by.role not in (Role.OWNER, Role.ADMIN):
-        raise Forbidden("Only the data owner can change consent records.")
-    record = session.scalar(select(DatasetRecord).where(DatasetRecord.name == dataset))
-    if record is None:
+def _check_owner(session: Session, *, by: Person, dataset: str) -> None:
+    if session.scalar(select(DatasetRecord.id).where(DatasetRecord.name == dataset)) is None:
         raise NotFound(f"There is no dataset {dataset}.")
-    if by.role != Role.ADMIN and record.owner_id != by.id:
-        raise Forbidden(f"Only the owner of {dataset} can change its consent records.")
+    check_governs(session, by=by, dataset=dataset)
 
 
 def _text(value: object, name: str) -> str:

@@ -3,74 +3,123 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from datasets.health_manifest import MANIFESTS
+from policies.permissions import (
+    Person,
+    user_may_govern_dataset,
+    user_may_list_grants,
+    user_may_read_budgets,
+    user_may_receive_grant,
+)
 from policies.policy_file import PolicyFileError, load_policy
+from sandbox.access.users import user_named
+from sandbox.actions import transaction
+from sandbox.catalog import check_governs, dataset_owners
+from sandbox.context import Sandbox
 from sandbox.errors import Forbidden, InvalidRequest, NoActiveGrant, NotFound
 from sandbox.integrity import audit
-from sandbox.models import Grant, Role, User, iso, utcnow
+from sandbox.models import Grant, User, iso, utcnow
 
 MODES = ("dp", "masked")
 
 
+@dataclass(frozen=True)
+class GrantTerms:
+    """What a grant allows: the one place its defaults are written."""
+
+    modes: tuple[str, ...] = MODES
+    epsilon_total: float = 10.0
+    max_epsilon_per_job: float = 2.0
+    delta_total: float = 0.0
+    max_delta_per_job: float = 1e-5
+    max_rows_per_person: int | None = None
+    k_threshold: int = 10
+    days: int = 90
+    purpose: str = "research"
+    requires_consent: bool = True
+    requires_review: bool = False
+    columns: tuple[str, ...] = ()
+    column_rules: Mapping[str, object] = field(default_factory=dict)
+
+    def checked(self, dataset: str) -> GrantTerms:
+        """The terms with names normalised, or InvalidRequest naming the field."""
+        numbers = (self.epsilon_total, self.max_epsilon_per_job, self.k_threshold, self.days)
+        if any(isinstance(n, bool) or not isinstance(n, int | float) for n in numbers):
+            raise InvalidRequest("epsilon, k and days must be numbers.")
+        bad = [m for m in self.modes if m not in MODES]
+        if not self.modes or bad:
+            raise InvalidRequest(f"modes must be a non-empty list of {', '.join(MODES)}.")
+        if (
+            self.epsilon_total < 0
+            or self.max_epsilon_per_job <= 0
+            or self.k_threshold < 2
+            or self.days <= 0
+        ):
+            raise InvalidRequest("epsilon must be positive, k at least 2 and days at least 1.")
+        if self.max_rows_per_person is not None and not 1 <= self.max_rows_per_person <= 1000:
+            raise InvalidRequest("max_rows_per_person must be from 1 to 1000.")
+        columns = tuple(c.strip().lower() for c in self.columns)
+        rules = {str(k).strip().lower(): v for k, v in self.column_rules.items()}
+        if columns or rules:
+            check_narrowing(dataset, columns=list(columns), column_rules=rules)
+        return replace(
+            self,
+            modes=tuple(m for m in MODES if m in self.modes),
+            epsilon_total=float(self.epsilon_total),
+            max_epsilon_per_job=float(self.max_epsilon_per_job),
+            k_threshold=int(self.k_threshold),
+            days=int(self.days),
+            columns=columns,
+            column_rules=rules,
+        )
+
+
 def grant_access(
-    session: Session,
-    *,
-    by: User,
-    dataset: str,
-    analyst: User,
-    modes: list[str],
-    epsilon_total: float = 10.0,
-    max_epsilon_per_job: float = 2.0,
-    delta_total: float = 0.0,
-    max_delta_per_job: float = 1e-5,
-    max_rows_per_person: int | None = None,
-    k_threshold: int = 10,
-    days: int = 90,
-    purpose: str = "research",
-    requires_consent: bool = True,
-    requires_review: bool = False,
-    columns: list[str] | None = None,
-    column_rules: dict[str, Any] | None = None,
+    sandbox: Sandbox, *, by: Person, dataset: str, analyst: str, terms: GrantTerms
+) -> dict[str, Any]:
+    """The owner of ``dataset`` authorizes the analyst named ``analyst`` (集中授权)."""
+    with transaction(sandbox, by=by, action="grant.create", subject=dataset) as session:
+        return grant_view(
+            add_grant(
+                session, by=by, dataset=dataset, analyst=user_named(session, analyst), terms=terms
+            )
+        )
+
+
+def add_grant(
+    session: Session, *, by: Person, dataset: str, analyst: User, terms: GrantTerms
 ) -> Grant:
-    if by.role not in (Role.OWNER, Role.ADMIN):
-        raise Forbidden("Only a data owner can grant access.")
+    """Record a grant in the caller's transaction (an action's, e.g. an approval's)."""
     if dataset not in MANIFESTS:
         raise NotFound(f"There is no dataset {dataset}.")
-    if analyst.role != Role.ANALYST:
+    check_governs(session, by=by, dataset=dataset)
+    if not user_may_receive_grant(analyst):
         raise InvalidRequest(f"{analyst.username} is not an analyst.")
-    bad = [m for m in modes if m not in MODES]
-    if not modes or bad:
-        raise InvalidRequest(f"modes must be a non-empty list of {', '.join(MODES)}.")
-    if epsilon_total < 0 or max_epsilon_per_job <= 0 or k_threshold < 2 or days <= 0:
-        raise InvalidRequest("epsilon must be positive, k at least 2 and days at least 1.")
-    if max_rows_per_person is not None and not 1 <= max_rows_per_person <= 1000:
-        raise InvalidRequest("max_rows_per_person must be from 1 to 1000.")
-    columns = [c.strip().lower() for c in columns or []]
-    column_rules = {str(k).strip().lower(): v for k, v in (column_rules or {}).items()}
-    if columns or column_rules:
-        check_narrowing(dataset, columns=columns, column_rules=column_rules)
+    terms = terms.checked(dataset)
     grant = Grant(
         dataset=dataset,
         analyst_id=analyst.id,
-        purpose=purpose,
-        modes=",".join(modes),
-        epsilon_total=epsilon_total,
-        delta_total=delta_total,
-        max_delta_per_job=max_delta_per_job,
-        max_rows_per_person=max_rows_per_person,
-        max_epsilon_per_job=max_epsilon_per_job,
-        k_threshold=k_threshold,
-        requires_consent=requires_consent,
-        requires_review=requires_review,
-        columns=columns,
-        column_rules=column_rules,
+        purpose=terms.purpose,
+        modes=",".join(terms.modes),
+        epsilon_total=terms.epsilon_total,
+        delta_total=terms.delta_total,
+        max_delta_per_job=terms.max_delta_per_job,
+        max_rows_per_person=terms.max_rows_per_person,
+        max_epsilon_per_job=terms.max_epsilon_per_job,
+        k_threshold=terms.k_threshold,
+        requires_consent=terms.requires_consent,
+        requires_review=terms.requires_review,
+        columns=list(terms.columns),
+        column_rules=dict(terms.column_rules),
         created_by=by.id,
-        expires_at=utcnow() + dt.timedelta(days=days),
+        expires_at=utcnow() + dt.timedelta(days=terms.days),
     )
     session.add(grant)
     session.flush()
@@ -82,12 +131,12 @@ def grant_access(
         details={
             "dataset": dataset,
             "analyst": analyst.username,
-            "modes": modes,
-            "epsilon_total": epsilon_total,
-            "k": k_threshold,
-            "days": days,
-            "columns": columns,
-            "column_rules": column_rules,
+            "modes": list(terms.modes),
+            "epsilon_total": terms.epsilon_total,
+            "k": terms.k_threshold,
+            "days": terms.days,
+            "columns": list(terms.columns),
+            "column_rules": dict(terms.column_rules),
         },
     )
     return grant
@@ -102,19 +151,34 @@ def check_narrowing(dataset: str, *, columns: list[str], column_rules: dict[str,
         raise InvalidRequest(str(error), field=field) from error
 
 
-def revoke_grant(session: Session, *, by: User, grant_id: str) -> Grant:
-    grant = session.get(Grant, grant_id)
-    if grant is None:
-        raise NotFound(f"There is no grant {grant_id}.")
-    if by.role not in (Role.OWNER, Role.ADMIN):
-        raise Forbidden("Only a data owner can revoke a grant.")
-    if grant.revoked_at is None:
-        grant.revoked_at = utcnow()
-        audit.append(session, actor=by.username, action="grant.revoked", subject=grant.id)
-    return grant
+def revoke_grant(sandbox: Sandbox, *, by: Person, grant_id: str) -> dict[str, Any]:
+    """The dataset's owner ends a grant at once; jobs not yet released under it are not."""
+    with transaction(sandbox, by=by, action="grant.revoke", subject=grant_id) as session:
+        grant = session.get(Grant, grant_id)
+        if grant is None:
+            raise NotFound(f"There is no grant {grant_id}.")
+        check_governs(session, by=by, dataset=grant.dataset)
+        if grant.revoked_at is None:
+            grant.revoked_at = utcnow()
+            audit.append(session, actor=by.username, action="grant.revoked", subject=grant.id)
+        return grant_view(grant)
 
 
-def active_grant(session: Session, *, analyst: User, dataset: str, mode: str) -> Grant:
+def list_grants(sandbox: Sandbox, *, by: Person) -> list[dict[str, Any]]:
+    """The grants on the datasets ``by`` governs (every grant for an admin)."""
+    if not user_may_list_grants(by):
+        raise Forbidden("Only data owners and admins see grants.")
+    with sandbox.tx() as session:
+        found = session.scalars(select(Grant).order_by(Grant.created_at))
+        owners = dataset_owners(session)
+        return [
+            grant_view(g)
+            for g in found
+            if user_may_govern_dataset(by, owner_id=owners.get(g.dataset))
+        ]
+
+
+def active_grant(session: Session, *, analyst: Person, dataset: str, mode: str) -> Grant:
     grants = session.scalars(
         select(Grant)
         .where(Grant.analyst_id == analyst.id, Grant.dataset == dataset)
@@ -151,8 +215,16 @@ def refund_budget(session: Session, *, grant_id: str, epsilon: float, delta: flo
     )
 
 
-def budgets(session: Session, *, user_id: int) -> list[dict[str, Any]]:
-    grants = session.scalars(select(Grant).where(Grant.analyst_id == user_id))
+def budgets(sandbox: Sandbox, *, by: Person) -> list[dict[str, Any]]:
+    """The analyst's grants with ε and δ spent and left; nothing for other roles."""
+    if not user_may_read_budgets(by):
+        return []
+    with sandbox.tx() as session:
+        return _budgets(session, analyst_id=by.id)
+
+
+def _budgets(session: Session, *, analyst_id: int) -> list[dict[str, Any]]:
+    grants = session.scalars(select(Grant).where(Grant.analyst_id == analyst_id))
     return [
         {
             "grant": g.id,

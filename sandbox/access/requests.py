@@ -7,57 +7,77 @@ the analyst's request is the most the grant can ever hold.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from datasets.health_manifest import MANIFESTS
 from datasets.manifest import Manifest
+from policies.permissions import (
+    Person,
+    user_may_list_access_requests,
+    user_may_request_access,
+    user_may_see_access_request,
+)
 from policies.policy_file import DatasetPolicy, load_policy
-from sandbox.access import grants
-from sandbox.access.grants import grant_view
+from sandbox.access.grants import MODES, GrantTerms, add_grant, grant_view
+from sandbox.actions import transaction
+from sandbox.catalog import check_governs, dataset_owners, manifest_of
+from sandbox.context import Sandbox
 from sandbox.errors import Conflict, Forbidden, InvalidRequest, NotFound
 from sandbox.integrity import audit
-from sandbox.models import (
-    AccessRequest,
-    AccessRequestStatus,
-    Grant,
-    Role,
-    User,
-    iso,
-    utcnow,
-)
+from sandbox.models import AccessRequest, AccessRequestStatus, Grant, User, iso, utcnow
 
 MAX_PURPOSE_CHARS = 64
 MAX_TEXT_CHARS = 4000
 MAX_DAYS = 365
-DEFAULT_MAX_EPSILON_PER_JOB = 2.0
-DECIDERS = (Role.OWNER, Role.ADMIN)
 
 
-def request_access(
-    session: Session,
-    *,
-    by: User,
-    dataset: str,
-    purpose: str,
-    columns: list[str],
-    modes: list[str],
-    epsilon: float,
-    days: int,
-    justification: str,
-) -> AccessRequest:
+@dataclass(frozen=True)
+class AccessAsk:
+    """What an analyst asks for, as sent: every field is checked by :func:`request_access`."""
+
+    dataset: str
+    purpose: object = ""
+    columns: object = field(default_factory=list)
+    modes: object = field(default_factory=list)
+    epsilon: object = 0.0
+    days: object = 90
+    justification: object = ""
+
+
+@dataclass(frozen=True)
+class Approval:
+    """An owner's answer to a request: ``None`` keeps what was asked for; the rest narrows."""
+
+    comment: object = ""
+    columns: object = None
+    modes: object = None
+    epsilon: object = None
+    days: object = None
+    k_threshold: object = None
+    column_rules: object = None
+
+
+def request_access(sandbox: Sandbox, *, by: Person, ask: AccessAsk) -> dict[str, Any]:
     """File a pending request; an empty ``columns`` asks for every column the policy allows."""
-    if by.role != Role.ANALYST:
+    subject = ask.dataset if isinstance(ask.dataset, str) else ""
+    with transaction(sandbox, by=by, action="access.request", subject=subject) as session:
+        return access_request_view(session, _file_request(session, by=by, ask=ask))
+
+
+def _file_request(session: Session, *, by: Person, ask: AccessAsk) -> AccessRequest:
+    if not user_may_request_access(by):
         raise Forbidden("Only analysts request access.")
-    manifest = _manifest(dataset)
-    purpose = _text(purpose, "purpose", limit=MAX_PURPOSE_CHARS, required=True)
-    justification = _text(justification, "justification", limit=MAX_TEXT_CHARS)
-    wanted_columns = _checked_columns(manifest, load_policy(manifest), columns)
-    wanted_modes = _checked_modes(modes)
-    epsilon = _checked_epsilon(epsilon, wanted_modes)
-    days = _checked_days(days, limit=MAX_DAYS)
+    manifest = manifest_of(ask.dataset)
+    dataset = manifest.name
+    purpose = _text(ask.purpose, "purpose", limit=MAX_PURPOSE_CHARS, required=True)
+    justification = _text(ask.justification, "justification", limit=MAX_TEXT_CHARS)
+    wanted_columns = _checked_columns(manifest, load_policy(manifest), ask.columns)
+    wanted_modes = _checked_modes(ask.modes)
+    epsilon = _checked_epsilon(ask.epsilon, wanted_modes)
+    days = _checked_days(ask.days, limit=MAX_DAYS)
     duplicate = session.scalar(
         select(AccessRequest.id).where(
             AccessRequest.analyst_id == by.id,
@@ -102,23 +122,20 @@ def request_access(
 
 
 def approve_request(
-    session: Session,
-    *,
-    by: User,
-    request_id: str,
-    comment: str = "",
-    columns: list[str] | None = None,
-    modes: list[str] | None = None,
-    epsilon: float | None = None,
-    days: int | None = None,
-    k_threshold: int | None = None,
-    column_rules: dict[str, Any] | None = None,
-) -> Grant:
+    sandbox: Sandbox, *, by: Person, request_id: str, approval: Approval
+) -> dict[str, Any]:
     """Grant what was asked for, or less of it; a field left ``None`` keeps the request's."""
-    _require_decider(by)
-    request = _pending(session, request_id)
-    comment = _text(comment, "comment", limit=MAX_TEXT_CHARS)
-    manifest = _manifest(request.dataset)
+    with transaction(sandbox, by=by, action="access.approve", subject=request_id) as session:
+        request = _pending(session, request_id, by=by)
+        _approve(session, by=by, request=request, approval=approval)
+        return access_request_view(session, request)
+
+
+def _approve(session: Session, *, by: Person, request: AccessRequest, approval: Approval) -> Grant:
+    comment = _text(approval.comment, "comment", limit=MAX_TEXT_CHARS)
+    columns, modes, epsilon = approval.columns, approval.modes, approval.epsilon
+    days, k_threshold, column_rules = approval.days, approval.k_threshold, approval.column_rules
+    manifest = manifest_of(request.dataset)
     policy = load_policy(manifest)
     requested_modes = [m for m in request.modes.split(",") if m]
 
@@ -173,22 +190,26 @@ def approve_request(
     if k_threshold is not None:
         narrowed["k_threshold"] = k
 
-    grant = grants.grant_access(
+    default_cap = GrantTerms.max_epsilon_per_job
+    terms = GrantTerms(
+        modes=tuple(approved_modes),
+        epsilon_total=approved_epsilon,
+        # A small grant's per-job cap is the grant itself; the cap must stay above 0.
+        max_epsilon_per_job=min(default_cap, approved_epsilon)
+        if approved_epsilon > 0
+        else default_cap,
+        k_threshold=k,
+        days=approved_days,
+        purpose=request.purpose,
+        columns=tuple(approved_columns),
+        column_rules=column_rules or {},
+    )
+    grant = add_grant(
         session,
         by=by,
         dataset=request.dataset,
         analyst=session.get_one(User, request.analyst_id),
-        modes=approved_modes,
-        epsilon_total=approved_epsilon,
-        # A small grant's per-job cap is the grant itself; the cap must stay above 0.
-        max_epsilon_per_job=min(DEFAULT_MAX_EPSILON_PER_JOB, approved_epsilon)
-        if approved_epsilon > 0
-        else DEFAULT_MAX_EPSILON_PER_JOB,
-        k_threshold=k,
-        days=approved_days,
-        purpose=request.purpose,
-        columns=approved_columns,
-        column_rules=column_rules or {},
+        terms=terms,
     )
     if grant.column_rules:
         narrowed["column_rules"] = grant.column_rules
@@ -210,12 +231,19 @@ def approve_request(
     return grant
 
 
-def deny_request(session: Session, *, by: User, request_id: str, comment: str) -> AccessRequest:
+def deny_request(
+    sandbox: Sandbox, *, by: Person, request_id: str, comment: object
+) -> dict[str, Any]:
     """Refuse the request; the analyst reads the comment, so it is required."""
-    _require_decider(by)
-    comment = _text(comment, "comment", limit=MAX_TEXT_CHARS, required=True)
-    request = _pending(session, request_id)
-    _decide(request, by=by, status=AccessRequestStatus.DENIED, comment=comment)
+    with transaction(sandbox, by=by, action="access.deny", subject=request_id) as session:
+        request = _pending(session, request_id, by=by)
+        _deny(session, by=by, request=request, comment=comment)
+        return access_request_view(session, request)
+
+
+def _deny(session: Session, *, by: Person, request: AccessRequest, comment: object) -> None:
+    text = _text(comment, "comment", limit=MAX_TEXT_CHARS, required=True)
+    _decide(request, by=by, status=AccessRequestStatus.DENIED, comment=text)
     audit.append(
         session,
         actor=by.username,
@@ -224,58 +252,54 @@ def deny_request(session: Session, *, by: User, request_id: str, comment: str) -
         details={
             "dataset": request.dataset,
             "analyst": request.analyst.username,
-            "comment": comment,
+            "comment": text,
         },
     )
-    return request
 
 
 def list_requests(
-    session: Session, *, user: User, status: str | None = None
-) -> list[AccessRequest]:
-    """Owners and admins see every request, an analyst their own; newest first."""
-    query = select(AccessRequest).order_by(AccessRequest.created_at.desc())
-    if user.role == Role.ANALYST:
-        query = query.where(AccessRequest.analyst_id == user.id)
-    elif user.role not in DECIDERS:
+    sandbox: Sandbox, *, by: Person, status: str | None = None
+) -> list[dict[str, Any]]:
+    """An analyst's own requests; an owner's, those on their datasets; newest first."""
+    if not user_may_list_access_requests(by):
         raise Forbidden("Only analysts and data owners see access requests.")
+    query = select(AccessRequest).order_by(AccessRequest.created_at.desc())
     if status is not None:
         if status not in {s.value for s in AccessRequestStatus}:
             names = ", ".join(s.value for s in AccessRequestStatus)
             raise InvalidRequest(f"status must be one of {names}.", field="status")
         query = query.where(AccessRequest.status == status)
-    return list(session.scalars(query))
+    with sandbox.tx() as session:
+        owners = dataset_owners(session)
+        return [
+            access_request_view(session, r)
+            for r in session.scalars(query)
+            if user_may_see_access_request(
+                by, analyst_id=r.analyst_id, owner_id=owners.get(r.dataset)
+            )
+        ]
 
 
-def _require_decider(user: User) -> None:
-    if user.role not in DECIDERS:
-        raise Forbidden("Only a data owner decides access requests.")
-
-
-def _pending(session: Session, request_id: str) -> AccessRequest:
+def _pending(session: Session, request_id: str, *, by: Person) -> AccessRequest:
     # Locked, so two owners deciding at once cannot both act on one request.
     request = session.scalars(
         select(AccessRequest).where(AccessRequest.id == request_id).with_for_update(key_share=True)
     ).one_or_none()
     if request is None:
         raise NotFound(f"There is no access request {request_id}.")
+    check_governs(session, by=by, dataset=request.dataset)
     if request.status != AccessRequestStatus.PENDING:
         raise Conflict(f"The request was {request.status} already.", status=request.status)
     return request
 
 
-def _decide(request: AccessRequest, *, by: User, status: AccessRequestStatus, comment: str) -> None:
+def _decide(
+    request: AccessRequest, *, by: Person, status: AccessRequestStatus, comment: str
+) -> None:
     request.status = status.value
     request.decided_by = by.id
     request.decided_at = utcnow()
     request.decision_comment = comment
-
-
-def _manifest(dataset: str) -> Manifest:
-    manifest = MANIFESTS.get(dataset) if isinstance(dataset, str) else None
-    if manifest is None:
-        raise NotFound(f"There is no dataset {dataset}.")
-    return manifest
 
 
 def _text(value: Any, field: str, *, limit: int, required: bool = False) -> str:
@@ -329,12 +353,12 @@ def _checked_modes(modes: Any) -> list[str]:
     if (
         not isinstance(modes, list)
         or not modes
-        or not all(isinstance(m, str) and m in grants.MODES for m in modes)
+        or not all(isinstance(m, str) and m in MODES for m in modes)
     ):
         raise InvalidRequest(
-            f"modes must be a non-empty list of {', '.join(grants.MODES)}.", field="modes"
+            f"modes must be a non-empty list of {', '.join(MODES)}.", field="modes"
         )
-    return [m for m in grants.MODES if m in modes]
+    return [m for m in MODES if m in modes]
 
 
 def _checked_epsilon(epsilon: Any, modes: list[str]) -> float:

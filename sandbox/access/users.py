@@ -10,14 +10,12 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 from werkzeug.security import check_password_hash, generate_password_hash
 
+from policies.permissions import Actor, Role
+from sandbox.actions import actor_of
+from sandbox.context import Sandbox
 from sandbox.errors import InvalidRequest, NotFound, Unauthenticated
 from sandbox.integrity import audit
-from sandbox.models import (
-    ApiToken,
-    Role,
-    User,
-    utcnow,
-)
+from sandbox.models import ApiToken, User, utcnow
 
 TOKEN_LIFETIME = dt.timedelta(days=7)
 
@@ -80,3 +78,58 @@ def user_named(session: Session, username: str) -> User:
     if user is None:
         raise NotFound(f"There is no user {username}.")
     return user
+
+
+# --- actions: what the portal and the CLI call --------------------------------------------
+
+
+def log_in(sandbox: Sandbox, *, username: str, password: str) -> Actor:
+    """Check a password; a failed attempt is committed to the audit log, then refused."""
+    failure: Unauthenticated | None = None
+    with sandbox.tx() as session:
+        try:
+            user = authenticate(session, username=username, password=password)
+        except Unauthenticated as error:
+            failure = error  # raised after the commit, so the audit keeps the failed login
+        else:
+            return actor_of(user)
+    raise failure
+
+
+def log_in_for_token(sandbox: Sandbox, *, username: str, password: str) -> tuple[str, Actor]:
+    """A new API token for the person whose password this is."""
+    actor = log_in(sandbox, username=username, password=password)
+    return token_for(sandbox, username=actor.username), actor
+
+
+def token_for(sandbox: Sandbox, *, username: str) -> str:
+    """An API token for ``username`` (the CLI's operator command, and after a login)."""
+    with sandbox.tx() as session:
+        return issue_token(session, user=user_named(session, username))
+
+
+def actor_for_token(sandbox: Sandbox, *, token: str) -> Actor:
+    with sandbox.tx() as session:
+        return actor_of(user_for_token(session, token))
+
+
+def actor_named(sandbox: Sandbox, *, username: str) -> Actor:
+    """The CLI's ``--as USER``: who acts, looked up by name."""
+    with sandbox.tx() as session:
+        return actor_of(user_named(session, username))
+
+
+def add_user(
+    sandbox: Sandbox, *, by: str, username: str, password: str, role: Role, display_name: str = ""
+) -> Actor:
+    with sandbox.tx() as session:
+        return actor_of(
+            create_user(
+                session,
+                username=username,
+                password=password,
+                role=role,
+                by=by,
+                display_name=display_name,
+            )
+        )

@@ -14,7 +14,9 @@ import duckdb
 from datasets.manifest import Manifest
 from policies.policy_file import DatasetPolicy, load_policy
 from policies.sql_check import check_sql
-from sandbox.dp.planner import DpPlan, DpUnsupported, plan_dp_query, release_noisy
+from sandbox.dp.noise import release_noisy
+from sandbox.dp.plan import DpPlan, DpUnsupported
+from sandbox.dp.planner import plan_dp_query
 
 
 class DpRejected(Exception):

@@ -11,10 +11,11 @@ other users may read it)::
     {"format": "sandbox-master-keys/1", "current": ID,
      "keys": [{"id": ID, "key": BASE64 | null, "created_at": ..., "retired_at": ...}]}
 
-A rotation (:func:`rotate_master_key`) makes a new key current while the old
-one stays accepted, re-wraps every dataset's data key (data files are not
-touched), then retires the old key: its material is erased from the file, so a
-data key still wrapped under it is refused from then on. Readers ask for the
+A rotation (:func:`sandbox.integrity.rotation.rotate_master_key`) makes a new
+key current while the old one stays accepted, re-wraps every dataset's data
+key (data files are not touched), then retires the old key: its material is
+erased from the file, so a data key still wrapped under it is refused from
+then on. Readers ask for the
 ring on every use, so no process needs a restart at any step.
 
 Release signing keys: ``<instance>/release-keys.json`` is the public keyring
@@ -37,18 +38,14 @@ import secrets
 import stat
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from datasets.storage import KEY_BYTES, DatasetStore, MasterKeyring, master_key_id
+from datasets.storage import KEY_BYTES, MasterKeyring, master_key_id
 from sandbox.config import Settings, create_secret_file_once
 from sandbox.errors import ConfigurationError, SandboxError
-from sandbox.integrity import audit
 from sandbox.integrity.signing import KEYRING_FORMAT, PublicKeyEntry, PublicKeyring, ReleaseKey
-
-if TYPE_CHECKING:
-    from sandbox.context import Sandbox
 
 MASTER_KEY_ENV = "SANDBOX_MASTER_KEY"
 OLD_MASTER_KEYS_ENV = "SANDBOX_MASTER_KEY_OLD"
@@ -248,7 +245,7 @@ class MasterKeyFile:
         replace_file(self.legacy_secrets, json.dumps(values))
 
 
-def _env_keyring(env: Mapping[str, str]) -> MasterKeyring:
+def env_keyring(env: Mapping[str, str]) -> MasterKeyring:
     current = decode_master_key(env[MASTER_KEY_ENV], source=MASTER_KEY_ENV)
     old = [part for part in env.get(OLD_MASTER_KEYS_ENV, "").split(",") if part.strip()]
     return MasterKeyring(
@@ -267,113 +264,9 @@ def master_keyring_source(
     """What the dataset store asks for its master keys (again on every use)."""
     env = os.environ if env is None else env
     if env.get(MASTER_KEY_ENV):
-        ring = _env_keyring(env)  # checked now: a bad key is a start-up error
+        ring = env_keyring(env)  # checked now: a bad key is a start-up error
         return lambda: ring
     return master_key_file(settings).load
-
-
-@dataclass(frozen=True)
-class MasterRotation:
-    old: list[str]
-    current: str
-    datasets: dict[str, str] = field(default_factory=dict)  # name → key id it had before
-    retired: list[str] = field(default_factory=list)
-    note: str = ""
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "old": self.old,
-            "current": self.current,
-            "datasets": self.datasets,
-            "retired": self.retired,
-            "note": self.note,
-        }
-
-
-def rotate_master_key(
-    sandbox: Sandbox, *, by: str, retire: bool = True, env: Mapping[str, str] | None = None
-) -> MasterRotation:
-    """Re-wrap every dataset's data key under a new master key, then retire the old one.
-
-    With SANDBOX_MASTER_KEY set, the operator brings the new key: it is that
-    variable, the old one is in SANDBOX_MASTER_KEY_OLD; this re-wraps under
-    it, and retiring means taking the old key out of the environment.
-    """
-    env = os.environ if env is None else env
-    store = sandbox.store
-    if env.get(MASTER_KEY_ENV):
-        ring = _env_keyring(env)
-        before = store.rewrap_all()
-        rotation = MasterRotation(
-            old=[master_key_id(k) for k in ring.accepted],
-            current=ring.current_id,
-            datasets=before,
-            note=f"now remove {OLD_MASTER_KEYS_ENV} from every process's environment",
-        )
-    else:
-        keyfile = master_key_file(sandbox.settings)
-        keyfile.load()  # creates it (or adopts secrets.json's key) on a fresh instance
-        old, new = keyfile.add_current()
-        old_ids = [e["id"] for e in keyfile.entries() if e["state"] == "accepted"]
-        before = store.rewrap_all()
-        retired = _retire(keyfile, store, set(old_ids)) if retire else []
-        rotation = MasterRotation(old=old_ids, current=new, datasets=before, retired=retired)
-    details = {k: v for k, v in rotation.to_dict().items() if k != "note"}
-    with sandbox.tx() as session:
-        audit.append(
-            session, actor=by, action="keys.master_rotated", subject="master-key", details=details
-        )
-    return rotation
-
-
-def retire_master_keys(sandbox: Sandbox, *, by: str) -> list[str]:
-    """Retire every master key but the current one, once no dataset needs them."""
-    if os.environ.get(MASTER_KEY_ENV):
-        raise KeyManagementError(
-            f"the master key comes from {MASTER_KEY_ENV}: retire an old key by removing it "
-            f"from {OLD_MASTER_KEYS_ENV}"
-        )
-    keyfile = master_key_file(sandbox.settings)
-    old = {e["id"] for e in keyfile.entries() if e["state"] == "accepted"}
-    retired = _retire(keyfile, sandbox.store, old)
-    with sandbox.tx() as session:
-        audit.append(
-            session,
-            actor=by,
-            action="keys.master_retired",
-            subject="master-key",
-            details={"retired": retired},
-        )
-    return retired
-
-
-def _retire(keyfile: MasterKeyFile, store: DatasetStore, key_ids: set[str]) -> list[str]:
-    # Under the store's lock no dataset can be wrapped under an old key between
-    # the check and the erasure.
-    with store.key_lock():
-        current = keyfile.load().current_id
-        for name in store.names():
-            wrapped = store.wrapping_key_id(name)
-            if wrapped != current:
-                raise KeyManagementError(
-                    f"dataset {name} is still wrapped under master key {wrapped or 'unnamed'}; "
-                    "run `sandbox keys rotate` (it re-wraps) before retiring"
-                )
-        return keyfile.retire(key_ids)
-
-
-def rotate_signing_key(sandbox: Sandbox, *, by: str) -> tuple[str, str]:
-    """A new release signing key; the old one's public key stays published."""
-    old, new = sandbox.signing_keys.rotate()
-    with sandbox.tx() as session:
-        audit.append(
-            session,
-            actor=by,
-            action="keys.signing_rotated",
-            subject="release-key",
-            details={"old": old, "current": new},
-        )
-    return old, new
 
 
 # --- release signing keys --------------------------------------------------------------

@@ -10,6 +10,9 @@ from sqlalchemy.orm import Session
 from sandbox.integrity import audit
 from sandbox.models import TRANSITIONS, Job, JobStatus, User
 
+# Who moves a job when no person does, as the audit log names it.
+WORKER = "worker"
+
 
 class IllegalTransition(Exception):
     pass

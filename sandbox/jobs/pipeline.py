@@ -10,7 +10,6 @@ only the attempt that still holds the job may finish it.
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import logging
 import shutil
 from dataclasses import dataclass
@@ -32,23 +31,20 @@ from policies.policy_file import DatasetPolicy, PolicyFileError, load_policy
 from runners import JobFailed, JobSpec, RunnerUnavailable, RunResult
 from sandbox.access import grants
 from sandbox.access.consent import consenting_persons
-from sandbox.catalog import manifest_for
+from sandbox.catalog import manifest_of
 from sandbox.context import Sandbox
 from sandbox.db import retry_transient
-from sandbox.dp.planner import release_noisy
-from sandbox.errors import Conflict
+from sandbox.dp.noise import release_noisy
 from sandbox.integrity import audit
-from sandbox.integrity.signing import CERTIFICATE_TYPE, output_entries, sha256_json
 from sandbox.jobs import lease, released_rows
-from sandbox.jobs.lifecycle import job_lock, move
+from sandbox.jobs.lifecycle import WORKER, job_lock, move
 from sandbox.jobs.planning import Plan, plan_job, policy_for
-from sandbox.jobs.results import result_csv
+from sandbox.jobs.release import release
 from sandbox.jobs.verification import Checked, verify_outputs
 from sandbox.jobs.view_cache import ViewCache, view_key
 from sandbox.models import FINAL_STATES, Grant, Job, JobStatus, utcnow
 
 log = logging.getLogger(__name__)
-WORKER = "worker"
 # This process's recent views (in memory only): jobs sharing one skip building it.
 VIEWS = ViewCache()
 # The sizes of earlier releases' rows this process has read (they never change).
@@ -69,7 +65,7 @@ def run_job(sandbox: Sandbox, job_id: str) -> str:
     folder = sandbox.settings.work_dir / job_id / f"attempt-{attempt}"
     try:
         plan = plan_job(
-            manifest_for(job_data.dataset),
+            manifest_of(job_data.dataset),
             language=job_data.language,
             mode=job_data.mode,
             code=job_data.code,
@@ -175,7 +171,7 @@ def _start_attempt(
         if sandbox.store.exists(job.dataset):
             job.dataset_version = sandbox.store.version(job.dataset)
         job_data = _JobData.of(job, grant)
-        policy = policy_for(manifest_for(job.dataset), grant)
+        policy = policy_for(manifest_of(job.dataset), grant)
     return attempt, job_data, policy
 
 
@@ -259,7 +255,7 @@ class _JobData:
 
 def _consent_basis(session: Session, job: Job, grant: Grant) -> tuple[str, frozenset[str] | None]:
     """Why the view is or is not filtered by consent, and the persons it keeps."""
-    manifest = manifest_for(job.dataset)
+    manifest = manifest_of(job.dataset)
     try:
         central = load_policy(manifest).central_authorization_purposes
     except PolicyFileError:
@@ -277,7 +273,7 @@ def _consent_basis(session: Session, job: Job, grant: Grant) -> tuple[str, froze
 def _prepare_view(
     sandbox: Sandbox, job: _JobData, plan: Plan, policy: DatasetPolicy, folder: Path
 ) -> None:
-    manifest = manifest_for(job.dataset)
+    manifest = manifest_of(job.dataset)
     names = tuple(plan.tables or manifest.table_names)
 
     def build() -> dict[str, Any]:
@@ -462,122 +458,17 @@ def _differencing(
     sizes = SIZES.sizes(session, grant_id=job.grant_id, except_job=job.id)
     earlier = released_rows.sketches(session, sizes, rows_to_compare(sketches, sizes, threshold))
     return [
-        Finding(
+        Finding.of(
             found.rule,
             # No count in the message: the analyst sees it, and the count is what is held.
-            f"{found.new.where()} against {found.other.where()}: {found.detail} "
-            f"(fewer than {threshold} persons); an auditor reviews it.",
-            location=found.new.where(),
+            "%(row)s against %(other)s: %(detail)s (fewer than %(threshold)s persons); "
+            "an auditor reviews it.",
+            found.new.where(),
+            message_id="masked.isolation",
+            row=found.new.where(),
+            other=found.other.where(),
+            detail=found.detail,
+            threshold=threshold,
         )
         for found in isolations(sketches, earlier, threshold)
     ]
-
-
-def release(sandbox: Sandbox, session: Any, job: Job, *, reviewers: list[str]) -> None:
-    """Sign the certificate and move the job to released, in the caller's transaction.
-
-    The certificate (docs/release-certificates.md) binds the output to who ran
-    what on which data under which terms, what was spent and which checks passed.
-    """
-    assert job.result is not None
-    grant = session.get_one(Grant, job.grant_id)
-    if not grant.is_active():
-        # Fail closed: a review may come after the owner revoked the grant.
-        raise Conflict("The grant was revoked or has expired; the output cannot be released.")
-    key = sandbox.release_key  # read once: a rotation mid-release must not split the two
-    released_at = utcnow()
-    version = job.dataset_version or sandbox.store.version(job.dataset)
-    job.dataset_version = version
-    tables = job.result["tables"]
-    csv = {t["name"]: result_csv(job.result, table=t["name"]).encode("utf-8") for t in tables}
-    document = {
-        "type": CERTIFICATE_TYPE,
-        "job": job.id,
-        "analyst": job.analyst.username,
-        "dataset": job.dataset,
-        "dataset_version": version,
-        "grant": job.grant_id,
-        "grant_version": sha256_json(grant_terms(grant)),
-        "policy_version": job.policy_version,
-        "language": job.language,
-        "mode": job.mode,
-        "code_sha256": job.code_sha256,
-        "outputs": output_entries(tables, csv),
-        "outputs_sha256": sha256_json(tables),
-        "privacy": job.result["privacy"],
-        "disclosure": job.result["disclosure"],
-        "checks": _passed_checks(job, grant, reviewers),
-        "reviewers": reviewers,
-        "released_at": released_at.isoformat(),
-    }
-    job.certificate = key.sign(document)
-    job.finished_at = released_at
-    details = {"outputs_sha256": document["outputs_sha256"], "key_id": key.key_id}
-    actor = reviewers[-1] if reviewers else WORKER
-    move(session, job, JobStatus.RELEASED, actor=actor, details=details)
-    # From now on later releases under the grant are checked against this one's rows.
-    released_rows.record(session, job)
-
-
-def grant_terms(grant: Grant) -> dict[str, Any]:
-    """What a grant allows, as a certificate's ``grant_version`` hashes it: its terms,
-    never what has been spent, so every release under unchanged terms names one version."""
-    return {
-        "id": grant.id,
-        "dataset": grant.dataset,
-        "analyst_id": grant.analyst_id,
-        "purpose": grant.purpose,
-        "modes": sorted(grant.mode_list),
-        "columns": sorted(grant.columns or []),
-        "column_rules": dict(grant.column_rules or {}),
-        "epsilon_total": grant.epsilon_total,
-        "max_epsilon_per_job": grant.max_epsilon_per_job,
-        "delta_total": grant.delta_total,
-        "max_delta_per_job": grant.max_delta_per_job,
-        "max_rows_per_person": grant.max_rows_per_person,
-        "k_threshold": grant.k_threshold,
-        "requires_consent": grant.requires_consent,
-        "requires_review": grant.requires_review,
-        "expires_at": _utc_iso(grant.expires_at),
-        "revoked_at": _utc_iso(grant.revoked_at),
-    }
-
-
-def _utc_iso(moment: dt.datetime | None) -> str | None:
-    if moment is None:
-        return None
-    # SQLite hands datetimes back naive; they were written in UTC.
-    aware = moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
-    return aware.astimezone(dt.UTC).isoformat()
-
-
-def _passed_checks(job: Job, grant: Grant, reviewers: list[str]) -> list[dict[str, Any]]:
-    """The checks this output passed on its way out, as the certificate names them."""
-    assert job.result is not None
-    privacy, disclosure = job.result["privacy"], job.result["disclosure"]
-    checks: list[dict[str, Any]] = [
-        {"check": "grant.active", "expires_at": _utc_iso(grant.expires_at)},
-        {"check": f"code.{job.language}_policy", "policy_version": job.policy_version},
-    ]
-    if job.mode == "dp":
-        noise = {key: privacy.get(key) for key in ("mechanism", "epsilon", "delta")}
-        spent = privacy.get("epsilon_spent_now", privacy.get("epsilon"))
-        checks.append({"check": "dp.noise", **noise})
-        checks.append(
-            {
-                "check": "dp.budget_charged",
-                "grant": grant.id,
-                "epsilon": spent,
-                "cached_from": privacy.get("cached_from"),
-            }
-        )
-    elif disclosure is not None:
-        rule = "disclosure.k_threshold" if job.language == "sql" else "disclosure.declared_outputs"
-        checks.append({"check": rule, **disclosure})
-        if job.disclosure_sketches:
-            checks.append(
-                {"check": "disclosure.differencing", "rows_sketched": len(job.disclosure_sketches)}
-            )
-    if reviewers:
-        checks.append({"check": "review.approved", "reviewers": reviewers})
-    return checks

@@ -18,12 +18,21 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from policies.permissions import (
+    Person,
+    user_may_govern_dataset,
+    user_may_object_to_review,
+    user_may_read_held_outputs,
+    user_may_review_job,
+    user_may_review_jobs,
+)
 from sandbox.access.grants import grant_view
+from sandbox.actions import transaction
 from sandbox.context import Sandbox
 from sandbox.errors import Conflict, Forbidden, InvalidRequest, NotFound
 from sandbox.integrity import audit
 from sandbox.jobs.lifecycle import job_lock, move
-from sandbox.jobs.pipeline import release
+from sandbox.jobs.release import release
 from sandbox.models import (
     DatasetRecord,
     Grant,
@@ -31,8 +40,6 @@ from sandbox.models import (
     JobStatus,
     ReviewEvent,
     ReviewKind,
-    Role,
-    User,
     iso,
     utcnow,
 )
@@ -40,8 +47,6 @@ from sandbox.models import (
 MAX_COMMENT_CHARS = 2000
 REVIEWERS_ALLOWED = (1, 2)
 WITHHELD_BY_REVIEW = "withheld_by_review"
-# Who may read a held output: never the analyst before it is released.
-READERS = (Role.AUDITOR, Role.ADMIN)
 DECISIONS = (ReviewKind.APPROVE, ReviewKind.WITHHOLD)
 
 
@@ -49,10 +54,23 @@ DECISIONS = (ReviewKind.APPROVE, ReviewKind.WITHHOLD)
 
 
 def review_job(
-    sandbox: Sandbox, session: Session, *, by: User, job_id: str, decision: str, comment: str
+    sandbox: Sandbox, *, by: Person, job_id: str, decision: str, comment: str
+) -> dict[str, Any]:
+    """An auditor's decision on a held output; where the review stands after it."""
+    with transaction(sandbox, by=by, action="job.review", subject=job_id) as session:
+        return review_state(
+            session,
+            decide_review(
+                sandbox, session, by=by, job_id=job_id, decision=decision, comment=comment
+            ),
+        )
+
+
+def decide_review(
+    sandbox: Sandbox, session: Session, *, by: Person, job_id: str, decision: str, comment: str
 ) -> Job:
     """Record an auditor's decision; release once enough distinct auditors approved."""
-    if by.role != Role.AUDITOR:
+    if not user_may_review_jobs(by):
         raise Forbidden("Only auditors review held outputs.")
     if decision not in DECISIONS:
         raise InvalidRequest("decision must be approve or withhold.", field="decision")
@@ -60,7 +78,7 @@ def review_job(
     job = _locked(session, job_id)
     if job.status != JobStatus.PENDING_REVIEW:
         raise Conflict(f"The job is {job.status}, not pending review.")
-    if job.analyst_id == by.id:
+    if not user_may_review_job(by, analyst_id=job.analyst_id):
         raise Forbidden("Nobody reviews their own job.")
     events = history(session, job.id)
     round_ = current_round(events)
@@ -89,11 +107,17 @@ def review_job(
     return job
 
 
-def file_objection(session: Session, *, by: User, job_id: str, reason: str) -> Job:
+def file_objection(sandbox: Sandbox, *, by: Person, job_id: str, reason: str) -> dict[str, Any]:
     """The analyst objects (异议) to an auditor's withholding: the job goes back for review."""
+    with transaction(sandbox, by=by, action="job.object", subject=job_id) as session:
+        job = _object(session, by=by, job_id=job_id, reason=reason)
+        return {"id": job.id, "status": job.status, "review": analyst_view(session, job)}
+
+
+def _object(session: Session, *, by: Person, job_id: str, reason: str) -> Job:
     reason = _text(reason, field="reason")
     job = _locked(session, job_id)
-    if job.analyst_id != by.id:
+    if not user_may_object_to_review(by, analyst_id=job.analyst_id):
         raise NotFound(f"There is no job {job_id}.")  # do not confirm other people's jobs
     if not can_object(job):
         raise Conflict("Only an output an auditor withheld can be objected to.")
@@ -124,12 +148,17 @@ def file_objection(session: Session, *, by: User, job_id: str, reason: str) -> J
 
 
 def set_reviewers_required(
-    session: Session, *, by: User, dataset: str, count: Any
-) -> DatasetRecord:
+    sandbox: Sandbox, *, by: Person, dataset: str, count: object
+) -> dict[str, Any]:
     """How many distinct auditors must approve this dataset's held outputs (1 or 2).
 
     Read when an auditor decides, so a change applies to jobs already waiting.
     """
+    with transaction(sandbox, by=by, action="dataset.settings", subject=dataset) as session:
+        return dataset_settings(_set_reviewers(session, by=by, dataset=dataset, count=count))
+
+
+def _set_reviewers(session: Session, *, by: Person, dataset: str, count: object) -> DatasetRecord:
     if type(count) is not int or count not in REVIEWERS_ALLOWED:  # not True, not 2.0
         raise InvalidRequest("reviewers_required must be 1 or 2.", field="reviewers_required")
     record = session.scalars(
@@ -137,7 +166,7 @@ def set_reviewers_required(
     ).one_or_none()
     if record is None:
         raise NotFound(f"There is no stored dataset {dataset}.")
-    if by.role != Role.ADMIN and not (by.role == Role.OWNER and record.owner_id == by.id):
+    if not user_may_govern_dataset(by, owner_id=record.owner_id):
         raise Forbidden("Only the dataset's owner or an admin sets its reviewers.")
     if record.reviewers_required != count:
         change = {"from": record.reviewers_required, "to": count}
@@ -216,7 +245,15 @@ def _objection(events: list[ReviewEvent], round_: int) -> dict[str, Any] | None:
     return event_view(found[0]) if found else None
 
 
-def queue(session: Session, *, viewer: User) -> list[dict[str, Any]]:
+def queue(sandbox: Sandbox, *, by: Person) -> list[dict[str, Any]]:
+    """The held jobs, oldest first, for auditors and admins; outputs only on each review."""
+    if not user_may_read_held_outputs(by):
+        raise Forbidden("Only auditors and admins read held outputs.")
+    with sandbox.tx() as session:
+        return _queue(session, viewer=by)
+
+
+def _queue(session: Session, *, viewer: Person) -> list[dict[str, Any]]:
     """The jobs waiting for review, oldest first, without their outputs."""
     jobs = pending(session)
     by_job: dict[str, list[ReviewEvent]] = {j.id: [] for j in jobs}
@@ -250,12 +287,17 @@ def queue(session: Session, *, viewer: User) -> list[dict[str, Any]]:
     return rows
 
 
-def open_review(session: Session, *, by: User, job_id: str) -> dict[str, Any]:
+def open_review(sandbox: Sandbox, *, by: Person, job_id: str) -> dict[str, Any]:
     """Everything an auditor decides on: code, held outputs, findings, terms and history.
 
     Reading a held output is recorded in the audit log.
     """
-    if by.role not in READERS:
+    with transaction(sandbox, by=by, action="review.open", subject=job_id) as session:
+        return _open_review(session, by=by, job_id=job_id)
+
+
+def _open_review(session: Session, *, by: Person, job_id: str) -> dict[str, Any]:
+    if not user_may_read_held_outputs(by):
         raise Forbidden("Only auditors and admins read held outputs.")
     job = session.get(Job, job_id)
     events = history(session, job_id) if job is not None else []
@@ -303,11 +345,10 @@ def open_review(session: Session, *, by: User, job_id: str) -> dict[str, Any]:
     return data
 
 
-def _may_decide(job: Job, user: User, approved: list[str]) -> bool:
+def _may_decide(job: Job, user: Person, approved: list[str]) -> bool:
     return (
-        user.role == Role.AUDITOR
+        user_may_review_job(user, analyst_id=job.analyst_id)
         and job.status == JobStatus.PENDING_REVIEW
-        and job.analyst_id != user.id
         and user.username not in approved
     )
 

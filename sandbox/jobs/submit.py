@@ -1,7 +1,9 @@
-"""Submitting a job: authorize, check, charge the budget, queue.
+"""Submitting a job, and its dry run: both ask :func:`sandbox.jobs.planning.decide`.
 
-Every state change goes through :func:`move`, which refuses a move the state
-machine does not allow and appends the audit entry in the same transaction.
+A submission records the job, then either rejects it (with every finding) or
+charges the budget and queues it, in one transaction; the caller's ``enqueue``
+hands it to the broker after the commit. Every state change goes through
+:func:`sandbox.jobs.lifecycle.move`, which appends the audit entry.
 """
 
 from __future__ import annotations
@@ -9,134 +11,106 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import math
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from policies.decision import Finding
+from policies.permissions import Person
 from sandbox.access import grants
-from sandbox.catalog import manifest_for
+from sandbox.actions import transaction
+from sandbox.config import Settings
+from sandbox.context import Sandbox
 from sandbox.db import retry_transient
-from sandbox.dp.planner import estimates
-from sandbox.errors import (
-    BudgetExhausted,
-    InvalidRequest,
-    NoActiveGrant,
-    NotFound,
-    PolicyRejected,
-    TooManyRequests,
-)
+from sandbox.dp.noise import estimates
+from sandbox.errors import BudgetExhausted, NoActiveGrant, NotFound, PolicyRejected, TooManyRequests
 from sandbox.integrity import audit
 from sandbox.jobs.lifecycle import ACTIVE_STATES, lock_analyst, move
-from sandbox.jobs.planning import DEFAULT_EPSILON, MAX_CODE_CHARS, _check_kind, plan_job, policy_for
-from sandbox.models import Grant, Job, JobStatus, Role, User, utcnow
+from sandbox.jobs.planning import JobRequest, Verdict, decide, question_sha256
+from sandbox.models import Job, JobStatus, User, utcnow
+
+Enqueue = Callable[[str], None]
 
 
-def dry_run(
-    session: Session,
-    *,
-    by: User,
-    dataset: str,
-    language: str,
-    mode: str,
-    code: str,
-    epsilon: float | None = None,
-    delta: float | None = None,
-    rows_per_person: int | None = None,
-) -> dict[str, Any]:
-    """Every finding the job would meet, without queueing it or spending budget."""
-    _check_kind(language=language, mode=mode)
-    manifest = manifest_for(dataset)
-    findings: list[dict[str, Any]] = []
-    grant: Grant | None = None
-    try:
-        grant = grants.active_grant(session, analyst=by, dataset=dataset, mode=mode)
-    except NoActiveGrant as error:
-        findings.append(Finding("grant.none", error.message).to_dict())
-    policy = policy_for(manifest, grant)
-    report: dict[str, Any] = {}
-    spend = float(epsilon or DEFAULT_EPSILON)
-    try:
-        plan = plan_job(
-            manifest,
-            language=language,
-            mode=mode,
-            code=code,
-            epsilon=spend,
-            policy=policy,
-            delta=float(delta or 0.0),
-            rows_per_person=rows_per_person,
-            max_rows_per_person=grant.max_rows_per_person if grant else None,
+def check_job(sandbox: Sandbox, *, by: Person, request: JobRequest) -> dict[str, Any]:
+    """The dry run: every finding the job would meet now; nothing queued or spent."""
+    with sandbox.tx() as session:
+        verdict = decide(
+            session, by=by, request=request, dataset_version=_dataset_version(sandbox, request)
         )
-    except PolicyRejected as rejection:
-        findings += rejection.details.get("findings", [])
-    else:
-        if plan.dp is not None:
-            remaining = grant.epsilon_remaining if grant else 0.0
+        report: dict[str, Any] = {
+            "allowed": verdict.allowed,
+            "findings": list(verdict.findings),
+            "policy_version": verdict.policy_version,
+        }
+        plan, grant = verdict.plan, verdict.grant
+        if plan is not None and plan.dp is not None:
             report["estimate"] = {
-                "epsilon": spend,
+                "epsilon": verdict.request.epsilon,
                 "delta": plan.dp.delta,
                 "mechanism": plan.dp.mechanism,
                 "rows_per_person": plan.dp.rows_per_person,
-                "epsilon_remaining": remaining,
+                "epsilon_remaining": grant.epsilon_remaining if grant else 0.0,
                 "outputs": estimates(plan.dp),
             }
-    return {
-        "allowed": not findings,
-        "findings": findings,
-        "policy_version": policy.version,
-        **report,
-    }
+        if verdict.cached is not None:
+            report["cached_from"] = verdict.cached.id
+        return report
 
 
-def submit_job(
-    session: Session,
-    *,
-    by: User,
-    dataset: str,
-    language: str,
-    mode: str,
-    code: str,
-    epsilon: float | None = None,
-    dataset_version: str | None = None,
-    delta: float | None = None,
-    rows_per_person: int | None = None,
+def submit_job(sandbox: Sandbox, *, by: Person, request: JobRequest, enqueue: Enqueue) -> Job:
+    """Submit in one transaction; answer a rejection with its error; queue the rest.
+
+    Without an active grant nothing is recorded but the refusal (``job.refused``).
+    """
+
+    def once() -> Job:
+        with transaction(
+            sandbox,
+            by=by,
+            action="job",
+            subject=str(request.dataset),
+            context={"mode": request.mode},
+        ) as session:
+            user = lock_analyst(session, by.id)
+            if user is None:
+                raise NotFound("There is no such user.")
+            _check_fair_share(session, user, sandbox.settings)
+            return record_job(
+                session,
+                by=user,
+                request=request,
+                dataset_version=_dataset_version(sandbox, request),
+            )
+
+    job = retry_transient(once)
+    if job.status == JobStatus.REJECTED:
+        raise rejection_of(job)
+    enqueue(job.id)
+    return job
+
+
+def record_job(
+    session: Session, *, by: User, request: JobRequest, dataset_version: str | None
 ) -> Job:
-    """Record a job and either reject it or queue it. Commit, then enqueue it."""
-    if by.role != Role.ANALYST:
-        raise InvalidRequest("Only analysts submit jobs.")
-    _check_kind(language=language, mode=mode)
-    if not isinstance(code, str) or not code.strip() or len(code) > MAX_CODE_CHARS:
-        raise InvalidRequest(f"code must be 1 to {MAX_CODE_CHARS} characters.", field="code")
-    if mode == "dp":
-        epsilon = DEFAULT_EPSILON if epsilon is None else epsilon
-        if not isinstance(epsilon, int | float) or not 0 < float(epsilon) <= 100:
-            raise InvalidRequest("epsilon must be a number above 0.", field="epsilon")
-        delta = 0.0 if delta is None else delta
-        if not isinstance(delta, int | float) or not 0 <= float(delta) < 1e-3:
-            raise InvalidRequest("delta must be at least 0 and below 0.001.", field="delta")
-        if rows_per_person is not None and (
-            isinstance(rows_per_person, bool) or not isinstance(rows_per_person, int)
-        ):
-            raise InvalidRequest("rows_per_person must be a whole number.", field="rows_per_person")
-    else:
-        epsilon, delta, rows_per_person = 0.0, 0.0, None
-    manifest = manifest_for(dataset)
-    grant = grants.active_grant(session, analyst=by, dataset=dataset, mode=mode)
+    """Record a job and reject or queue it, in the caller's transaction."""
+    verdict = decide(session, by=by, request=request, dataset_version=dataset_version)
+    grant = verdict.grant
+    if grant is None:
+        raise NoActiveGrant(str(verdict.findings[0]["message"]))
+    checked = verdict.request
     job = Job(
         analyst_id=by.id,
         grant_id=grant.id,
-        dataset=dataset,
-        language=language,
-        mode=mode,
-        code=code,
-        code_sha256=hashlib.sha256(code.encode()).hexdigest(),
-        epsilon=float(epsilon),
-        delta=float(delta),
-        rows_per_person=rows_per_person,
+        dataset=checked.dataset,
+        language=checked.language,
+        mode=checked.mode,
+        code=checked.code,
+        code_sha256=hashlib.sha256(checked.code.encode()).hexdigest(),
+        epsilon=float(checked.epsilon or 0.0),
+        delta=float(checked.delta or 0.0),
+        rows_per_person=checked.rows_per_person,
         status=JobStatus.SUBMITTED.value,
     )
     session.add(job)
@@ -147,94 +121,69 @@ def submit_job(
         action="job.submitted",
         subject=job.id,
         details={
-            "dataset": dataset,
-            "language": language,
-            "mode": mode,
+            "dataset": job.dataset,
+            "language": job.language,
+            "mode": job.mode,
             "epsilon": job.epsilon,
             "code_sha256": job.code_sha256,
             "grant": grant.id,
         },
     )
-    try:
-        if mode == "dp" and job.epsilon > grant.max_epsilon_per_job + 1e-12:
-            finding = Finding(
-                "dp.epsilon_cap",
-                f"One job may spend at most ε={grant.max_epsilon_per_job} under this grant.",
-            )
-            raise PolicyRejected(finding.message, findings=[finding.to_dict()])
-        if mode == "dp" and job.delta > grant.max_delta_per_job * (1 + 1e-9):
-            finding = Finding(
-                "dp.delta_cap",
-                f"One job may spend at most δ={grant.max_delta_per_job:g} under this grant.",
-            )
-            raise PolicyRejected(finding.message, findings=[finding.to_dict()])
-        plan = plan_job(
-            manifest,
-            language=language,
-            mode=mode,
-            code=code,
-            epsilon=job.epsilon,
-            policy=policy_for(manifest, grant),
-            delta=job.delta,
-            rows_per_person=job.rows_per_person,
-            max_rows_per_person=grant.max_rows_per_person,
-        )
-        job.policy_version = plan.policy_version
-        job.dataset_version = dataset_version or ""
-        job.question_sha256 = hashlib.sha256(plan.question.encode()).hexdigest()
-        cached = _cached_answer(session, job) if mode == "dp" and dataset_version else None
-        if cached is not None:
-            job.cached_from = cached.id
-        elif mode == "dp" and not grants.charge_budget(
-            session, grant_id=grant.id, epsilon=job.epsilon, delta=job.delta
-        ):
-            finding = Finding(
-                "dp.budget_exhausted",
-                f"The grant's privacy budget is exhausted: ε={grant.epsilon_remaining:.4g} and "
-                f"δ={grant.delta_total - grant.delta_spent:.3g} remain, the job asks for "
-                f"ε={job.epsilon:g}, δ={job.delta:g}.",
-            )
-            raise BudgetExhausted(finding.message, findings=[finding.to_dict()])
-    except PolicyRejected as rejection:
-        job.findings = list(rejection.details.get("findings", []))
-        job.error_code = rejection.code
-        job.error_message = rejection.message
-        job.finished_at = utcnow()
-        # Rule codes only: a finding's message may quote the submitted code.
-        rules = [str(f.get("rule")) for f in job.findings]
-        move(
-            session,
-            job,
-            JobStatus.REJECTED,
-            actor="policy",
-            details={"error": job.error_code, "rules": rules},
-        )
+    rejection = _accept(session, job, verdict, dataset_version=dataset_version)
+    if rejection is not None:
+        _reject(session, job, rejection)
         return job
     move(session, job, JobStatus.QUEUED, actor="policy")
     return job
 
 
-def _cached_answer(session: Session, job: Job) -> Job | None:
-    """The released job with the same grant, code, ε and data, if there is one.
-
-    Asking the same question again must not buy a fresh draw: averaging many
-    draws of one query would wear the noise away.
-    """
-    return session.scalars(
-        select(Job)
-        .where(
-            Job.grant_id == job.grant_id,
-            Job.question_sha256 == job.question_sha256,
-            Job.epsilon == job.epsilon,
-            Job.delta == job.delta,
-            Job.mode == "dp",
-            Job.dataset_version == job.dataset_version,
-            Job.status == JobStatus.RELEASED.value,
-            Job.cached_from.is_(None),
+def _accept(
+    session: Session, job: Job, verdict: Verdict, *, dataset_version: str | None
+) -> PolicyRejected | None:
+    """Charge what an accepted job spends; the rejection when it is not accepted."""
+    if not verdict.allowed or verdict.plan is None or verdict.grant is None:
+        return verdict.rejection()
+    job.policy_version = verdict.plan.policy_version
+    job.dataset_version = dataset_version or ""
+    job.question_sha256 = question_sha256(verdict.plan)
+    if verdict.cached is not None:
+        job.cached_from = verdict.cached.id
+    elif job.mode == "dp" and not grants.charge_budget(
+        session, grant_id=verdict.grant.id, epsilon=job.epsilon, delta=job.delta
+    ):
+        # Another submission spent the budget between the decision and the charge.
+        return BudgetExhausted(
+            "The grant's privacy budget is exhausted.",
+            findings=[
+                {
+                    "rule": "dp.budget_exhausted",
+                    "message": "The grant's privacy budget is exhausted.",
+                }
+            ],
         )
-        .order_by(Job.submitted_at)
-        .limit(1)
-    ).first()
+    return None
+
+
+def _reject(session: Session, job: Job, rejection: PolicyRejected) -> None:
+    job.findings = list(rejection.details.get("findings", []))
+    job.error_code = rejection.code
+    job.error_message = rejection.message
+    job.finished_at = utcnow()
+    # Rule codes only: a finding's message may quote the submitted code.
+    rules = [str(f.get("rule")) for f in job.findings]
+    move(
+        session,
+        job,
+        JobStatus.REJECTED,
+        actor="policy",
+        details={"error": job.error_code, "rules": rules},
+    )
+
+
+def _dataset_version(sandbox: Sandbox, request: JobRequest) -> str | None:
+    store = sandbox.store
+    name = request.dataset
+    return store.version(name) if isinstance(name, str) and store.exists(name) else None
 
 
 def rejection_of(job: Job) -> PolicyRejected:
@@ -251,28 +200,7 @@ def rejection_of(job: Job) -> PolicyRejected:
     )
 
 
-Enqueue = Callable[[str], None]
-
-
-@contextmanager
-def _refusal_audited(sandbox: Any, *, by_id: int, dataset: str, mode: str) -> Iterator[None]:
-    """A submission without an active grant is rolled back; the attempt is kept in the audit."""
-    try:
-        yield
-    except NoActiveGrant as refusal:
-        with sandbox.tx() as session:
-            user = session.get(User, by_id)
-            audit.append(
-                session,
-                actor=user.username if user else str(by_id),
-                action="job.refused",
-                subject=dataset[:128],
-                details={"error": refusal.code, "mode": mode},
-            )
-        raise
-
-
-def _check_fair_share(session: Session, user: User, settings: Any) -> None:
+def _check_fair_share(session: Session, user: User, settings: Settings) -> None:
     """Per analyst: at most so many jobs waiting or running, so many submissions a minute."""
     active = (
         session.scalar(
@@ -306,47 +234,3 @@ def _check_fair_share(session: Session, user: User, settings: Any) -> None:
             rule="fair_share.per_minute",
             retry_after=wait,
         )
-
-
-def submit(
-    sandbox: Any,
-    *,
-    by_id: int,
-    dataset: str,
-    language: str,
-    mode: str,
-    code: str,
-    epsilon: float | None,
-    enqueue: Enqueue,
-    delta: float | None = None,
-    rows_per_person: int | None = None,
-) -> Job:
-    """Submit in one transaction; answer a rejection with its error; queue the rest."""
-
-    def once() -> Job:
-        refusal_kept = _refusal_audited(sandbox, by_id=by_id, dataset=dataset, mode=mode)
-        with refusal_kept, sandbox.tx() as session:
-            user = lock_analyst(session, by_id)
-            if user is None:
-                raise NotFound("There is no such user.")
-            _check_fair_share(session, user, sandbox.settings)
-            store = sandbox.store
-            version = store.version(dataset) if store.exists(dataset) else None
-            return submit_job(
-                session,
-                by=user,
-                dataset=dataset,
-                language=language,
-                mode=mode,
-                code=code,
-                epsilon=epsilon,
-                dataset_version=version,
-                delta=delta,
-                rows_per_person=rows_per_person,
-            )
-
-    job = retry_transient(once)
-    if job.status == JobStatus.REJECTED:
-        raise rejection_of(job)
-    enqueue(job.id)
-    return job

@@ -25,6 +25,7 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
+from policies.decision import Phrase
 from policies.disclosure import HELPER_COLUMNS
 from runners.contract import OutputTable
 from runners.harness import sandbox_job
@@ -42,7 +43,7 @@ class Checked:
     table: OutputTable
     verified: bool
     # Why it could not be verified (for the auditor's finding); None when verified.
-    reason: str | None = None
+    reason: Phrase | None = None
 
 
 def verify_outputs(tables: list[OutputTable], view: Path) -> list[Checked]:
@@ -55,7 +56,13 @@ def verify_outputs(tables: list[OutputTable], view: Path) -> list[Checked]:
             log.warning(
                 "output %s of a Python job could not be recomputed", table.name, exc_info=True
             )
-            checked.append(Checked(table, False, "it could not be computed again"))
+            checked.append(
+                Checked(
+                    table,
+                    False,
+                    Phrase("output.unverified.failed", "it could not be computed again"),
+                )
+            )
     return checked
 
 
@@ -63,36 +70,75 @@ def _verify(table: OutputTable, view: Path) -> Checked:
     declared = table.declared if isinstance(table.declared, dict) else {}
     kind = declared.get("kind")
     if kind not in ("frequency", "magnitude"):
-        return Checked(table, False, "only frequency and magnitude tables can be recomputed")
+        return Checked(
+            table,
+            False,
+            Phrase(
+                "output.unverified.kind", "only frequency and magnitude tables can be recomputed"
+            ),
+        )
     source = declared.get("source")
     if isinstance(source, str):
         source = {"table": source}
     if not isinstance(source, dict) or source.get("table") is None:
-        return Checked(table, False, "it was not made directly from a table of the view")
+        return Checked(
+            table,
+            False,
+            Phrase("output.unverified.source", "it was not made directly from a table of the view"),
+        )
     try:
         selected = sandbox_job.selection(
             source.get("table"), source.get("where"), source.get("bins")
         )
     except (TypeError, ValueError):
-        return Checked(table, False, "it names a selection the sandbox cannot repeat")
+        return Checked(
+            table,
+            False,
+            Phrase("output.unverified.selection", "it names a selection the sandbox cannot repeat"),
+        )
     name = selected["table"]
     path = view / f"{name}.parquet"
     if not path.is_file():
-        return Checked(table, False, f"the view has no table {name}")
+        return Checked(
+            table,
+            False,
+            Phrase(
+                "output.unverified.no_table", "the view has no table %(table)s", table=str(name)
+            ),
+        )
     by = declared.get("by")
     if not (isinstance(by, list) and by and all(isinstance(c, str) for c in by)):
-        return Checked(table, False, "its declaration names no grouping columns")
+        return Checked(
+            table,
+            False,
+            Phrase("output.unverified.no_grouping", "its declaration names no grouping columns"),
+        )
     value = statistic = None
     if kind == "magnitude":
         value, statistic = declared.get("value"), declared.get("statistic", "sum")
         if not isinstance(value, str) or statistic not in ("sum", "mean"):
-            return Checked(table, False, "its declaration names no value column and statistic")
+            return Checked(
+                table,
+                False,
+                Phrase(
+                    "output.unverified.no_value",
+                    "its declaration names no value column and statistic",
+                ),
+            )
     needed = [*by, *([value] if value is not None else []), sandbox_job.PERSON]
     selecting = [c for c, _, _ in selected["where"]] + list(selected["bins"])
     if len(set(needed)) != len(needed) or not set(needed + selecting) <= set(
         pq.read_schema(path).names
     ):
-        return Checked(table, False, f"its declaration names columns that {name} lacks")
+        return Checked(
+            table,
+            False,
+            Phrase(
+                "output.unverified.columns",
+                "its declaration names columns that %(table)s lacks",
+                table=str(name),
+            ),
+        )
     reading = list(dict.fromkeys(needed + selecting))
     frame = pq.ParquetFile(path).read(columns=reading).to_pandas()
     if selected["where"] or selected["bins"]:
@@ -104,7 +150,13 @@ def _verify(table: OutputTable, view: Path) -> Checked:
         visible, hidden = sandbox_job.magnitude_of(frame, by, value, statistic)
     columns, rows = frame_cells(sandbox_job.joined(visible, hidden))
     if not _same_visible(table, columns, rows):
-        return Checked(table, False, "it differs from the same table computed from the view")
+        return Checked(
+            table,
+            False,
+            Phrase(
+                "output.unverified.differs", "it differs from the same table computed from the view"
+            ),
+        )
     trusted = {"kind": kind, "count_column": "n", "by": list(by), "source": selected}
     if kind == "magnitude":
         trusted |= {"value": value, "statistic": statistic}

@@ -7,42 +7,18 @@ import json
 import re
 from typing import Any
 
-import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import update
 
-from portal import create_app
 from sandbox.jobs.pipeline import run_job
 from sandbox.models import Grant
+from tests.clients import Bearer, Login
 
-TOKEN = re.compile(r'name="csrf_token" value="([^"]+)"')
 MASKED_SQL = (
     "SELECT p.district, COUNT(*) AS n FROM visits v "
     "JOIN patients p ON v.person_id = p.person_id GROUP BY p.district"
 )
-
-
-@pytest.fixture
-def app(sandbox_instance: Any) -> Flask:
-    queued: list[str] = []
-    app = create_app({"SANDBOX": sandbox_instance, "ENQUEUE": queued.append, "TESTING": True})
-    app.config["QUEUED"] = queued
-    return app
-
-
-@pytest.fixture
-def client(app: Flask) -> FlaskClient:
-    return app.test_client()
-
-
-def bearer(client: FlaskClient, sandbox: Any, username: str) -> dict[str, str]:
-    answer = client.post(
-        "/api/v1/auth/token",
-        json={"username": username, "password": sandbox.credentials[username]},
-    )
-    assert answer.status_code == 200, answer.get_json()
-    return {"Authorization": f"Bearer {answer.get_json()['token']}"}
 
 
 def entries(client: FlaskClient, auditor: dict[str, str], **args: str) -> list[dict[str, Any]]:
@@ -51,24 +27,22 @@ def entries(client: FlaskClient, auditor: dict[str, str], **args: str) -> list[d
     return list(answer.get_json()["entries"])
 
 
-def test_api_audit_is_for_auditors_and_admins_only(
-    client: FlaskClient, sandbox_instance: Any
-) -> None:
+def test_api_audit_is_for_auditors_and_admins_only(client: FlaskClient, bearer: Bearer) -> None:
     assert client.get("/api/v1/audit").status_code == 401
     for username in ("analyst", "owner"):
-        answer = client.get("/api/v1/audit", headers=bearer(client, sandbox_instance, username))
+        answer = client.get("/api/v1/audit", headers=bearer(username))
         assert answer.status_code == 403
         assert answer.get_json()["error"]["code"] == "forbidden"
     for username in ("auditor", "admin"):
-        answer = client.get("/api/v1/audit", headers=bearer(client, sandbox_instance, username))
+        answer = client.get("/api/v1/audit", headers=bearer(username))
         assert answer.status_code == 200
 
 
-def test_api_audit_filters_and_pages(client: FlaskClient, sandbox_instance: Any) -> None:
+def test_api_audit_filters_and_pages(client: FlaskClient, bearer: Bearer) -> None:
     for _ in range(3):
-        bearer(client, sandbox_instance, "analyst")
+        bearer("analyst")
     client.post("/api/v1/auth/token", json={"username": "analyst", "password": "wrong"})
-    auditor = bearer(client, sandbox_instance, "auditor")
+    auditor = bearer("auditor")
     logins = entries(client, auditor, action="auth.login", actor="analyst")
     assert len(logins) == 3
     assert {(e["actor"], e["action"], e["subject"]) for e in logins} == {
@@ -97,9 +71,9 @@ def test_api_audit_filters_and_pages(client: FlaskClient, sandbox_instance: Any)
 
 
 def test_api_rejected_and_refused_jobs_are_audited_without_values(
-    app: Flask, client: FlaskClient, sandbox_instance: Any
+    app: Flask, client: FlaskClient, bearer: Bearer
 ) -> None:
-    analyst = bearer(client, sandbox_instance, "analyst")
+    analyst = bearer("analyst")
     phone = "13800138000"
     code = f"SELECT name, COUNT(*) AS n FROM patients WHERE phone = '{phone}' GROUP BY name"
     body = {"dataset": "health", "language": "sql", "mode": "masked", "code": code}
@@ -107,7 +81,7 @@ def test_api_rejected_and_refused_jobs_are_audited_without_values(
     assert rejected.status_code == 422
     job_id = rejected.get_json()["error"]["job_id"]
 
-    owner = bearer(client, sandbox_instance, "owner")
+    owner = bearer("owner")
     for grant in client.get("/api/v1/grants", headers=owner).get_json()["grants"]:
         if grant["analyst"] == "analyst":
             assert client.delete(f"/api/v1/grants/{grant['id']}", headers=owner).status_code == 200
@@ -115,7 +89,7 @@ def test_api_rejected_and_refused_jobs_are_audited_without_values(
     assert refused.status_code == 403
     assert app.config["QUEUED"] == []
 
-    auditor = bearer(client, sandbox_instance, "auditor")
+    auditor = bearer("auditor")
     (entry,) = entries(client, auditor, action="job.rejected", subject=job_id)
     assert entry["actor"] == "policy"
     assert "column.forbidden" in entry["details"]["rules"]
@@ -129,15 +103,15 @@ def test_api_rejected_and_refused_jobs_are_audited_without_values(
 
 
 def test_api_review_decision_is_audited(
-    app: Flask, client: FlaskClient, sandbox_instance: Any
+    app: Flask, client: FlaskClient, sandbox_instance: Any, bearer: Bearer
 ) -> None:
     with sandbox_instance.tx() as db:
         db.execute(update(Grant).values(requires_review=True))
-    analyst = bearer(client, sandbox_instance, "analyst")
+    analyst = bearer("analyst")
     body = {"dataset": "health", "language": "sql", "mode": "masked", "code": MASKED_SQL}
     job_id = client.post("/api/v1/jobs", json=body, headers=analyst).get_json()["id"]
     assert run_job(sandbox_instance, job_id) == "pending_review"
-    auditor = bearer(client, sandbox_instance, "auditor")
+    auditor = bearer("auditor")
     answer = client.post(
         f"/api/v1/reviews/{job_id}",
         headers=auditor,
@@ -162,26 +136,12 @@ def test_api_review_decision_is_audited(
     assert download["actor"] == "analyst"
 
 
-def log_in(client: FlaskClient, sandbox: Any, username: str) -> None:
-    page = client.get("/login").get_data(as_text=True)
-    found = TOKEN.search(page)
-    assert found
-    form = {
-        "username": username,
-        "password": sandbox.credentials[username],
-        "csrf_token": found.group(1),
-    }
-    assert client.post("/login", data=form).status_code == 303
-
-
-def test_web_audit_page_filters_and_pages(app: Flask, sandbox_instance: Any) -> None:
-    analyst = app.test_client()
-    log_in(analyst, sandbox_instance, "analyst")
+def test_web_audit_page_filters_and_pages(login: Login) -> None:
+    analyst = login("analyst")
     assert analyst.get("/audit").status_code == 403
     assert "/audit" not in analyst.get("/").get_data(as_text=True)
 
-    auditor = app.test_client()
-    log_in(auditor, sandbox_instance, "auditor")
+    auditor = login("auditor")
     home = auditor.get("/").get_data(as_text=True)
     assert 'href="/audit"' in home and "审计日志" in home
     page = auditor.get("/audit", query_string={"action": "auth.login", "limit": "1"})

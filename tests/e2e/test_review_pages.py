@@ -10,12 +10,9 @@ import pytest
 from sqlalchemy import update
 
 from sandbox.models import Grant
-from tests.e2e import test_web_pages as web_pages
-from tests.live import LivePortal
+from tests.live import LivePortal, log_in
 
 pytestmark = pytest.mark.browser
-# The browser and page fixtures of the other browser tests, and their way of logging in.
-browser, page, log_in = web_pages.browser, web_pages.page, web_pages.log_in
 
 MASKED_SQL = (
     "SELECT p.district, COUNT(*) AS n FROM visits v "

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 import pytest
@@ -10,42 +9,18 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import select
 
-from portal import create_app
 from sandbox.models import AuditEntry
+from tests.clients import Login, csrf_of
 
 MASKED_SQL = (
     "SELECT p.district, COUNT(*) AS n FROM visits v "
     "JOIN patients p ON v.person_id = p.person_id GROUP BY p.district"
 )
-TOKEN = re.compile(r'name="csrf_token" value="([^"]+)"')
-
-
-@pytest.fixture
-def app(sandbox_instance: Any) -> Flask:
-    queued: list[str] = []
-    app = create_app({"SANDBOX": sandbox_instance, "ENQUEUE": queued.append, "TESTING": True})
-    app.config["QUEUED"] = queued
-    return app
 
 
 @pytest.fixture
 def credentials(sandbox_instance: Any) -> dict[str, str]:
     return dict(sandbox_instance.credentials)
-
-
-def csrf_of(client: FlaskClient, path: str) -> str:
-    page = client.get(path)
-    found = TOKEN.search(page.get_data(as_text=True))
-    assert found, f"no CSRF token on {path}"
-    return found.group(1)
-
-
-def log_in(client: FlaskClient, username: str, password: str) -> None:
-    token = csrf_of(client, "/login")
-    answer = client.post(
-        "/login", data={"username": username, "password": password, "csrf_token": token}
-    )
-    assert answer.status_code == 303, answer.get_data(as_text=True)
 
 
 def submit(client: FlaskClient, code: str, **fields: str) -> Any:
@@ -54,17 +29,17 @@ def submit(client: FlaskClient, code: str, **fields: str) -> Any:
     return client.post("/jobs/new", data=form | fields | {"csrf_token": token})
 
 
-def test_web_login_without_csrf_token_is_400(app: Flask, credentials: dict[str, str]) -> None:
-    client = app.test_client()
+def test_web_login_without_csrf_token_is_400(
+    client: FlaskClient, credentials: dict[str, str]
+) -> None:
     client.get("/login")
     answer = client.post("/login", data={"username": "analyst", "password": credentials["analyst"]})
     assert answer.status_code == 400
     assert "user_id" not in _session(client)
 
 
-def test_web_job_submit_without_csrf_token_is_400(app: Flask, credentials: dict[str, str]) -> None:
-    client = app.test_client()
-    log_in(client, "analyst", credentials["analyst"])
+def test_web_job_submit_without_csrf_token_is_400(app: Flask, login: Login) -> None:
+    client = login("analyst")
     form = {"dataset": "health", "mode": "masked", "language": "sql", "code": MASKED_SQL}
     assert client.post("/jobs/new", data=form).status_code == 400
     wrong = form | {"csrf_token": "not-the-token"}
@@ -72,38 +47,34 @@ def test_web_job_submit_without_csrf_token_is_400(app: Flask, credentials: dict[
     assert app.config["QUEUED"] == []
 
 
-def test_web_logout_without_csrf_token_is_400(app: Flask, credentials: dict[str, str]) -> None:
-    client = app.test_client()
-    log_in(client, "analyst", credentials["analyst"])
+def test_web_logout_without_csrf_token_is_400(login: Login) -> None:
+    client = login("analyst")
     assert client.post("/logout").status_code == 400
     assert client.get("/").status_code == 200  # still logged in
 
 
-def test_web_job_page_of_another_analyst_is_404(app: Flask, credentials: dict[str, str]) -> None:
-    other = app.test_client()
-    log_in(other, "analyst2", credentials["analyst2"])
+def test_web_job_page_of_another_analyst_is_404(login: Login) -> None:
+    other = login("analyst2")
     answer = submit(other, MASKED_SQL)
     assert answer.status_code == 303
     job_path = answer.headers["Location"]
     assert other.get(job_path).status_code == 200
 
-    client = app.test_client()
-    log_in(client, "analyst", credentials["analyst"])
+    client = login("analyst")
     page = client.get(job_path)
     assert page.status_code == 404
     assert MASKED_SQL not in page.get_data(as_text=True)
 
 
-def test_web_home_without_login_redirects_to_login(app: Flask) -> None:
-    answer = app.test_client().get("/")
+def test_web_home_without_login_redirects_to_login(client: FlaskClient) -> None:
+    answer = client.get("/")
     assert answer.status_code == 302
     assert answer.headers["Location"].startswith("/login")
 
 
 def test_web_login_wrong_password_is_401_with_message_and_audited(
-    app: Flask, sandbox_instance: Any
+    client: FlaskClient, sandbox_instance: Any
 ) -> None:
-    client = app.test_client()
     token = csrf_of(client, "/login")
     answer = client.post(
         "/login", data={"username": "analyst", "password": "wrong", "csrf_token": token}
@@ -115,11 +86,8 @@ def test_web_login_wrong_password_is_401_with_message_and_audited(
         assert [entry.subject for entry in failed] == ["analyst"]
 
 
-def test_web_job_rejected_shows_findings_and_keeps_code(
-    app: Flask, credentials: dict[str, str]
-) -> None:
-    client = app.test_client()
-    log_in(client, "analyst", credentials["analyst"])
+def test_web_job_rejected_shows_findings_and_keeps_code(app: Flask, login: Login) -> None:
+    client = login("analyst")
     code = "SELECT name, COUNT(*) AS n FROM patients GROUP BY name"
     answer = submit(client, code)
     assert answer.status_code == 422
@@ -129,9 +97,8 @@ def test_web_job_rejected_shows_findings_and_keeps_code(
     assert app.config["QUEUED"] == []
 
 
-def test_web_job_submitted_redirects_to_its_page(app: Flask, credentials: dict[str, str]) -> None:
-    client = app.test_client()
-    log_in(client, "analyst", credentials["analyst"])
+def test_web_job_submitted_redirects_to_its_page(app: Flask, login: Login) -> None:
+    client = login("analyst")
     answer = submit(client, MASKED_SQL)
     assert answer.status_code == 303
     (job_id,) = app.config["QUEUED"]
@@ -141,8 +108,7 @@ def test_web_job_submitted_redirects_to_its_page(app: Flask, credentials: dict[s
     assert job_id in client.get("/jobs").get_data(as_text=True)
 
 
-def test_web_language_switch_refuses_offsite_redirect(app: Flask) -> None:
-    client = app.test_client()
+def test_web_language_switch_refuses_offsite_redirect(client: FlaskClient) -> None:
     for offsite in ("//example.com/x", "/\t/example.com", "/\\example.com", "https://example.com"):
         answer = client.get("/lang/en", query_string={"next": offsite})
         assert answer.headers["Location"] == "/", offsite
@@ -156,11 +122,8 @@ def _session(client: FlaskClient) -> dict[str, Any]:
         return dict(session)
 
 
-def test_web_session_cookie_reads_but_cannot_write_the_api(
-    app: Flask, credentials: dict[str, str]
-) -> None:
-    client = app.test_client()
-    log_in(client, "analyst", credentials["analyst"])
+def test_web_session_cookie_reads_but_cannot_write_the_api(app: Flask, login: Login) -> None:
+    client = login("analyst")
     assert client.get("/api/v1/budget").status_code == 200
     answer = client.post(
         "/api/v1/jobs",
@@ -171,12 +134,11 @@ def test_web_session_cookie_reads_but_cannot_write_the_api(
 
 
 def test_web_dp_job_takes_a_rows_per_person_bound(
-    app: Flask, credentials: dict[str, str], sandbox_instance: Any
+    app: Flask, login: Login, sandbox_instance: Any
 ) -> None:
     from sandbox.models import Job
 
-    client = app.test_client()
-    log_in(client, "analyst", credentials["analyst"])
+    client = login("analyst")
     form = client.get("/jobs/new").get_data(as_text=True)
     assert 'name="rows_per_person"' in form
     code = "SELECT department, COUNT(*) AS n FROM visits GROUP BY department"

@@ -3,29 +3,16 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import pytest
 
 from datasets.health_manifest import DISTRICTS
-from tests.live import LivePortal
-from tests.services import unavailable
+from tests.live import LivePortal, log_in
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 MASKED_SQL = (
     "SELECT p.district, COUNT(*) AS n FROM visits v "
     "JOIN patients p ON v.person_id = p.person_id GROUP BY p.district"
@@ -33,54 +20,6 @@ MASKED_SQL = (
 FORBIDDEN_SQL = "SELECT name, COUNT(*) AS n FROM patients GROUP BY name"
 FINAL = re.compile(r"^(released|rejected|failed|withheld)$")
 SCREENSHOT = Path("/tmp/job-page.png")
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    if not CHROMIUM.exists():
-        unavailable("Chromium", f"{CHROMIUM} is missing (apt-get install chromium)")
-    try:
-        from playwright.sync_api import Error, sync_playwright
-    except ImportError as error:  # pragma: no cover - playwright is a dev dependency
-        unavailable("Playwright", str(error))
-    manager = sync_playwright().start()
-    try:
-        launched = manager.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-    except Error as error:
-        manager.stop()
-        unavailable("Chromium", str(error).splitlines()[0])
-    yield launched
-    launched.close()
-    manager.stop()
-
-
-@pytest.fixture
-def page(browser: Any, live_portal: LivePortal) -> Iterator[Any]:
-    """A fresh browser context (no cookies) that may reach the live portal and nothing else."""
-    context = browser.new_context(viewport={"width": 1280, "height": 900})
-    context.set_default_timeout(15_000)
-    offsite: list[str] = []
-
-    def loopback_only(route: Any) -> None:
-        if urlsplit(route.request.url).hostname in ("127.0.0.1", "localhost"):
-            route.continue_()
-        else:
-            offsite.append(route.request.url)
-            route.abort()
-
-    context.route("**/*", loopback_only)
-    opened = context.new_page()
-    yield opened
-    context.close()
-    assert offsite == [], f"the pages asked for off-site resources: {offsite}"
-
-
-def log_in(page: Any, live: LivePortal, username: str = "analyst") -> None:
-    page.goto(live.base_url + "/login")
-    page.fill("input[name=username]", username)
-    page.fill("input[name=password]", live.credentials[username])
-    page.click("form button[type=submit]")
-    page.wait_for_url(live.base_url + "/")
 
 
 def submit_job(page: Any, live: LivePortal, code: str) -> None:

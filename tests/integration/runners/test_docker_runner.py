@@ -19,14 +19,9 @@ import pandas as pd
 import pytest
 
 from policies.python_check import check_python
+from runners.containers import LABEL_JOB, LABEL_PID, LABEL_RUNNER
 from runners.contract import JobFailed, JobSpec, RunnerUnavailable, RunResult
-from runners.docker_runner import (
-    LABEL_JOB,
-    LABEL_PID,
-    LABEL_RUNNER,
-    DockerRunner,
-    WarmPoolSettings,
-)
+from runners.docker_runner import DockerRunner, WarmPoolSettings
 from runners.image import IMAGE_TAG
 from runners.pool import POOL_JOB_LABEL
 

@@ -14,18 +14,19 @@ from flask.testing import FlaskClient
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from portal import create_app
+from policies.permissions import Role
 from sandbox import context
 from sandbox.access import consent, grants
-from sandbox.access.users import create_user, issue_token, user_by_name
+from sandbox.access.users import create_user, user_by_name
 from sandbox.cli import main
 from sandbox.context import Sandbox
 from sandbox.errors import Conflict, Forbidden, NotFound
 from sandbox.integrity import audit
 from sandbox.jobs import submit
 from sandbox.jobs.pipeline import run_job
-from sandbox.models import AuditEntry, ConsentRecord, Job, Role, User
-from tests.factories import health_tables
+from sandbox.models import AuditEntry, ConsentRecord, Job, User
+from tests.clients import Bearer
+from tests.factories import actor, health_tables
 
 COUNT_PATIENTS = "SELECT COUNT(*) AS n FROM patients"
 
@@ -87,16 +88,15 @@ def grant_for(
     sandbox: Sandbox, analyst: str, *, purpose: str, requires_consent: bool = True
 ) -> None:
     """A newer grant than the demo one, so the analyst's next jobs run under it."""
-    with sandbox.tx() as session:
-        grants.grant_access(
-            session,
-            by=named(session, "owner"),
-            dataset="health",
-            analyst=named(session, analyst),
-            modes=["masked"],
-            purpose=purpose,
-            requires_consent=requires_consent,
-        )
+    grants.grant_access(
+        sandbox,
+        by=actor(sandbox, "owner"),
+        dataset="health",
+        analyst=analyst,
+        terms=grants.GrantTerms(
+            modes=("masked",), purpose=purpose, requires_consent=requires_consent
+        ),
+    )
 
 
 # --- seeding --------------------------------------------------------------------------
@@ -243,20 +243,9 @@ def test_consent_only_the_datasets_owner_or_an_admin_changes_it(sandbox_instance
 # --- API and CLI ----------------------------------------------------------------------
 
 
-@pytest.fixture
-def client(sandbox_instance: Sandbox) -> FlaskClient:
-    app = create_app({"SANDBOX": sandbox_instance, "ENQUEUE": lambda _: None, "TESTING": True})
-    return app.test_client()
-
-
-def bearer(sandbox: Sandbox, name: str) -> dict[str, str]:
-    with sandbox.tx() as session:
-        return {"Authorization": f"Bearer {issue_token(session, user=named(session, name))}"}
-
-
-def test_consent_api_withdraw_and_give(client: FlaskClient, sandbox_instance: Sandbox) -> None:
+def test_consent_api_withdraw_and_give(client: FlaskClient, bearer: Bearer) -> None:
     person = next(p for p in flagged() if p > 100)
-    owner = bearer(sandbox_instance, "owner")
+    owner = bearer("owner")
     body = {"person_id": str(person), "purpose": "research"}
     answer = client.post("/api/v1/datasets/health/consents/withdraw", json=body, headers=owner)
     assert answer.status_code == 200, answer.get_json()
@@ -276,13 +265,15 @@ def test_consent_api_withdraw_and_give(client: FlaskClient, sandbox_instance: Sa
     assert bad.status_code == 400
 
 
-def test_consent_api_non_owner_is_403(client: FlaskClient, sandbox_instance: Sandbox) -> None:
+def test_consent_api_non_owner_is_403(
+    client: FlaskClient, bearer: Bearer, sandbox_instance: Sandbox
+) -> None:
     body = {"person_id": str(flagged()[0]), "purpose": "research"}
     for name in ("analyst", "auditor"):
         answer = client.post(
             "/api/v1/datasets/health/consents/withdraw",
             json=body,
-            headers=bearer(sandbox_instance, name),
+            headers=bearer(name),
         )
         assert answer.status_code == 403, name
     with sandbox_instance.tx() as session:

@@ -10,6 +10,7 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy import select
 
+from policies.permissions import Role
 from sandbox import context
 from sandbox.access import grants
 from sandbox.access import requests as access
@@ -19,7 +20,9 @@ from sandbox.errors import Conflict, Forbidden, InvalidRequest, NoActiveGrant, N
 from sandbox.integrity import audit
 from sandbox.jobs import submit as submission
 from sandbox.jobs.pipeline import run_job
-from sandbox.models import AccessRequest, AuditEntry, Grant, Job, Role, User, utcnow
+from sandbox.jobs.planning import JobRequest
+from sandbox.models import AccessRequest, AuditEntry, Grant, Job, User, utcnow
+from tests.factories import actor
 
 DP_SQL = "SELECT sex, COUNT(*) AS n FROM patients GROUP BY sex"
 ASKED = ["patients.person_id", "patients.sex", "patients.district", "visits.cost"]
@@ -51,30 +54,31 @@ def file_request(sandbox: Sandbox, who: str = "researcher", **fields: Any) -> st
         "days": 60,
         "justification": "Costs of care by district for the 2024 report.",
     } | fields
-    with sandbox.tx() as session:
-        return access.request_access(session, by=user(session, who), **values).id
+    return str(
+        access.request_access(sandbox, by=actor(sandbox, who), ask=access.AccessAsk(**values))["id"]
+    )
 
 
 def approve(sandbox: Sandbox, request_id: str, who: str = "owner", **narrowing: Any) -> str:
-    with sandbox.tx() as session:
-        grant = access.approve_request(
-            session, by=user(session, who), request_id=request_id, **narrowing
-        )
-        return grant.id
+    approved = access.approve_request(
+        sandbox,
+        by=actor(sandbox, who),
+        request_id=request_id,
+        approval=access.Approval(**narrowing),
+    )
+    return str(approved["grant"]["id"])
 
 
 def submit(sandbox: Sandbox, mode: str = "dp", *, epsilon: float | None = 1.0) -> Job:
-    with sandbox.tx() as session:
-        by_id = user(session, "researcher").id
-    return submission.submit(
-        sandbox,
-        by_id=by_id,
+    request = JobRequest(
         dataset="health",
         language="sql",
         mode=mode,
         code=DP_SQL,
         epsilon=epsilon if mode == "dp" else None,
-        enqueue=lambda _id: None,
+    )
+    return submission.submit_job(
+        sandbox, by=actor(sandbox, "researcher"), request=request, enqueue=lambda _id: None
     )
 
 
@@ -185,17 +189,14 @@ def test_access_approval_mode_not_requested_refused(
 
 def test_access_deny_records_the_comment(sandbox_instance: Sandbox, researcher: str) -> None:
     request_id = file_request(sandbox_instance)
-    with sandbox_instance.tx() as session, pytest.raises(InvalidRequest, match="comment"):
-        access.deny_request(session, by=user(session, "owner"), request_id=request_id, comment="  ")
-    with sandbox_instance.tx() as session:
-        denied = access.deny_request(
-            session,
-            by=user(session, "owner"),
-            request_id=request_id,
-            comment="Use the public tables first.",
-        )
-        assert denied.status == "denied" and denied.grant_id is None
-        assert denied.decision_comment == "Use the public tables first."
+    owner = actor(sandbox_instance, "owner")
+    with pytest.raises(InvalidRequest, match="comment"):
+        access.deny_request(sandbox_instance, by=owner, request_id=request_id, comment="  ")
+    denied = access.deny_request(
+        sandbox_instance, by=owner, request_id=request_id, comment="Use the public tables first."
+    )
+    assert denied["status"] == "denied" and denied["grant"] is None
+    assert denied["comment"] == "Use the public tables first."
     details = audit_details(sandbox_instance, "access.denied", request_id)
     assert details["comment"] == "Use the public tables first."
 
@@ -206,9 +207,12 @@ def test_access_deciding_twice_conflict(sandbox_instance: Sandbox, researcher: s
     with pytest.raises(Conflict) as caught:
         approve(sandbox_instance, request_id)
     assert caught.value.status == 409
-    with sandbox_instance.tx() as session, pytest.raises(Conflict):
+    with pytest.raises(Conflict):
         access.deny_request(
-            session, by=user(session, "owner"), request_id=request_id, comment="too late"
+            sandbox_instance,
+            by=actor(sandbox_instance, "owner"),
+            request_id=request_id,
+            comment="too late",
         )
     with sandbox_instance.tx() as session:
         assert (
@@ -222,21 +226,20 @@ def test_access_analyst_cannot_decide(sandbox_instance: Sandbox, researcher: str
     with pytest.raises(Forbidden) as caught:
         approve(sandbox_instance, request_id, who="researcher")
     assert caught.value.status == 403
-    with sandbox_instance.tx() as session, pytest.raises(Forbidden):
+    with pytest.raises(Forbidden):
         access.deny_request(
-            session, by=user(session, "analyst"), request_id=request_id, comment="no"
+            sandbox_instance,
+            by=actor(sandbox_instance, "analyst"),
+            request_id=request_id,
+            comment="no",
         )
-    with sandbox_instance.tx() as session, pytest.raises(Forbidden):
+    with pytest.raises(Forbidden):
         access.request_access(
-            session,
-            by=user(session, "owner"),
-            dataset="health",
-            purpose="x",
-            columns=[],
-            modes=["masked"],
-            epsilon=0,
-            days=1,
-            justification="",
+            sandbox_instance,
+            by=actor(sandbox_instance, "owner"),
+            ask=access.AccessAsk(
+                dataset="health", purpose="x", columns=[], modes=["masked"], epsilon=0, days=1
+            ),
         )
 
 
@@ -293,17 +296,17 @@ def test_access_request_one_pending_per_purpose(sandbox_instance: Sandbox, resea
 def test_access_list_owner_sees_all_analyst_own(sandbox_instance: Sandbox, researcher: str) -> None:
     mine = file_request(sandbox_instance)
     theirs = file_request(sandbox_instance, who="analyst")
-    with sandbox_instance.tx() as session:
-        seen = {r.id for r in access.list_requests(session, user=user(session, "owner"))}
-        assert seen == {mine, theirs}
-        own = access.list_requests(session, user=user(session, "researcher"))
-        assert [r.id for r in own] == [mine]
-        pending = access.list_requests(session, user=user(session, "admin"), status="pending")
-        assert len(pending) == 2
-        with pytest.raises(Forbidden):
-            access.list_requests(session, user=user(session, "auditor"))
-        with pytest.raises(InvalidRequest):
-            access.list_requests(session, user=user(session, "owner"), status="maybe")
+    sandbox = sandbox_instance
+    seen = {r["id"] for r in access.list_requests(sandbox, by=actor(sandbox, "owner"))}
+    assert seen == {mine, theirs}
+    own = access.list_requests(sandbox, by=actor(sandbox, "researcher"))
+    assert [r["id"] for r in own] == [mine]
+    pending = access.list_requests(sandbox, by=actor(sandbox, "admin"), status="pending")
+    assert len(pending) == 2
+    with pytest.raises(Forbidden):
+        access.list_requests(sandbox, by=actor(sandbox, "auditor"))
+    with pytest.raises(InvalidRequest):
+        access.list_requests(sandbox, by=actor(sandbox, "owner"), status="maybe")
 
 
 def test_access_expired_grant_not_active(sandbox_instance: Sandbox, researcher: str) -> None:
@@ -325,8 +328,7 @@ def test_access_revoke_stops_queued_job(sandbox_instance: Sandbox, researcher: s
     grant_id = approve(sandbox_instance, file_request(sandbox_instance))
     job = submit(sandbox_instance, "dp", epsilon=1.0)
     assert job.status == "queued"
-    with sandbox_instance.tx() as session:
-        grants.revoke_grant(session, by=user(session, "owner"), grant_id=grant_id)
+    grants.revoke_grant(sandbox_instance, by=actor(sandbox_instance, "owner"), grant_id=grant_id)
     assert run_job(sandbox_instance, job.id) == "failed"
     with sandbox_instance.tx() as session:
         found = session.get_one(Job, job.id)
@@ -346,9 +348,10 @@ class _RevokingRunner:
         self.real = LocalProcessRunner()
 
     def run(self, spec: Any) -> Any:
-        with self.sandbox.tx() as session:  # its own transaction, as an owner's request would be
+        with self.sandbox.tx() as session:
             grant_id = session.get_one(Job, spec.job_id).grant_id
-            grants.revoke_grant(session, by=user(session, "owner"), grant_id=grant_id)
+        # Its own transaction, as an owner's request would be.
+        grants.revoke_grant(self.sandbox, by=actor(self.sandbox, "owner"), grant_id=grant_id)
         return self.real.run(spec)
 
     def cleanup_orphans(self) -> int:

@@ -17,31 +17,32 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from click.testing import CliRunner, Result
+from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import select
 
 import datasets.storage
 from datasets.errors import StorageError
 from datasets.storage import DatasetStore, master_key_id
-from portal import create_app
 from sandbox import context
-from sandbox.access.users import issue_token, user_by_name
+from sandbox.access.users import user_by_name
 from sandbox.cli import main
 from sandbox.context import Sandbox
 from sandbox.db import upgrade_database
 from sandbox.errors import ConfigurationError
+from sandbox.integrity.certificates import grant_terms
 from sandbox.integrity.keys import (
     KeyManagementError,
     master_key_file,
     master_keyring_source,
-    retire_master_keys,
-    rotate_master_key,
 )
+from sandbox.integrity.rotation import retire_master_keys, rotate_master_key
 from sandbox.integrity.signing import sha256_json
 from sandbox.jobs import submit
-from sandbox.jobs.pipeline import grant_terms, run_job
+from sandbox.jobs.pipeline import run_job
 from sandbox.models import AuditEntry, Grant, Job
-from tests.factories import health_tables, make_sandbox, make_settings
+from tests.clients import Bearer
+from tests.factories import health_tables, make_app, make_sandbox, make_settings
 
 MASTER_ENV = ("SANDBOX_MASTER_KEY", "SANDBOX_MASTER_KEY_OLD")
 
@@ -54,6 +55,12 @@ def keyed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Sandbox:
     sandbox = make_sandbox(tmp_path / "instance")
     sandbox.store.write("extra", {"t": pd.DataFrame({"x": [1, 2, 3]})})
     return sandbox
+
+
+@pytest.fixture
+def app(keyed: Sandbox) -> Flask:
+    """The portal over the keyed instance; `client` and `bearer` use it."""
+    return make_app(keyed)
 
 
 @pytest.fixture
@@ -291,11 +298,6 @@ PYTHON = (
 )
 
 
-def portal_client(sandbox: Sandbox) -> FlaskClient:
-    app = create_app({"SANDBOX": sandbox, "ENQUEUE": lambda _: None, "TESTING": True})
-    return app.test_client()
-
-
 def download(client: FlaskClient, headers: dict[str, str], job: Job, folder: Path) -> list[Path]:
     """The job's JSON result and each table's CSV, byte for byte as the API serves them."""
     folder.mkdir()
@@ -314,7 +316,11 @@ def download(client: FlaskClient, headers: dict[str, str], job: Job, folder: Pat
 
 
 def test_downloads_verify_offline_across_a_signing_key_rotation(
-    keyed: Sandbox, cli: Callable[..., Result], tmp_path: Path
+    keyed: Sandbox,
+    cli: Callable[..., Result],
+    tmp_path: Path,
+    client: FlaskClient,
+    bearer: Bearer,
 ) -> None:
     first = run(keyed, SQL_MASKED)
     rotated = cli("keys", "rotate-signing")
@@ -323,9 +329,6 @@ def test_downloads_verify_offline_across_a_signing_key_rotation(
     assert first.certificate and second.certificate
     assert first.certificate["key_id"] != second.certificate["key_id"]
 
-    client = create_app(
-        {"SANDBOX": keyed, "ENQUEUE": lambda _: None, "TESTING": True}
-    ).test_client()
     published = client.get("/api/v1/release-keys")  # public: no token
     assert published.status_code == 200
     keyring = published.get_json()
@@ -338,10 +341,7 @@ def test_downloads_verify_offline_across_a_signing_key_rotation(
     keys = tmp_path / "release-keys.json"
     keys.write_bytes(published.get_data())
 
-    with keyed.tx() as session:
-        analyst = user_by_name(session, "analyst")
-        assert analyst is not None
-        headers = {"Authorization": f"Bearer {issue_token(session, user=analyst)}"}
+    headers = bearer("analyst")
     for number, job in enumerate((first, second)):
         files = download(client, headers, job, tmp_path / f"job{number}")
         options = [x for path in files for x in ("--output", path)]
@@ -385,10 +385,7 @@ def test_certificate_binds_grant_dataset_code_and_checks(keyed: Sandbox) -> None
     assert output["name"] == "result" and output["rows"] == len(job.result["tables"][0]["rows"])
 
 
-def test_old_single_key_route_serves_the_current_key(keyed: Sandbox) -> None:
-    client = create_app(
-        {"SANDBOX": keyed, "ENQUEUE": lambda _: None, "TESTING": True}
-    ).test_client()
+def test_old_single_key_route_serves_the_current_key(keyed: Sandbox, client: FlaskClient) -> None:
     before = client.get("/api/v1/keys/release").get_json()["key_id"]
     keyed.signing_keys.rotate()
     after = client.get("/api/v1/keys/release").get_json()["key_id"]

@@ -23,7 +23,7 @@ import pytest
 import redis
 from sqlalchemy import select
 
-from runners.docker_runner import (
+from runners.containers import (
     LABEL_DEADLINE,
     LABEL_HOST,
     LABEL_JOB,
@@ -32,16 +32,16 @@ from runners.docker_runner import (
 )
 from runners.image import IMAGE_TAG
 from runners.pool import POOL_JOB_LABEL
-from sandbox.access.users import user_by_name
 from sandbox.context import Sandbox
 from sandbox.integrity import audit
 from sandbox.jobs import submit as submission
 from sandbox.jobs.lease import LEASE_MARGIN_S
 from sandbox.jobs.lifecycle import move
+from sandbox.jobs.planning import JobRequest
 from sandbox.models import AuditEntry, Job, JobStatus, utcnow
 from sandbox.worker.celery_app import make_celery
 from sandbox.worker.tasks import send_job
-from tests.factories import make_sandbox
+from tests.factories import actor, make_sandbox
 from tests.live import LivePortal, start_live_portal, start_worker
 from tests.services import unavailable
 
@@ -454,19 +454,9 @@ def submit(live: LivePortal, token: str, code: str) -> str:
 
 def put_running(sandbox: Sandbox, *, since_s: float, holder: str) -> str:
     """A job left 'running' since ``since_s`` seconds by the process ``holder``."""
-    with sandbox.tx() as session:
-        analyst = user_by_name(session, "analyst")
-        assert analyst is not None
-        analyst_id = analyst.id
-    job = submission.submit(
-        sandbox,
-        by_id=analyst_id,
-        dataset="health",
-        language="sql",
-        mode="masked",
-        code=SQL_JOB,
-        epsilon=None,
-        enqueue=lambda _: None,
+    request = JobRequest(dataset="health", language="sql", mode="masked", code=SQL_JOB)
+    job = submission.submit_job(
+        sandbox, by=actor(sandbox, "analyst"), request=request, enqueue=lambda _: None
     )
     with sandbox.tx() as session:
         row = session.get_one(Job, job.id)

@@ -14,8 +14,9 @@ from sandbox.integrity import audit
 from sandbox.integrity.signing import sha256_json, verify_certificate
 from sandbox.jobs import submit as submission
 from sandbox.jobs.pipeline import run_job
+from sandbox.jobs.planning import JobRequest
 from sandbox.models import Grant, Job
-from tests.factories import submit_job
+from tests.factories import actor, submit_job
 
 
 def user_id(sandbox: Sandbox, name: str) -> int:
@@ -129,10 +130,9 @@ def test_pipeline_failed_job_refunds_and_hides_values(sandbox_instance: Sandbox)
 
 def test_pipeline_revoked_grant_stops_queued_job(sandbox_instance: Sandbox) -> None:
     job = submit(sandbox_instance, "SELECT COUNT(*) AS n FROM visits")
-    with sandbox_instance.tx() as session:
-        owner = user_by_name(session, "owner")
-        assert owner is not None
-        grants.revoke_grant(session, by=owner, grant_id=job.grant_id)
+    grants.revoke_grant(
+        sandbox_instance, by=actor(sandbox_instance, "owner"), grant_id=job.grant_id
+    )
     job = finished(sandbox_instance, job)
     assert job.status == "failed" and job.error_code == "grant_inactive"
     with pytest.raises(NoActiveGrant):
@@ -285,16 +285,11 @@ def test_pipeline_delta_jobs_use_gaussian_noise_and_the_delta_ledger(
 
 
 def submit_with_delta(sandbox: Sandbox, code: str, *, delta: float) -> Job:
-    return submission.submit(
-        sandbox,
-        by_id=user_id(sandbox, "analyst"),
-        dataset="health",
-        language="sql",
-        mode="dp",
-        code=code,
-        epsilon=0.5,
-        delta=delta,
-        enqueue=lambda _: None,
+    request = JobRequest(
+        dataset="health", language="sql", mode="dp", code=code, epsilon=0.5, delta=delta
+    )
+    return submission.submit_job(
+        sandbox, by=actor(sandbox, "analyst"), request=request, enqueue=lambda _: None
     )
 
 
@@ -307,16 +302,19 @@ def test_pipeline_dp_quantiles_and_a_per_query_bound_on_persons_rows(
     )
 
     def submit_bounded(rows: int | None) -> Job:
-        return submission.submit(
-            sandbox_instance,
-            by_id=user_id(sandbox_instance, "analyst"),
+        request = JobRequest(
             dataset="health",
             language="sql",
             mode="dp",
             code=sql,
             epsilon=0.5,
-            enqueue=lambda _: None,
             rows_per_person=rows,
+        )
+        return submission.submit_job(
+            sandbox_instance,
+            by=actor(sandbox_instance, "analyst"),
+            request=request,
+            enqueue=lambda _: None,
         )
 
     job = finished(sandbox_instance, submit_bounded(3))

@@ -11,7 +11,7 @@ import pytest
 from flask.testing import FlaskClient
 from sqlalchemy import select, update
 
-from portal import create_app
+from policies.permissions import Role
 from sandbox.access.users import create_user, user_by_name
 from sandbox.context import Sandbox
 from sandbox.errors import Conflict, Forbidden, InvalidRequest, NotFound
@@ -19,7 +19,9 @@ from sandbox.integrity import audit
 from sandbox.integrity.signing import verify_certificate
 from sandbox.jobs import reviews, submit
 from sandbox.jobs.pipeline import run_job
-from sandbox.models import Grant, Job, ReviewEvent, Role, User
+from sandbox.models import Grant, Job, ReviewEvent, User
+from tests.clients import Bearer
+from tests.factories import actor
 
 MASKED_SQL = (
     "SELECT p.district, COUNT(*) AS n FROM visits v "
@@ -57,20 +59,15 @@ def held_job(sandbox: Sandbox, *, who: str = "analyst") -> str:
 
 
 def decide(sandbox: Sandbox, job_id: str, by: str, decision: str, comment: str = "ok") -> Job:
-    with sandbox.tx() as session:
-        return reviews.review_job(
-            sandbox,
-            session,
-            by=user(session, by),
-            job_id=job_id,
-            decision=decision,
-            comment=comment,
-        )
+    reviews.review_job(
+        sandbox, by=actor(sandbox, by), job_id=job_id, decision=decision, comment=comment
+    )
+    return stored(sandbox, job_id)
 
 
 def object_to(sandbox: Sandbox, job_id: str, reason: str, by: str = "analyst") -> Job:
-    with sandbox.tx() as session:
-        return reviews.file_objection(session, by=user(session, by), job_id=job_id, reason=reason)
+    reviews.file_objection(sandbox, by=actor(sandbox, by), job_id=job_id, reason=reason)
+    return stored(sandbox, job_id)
 
 
 def second_auditor(sandbox: Sandbox) -> None:
@@ -81,8 +78,7 @@ def second_auditor(sandbox: Sandbox) -> None:
 
 
 def require_reviewers(sandbox: Sandbox, count: int, by: str = "owner") -> None:
-    with sandbox.tx() as session:
-        reviews.set_reviewers_required(session, by=user(session, by), dataset="health", count=count)
+    reviews.set_reviewers_required(sandbox, by=actor(sandbox, by), dataset="health", count=count)
 
 
 def stored(sandbox: Sandbox, job_id: str) -> Job:
@@ -107,8 +103,9 @@ def test_reviews_withhold_objection_approve_releases_with_reviewers(
     assert withheld.status == "withheld" and withheld.error_code == "withheld_by_review"
     reopened = object_to(sandbox_instance, job_id, "Every district has more than 10 persons.")
     assert reopened.status == "pending_review" and reopened.error_code is None
-    with sandbox_instance.tx() as session:
-        detail = reviews.open_review(session, by=user(session, "auditor"), job_id=job_id)
+    detail = reviews.open_review(
+        sandbox_instance, by=actor(sandbox_instance, "auditor"), job_id=job_id
+    )
     assert detail["round"] == 2 and detail["approvals"] == []
     assert detail["objection"]["comment"] == "Every district has more than 10 persons."
     assert [e["kind"] for e in detail["history"]] == ["withhold", "objection"]
@@ -244,30 +241,15 @@ def test_reviews_reviewers_setting_is_the_owners(sandbox_instance: Sandbox) -> N
 # --- over the API --------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def client(sandbox_instance: Sandbox) -> FlaskClient:
-    app = create_app({"SANDBOX": sandbox_instance, "ENQUEUE": lambda _: None, "TESTING": True})
-    return app.test_client()
-
-
-def bearer(client: FlaskClient, sandbox: Any, username: str) -> dict[str, str]:
-    answer = client.post(
-        "/api/v1/auth/token",
-        json={"username": username, "password": sandbox.credentials[username]},
-    )
-    assert answer.status_code == 200, answer.get_json()
-    return {"Authorization": f"Bearer {answer.get_json()['token']}"}
-
-
 def test_reviews_analyst_cannot_see_held_outputs_via_api(
-    client: FlaskClient, sandbox_instance: Sandbox
+    client: FlaskClient, bearer: Bearer, sandbox_instance: Sandbox
 ) -> None:
     job_id = held_job(sandbox_instance)
     held = stored(sandbox_instance, job_id)
     assert held.result is not None
     counts = [str(row[1]) for row in held.result["tables"][0]["rows"]]
-    analyst = bearer(client, sandbox_instance, "analyst")
-    auditor = bearer(client, sandbox_instance, "auditor")
+    analyst = bearer("analyst")
+    auditor = bearer("auditor")
 
     status = client.get(f"/api/v1/jobs/{job_id}", headers=analyst).get_json()
     assert status["status"] == "pending_review"
@@ -308,7 +290,7 @@ def test_reviews_analyst_cannot_see_held_outputs_via_api(
     assert "by" not in answer["review"]["history"][0]  # the analyst is not told who
     assert client.get(f"/api/v1/jobs/{job_id}/result", headers=analyst).status_code == 409
 
-    other = bearer(client, sandbox_instance, "analyst2")
+    other = bearer("analyst2")
     refused = client.post(f"/api/v1/jobs/{job_id}/objection", headers=other, json={"reason": "x"})
     assert refused.status_code == 404
     answer = client.post(
@@ -323,10 +305,8 @@ def test_reviews_analyst_cannot_see_held_outputs_via_api(
     assert not {"result", "outputs"} & set(status)
 
 
-def test_reviews_dataset_patch_sets_reviewers(
-    client: FlaskClient, sandbox_instance: Sandbox
-) -> None:
-    owner = bearer(client, sandbox_instance, "owner")
+def test_reviews_dataset_patch_sets_reviewers(client: FlaskClient, bearer: Bearer) -> None:
+    owner = bearer("owner")
     answer = client.patch("/api/v1/datasets/health", headers=owner, json={"reviewers_required": 2})
     assert answer.status_code == 200, answer.get_json()
     assert answer.get_json()["reviewers_required"] == 2
@@ -334,7 +314,7 @@ def test_reviews_dataset_patch_sets_reviewers(
         assert client.patch("/api/v1/datasets/health", headers=owner, json=body).status_code == (
             expected
         )
-    analyst = bearer(client, sandbox_instance, "analyst")
+    analyst = bearer("analyst")
     answer = client.patch(
         "/api/v1/datasets/health", headers=analyst, json={"reviewers_required": 1}
     )

@@ -18,13 +18,9 @@ from hypothesis import strategies as st
 from datasets.health_manifest import HEALTH
 from policies.sql_check import check_sql
 from sandbox.dp import mechanisms
-from sandbox.dp.planner import (
-    DpUnsupported,
-    _noisy_quantile,
-    estimates,
-    plan_dp_query,
-    release_noisy,
-)
+from sandbox.dp.noise import _noisy_quantile, estimates, release_noisy
+from sandbox.dp.plan import DpUnsupported
+from sandbox.dp.planner import plan_dp_query
 
 dp.enable_features("contrib")
 

@@ -12,6 +12,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from sandbox.cli import main
+from sandbox.integrity.certificates import certificate_document, grant_terms
 from sandbox.integrity.keys import SigningKeys
 from sandbox.integrity.signing import (
     CERTIFICATE_TYPE,
@@ -21,7 +22,8 @@ from sandbox.integrity.signing import (
     output_entries,
     sha256_json,
 )
-from sandbox.jobs.results import result_csv
+from sandbox.jobs.tables import result_csv
+from sandbox.models import Grant
 
 TABLES: list[dict[str, Any]] = [
     {
@@ -299,3 +301,123 @@ def test_verify_release_refuses_another_signed_document(
     result = verify(cert, "--keys", files["keys"])
     assert result.exit_code == 1
     assert "FAIL  certificate: not an Ed25519 release certificate" in result.output
+
+
+# --- the document a release key signs, from plain values ---------------------------
+
+
+def grant(**changes: Any) -> Grant:
+    """A grant as the database hands it back (SQLite: naive UTC datetimes)."""
+    terms: dict[str, Any] = {
+        "id": "g" * 32,
+        "dataset": "health",
+        "analyst_id": 2,
+        "purpose": "research",
+        "modes": "masked,dp",
+        "epsilon_total": 10.0,
+        "epsilon_spent": 0.0,
+        "max_epsilon_per_job": 2.0,
+        "delta_total": 0.0,
+        "delta_spent": 0.0,
+        "max_delta_per_job": 1e-5,
+        "max_rows_per_person": None,
+        "k_threshold": 10,
+        "requires_consent": True,
+        "requires_review": False,
+        "columns": ["visits.cost", "patients.sex"],
+        "column_rules": {},
+        "created_by": 1,
+        "expires_at": dt.datetime(2027, 1, 1, 8, 0),
+        "revoked_at": None,
+    }
+    return Grant(**{**terms, **changes})
+
+
+def document(**changes: Any) -> dict[str, Any]:
+    csv = {t["name"]: result_csv({"tables": TABLES}, table=t["name"]).encode() for t in TABLES}
+    inputs: dict[str, Any] = {
+        "job": "0123456789abcdef0123456789abcdef",
+        "analyst": "analyst",
+        "dataset": "health",
+        "dataset_version": "d" * 64,
+        "grant": grant_terms(grant()),
+        "policy_version": "f" * 64,
+        "language": "sql",
+        "mode": "masked",
+        "code_sha256": "c" * 64,
+        "tables": TABLES,
+        "csv": csv,
+        "privacy": {"epsilon": 0.0, "delta": 0.0, "mechanism": None},
+        "disclosure": {"k": 10, "suppressed_rows": 0, "suppressed_cells": 1},
+        "rows_sketched": 0,
+        "reviewers": [],
+        "released_at": dt.datetime(2026, 12, 2, 9, 30, tzinfo=dt.UTC),
+    }
+    return certificate_document(**{**inputs, **changes})
+
+
+def test_certificate_document_binds_the_grant_terms_and_the_outputs() -> None:
+    signed = document()
+    terms = grant_terms(grant())
+    csv = {t["name"]: result_csv({"tables": TABLES}, table=t["name"]).encode() for t in TABLES}
+    assert signed["type"] == CERTIFICATE_TYPE
+    assert (signed["grant"], signed["grant_version"]) == ("g" * 32, sha256_json(terms))
+    assert signed["outputs"] == output_entries(TABLES, csv)
+    assert signed["outputs_sha256"] == sha256_json(TABLES)
+    assert [signed[k] for k in ("language", "mode", "code_sha256")] == ["sql", "masked", "c" * 64]
+    assert signed["released_at"] == "2026-12-02T09:30:00+00:00"
+    assert signed["reviewers"] == []
+
+
+def test_grant_terms_name_the_terms_never_what_was_spent() -> None:
+    terms = grant_terms(grant())
+    assert grant_terms(grant(epsilon_spent=4.0, delta_spent=1e-6)) == terms
+    assert terms["modes"] == ["dp", "masked"] and terms["columns"] == [
+        "patients.sex",
+        "visits.cost",
+    ]
+    assert terms["expires_at"] == "2027-01-01T08:00:00+00:00"  # naive from SQLite: UTC
+    assert terms["revoked_at"] is None
+    later = dt.datetime(2027, 1, 1, 16, 0, tzinfo=dt.timezone(dt.timedelta(hours=8)))
+    assert grant_terms(grant(expires_at=later))["expires_at"] == "2027-01-01T08:00:00+00:00"
+    assert sha256_json(grant_terms(grant(k_threshold=11))) != sha256_json(terms)
+
+
+def test_certificate_names_the_checks_a_masked_release_passed() -> None:
+    disclosure = {"k": 10, "suppressed_rows": 0, "suppressed_cells": 1}
+    assert document()["checks"] == [
+        {"check": "grant.active", "expires_at": "2027-01-01T08:00:00+00:00"},
+        {"check": "code.sql_policy", "policy_version": "f" * 64},
+        {"check": "disclosure.k_threshold", **disclosure},
+    ]
+    python = document(language="python", rows_sketched=3, reviewers=["auditor"])["checks"]
+    assert [c["check"] for c in python] == [
+        "grant.active",
+        "code.python_policy",
+        "disclosure.declared_outputs",
+        "disclosure.differencing",
+        "review.approved",
+    ]
+    assert python[3] == {"check": "disclosure.differencing", "rows_sketched": 3}
+    assert python[4] == {"check": "review.approved", "reviewers": ["auditor"]}
+    assert [c["check"] for c in document(disclosure=None)["checks"]] == [
+        "grant.active",
+        "code.sql_policy",
+    ]
+
+
+def test_certificate_names_the_noise_and_the_budget_of_a_dp_release() -> None:
+    privacy = {"epsilon": 1.0, "delta": 0.0, "mechanism": "laplace", "rows_per_person": 5}
+    checks = document(mode="dp", privacy=privacy, disclosure=None)["checks"]
+    assert checks[2:] == [
+        {"check": "dp.noise", "mechanism": "laplace", "epsilon": 1.0, "delta": 0.0},
+        {"check": "dp.budget_charged", "grant": "g" * 32, "epsilon": 1.0, "cached_from": None},
+    ]
+    cached = {**privacy, "cached_from": "j" * 32, "epsilon_spent_now": 0.0}
+    charged = document(mode="dp", privacy=cached, disclosure=None)["checks"][3]
+    assert charged == {
+        "check": "dp.budget_charged",
+        "grant": "g" * 32,
+        "epsilon": 0.0,  # the earlier answer released again: nothing spent now
+        "cached_from": "j" * 32,
+    }

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from portal.cli import main
 from sandbox import context
-from sandbox.cli import main
 
 
 @pytest.fixture

@@ -1,0 +1,149 @@
+"""Who may do what: small pure functions over plain data, named like sentences.
+
+Every action in ``sandbox`` asks one of these before it changes or shows
+anything; no role list is written anywhere else. They take a *person* (anything
+with an ``id`` and a ``role``: a ``sandbox.models.User`` row or a plain
+:class:`Actor`) and the few facts the decision needs (who owns the dataset, whose
+job it is), and answer True or False. They fail closed: a dataset nobody is
+recorded as owning is governed by admins alone.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Protocol
+
+
+class Role(StrEnum):
+    OWNER = "owner"
+    ANALYST = "analyst"
+    AUDITOR = "auditor"
+    ADMIN = "admin"
+
+
+class Person(Protocol):
+    @property
+    def id(self) -> int: ...
+
+    @property
+    def username(self) -> str: ...
+
+    @property
+    def role(self) -> str: ...
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who is acting, as the portal and the CLI know them: no database row needed."""
+
+    id: int
+    username: str
+    role: str
+
+
+# --- users and the instance ---------------------------------------------------------------
+
+
+def user_is_admin(user: Person) -> bool:
+    return user.role == Role.ADMIN
+
+
+def user_may_manage_users(user: Person) -> bool:
+    return user_is_admin(user)
+
+
+def user_may_read_audit(user: Person) -> bool:
+    """The audit log and its chain check: auditors and admins."""
+    return user.role in (Role.AUDITOR, Role.ADMIN)
+
+
+# --- data owners: their own datasets only ------------------------------------------------
+
+
+def user_owns_dataset(user: Person, *, owner_id: int | None) -> bool:
+    return user.role == Role.OWNER and owner_id is not None and user.id == owner_id
+
+
+def user_may_govern_dataset(user: Person, *, owner_id: int | None) -> bool:
+    """Grant, revoke, decide access requests, change consent, reviewers, policy and
+    settings of a dataset: its owner, or an admin. Never another owner."""
+    return user_owns_dataset(user, owner_id=owner_id) or user_is_admin(user)
+
+
+def user_may_list_grants(user: Person) -> bool:
+    """Owners see the grants on their own datasets, admins every grant."""
+    return user.role in (Role.OWNER, Role.ADMIN)
+
+
+def user_may_receive_grant(user: Person) -> bool:
+    return user.role == Role.ANALYST
+
+
+# --- analysts ------------------------------------------------------------------------------
+
+
+def user_may_submit_jobs(user: Person) -> bool:
+    return user.role == Role.ANALYST
+
+
+def user_may_request_access(user: Person) -> bool:
+    return user.role == Role.ANALYST
+
+
+def user_may_list_access_requests(user: Person) -> bool:
+    """Analysts see their own requests; owners those on their datasets; admins all."""
+    return user.role in (Role.ANALYST, Role.OWNER, Role.ADMIN)
+
+
+def user_may_see_access_request(user: Person, *, analyst_id: int, owner_id: int | None) -> bool:
+    return (
+        user.id == analyst_id
+        and user.role == Role.ANALYST
+        or user_may_govern_dataset(user, owner_id=owner_id)
+    )
+
+
+def user_may_see_job(user: Person, *, analyst_id: int) -> bool:
+    """A job's status: its analyst, and auditors and admins (who never read its result)."""
+    return user.id == analyst_id or user.role in (Role.AUDITOR, Role.ADMIN)
+
+
+def user_may_read_job_code(user: Person, *, analyst_id: int) -> bool:
+    return user_may_see_job(user, analyst_id=analyst_id)
+
+
+def user_may_read_result(user: Person, *, analyst_id: int) -> bool:
+    """A released result: the analyst who ran the job, nobody else."""
+    return user.role == Role.ANALYST and user.id == analyst_id
+
+
+def user_may_object_to_review(user: Person, *, analyst_id: int) -> bool:
+    return user_may_read_result(user, analyst_id=analyst_id)
+
+
+def user_may_read_budgets(user: Person) -> bool:
+    return user.role == Role.ANALYST
+
+
+# --- auditors ------------------------------------------------------------------------------
+
+
+def user_may_read_held_outputs(user: Person) -> bool:
+    """The review queue and a held output: auditors and admins, never the analyst."""
+    return user.role in (Role.AUDITOR, Role.ADMIN)
+
+
+def user_may_review_jobs(user: Person) -> bool:
+    return user.role == Role.AUDITOR
+
+
+def user_may_review_job(user: Person, *, analyst_id: int) -> bool:
+    """An auditor decides on anybody's held output but their own."""
+    return user_may_review_jobs(user) and user.id != analyst_id
+
+
+def user_may_read_job_log(user: Person) -> bool:
+    """What a job printed, its code and its analyst's name: auditors and admins only;
+    analysts never see a log (it may hold values from the data)."""
+    return user.role in (Role.AUDITOR, Role.ADMIN)

@@ -1,0 +1,113 @@
+"""One job's container: the options it is made with, its labels, and its removal.
+
+A container started for its job (:mod:`runners.docker_runner`) and one started
+ahead of it (:mod:`runners.pool`) are made with the same options, option for
+option, and removed the same way: isolation does not depend on which path a
+job takes.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import secrets
+import socket
+import time
+from typing import Any
+
+import requests
+from docker.errors import DockerException, NotFound
+from docker.types import LogConfig, Mount, Ulimit
+
+from runners.contract import JobSpec
+
+logger = logging.getLogger(__name__)
+
+LABEL_JOB = "sandbox.job"
+LABEL_RUNNER = "sandbox.runner"
+LABEL_DEADLINE = "sandbox.deadline"
+# The host and process that created the container (the job's lease holder): a
+# worker can then tell a killed worker's container from a live one.
+LABEL_HOST = "sandbox.host"
+LABEL_PID = "sandbox.pid"
+RUNNER_USER = "10001:10001"
+# Time, past a job's own timeout, after which its container is surely an orphan.
+ORPHAN_GRACE_S = 60
+# What a lost or failing engine raises: the SDK's errors, and the HTTP
+# client's when the connection itself breaks.
+ENGINE_ERRORS = (DockerException, requests.exceptions.RequestException)
+
+
+def container_options(
+    spec: JobSpec, *, runtime: str | None = None, idle_s: float = 0.0
+) -> dict[str, Any]:
+    """What the engine creates a job's container with (``docker create``'s options)."""
+    # A warm container may wait idle_s for its job before the job's own time starts.
+    deadline = time.time() + idle_s + spec.timeout_s + ORPHAN_GRACE_S
+    options: dict[str, Any] = {
+        "name": f"sandbox-job-{_name_part(spec.job_id)}-{secrets.token_hex(3)}",
+        # Only this job's view, read-only: the job cannot change its input.
+        "mounts": [Mount("/input", str(spec.input_dir.resolve()), type="bind", read_only=True)],
+        # No network namespace peers: nothing to exfiltrate to, nothing to fetch.
+        "network_mode": "none",
+        # Nothing in the image can be replaced or planted between jobs.
+        "read_only": True,
+        # The only writable place: small, no programs run from it, no setuid.
+        "tmpfs": {"/tmp": f"size={spec.tmp_mb}m,mode=1777,noexec,nosuid,nodev"},
+        # No /dev/shm: a second writable place outside the /tmp cap.
+        "ipc_mode": "none",
+        # Not root, and nobody on the host.
+        "user": RUNNER_USER,
+        # No capability at all: the job needs none to compute.
+        "cap_drop": ["ALL"],
+        # setuid programs cannot raise privileges either.
+        "security_opt": ["no-new-privileges"],
+        # The same number twice: no swap, so the limit is real memory.
+        "mem_limit": f"{spec.memory_mb}m",
+        "memswap_limit": f"{spec.memory_mb}m",
+        # A CPU share, so one job cannot starve the others.
+        "nano_cpus": int(spec.cpus * 1_000_000_000),
+        # Processes and threads: a fork bomb stops here.
+        "pids_limit": spec.pids,
+        # No core dump: it would hold the job's data and land on the host.
+        "ulimits": [Ulimit(name="core", soft=0, hard=0)],
+        # Only what the harness reads; no host environment, no secrets.
+        "environment": {"SANDBOX_INPUT": "/input", "SANDBOX_TMP": "/tmp"},
+        # json-file so the output can be read back, and bounded on disk: two
+        # files, each larger than any output the cap allows even after JSON
+        # escaping, so an oversized output is seen as such, not as a cut one.
+        "log_config": LogConfig(
+            type="json-file",
+            config={"max-size": str(2 * spec.max_output_bytes + 1024 * 1024), "max-file": "2"},
+        ),
+        # To find (and remove) this runner's containers after a crash.
+        "labels": {
+            LABEL_JOB: spec.job_id,
+            LABEL_RUNNER: "1",
+            LABEL_DEADLINE: f"{deadline:.0f}",
+            LABEL_HOST: socket.gethostname(),
+            LABEL_PID: str(os.getpid()),
+        },
+    }
+    if runtime:
+        # e.g. runsc: a user-space kernel between the job and the host's.
+        options["runtime"] = runtime
+    return options
+
+
+def remove(container: Any) -> bool:
+    """Kill and remove a container; False if it was gone already or could not be."""
+    try:
+        container.remove(force=True)
+    except NotFound:
+        return False
+    except ENGINE_ERRORS as error:
+        # Not fatal to the job; cleanup_orphans() removes it later.
+        logger.warning("could not remove container %s: %s", container.id, error)
+        return False
+    return True
+
+
+def _name_part(job_id: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]", "-", job_id)[:60] or "job"

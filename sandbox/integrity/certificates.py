@@ -1,0 +1,139 @@
+"""What a release certificate says: the document a release key signs.
+
+It binds an output to who ran what on which data under which terms, what was
+spent and which checks passed (docs/release-certificates.md). It is built here
+from plain values; :mod:`sandbox.jobs.release` gathers them from the job and
+signs the document in the release's transaction.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+from typing import Any
+
+from sandbox.integrity.signing import CERTIFICATE_TYPE, output_entries, sha256_json
+from sandbox.models import Grant
+
+
+def certificate_document(
+    *,
+    job: str,
+    analyst: str,
+    dataset: str,
+    dataset_version: str,
+    grant: Mapping[str, Any],
+    policy_version: str,
+    language: str,
+    mode: str,
+    code_sha256: str,
+    tables: list[dict[str, Any]],
+    csv: Mapping[str, bytes],
+    privacy: dict[str, Any],
+    disclosure: dict[str, Any] | None,
+    rows_sketched: int,
+    reviewers: list[str],
+    released_at: dt.datetime,
+) -> dict[str, Any]:
+    """The certificate's document; ``grant`` is the grant's :func:`grant_terms`, ``csv``
+    each output as the CSV download's bytes, ``rows_sketched`` how many of the output's
+    rows the differencing checks keep a sketch of."""
+    return {
+        "type": CERTIFICATE_TYPE,
+        "job": job,
+        "analyst": analyst,
+        "dataset": dataset,
+        "dataset_version": dataset_version,
+        "grant": grant["id"],
+        "grant_version": sha256_json(grant),
+        "policy_version": policy_version,
+        "language": language,
+        "mode": mode,
+        "code_sha256": code_sha256,
+        "outputs": output_entries(tables, csv),
+        "outputs_sha256": sha256_json(tables),
+        "privacy": privacy,
+        "disclosure": disclosure,
+        "checks": _passed_checks(
+            grant=grant,
+            language=language,
+            mode=mode,
+            policy_version=policy_version,
+            privacy=privacy,
+            disclosure=disclosure,
+            rows_sketched=rows_sketched,
+            reviewers=reviewers,
+        ),
+        "reviewers": reviewers,
+        "released_at": released_at.isoformat(),
+    }
+
+
+def grant_terms(grant: Grant) -> dict[str, Any]:
+    """What a grant allows, as a certificate's ``grant_version`` hashes it: its terms,
+    never what has been spent, so every release under unchanged terms names one version."""
+    return {
+        "id": grant.id,
+        "dataset": grant.dataset,
+        "analyst_id": grant.analyst_id,
+        "purpose": grant.purpose,
+        "modes": sorted(grant.mode_list),
+        "columns": sorted(grant.columns or []),
+        "column_rules": dict(grant.column_rules or {}),
+        "epsilon_total": grant.epsilon_total,
+        "max_epsilon_per_job": grant.max_epsilon_per_job,
+        "delta_total": grant.delta_total,
+        "max_delta_per_job": grant.max_delta_per_job,
+        "max_rows_per_person": grant.max_rows_per_person,
+        "k_threshold": grant.k_threshold,
+        "requires_consent": grant.requires_consent,
+        "requires_review": grant.requires_review,
+        "expires_at": _utc_iso(grant.expires_at),
+        "revoked_at": _utc_iso(grant.revoked_at),
+    }
+
+
+def _utc_iso(moment: dt.datetime | None) -> str | None:
+    if moment is None:
+        return None
+    # SQLite hands datetimes back naive; they were written in UTC.
+    aware = moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
+    return aware.astimezone(dt.UTC).isoformat()
+
+
+def _passed_checks(
+    *,
+    grant: Mapping[str, Any],
+    language: str,
+    mode: str,
+    policy_version: str,
+    privacy: dict[str, Any],
+    disclosure: dict[str, Any] | None,
+    rows_sketched: int,
+    reviewers: list[str],
+) -> list[dict[str, Any]]:
+    """The checks this output passed on its way out, as the certificate names them."""
+    checks: list[dict[str, Any]] = [
+        {"check": "grant.active", "expires_at": grant["expires_at"]},
+        {"check": f"code.{language}_policy", "policy_version": policy_version},
+    ]
+    if mode == "dp":
+        noise = {key: privacy.get(key) for key in ("mechanism", "epsilon", "delta")}
+        spent = privacy.get("epsilon_spent_now", privacy.get("epsilon"))
+        checks.append({"check": "dp.noise", **noise})
+        checks.append(
+            {
+                "check": "dp.budget_charged",
+                "grant": grant["id"],
+                "epsilon": spent,
+                "cached_from": privacy.get("cached_from"),
+            }
+        )
+    elif disclosure is not None:
+        rule = "disclosure.k_threshold" if language == "sql" else "disclosure.declared_outputs"
+        checks.append({"check": rule, **disclosure})
+        if rows_sketched:
+            checks.append({"check": "disclosure.differencing", "rows_sketched": rows_sketched})
+    if reviewers:
+        checks.append({"check": "review.approved", "reviewers": reviewers})
+    return checks
