@@ -42,7 +42,8 @@ def check_governs(session: Session, *, by: Person, dataset: str) -> None:
     owner_id = session.scalar(select(DatasetRecord.owner_id).where(DatasetRecord.name == dataset))
     if not user_may_govern_dataset(by, owner_id=owner_id):
         raise Forbidden(
-            f"Only the owner of {dataset} may do this.", rule="permission.dataset_owner"
+            f"Only the data owner of {dataset} (or an admin) may do this.",
+            rule="permission.dataset_owner",
         )
 
 
@@ -101,5 +102,3 @@ def mock_csv(
     buffer = io.StringIO()
     frame.to_csv(buffer, index=False)
     return buffer.getvalue()
-
-

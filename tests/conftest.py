@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     from flask import Flask
     from flask.testing import FlaskClient
 
+    from sandbox.context import Sandbox
     from tests.clients import Bearer, Login, Token
 
 
@@ -66,7 +67,7 @@ def sandbox_instance(tmp_path):  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture
-def app(sandbox_instance) -> Flask:  # type: ignore[no-untyped-def]
+def app(sandbox_instance: Sandbox) -> Flask:
     """The portal over the test instance, keeping the jobs it queues in app.config["QUEUED"].
     A module whose tests need another instance overrides this fixture with
     `make_app(that_instance)`; `client`, `login`, `token` and `bearer` then use it."""

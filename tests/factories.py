@@ -116,3 +116,12 @@ def actor(sandbox: Sandbox, username: str) -> Actor:
     from sandbox.access.users import actor_named
 
     return actor_named(sandbox, username=username)
+
+
+def actor_with_id(sandbox: Sandbox, user_id: int) -> Actor:
+    """Who acts, by their user id."""
+    from sandbox.actions import actor_of
+    from sandbox.models import User
+
+    with sandbox.tx() as session:
+        return actor_of(session.get_one(User, user_id))

@@ -13,8 +13,9 @@ from sqlalchemy import update
 from sandbox.errors import BudgetExhausted
 from sandbox.integrity import audit
 from sandbox.jobs import submit
+from sandbox.jobs.planning import JobRequest
 from sandbox.models import Grant
-from tests.factories import make_sandbox
+from tests.factories import actor_with_id, make_sandbox
 from tests.live import LivePortal, start_live_portal
 from tests.services import REDIS_URL, fresh_postgres_database, redis_available
 
@@ -85,15 +86,17 @@ def test_postgres_epsilon_and_delta_never_overspent_under_concurrency(tmp_path: 
     def one() -> None:
         barrier.wait()
         try:
-            submit.submit(
+            submit.submit_job(
                 sandbox,
-                by_id=analyst_id,
-                dataset="health",
-                language="sql",
-                mode="dp",
-                code="SELECT COUNT(*) AS n FROM visits",
-                epsilon=1.0,
-                delta=1e-6,
+                by=actor_with_id(sandbox, analyst_id),
+                request=JobRequest(
+                    dataset="health",
+                    language="sql",
+                    mode="dp",
+                    code="SELECT COUNT(*) AS n FROM visits",
+                    epsilon=1.0,
+                    delta=1e-6,
+                ),
                 enqueue=lambda _: None,
             )
             outcomes.append("queued")

@@ -24,9 +24,10 @@ from sandbox.errors import Conflict, Forbidden, NotFound
 from sandbox.integrity import audit
 from sandbox.jobs import submit
 from sandbox.jobs.pipeline import run_job
+from sandbox.jobs.planning import JobRequest
 from sandbox.models import AuditEntry, ConsentRecord, Job, User
 from tests.clients import Bearer
-from tests.factories import actor, health_tables
+from tests.factories import actor, actor_with_id, health_tables
 
 COUNT_PATIENTS = "SELECT COUNT(*) AS n FROM patients"
 
@@ -50,14 +51,12 @@ def count_patients(sandbox: Sandbox, *, who: str = "analyst", status: str = "rel
     """Run a masked COUNT(*) of patients to its end; the demo grant's k is 10."""
     with sandbox.tx() as session:
         analyst_id = named(session, who).id
-    job = submit.submit(
+    job = submit.submit_job(
         sandbox,
-        by_id=analyst_id,
-        dataset="health",
-        language="sql",
-        mode="masked",
-        code=COUNT_PATIENTS,
-        epsilon=None,
+        by=actor_with_id(sandbox, analyst_id),
+        request=JobRequest(
+            dataset="health", language="sql", mode="masked", code=COUNT_PATIENTS, epsilon=None
+        ),
         enqueue=lambda _: None,
     )
     run_job(sandbox, job.id)
@@ -78,10 +77,9 @@ def change(
     sandbox: Sandbox, action: str, person: int, *, by: str = "owner", purpose: str = "research"
 ) -> int:
     do = consent.withdraw_consent if action == "withdraw" else consent.give_consent
-    with sandbox.tx() as session:
-        return do(
-            session, by=named(session, by), dataset="health", person_id=str(person), purpose=purpose
-        )
+    return do(
+        sandbox, by=actor(sandbox, by), dataset="health", person_id=str(person), purpose=purpose
+    )
 
 
 def grant_for(

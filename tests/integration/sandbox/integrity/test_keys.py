@@ -40,9 +40,10 @@ from sandbox.integrity.rotation import retire_master_keys, rotate_master_key
 from sandbox.integrity.signing import sha256_json
 from sandbox.jobs import submit
 from sandbox.jobs.pipeline import run_job
+from sandbox.jobs.planning import JobRequest
 from sandbox.models import AuditEntry, Grant, Job
 from tests.clients import Bearer
-from tests.factories import health_tables, make_app, make_sandbox, make_settings
+from tests.factories import actor_with_id, health_tables, make_app, make_sandbox, make_settings
 
 MASTER_ENV = ("SANDBOX_MASTER_KEY", "SANDBOX_MASTER_KEY_OLD")
 
@@ -267,14 +268,12 @@ def run(
         analyst = user_by_name(session, "analyst")
         assert analyst is not None
         analyst_id = analyst.id
-    job = submit.submit(
+    job = submit.submit_job(
         sandbox,
-        by_id=analyst_id,
-        dataset="health",
-        language=language,
-        mode=mode,
-        code=code,
-        epsilon=epsilon,
+        by=actor_with_id(sandbox, analyst_id),
+        request=JobRequest(
+            dataset="health", language=language, mode=mode, code=code, epsilon=epsilon
+        ),
         enqueue=lambda _: None,
     )
     run_job(sandbox, job.id)

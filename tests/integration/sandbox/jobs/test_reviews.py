@@ -19,9 +19,10 @@ from sandbox.integrity import audit
 from sandbox.integrity.signing import verify_certificate
 from sandbox.jobs import reviews, submit
 from sandbox.jobs.pipeline import run_job
+from sandbox.jobs.planning import JobRequest
 from sandbox.models import Grant, Job, ReviewEvent, User
 from tests.clients import Bearer
-from tests.factories import actor
+from tests.factories import actor, actor_with_id
 
 MASKED_SQL = (
     "SELECT p.district, COUNT(*) AS n FROM visits v "
@@ -44,14 +45,12 @@ def held_job(sandbox: Sandbox, *, who: str = "analyst") -> str:
         )
         analyst_id = analyst.id
     queued: list[str] = []
-    job = submit.submit(
+    job = submit.submit_job(
         sandbox,
-        by_id=analyst_id,
-        dataset="health",
-        language="sql",
-        mode="masked",
-        code=MASKED_SQL,
-        epsilon=None,
+        by=actor_with_id(sandbox, analyst_id),
+        request=JobRequest(
+            dataset="health", language="sql", mode="masked", code=MASKED_SQL, epsilon=None
+        ),
         enqueue=queued.append,
     )
     assert run_job(sandbox, job.id) == "pending_review"
