@@ -6,10 +6,11 @@ from collections.abc import Mapping
 
 import pandas as pd
 
+from datasets.errors import DatasetError
 from datasets.manifest import Manifest
 
 
-class DatasetInvalid(ValueError):
+class DatasetInvalid(DatasetError):
     """The tables break a promise of their manifest (no value from the data is named)."""
 
 

@@ -28,12 +28,12 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from policies.decision import Phrase
+from policies.decision import Phrase, PolicyError
 
 # --- the rules ---------------------------------------------------------------------------
 
 
-class RulesError(ValueError):
+class RulesError(PolicyError):
     """A ``disclosure:`` section that is not valid; the message names the place."""
 
 

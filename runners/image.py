@@ -41,7 +41,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from runners.contract import HARNESS_DIR
+from runners.contract import HARNESS_DIR, RunnerError
 
 Echo = Callable[[str], object]
 
@@ -126,7 +126,7 @@ ENTRYPOINT ["python3", "-I", "/opt/sandbox/harness.py"]
 """
 
 
-class ImageBuildFailed(RuntimeError):
+class ImageBuildFailed(RunnerError):
     """One step of the image build failed; the message names the step."""
 
 

@@ -177,11 +177,11 @@ def runner() -> None:
 @click.option("--force", is_flag=True, help="Rebuild even if the image exists.")
 def runner_build_image(force: bool) -> None:
     """Build the runner image locally (no registry needed)."""
-    from runners.image import build_image
+    from runners.image import ImageBuildFailed, build_image
 
     try:
         tag = build_image(force=force, echo=click.echo)
-    except RuntimeError as error:
+    except (ImageBuildFailed, RuntimeError) as error:
         raise click.ClickException(str(error)) from error
     click.echo(f"runner image ready: {tag}")
 

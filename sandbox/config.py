@@ -26,7 +26,6 @@ class Settings:
     broker_url: str
     runner: str  # "auto" | "docker" | "local"
     environment: str  # "development" | "production"
-    k_threshold: int
     job_timeout_s: int
     job_memory_mb: int
     docker_runtime: str | None
@@ -60,7 +59,6 @@ class Settings:
             broker_url=env.get("SANDBOX_BROKER_URL", f"sqla+sqlite:///{instance / 'broker.db'}"),
             runner=runner,
             environment=environment,
-            k_threshold=int(env.get("SANDBOX_K_THRESHOLD", "10")),
             job_timeout_s=int(env.get("SANDBOX_JOB_TIMEOUT", "120")),
             job_memory_mb=int(env.get("SANDBOX_JOB_MEMORY_MB", "1024")),
             docker_runtime=env.get("SANDBOX_DOCKER_RUNTIME") or None,

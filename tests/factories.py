@@ -53,7 +53,6 @@ def make_settings(
         broker_url=broker_url or f"sqla+sqlite:///{instance / 'broker.db'}",
         runner=runner,
         environment="development",
-        k_threshold=10,
         job_timeout_s=timeout_s,
         job_memory_mb=1024,
         docker_runtime=None,

@@ -17,11 +17,14 @@ from policies.sql_check import check_sql
 from sandbox.dp.noise import release_noisy
 from sandbox.dp.plan import DpPlan, DpUnsupported
 from sandbox.dp.planner import plan_dp_query
+from sandbox.errors import PolicyRejected
 
 
-class DpRejected(Exception):
+class DpRejected(PolicyRejected):
+    """The in-process engine refused the query; ``findings`` say every rule it broke."""
+
     def __init__(self, findings: list[dict[str, Any]]) -> None:
-        super().__init__(findings[0]["message"] if findings else "rejected")
+        super().__init__(findings[0]["message"] if findings else "rejected", findings=findings)
         self.findings = findings
 
 

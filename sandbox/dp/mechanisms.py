@@ -12,14 +12,18 @@ from functools import cache
 
 import opendp.prelude as dp
 
+from sandbox.errors import SandboxError
+
 dp.enable_features("contrib")
 
 # P(|Laplace(b)| > t) = exp(-t / b): the half-width that holds with 95 % probability.
 LAPLACE_95 = math.log(20.0)
 
 
-class MechanismError(Exception):
-    pass
+class MechanismError(SandboxError):
+    """A noise mechanism was asked for with parameters it cannot take."""
+
+    code = "dp_mechanism"
 
 
 @cache

@@ -14,9 +14,15 @@ from typing import Any
 
 from policies.decision import Finding
 from sandbox.dp import mechanisms
+from sandbox.errors import SandboxError
 
 
-class DpUnsupported(Exception):
+class DpUnsupported(SandboxError):
+    """The DP planner cannot answer this query; ``finding`` says why."""
+
+    code = "dp_unsupported"
+    status = 422
+
     def __init__(self, finding: Finding) -> None:
         super().__init__(finding.message)
         self.finding = finding

@@ -23,6 +23,7 @@ from Crypto.PublicKey import ECC
 from Crypto.Signature import eddsa
 
 from sandbox.config import create_secret_file_once
+from sandbox.errors import SandboxError
 from sandbox.integrity.audit import canonical_json
 
 ALGORITHM = "Ed25519"
@@ -34,12 +35,16 @@ KEYRING_FORMAT = "sandbox-release-keys/1"
 KEY_TIME_GRACE = dt.timedelta(minutes=5)
 
 
-class SignatureInvalid(Exception):
+class SignatureInvalid(SandboxError):
     """A certificate does not verify against the key it names."""
 
+    code = "signature_invalid"
 
-class KeyringInvalid(Exception):
+
+class KeyringInvalid(SandboxError):
     """A published keyring cannot be read or holds a key that is not what it claims."""
+
+    code = "keyring_invalid"
 
 
 @dataclass(frozen=True)

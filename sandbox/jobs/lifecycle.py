@@ -7,6 +7,7 @@ from typing import Any
 from sqlalchemy import Select, select
 from sqlalchemy.orm import Session
 
+from sandbox.errors import SandboxError
 from sandbox.integrity import audit
 from sandbox.models import TRANSITIONS, Job, JobStatus, User
 
@@ -14,8 +15,11 @@ from sandbox.models import TRANSITIONS, Job, JobStatus, User
 WORKER = "worker"
 
 
-class IllegalTransition(Exception):
-    pass
+class IllegalTransition(SandboxError):
+    """A move the job state machine does not allow (a bug, or a race lost)."""
+
+    code = "illegal_transition"
+    status = 409
 
 
 def move(

@@ -25,7 +25,6 @@ import datasets.storage
 from datasets.errors import StorageError
 from datasets.storage import DatasetStore, master_key_id
 from sandbox import context
-from sandbox.access.users import user_by_name
 from sandbox.cli import main
 from sandbox.context import Sandbox
 from sandbox.db import upgrade_database
@@ -38,12 +37,10 @@ from sandbox.integrity.keys import (
 )
 from sandbox.integrity.rotation import retire_master_keys, rotate_master_key
 from sandbox.integrity.signing import sha256_json
-from sandbox.jobs import submit
 from sandbox.jobs.pipeline import run_job
-from sandbox.jobs.planning import JobRequest
 from sandbox.models import AuditEntry, Grant, Job
 from tests.clients import Bearer
-from tests.factories import actor_with_id, health_tables, make_app, make_sandbox, make_settings
+from tests.factories import health_tables, make_app, make_sandbox, make_settings, submit_job
 
 MASTER_ENV = ("SANDBOX_MASTER_KEY", "SANDBOX_MASTER_KEY_OLD")
 
@@ -264,18 +261,7 @@ def run(
     mode: str = "masked",
     epsilon: float | None = None,
 ) -> Job:
-    with sandbox.tx() as session:
-        analyst = user_by_name(session, "analyst")
-        assert analyst is not None
-        analyst_id = analyst.id
-    job = submit.submit_job(
-        sandbox,
-        by=actor_with_id(sandbox, analyst_id),
-        request=JobRequest(
-            dataset="health", language=language, mode=mode, code=code, epsilon=epsilon
-        ),
-        enqueue=lambda _: None,
-    )
+    job = submit_job(sandbox, code, language=language, mode=mode, epsilon=epsilon)
     run_job(sandbox, job.id)
     with sandbox.tx() as session:
         found = session.get_one(Job, job.id)
