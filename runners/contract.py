@@ -116,73 +116,84 @@ def parse_harness_output(stdout: str, *, max_output_bytes: int, log: str = "") -
     The harness writes exactly one line starting with ``RESULT_MARKER``. Code
     that tries to forge one can only forge its own output, which still goes
     through disclosure control; the error fields are validated so that no
-    value from the data can ride on them.
+    value from the data can ride on them. Whatever cannot be read is
+    ``malformed_output``: never another Python error the worker would not expect.
     """
     # The line carries the tables and a tail of the job's log (at most
     # LOG_TAIL_BYTES before JSON escaping); the tables alone are checked below.
     if len(stdout.encode("utf-8", "replace")) > max_output_bytes + 1024 * 1024:
-        raise JobFailed(
-            "output_too_large",
-            f"The job's output is larger than the cap of {max_output_bytes} bytes.",
-            log=log,
-        )
-    lines = [ln for ln in stdout.splitlines() if ln.startswith(RESULT_MARKER)]
+        raise _too_large(max_output_bytes, log)
+    # Only "\n" ends a line: str.splitlines() also breaks at U+0085, U+2028 and
+    # U+2029, which JSON leaves unescaped inside a string (a cell, the log).
+    lines = [ln.rstrip("\r") for ln in stdout.split("\n") if ln.startswith(RESULT_MARKER)]
     if len(lines) != 1:
         raise JobFailed(
             "malformed_output", "The job ended without a result (it may have been killed).", log=log
         )
     try:
         envelope = json.loads(lines[0][len(RESULT_MARKER) :])
-    except ValueError as error:
+        if not isinstance(envelope, dict):
+            raise TypeError("the result is not an object")
+        log = log or str(envelope.get("log", ""))[:MAX_LOG_CHARS]
+        if not envelope.get("ok"):
+            raise _failure(envelope.get("error"), max_output_bytes=max_output_bytes, log=log)
+        duration = float(envelope.get("duration_s", 0.0) or 0.0)
+        tables = _tables(envelope.get("tables", []), max_output_bytes=max_output_bytes, log=log)
+    except (AttributeError, KeyError, TypeError, ValueError) as error:
         raise JobFailed(
             "malformed_output", "The job's result could not be read.", log=log
         ) from error
-    if not isinstance(envelope, dict):
-        raise JobFailed("malformed_output", "The job's result could not be read.", log=log)
-    log = log or str(envelope.get("log", ""))[:MAX_LOG_CHARS]
-    duration = float(envelope.get("duration_s", 0.0) or 0.0)
-    if not envelope.get("ok"):
-        failure = envelope.get("error") or {}
-        reason = failure.get("reason", "error")
-        if reason == "output_too_large":
-            raise JobFailed(
-                "output_too_large",
-                f"The job's output is larger than the cap of {max_output_bytes} bytes.",
-                log=log,
-            )
-        error_type = str(failure.get("type", "Error"))
-        if not _SAFE_NAME.match(error_type):
-            error_type = "Error"
-        line = failure.get("line")
-        line = line if isinstance(line, int) and 0 < line < 1_000_000 else None
-        where = f" at line {line} of your code" if line else ""
-        raise JobFailed(
-            "error",
-            f"The job raised {error_type}{where}.",
-            error_type=error_type,
-            line=line,
-            log=log,
-        )
-    raw_tables = envelope.get("tables", [])
-    if len(json.dumps(raw_tables, ensure_ascii=False).encode()) > max_output_bytes:
-        raise JobFailed(
-            "output_too_large",
-            f"The job's output is larger than the cap of {max_output_bytes} bytes.",
-            log=log,
-        )
-    tables = []
-    for raw in raw_tables:
-        try:
-            tables.append(
-                OutputTable(
-                    name=str(raw["name"]),
-                    columns=[str(c) for c in raw["columns"]],
-                    rows=[list(r) for r in raw["rows"]],
-                    declared=dict(raw.get("declared") or {}),
-                )
-            )
-        except (KeyError, TypeError) as error:
-            raise JobFailed(
-                "malformed_output", "The job's output is malformed.", log=log
-            ) from error
     return RunResult(tables=tables, log=log, duration_s=duration)
+
+
+def _too_large(max_output_bytes: int, log: str) -> JobFailed:
+    return JobFailed(
+        "output_too_large",
+        f"The job's output is larger than the cap of {max_output_bytes} bytes.",
+        log=log,
+    )
+
+
+def _failure(failure: object, *, max_output_bytes: int, log: str) -> JobFailed:
+    """The job's own failure, told by reason, error type and line only."""
+    failure = failure or {}
+    if not isinstance(failure, dict):
+        raise TypeError("the error is not an object")
+    if failure.get("reason", "error") == "output_too_large":
+        return _too_large(max_output_bytes, log)
+    error_type = str(failure.get("type", "Error"))
+    if not _SAFE_NAME.fullmatch(error_type):
+        error_type = "Error"
+    line = failure.get("line")
+    line = line if isinstance(line, int) and 0 < line < 1_000_000 else None
+    where = f" at line {line} of your code" if line else ""
+    return JobFailed(
+        "error", f"The job raised {error_type}{where}.", error_type=error_type, line=line, log=log
+    )
+
+
+def _tables(raw_tables: object, *, max_output_bytes: int, log: str) -> list[OutputTable]:
+    if not isinstance(raw_tables, list):
+        raise TypeError("tables is not a list")
+    if len(json.dumps(raw_tables, ensure_ascii=False).encode()) > max_output_bytes:
+        raise _too_large(max_output_bytes, log)
+    try:
+        return [
+            OutputTable(
+                name=str(raw["name"]),
+                columns=[str(c) for c in raw["columns"]],
+                rows=[list(r) for r in raw["rows"]],
+                declared=_mapping(raw.get("declared")),
+            )
+            for raw in raw_tables
+        ]
+    except (AttributeError, KeyError, TypeError, ValueError) as error:
+        raise JobFailed("malformed_output", "The job's output is malformed.", log=log) from error
+
+
+def _mapping(value: object) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise TypeError("declared is not an object")
+    return dict(value)

@@ -355,18 +355,11 @@ def test_parse_error_message_holds_only_a_name_and_a_number(error_type: Any, lin
     assert failure.message == f"The job raised {failure.error_type}{where}."
 
 
-# --- known gaps: a malformed result that escapes as a Python error ----------------
-# The parser's own promise is JobFailed for what it cannot read; these raise
-# something else, which the worker does not catch as the job's failure.
-
-GAPS = pytest.mark.xfail(
-    strict=True,
-    raises=(AttributeError, TypeError, ValueError),
-    reason="escapes parse_harness_output as a Python error instead of JobFailed",
-)
+# --- a malformed result is the job's failure, never another Python error ---------
+# (these escaped as AttributeError, TypeError or ValueError before, which the
+# worker did not catch as the job's failure)
 
 
-@GAPS
 @pytest.mark.parametrize(
     "envelope",
     [
@@ -390,23 +383,12 @@ def test_parse_refuses_a_malformed_envelope_as_malformed_output(envelope: Any) -
     assert refused(result_line(envelope)).reason == "malformed_output"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=JobFailed,
-    reason="str.splitlines() also breaks at U+0085, U+2028 and U+2029, which JSON "
-    "leaves unescaped: a cell or log holding one cuts the result line in two",
-)
 @pytest.mark.parametrize("separator", ["\x85", "\u2028", "\u2029"])
 def test_parse_keeps_a_unicode_line_separator_inside_the_result(separator: str) -> None:
     table = {"name": "t", "columns": ["note"], "rows": [[f"a{separator}b"]]}
     assert parse(ok([table])).tables[0].rows == [[f"a{separator}b"]]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="the name pattern ends in $, which also matches before a trailing newline",
-)
 def test_parse_drops_a_trailing_newline_of_an_error_type() -> None:
     assert refused(failed({"type": "Error\n"})).error_type == "Error"
 
