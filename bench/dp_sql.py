@@ -325,7 +325,7 @@ class SmartNoise:
             self.process.wait(timeout=60)
 
 
-def measure(
+def measure(  # noqa: C901, PLR0912
     query: Query,
     connection: duckdb.DuckDBPyConnection,
     smartnoise: SmartNoise,

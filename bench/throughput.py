@@ -347,7 +347,7 @@ def print_timeline(live: LivePortal, kind: str, jobs: list[Finished]) -> None:
 # --- sustained throughput ----------------------------------------------------
 
 
-def measure_load(
+def measure_load(  # noqa: C901, PLR0915
     live: LivePortal, tokens: list[str], args: argparse.Namespace, figures: Figures
 ) -> None:
     load_before = _load()

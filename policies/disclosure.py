@@ -412,7 +412,7 @@ HELPER_SKETCH = f"{HIDDEN_PREFIX}sketch"
 HELPER_COLUMNS = (HELPER_PERSONS, HELPER_TOP, HELPER_TOTAL, HELPER_SKETCH)
 
 
-def check_declared_output(
+def check_declared_output(  # noqa: PLR0913
     name: str,
     columns: list[str],
     rows: list[list[Any]],
@@ -468,7 +468,7 @@ def check_declared_output(
     return checked
 
 
-def _check_declared(
+def _check_declared(  # noqa: C901, PLR0912, PLR0915
     name: str,
     columns: list[str],
     rows: list[list[Any]],

@@ -189,7 +189,7 @@ def _parse_rule(raw: Any, where: str) -> ColumnRule:
     return ColumnRule(rules, upper)
 
 
-def parse_policy(text: str, manifest: Manifest, *, source: str = "policy") -> DatasetPolicy:
+def parse_policy(text: str, manifest: Manifest, *, source: str = "policy") -> DatasetPolicy:  # noqa: C901
     """Validate an owner's policy file against the manifest."""
     try:
         raw = yaml.safe_load(text)

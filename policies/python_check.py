@@ -484,7 +484,7 @@ class _Checker:
 
     # -- nodes ------------------------------------------------------------------
 
-    def visit(self, node: ast.AST, scope: _Scope) -> None:
+    def visit(self, node: ast.AST, scope: _Scope) -> None:  # noqa: C901, PLR0912
         if isinstance(node, ast.Import):
             for alias in node.names:
                 for issue in _module_issues(alias.name):
@@ -612,7 +612,7 @@ class _Checker:
         if path in ATTRGETTER_PATHS and id(node) not in self.handled:
             self.add_at_attribute(_computed_name_issue(path, passed=True), node)
 
-    def visit_call(self, node: ast.Call) -> None:
+    def visit_call(self, node: ast.Call) -> None:  # noqa: C901
         func = node.func
         if isinstance(func, ast.Name) and func.id in GETATTR_BUILTINS:
             self.handled.add(id(func))

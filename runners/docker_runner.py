@@ -107,7 +107,7 @@ class DockerRunner:
             )
         return self._pool
 
-    def run(self, spec: JobSpec) -> RunResult:
+    def run(self, spec: JobSpec) -> RunResult:  # noqa: PLR0912
         client = self._engine()
         try:
             client.images.get(self.image)

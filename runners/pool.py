@@ -53,7 +53,7 @@ class Warm:
 
 
 class WarmPool:
-    def __init__(
+    def __init__(  # noqa: PLR0913
         self,
         engine: Callable[[], Any],
         folder: Path,

@@ -31,7 +31,7 @@ def health_tables(patients: int = TEST_PATIENTS, seed: int = 7) -> dict[str, pd.
     return generate_health(patients, seed=seed)
 
 
-def make_settings(
+def make_settings(  # noqa: PLR0913
     instance: Path,
     *,
     database_url: str | None = None,

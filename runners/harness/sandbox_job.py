@@ -79,7 +79,7 @@ def table(
     return frame
 
 
-def selection(name: Any, where: Any, bins: Any) -> dict[str, Any]:
+def selection(name: Any, where: Any, bins: Any) -> dict[str, Any]:  # noqa: C901
     """A table's selection in plain JSON values, checked; ValueError names what is wrong."""
     if not isinstance(name, str) or not name.isidentifier():
         raise ValueError("a table name is an identifier")

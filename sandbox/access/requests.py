@@ -302,7 +302,7 @@ def _decide(
     request.decision_comment = comment
 
 
-def _text(value: Any, field: str, *, limit: int, required: bool = False) -> str:
+def _text(value: object, field: str, *, limit: int, required: bool = False) -> str:
     if not isinstance(value, str):
         raise InvalidRequest(f"{field} must be text.", field=field)
     value = value.strip()
@@ -313,7 +313,7 @@ def _text(value: Any, field: str, *, limit: int, required: bool = False) -> str:
     return value
 
 
-def _checked_columns(manifest: Manifest, policy: DatasetPolicy, columns: Any) -> list[str]:
+def _checked_columns(manifest: Manifest, policy: DatasetPolicy, columns: object) -> list[str]:
     """Known, allowed "table.column" view names, in the order given, each once."""
     if not isinstance(columns, list) or not all(isinstance(c, str) for c in columns):
         raise InvalidRequest('columns must be a list of "table.column" names.', field="columns")
@@ -349,7 +349,7 @@ def _checked_columns(manifest: Manifest, policy: DatasetPolicy, columns: Any) ->
     return names
 
 
-def _checked_modes(modes: Any) -> list[str]:
+def _checked_modes(modes: object) -> list[str]:
     if (
         not isinstance(modes, list)
         or not modes
@@ -361,7 +361,7 @@ def _checked_modes(modes: Any) -> list[str]:
     return [m for m in MODES if m in modes]
 
 
-def _checked_epsilon(epsilon: Any, modes: list[str]) -> float:
+def _checked_epsilon(epsilon: object, modes: list[str]) -> float:
     if isinstance(epsilon, bool) or not isinstance(epsilon, int | float) or epsilon < 0:
         raise InvalidRequest("epsilon must be a number of at least 0.", field="epsilon")
     if "dp" in modes and epsilon <= 0:
@@ -369,13 +369,13 @@ def _checked_epsilon(epsilon: Any, modes: list[str]) -> float:
     return float(epsilon)
 
 
-def _checked_days(days: Any, *, limit: int) -> int:
+def _checked_days(days: object, *, limit: int) -> int:
     if isinstance(days, bool) or not isinstance(days, int) or not 1 <= days <= limit:
         raise InvalidRequest(f"days must be a whole number from 1 to {limit}.", field="days")
     return days
 
 
-def _checked_k(k: Any, policy: DatasetPolicy) -> int:
+def _checked_k(k: object, policy: DatasetPolicy) -> int:
     if isinstance(k, bool) or not isinstance(k, int) or k < policy.k_threshold:
         raise InvalidRequest(
             f"k_threshold must be a whole number of at least {policy.k_threshold}, "

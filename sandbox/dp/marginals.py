@@ -138,7 +138,7 @@ def compute_marginals(
     return result
 
 
-def _json(value: Any) -> Any:
+def _json(value: object) -> object:
     return value.item() if hasattr(value, "item") else value
 
 

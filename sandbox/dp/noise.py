@@ -223,7 +223,7 @@ def _spread_values(slot: Slot, noisy: dict[Measure, list[float]], groups: int) -
     return values
 
 
-def _tidy(value: Any) -> Any:
+def _tidy(value: object) -> object:
     if isinstance(value, float):
         return round(value, 6)
     if hasattr(value, "item"):

@@ -38,7 +38,7 @@ def _unsupported(message: Phrase, node: exp.Expr | None = None) -> DpUnsupported
     )
 
 
-def plan_dp_query(
+def plan_dp_query(  # noqa: C901, PLR0912, PLR0915
     checked: CheckedQuery,
     manifest: Manifest,
     *,
@@ -309,13 +309,16 @@ def _slot(
         kind: str,
         value: exp.Expr | None,
         bounds: tuple[float, float] | None,
-        **extra: Any,
+        alpha: float | None = None,
+        candidates: tuple[float, ...] = (),
     ) -> Measure:
         text = None if value is None else value.sql(dialect=DIALECT, comments=False)
-        name = kind if "alpha" not in extra else f"{kind}:{extra['alpha']!r}"
+        name = kind if alpha is None else f"{kind}:{alpha!r}"
         found = measures.get((name, text))
         if found is None:
-            found = Measure(kind, text, bounds, index=len(measures), **extra)
+            found = Measure(
+                kind, text, bounds, index=len(measures), alpha=alpha, candidates=candidates
+            )
             measures[(name, text)] = found
         return found
 
@@ -456,7 +459,7 @@ def _candidates(bounds: tuple[float, float], *, integral: bool) -> tuple[float, 
     return tuple(low + i * step for i in range(MAX_CANDIDATES - 1)) + (high,)
 
 
-def _bounds(value: exp.Expr, tables: dict[str, Table], node: exp.Expr) -> tuple[float, float]:
+def _bounds(value: exp.Expr, tables: dict[str, Table], node: exp.Expr) -> tuple[float, float]:  # noqa: C901
     """Interval arithmetic: the range of a value from its column's bounds."""
     if isinstance(value, exp.Paren):
         return _bounds(value.this, tables, node)

@@ -76,7 +76,7 @@ for _dialect, _statements in APPEND_ONLY_SQL.items():
         )
 
 
-def canonical_json(value: Any) -> bytes:
+def canonical_json(value: object) -> bytes:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 

@@ -16,7 +16,7 @@ from sandbox.integrity.signing import CERTIFICATE_TYPE, output_entries, sha256_j
 from sandbox.models import Grant
 
 
-def certificate_document(
+def certificate_document(  # noqa: PLR0913
     *,
     job: str,
     analyst: str,
@@ -101,7 +101,7 @@ def _utc_iso(moment: dt.datetime | None) -> str | None:
     return aware.astimezone(dt.UTC).isoformat()
 
 
-def _passed_checks(
+def _passed_checks(  # noqa: PLR0913
     *,
     grant: Mapping[str, Any],
     language: str,

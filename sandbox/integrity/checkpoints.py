@@ -88,7 +88,7 @@ def read_checkpoints(path: Path, public_keys: dict[str, str]) -> CheckpointFile:
     return found
 
 
-def _checkpoint_of(signed: Any, public_keys: dict[str, str]) -> Checkpoint:
+def _checkpoint_of(signed: object, public_keys: dict[str, str]) -> Checkpoint:
     if not isinstance(signed, dict) or not isinstance(signed.get("document"), dict):
         raise ValueError("not a signed checkpoint")
     public_pem = public_keys.get(str(signed.get("key_id")))

@@ -116,7 +116,7 @@ def verify_certificate(certificate: Mapping[str, Any], public_pem: str) -> None:
         raise SignatureInvalid("the signature does not match the document") from error
 
 
-def sha256_json(value: Any) -> str:
+def sha256_json(value: object) -> str:
     return hashlib.sha256(canonical_json(value)).hexdigest()
 
 
@@ -160,7 +160,7 @@ class PublicKeyring:
         }
 
     @classmethod
-    def from_dict(cls, data: Any) -> PublicKeyring:
+    def from_dict(cls, data: object) -> PublicKeyring:
         """A keyring as ``export-public`` and the API give it, or one key as
         ``GET /api/v1/keys/release`` gives it."""
         if not isinstance(data, dict):
@@ -189,7 +189,7 @@ class PublicKeyring:
         return cls.from_dict(data)
 
 
-def _entry(item: Any) -> PublicKeyEntry:
+def _entry(item: object) -> PublicKeyEntry:
     if not isinstance(item, dict) or not isinstance(item.get("public_key"), str):
         raise KeyringInvalid("every key needs a public_key (PEM)")
     try:
@@ -250,7 +250,7 @@ class OutputFile:
     name: str | None = None
 
 
-def certificate_from(data: Any) -> dict[str, Any]:
+def certificate_from(data: object) -> dict[str, Any]:
     """The certificate in a file: the certificate itself or a result download holding it."""
     if isinstance(data, dict) and isinstance(data.get("certificate"), dict):
         data = data["certificate"]
@@ -310,7 +310,7 @@ def verify_release(
     return report
 
 
-def _key_was_current(entry: PublicKeyEntry, released_at: Any) -> tuple[bool, str]:
+def _key_was_current(entry: PublicKeyEntry, released_at: object) -> tuple[bool, str]:
     """Whether the key was the signing key at the certificate's own time."""
     try:
         at = _when(released_at)
@@ -326,7 +326,7 @@ def _key_was_current(entry: PublicKeyEntry, released_at: Any) -> tuple[bool, str
     return True, f"key {entry.key_id} was in use at {released_at} ({state} now)"
 
 
-def _when(value: Any) -> dt.datetime:
+def _when(value: object) -> dt.datetime:
     if not isinstance(value, str):
         raise ValueError("not a time")
     moment = dt.datetime.fromisoformat(value)
@@ -429,7 +429,7 @@ def _csv_name(certified: Mapping[str, Any], label: str) -> str | None:
     return stem if stem in certified else None
 
 
-def _json_of(data: bytes) -> Any:
+def _json_of(data: bytes) -> object:
     try:
         return json.loads(data.decode("utf-8"))
     except (UnicodeDecodeError, ValueError):

@@ -175,7 +175,7 @@ def _start_attempt(
     return attempt, job_data, policy
 
 
-def _release_cached(sandbox: Sandbox, session: Any, job: Job) -> str:
+def _release_cached(sandbox: Sandbox, session: Session, job: Job) -> str:
     """Release the earlier noisy answer to the same question; nothing runs, nothing is spent."""
     original = session.get_one(Job, job.cached_from)
     move(session, job, JobStatus.CHECKING, actor=WORKER, details={"cached_from": original.id})
@@ -306,7 +306,7 @@ def _prepare_view(
     VIEWS.write(key, build, folder)
 
 
-def _fail(job: Job, session: Any, code: str, message: str, *, log: str = "") -> None:
+def _fail(job: Job, session: Session, code: str, message: str, *, log: str = "") -> None:
     job.error_code = code
     job.error_message = message
     job.log = log or None

@@ -61,7 +61,7 @@ def policy_for(manifest: Manifest, grant: Grant | None) -> DatasetPolicy:
     return policy.narrowed(grant.column_rules or {}, list(grant.columns or []))
 
 
-def plan_job(
+def plan_job(  # noqa: PLR0913
     manifest: Manifest,
     *,
     language: str,

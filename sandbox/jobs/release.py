@@ -6,7 +6,7 @@ auditors approved. Both do it here, in their own transaction.
 
 from __future__ import annotations
 
-from typing import Any
+from sqlalchemy.orm import Session
 
 from sandbox.context import Sandbox
 from sandbox.errors import Conflict
@@ -17,7 +17,7 @@ from sandbox.jobs.tables import result_csv
 from sandbox.models import Grant, Job, JobStatus, utcnow
 
 
-def release(sandbox: Sandbox, session: Any, job: Job, *, reviewers: list[str]) -> None:
+def release(sandbox: Sandbox, session: Session, job: Job, *, reviewers: list[str]) -> None:
     """Sign the certificate and move the job to released, in the caller's transaction.
 
     The certificate (docs/release-certificates.md) binds the output to who ran

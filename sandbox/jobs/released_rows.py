@@ -139,5 +139,5 @@ def _read_sizes(session: Session, grant_id: str, jobs: list[str]) -> dict[str, l
     return read
 
 
-def _keys(raw: Any) -> tuple[tuple[str, Any], ...]:
+def _keys(raw: Iterable[tuple[str, Any]]) -> tuple[tuple[str, Any], ...]:
     return tuple((name, value) for name, value in raw)

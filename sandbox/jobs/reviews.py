@@ -167,7 +167,10 @@ def _set_reviewers(session: Session, *, by: Person, dataset: str, count: object)
     if record is None:
         raise NotFound(f"There is no stored dataset {dataset}.")
     if not user_may_govern_dataset(by, owner_id=record.owner_id):
-        raise Forbidden("Only the dataset's owner or an admin sets its reviewers.")
+        raise Forbidden(
+            "Only the dataset's owner or an admin sets its reviewers.",
+            rule="permission.dataset_owner",
+        )
     if record.reviewers_required != count:
         change = {"from": record.reviewers_required, "to": count}
         audit.append(
@@ -394,7 +397,7 @@ def _locked(session: Session, job_id: str) -> Job:
     return job
 
 
-def _text(value: Any, *, field: str) -> str:
+def _text(value: object, *, field: str) -> str:
     if not isinstance(value, str) or not value.strip():
         raise InvalidRequest(f"{field} is required: say why.", field=field)
     value = value.strip()

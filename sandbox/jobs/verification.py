@@ -66,7 +66,7 @@ def verify_outputs(tables: list[OutputTable], view: Path) -> list[Checked]:
     return checked
 
 
-def _verify(table: OutputTable, view: Path) -> Checked:
+def _verify(table: OutputTable, view: Path) -> Checked:  # noqa: C901, PLR0912
     declared = table.declared if isinstance(table.declared, dict) else {}
     kind = declared.get("kind")
     if kind not in ("frequency", "magnitude"):
@@ -185,7 +185,7 @@ def _key(cells: list[Any]) -> tuple[Any, ...]:
     return tuple(_normal(cell) for cell in cells)
 
 
-def _normal(cell: Any) -> Any:
+def _normal(cell: object) -> object:
     """1 and 1.0 are the same group key (a column with gaps comes back as floats)."""
     if isinstance(cell, float) and cell.is_integer():
         return int(cell)

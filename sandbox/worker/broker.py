@@ -8,6 +8,7 @@ share the file.
 
 from __future__ import annotations
 
+import sqlite3
 from typing import Any
 
 from kombu.transport import sqlalchemy as kombu_sqlalchemy
@@ -18,13 +19,13 @@ TRANSPORT = "sandbox.worker.broker:Transport"
 
 
 class Channel(kombu_sqlalchemy.Channel):
-    def _engine_from_config(self) -> Any:
+    def _engine_from_config(self) -> object:
         engine = create_engine(
             self.connection.client.hostname, connect_args={"timeout": 30}, pool_pre_ping=True
         )
 
         @event.listens_for(engine, "connect")
-        def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        def _on_connect(dbapi_connection: sqlite3.Connection, _record: object) -> None:
             cursor = dbapi_connection.cursor()
             cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute("PRAGMA busy_timeout=30000")
