@@ -53,6 +53,7 @@ from datasets.manifest import ColumnClass, ColumnType
 from datasets.views import build_view, write_view
 from sandbox.dp.engine import DpRejected, answer, plan
 from sandbox.dp.noise import release_noisy
+from sandbox.dp.plan import DpPlan
 
 BENCH = Path(__file__).resolve().parent
 VENV = BENCH / ".smartnoise-venv"
@@ -325,7 +326,7 @@ class SmartNoise:
             self.process.wait(timeout=60)
 
 
-def measure(  # noqa: C901, PLR0912
+def measure(
     query: Query,
     connection: duckdb.DuckDBPyConnection,
     smartnoise: SmartNoise,
@@ -339,24 +340,8 @@ def measure(  # noqa: C901, PLR0912
     Each engine first answers once untimed (SmartNoise: the run that shows it
     supports the query). Draws beyond ``runs`` re-noise one exact pass.
     """
-    ours: dict[str, Any]
-    try:
-        dp_plan = plan(query.sql, HEALTH, epsilon=epsilon)
-        answer(query.sql, HEALTH, epsilon=epsilon, connection=connection)
-        ours = {"times": [], "answers": [], "statistics": len(dp_plan.measures)}
-    except DpRejected as rejected:
-        finding = rejected.findings[0] if rejected.findings else {}
-        ours = {"error": f"{finding.get('rule', 'rejected')}: {finding.get('message', rejected)}"}
-    attempts = [{"note": "as written", "sql": query.sql}]
-    attempts += [{"note": note, "sql": sql} for note, sql in query.smartnoise]
-    theirs = {}
-    for config in SMARTNOISE_CONFIGS:
-        reply = smartnoise.call(
-            {"cmd": "prepare", "config": config["name"], "query": query.name, "attempts": attempts}
-        )
-        if "error" not in reply:
-            reply.update(times=[], answers=[])
-        theirs[config["name"]] = reply
+    ours, dp_plan = _prepare_ours(query, connection, epsilon=epsilon)
+    theirs = _prepare_smartnoise(query, smartnoise)
     running = {name: state for name, state in theirs.items() if "error" not in state}
 
     for _ in range(runs):
@@ -366,34 +351,76 @@ def measure(  # noqa: C901, PLR0912
             ours["times"].append(time.perf_counter() - started)
             ours["answers"].append({"columns": result.columns, "rows": result.rows})
         for name, state in running.items():
-            reply = smartnoise.call({"cmd": "run", "config": name, "query": query.name})
-            if "error" in reply:
-                raise SystemExit(f"SmartNoise failed on {query.name}: {reply['error']}")
+            reply = _smartnoise_reply(smartnoise, query, {"cmd": "run", "config": name})
             state["times"].append(reply["seconds"])
             state["answers"].append(reply["answer"])
 
     extra = draws - runs
     if extra > 0 and "error" not in ours:
-        # One more exact pass (a fresh sample of rows), noised ``extra`` times.
-        cursor = connection.execute(dp_plan.sql)
-        columns = [d[0] for d in cursor.description or []]
-        exact = [list(r) for r in cursor.fetchall()]
-        for _ in range(extra):
-            released = release_noisy(dp_plan, columns, exact)
-            ours["answers"].append({"columns": released["columns"], "rows": released["rows"]})
+        assert dp_plan is not None
+        _redraw_ours(dp_plan, connection, ours, extra)
     for name, state in running.items():
         if extra > 0:
-            reply = smartnoise.call(
-                {"cmd": "draws", "config": name, "query": query.name, "n": extra}
+            reply = _smartnoise_reply(
+                smartnoise, query, {"cmd": "draws", "config": name, "n": extra}
             )
-            if "error" in reply:
-                raise SystemExit(f"SmartNoise failed on {query.name}: {reply['error']}")
             state["answers"].extend(reply["answers"])
         state["median_s"] = statistics.median(state["times"])
     if "error" not in ours:
         ours["median_s"] = statistics.median(ours["times"])
         ours["groups"] = len(ours["answers"][0]["rows"])
     return ours, theirs
+
+
+def _prepare_ours(
+    query: Query, connection: duckdb.DuckDBPyConnection, *, epsilon: float
+) -> tuple[dict[str, Any], DpPlan | None]:
+    """Our engine's plan and one untimed answer; or why it refuses the query."""
+    try:
+        dp_plan = plan(query.sql, HEALTH, epsilon=epsilon)
+        answer(query.sql, HEALTH, epsilon=epsilon, connection=connection)
+    except DpRejected as rejected:
+        finding = rejected.findings[0] if rejected.findings else {}
+        error = f"{finding.get('rule', 'rejected')}: {finding.get('message', rejected)}"
+        return {"error": error}, None
+    return {"times": [], "answers": [], "statistics": len(dp_plan.measures)}, dp_plan
+
+
+def _prepare_smartnoise(query: Query, smartnoise: SmartNoise) -> dict[str, dict[str, Any]]:
+    """Each SmartNoise configuration's first run of the query (as written, then adapted)."""
+    attempts = [{"note": "as written", "sql": query.sql}]
+    attempts += [{"note": note, "sql": sql} for note, sql in query.smartnoise]
+    theirs: dict[str, dict[str, Any]] = {}
+    for config in SMARTNOISE_CONFIGS:
+        reply = smartnoise.call(
+            {"cmd": "prepare", "config": config["name"], "query": query.name, "attempts": attempts}
+        )
+        if "error" not in reply:
+            reply.update(times=[], answers=[])
+        theirs[config["name"]] = reply
+    return theirs
+
+
+def _smartnoise_reply(
+    smartnoise: SmartNoise, query: Query, command: dict[str, Any]
+) -> dict[str, Any]:
+    """SmartNoise's answer to one command on a query it prepared, which may not fail."""
+    reply = smartnoise.call({**command, "query": query.name})
+    if "error" in reply:
+        raise SystemExit(f"SmartNoise failed on {query.name}: {reply['error']}")
+    return reply
+
+
+def _redraw_ours(
+    dp_plan: DpPlan, connection: duckdb.DuckDBPyConnection, ours: dict[str, Any], extra: int
+) -> None:
+    """One more exact pass (a fresh sample of rows), noised ``extra`` times."""
+    cursor = connection.execute(dp_plan.sql)
+    columns = [d[0] for d in cursor.description or []]
+    exact = [list(r) for r in cursor.fetchall()]
+    for _ in range(extra):
+        released = release_noisy(dp_plan, columns, exact)
+        ours["answers"].append({"columns": released["columns"], "rows": released["rows"]})
 
 
 # --- report ---------------------------------------------------------------------------

@@ -37,6 +37,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -347,7 +348,7 @@ def print_timeline(live: LivePortal, kind: str, jobs: list[Finished]) -> None:
 # --- sustained throughput ----------------------------------------------------
 
 
-def measure_load(  # noqa: C901, PLR0915
+def measure_load(
     live: LivePortal, tokens: list[str], args: argparse.Namespace, figures: Figures
 ) -> None:
     load_before = _load()
@@ -355,46 +356,7 @@ def measure_load(  # noqa: C901, PLR0915
     cpu_before = _cpu_by_component(live)
     start = time.time()
     end = start + args.duration
-    results: list[Finished] = []
-    lock = threading.Lock()
-    turn = itertools.count()
-    errors: list[BaseException] = []
-
-    def analyst(token: str) -> None:
-        try:
-            keep_jobs_in_flight(token)
-        except BaseException as error:
-            errors.append(error)
-
-    def keep_jobs_in_flight(token: str) -> None:
-        in_flight: dict[str, tuple[str, float, float]] = {}
-        while True:
-            now = time.time()
-            while now < end and len(in_flight) < args.in_flight:
-                with lock:
-                    kind = "SQL" if next(turn) % 2 == 0 else "Python"
-                job_id, t0, accepted = submit(live, token, KINDS[kind])
-                in_flight[job_id] = (kind, t0, accepted)
-                now = time.time()
-            if not in_flight:
-                return
-            for job_id in list(in_flight):
-                status = poll_once(live, token, job_id)
-                if status in FINAL:
-                    kind, t0, accepted = in_flight.pop(job_id)
-                    with lock:
-                        results.append(Finished(kind, job_id, status, t0, accepted, time.time()))
-            if time.time() > end + 300:
-                raise SystemExit(f"{len(in_flight)} jobs still unfinished 300 s after the load")
-            time.sleep(LOAD_POLL_S)
-
-    threads = [threading.Thread(target=analyst, args=(token,)) for token in tokens]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    if errors:
-        raise SystemExit(f"an analyst stopped: {errors[0]!r}")
+    results = _Load(live, in_flight=args.in_flight, end=end).run(tokens)
     drained = time.time()
     busy = _cpu_busy()
     cpu_after = _cpu_by_component(live)
@@ -404,13 +366,7 @@ def measure_load(  # noqa: C901, PLR0915
     in_window = [r for r in released if r.seen <= end]
     per_minute = len(in_window) / args.duration * 60
     slice_s = min(30.0, args.duration)
-    slices = max(1, math.floor(args.duration / slice_s))
-    per_slice = [
-        sum(1 for r in released if start + i * slice_s < r.seen <= start + (i + 1) * slice_s)
-        * 60
-        / slice_s
-        for i in range(slices)
-    ]
+    per_slice = _released_per_slice(released, start, args.duration, slice_s)
     others: dict[str, int] = {}
     for r in results:
         if r.status != "released":
@@ -440,6 +396,81 @@ def measure_load(  # noqa: C901, PLR0915
         latencies = [r.latency for r in released if r.kind == kind]
         if latencies:
             print(_table_row(f"{kind} under load", latencies))
+    _add_load_figures(
+        figures, released, per_minute, workers=args.workers, in_flight=len(tokens) * args.in_flight
+    )
+
+
+@dataclass
+class _Load:
+    """Analysts, one thread each, keeping ``in_flight`` jobs going until ``end``."""
+
+    live: LivePortal
+    in_flight: int
+    end: float  # wall clock: no job is submitted after it
+    results: list[Finished] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    turn: Iterator[int] = field(default_factory=itertools.count)
+    errors: list[BaseException] = field(default_factory=list)
+
+    def run(self, tokens: list[str]) -> list[Finished]:
+        """Every job the analysts submitted, once all of them reached a final status."""
+        threads = [threading.Thread(target=self.analyst, args=(token,)) for token in tokens]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        if self.errors:
+            raise SystemExit(f"an analyst stopped: {self.errors[0]!r}")
+        return self.results
+
+    def analyst(self, token: str) -> None:
+        try:
+            self.keep_jobs_in_flight(token)
+        except BaseException as error:
+            self.errors.append(error)
+
+    def keep_jobs_in_flight(self, token: str) -> None:
+        in_flight: dict[str, tuple[str, float, float]] = {}
+        while True:
+            now = time.time()
+            while now < self.end and len(in_flight) < self.in_flight:
+                with self.lock:
+                    kind = "SQL" if next(self.turn) % 2 == 0 else "Python"
+                job_id, t0, accepted = submit(self.live, token, KINDS[kind])
+                in_flight[job_id] = (kind, t0, accepted)
+                now = time.time()
+            if not in_flight:
+                return
+            for job_id in list(in_flight):
+                status = poll_once(self.live, token, job_id)
+                if status in FINAL:
+                    kind, t0, accepted = in_flight.pop(job_id)
+                    with self.lock:
+                        self.results.append(
+                            Finished(kind, job_id, status, t0, accepted, time.time())
+                        )
+            if time.time() > self.end + 300:
+                raise SystemExit(f"{len(in_flight)} jobs still unfinished 300 s after the load")
+            time.sleep(LOAD_POLL_S)
+
+
+def _released_per_slice(
+    released: list[Finished], start: float, duration: float, slice_s: float
+) -> list[float]:
+    """Jobs released a minute in each ``slice_s`` slice of the window."""
+    slices = max(1, math.floor(duration / slice_s))
+    return [
+        sum(1 for r in released if start + i * slice_s < r.seen <= start + (i + 1) * slice_s)
+        * 60
+        / slice_s
+        for i in range(slices)
+    ]
+
+
+def _add_load_figures(
+    figures: Figures, released: list[Finished], per_minute: float, *, workers: int, in_flight: int
+) -> None:
     figures.goals.append(
         (
             "sustained jobs released a minute",
@@ -451,8 +482,8 @@ def measure_load(  # noqa: C901, PLR0915
     all_latencies = [r.latency for r in released]
     if all_latencies:
         figures.add(
-            f"load: {per_minute:.1f} jobs/min released with {args.workers} workers and "
-            f"{len(tokens) * args.in_flight} in flight; latency median "
+            f"load: {per_minute:.1f} jobs/min released with {workers} workers and "
+            f"{in_flight} in flight; latency median "
             f"{statistics.median(all_latencies):.2f} s, p95 "
             f"{percentile(all_latencies, 0.95):.2f} s"
         )

@@ -412,7 +412,7 @@ HELPER_SKETCH = f"{HIDDEN_PREFIX}sketch"
 HELPER_COLUMNS = (HELPER_PERSONS, HELPER_TOP, HELPER_TOTAL, HELPER_SKETCH)
 
 
-def check_declared_output(  # noqa: PLR0913
+def check_declared_output(
     name: str,
     columns: list[str],
     rows: list[list[Any]],
@@ -468,7 +468,7 @@ def check_declared_output(  # noqa: PLR0913
     return checked
 
 
-def _check_declared(  # noqa: C901, PLR0912, PLR0915
+def _check_declared(
     name: str,
     columns: list[str],
     rows: list[list[Any]],
@@ -478,21 +478,9 @@ def _check_declared(  # noqa: C901, PLR0912, PLR0915
     rules: DisclosureRules | None,
 ) -> Released:
     rules = (rules or DisclosureRules()).with_threshold(k)
-    for column_index, column in enumerate(columns):
-        if any(isinstance(r[column_index], str) and PSEUDONYM.match(r[column_index]) for r in rows):
-            raise DisclosureError(
-                Finding.of(
-                    "output.row_level",
-                    "The column %(column)s of output %(output)s holds person or record keys: "
-                    "row-level outputs are never released.",
-                    f"output {name}, column {column}",
-                    column=column,
-                    output=name,
-                )
-            )
+    _refuse_row_level(name, columns, rows)
     kind = declared.get("kind")
     visible = [c for c in columns if c not in HELPER_COLUMNS]
-    where = f"output {name}"
     if kind == "model_summary":
         return _model_summary(name, columns, rows, declared, rules)
     count_column = declared.get("count_column")
@@ -500,35 +488,9 @@ def _check_declared(  # noqa: C901, PLR0912, PLR0915
     if kind not in ("frequency", "magnitude") or (
         persons_at is None and (not count_column or count_column not in columns)
     ):
-        return Released(
-            visible,
-            [[r[columns.index(c)] for c in visible] for r in rows],
-            0,
-            0,
-            holds=[
-                Finding.of(
-                    "output.undeclared",
-                    "The output %(output)s is not declared as a frequency table, magnitude "
-                    "table or model summary with its counts (sandbox_job.frequency_table, "
-                    "magnitude_table, model_summary): an auditor reviews it.",
-                    where,
-                    output=name,
-                )
-            ],
-        )
-    if kind == "magnitude" and HELPER_TOP not in columns:
-        holds = [
-            Finding.of(
-                "output.magnitude_unchecked",
-                "The magnitude output %(output)s was not made by "
-                "sandbox_job.magnitude_table, so its dominance cannot be checked: "
-                "an auditor reviews it.",
-                where,
-                output=name,
-            )
-        ]
-    else:
-        holds = []
+        return _undeclared(name, columns, rows, visible)
+    dominance_checked = kind == "magnitude" and HELPER_TOP in columns
+    holds = _magnitude_unchecked(name) if kind == "magnitude" and not dominance_checked else []
     count_at = columns.index(count_column) if count_column in columns else None
     threshold_at = persons_at if persons_at is not None else count_at
     assert threshold_at is not None
@@ -542,37 +504,19 @@ def _check_declared(  # noqa: C901, PLR0912, PLR0915
         keys = tuple((c, row[columns.index(c)]) for c in key_names)
         sketch = _helper_sketch(row, columns)
         number = count if isinstance(count, int | float) and not isinstance(count, bool) else 0
-        if number < rules.threshold:
-            if rules.zeros_disclosive or number != 0 or persons_at is not None:
-                suppressed += 1
-                _count(reasons, "zero" if number == 0 else "threshold")
-                if sketch is not None:
-                    sketches.append(SketchedRow(name, keys, int(number), sketch, False))
-                continue
-        out = []
-        for column in visible:
-            value = row[columns.index(column)]
-            if column == count_column:
-                value = rounded(value, rules.round_base)
-            out.append(value)
-        if kind == "magnitude" and HELPER_TOP in columns:
-            raw_top = row[columns.index(HELPER_TOP)]
-            raw_top = json.loads(raw_top) if isinstance(raw_top, str) else raw_top
-            top = [float(v) for v in raw_top or []]
-            total = float(row[columns.index(HELPER_TOTAL)] or 0.0)
-            problem = (
-                "dominance"
-                if dominance_fails(top, total, rules)
-                else "p_percent"
-                if p_percent_fails(top, total, rules)
-                else None
-            )
-            if problem is not None:
-                for position, column in enumerate(visible):
-                    if column not in key_names and column != count_column:
-                        out[position] = None
-                        cells += 1
-                _count(reasons, problem)
+        if number < rules.threshold and (
+            rules.zeros_disclosive or number != 0 or persons_at is not None
+        ):
+            suppressed += 1
+            _count(reasons, "zero" if number == 0 else "threshold")
+            if sketch is not None:
+                sketches.append(SketchedRow(name, keys, int(number), sketch, False))
+            continue
+        out = _visible_cells(row, columns, visible, count_column=count_column, rules=rules)
+        problem = _magnitude_problem(row, columns, rules) if dominance_checked else None
+        if problem is not None:
+            cells += _suppress_magnitudes(out, visible, key_names, count_column=count_column)
+            _count(reasons, problem)
         kept.append(out)
         if sketch is not None:
             sketches.append(SketchedRow(name, keys, int(number), sketch, True))
@@ -580,6 +524,100 @@ def _check_declared(  # noqa: C901, PLR0912, PLR0915
     return Released(
         visible, kept, suppressed, cells, reasons=reasons, sketches=sketches, holds=holds
     )
+
+
+def _refuse_row_level(name: str, columns: list[str], rows: list[list[Any]]) -> None:
+    """Raise if a column holds person or record keys: such an output is never released."""
+    for column_index, column in enumerate(columns):
+        if any(isinstance(r[column_index], str) and PSEUDONYM.match(r[column_index]) for r in rows):
+            raise DisclosureError(
+                Finding.of(
+                    "output.row_level",
+                    "The column %(column)s of output %(output)s holds person or record keys: "
+                    "row-level outputs are never released.",
+                    f"output {name}, column {column}",
+                    column=column,
+                    output=name,
+                )
+            )
+
+
+def _undeclared(
+    name: str, columns: list[str], rows: list[list[Any]], visible: list[str]
+) -> Released:
+    """An output not declared with its counts: nothing suppressed, held for an auditor."""
+    return Released(
+        visible,
+        [[r[columns.index(c)] for c in visible] for r in rows],
+        0,
+        0,
+        holds=[
+            Finding.of(
+                "output.undeclared",
+                "The output %(output)s is not declared as a frequency table, magnitude "
+                "table or model summary with its counts (sandbox_job.frequency_table, "
+                "magnitude_table, model_summary): an auditor reviews it.",
+                f"output {name}",
+                output=name,
+            )
+        ],
+    )
+
+
+def _magnitude_unchecked(name: str) -> list[Finding]:
+    return [
+        Finding.of(
+            "output.magnitude_unchecked",
+            "The magnitude output %(output)s was not made by "
+            "sandbox_job.magnitude_table, so its dominance cannot be checked: "
+            "an auditor reviews it.",
+            f"output {name}",
+            output=name,
+        )
+    ]
+
+
+def _visible_cells(
+    row: list[Any],
+    columns: list[str],
+    visible: list[str],
+    *,
+    count_column: object,
+    rules: DisclosureRules,
+) -> list[Any]:
+    """The row's released cells, its count rounded."""
+    out = []
+    for column in visible:
+        value = row[columns.index(column)]
+        if column == count_column:
+            value = rounded(value, rules.round_base)
+        out.append(value)
+    return out
+
+
+def _magnitude_problem(row: list[Any], columns: list[str], rules: DisclosureRules) -> str | None:
+    """The rule a helper-made magnitude row breaks with its largest contributions, if any."""
+    raw_top = row[columns.index(HELPER_TOP)]
+    raw_top = json.loads(raw_top) if isinstance(raw_top, str) else raw_top
+    top = [float(v) for v in raw_top or []]
+    total = float(row[columns.index(HELPER_TOTAL)] or 0.0)
+    if dominance_fails(top, total, rules):
+        return "dominance"
+    if p_percent_fails(top, total, rules):
+        return "p_percent"
+    return None
+
+
+def _suppress_magnitudes(
+    out: list[Any], visible: list[str], key_names: list[str], *, count_column: object
+) -> int:
+    """Blank the row's value cells (neither group key nor count); how many were blanked."""
+    blanked = 0
+    for position, column in enumerate(visible):
+        if column not in key_names and column != count_column:
+            out[position] = None
+            blanked += 1
+    return blanked
 
 
 # An output most of whose rows fall below the threshold is near row level: the

@@ -189,8 +189,37 @@ def _parse_rule(raw: Any, where: str) -> ColumnRule:
     return ColumnRule(rules, upper)
 
 
-def parse_policy(text: str, manifest: Manifest, *, source: str = "policy") -> DatasetPolicy:  # noqa: C901
+def parse_policy(text: str, manifest: Manifest, *, source: str = "policy") -> DatasetPolicy:
     """Validate an owner's policy file against the manifest."""
+    raw = _policy_mapping(text, source)
+    if raw.get("dataset") != manifest.name:
+        raise PolicyFileError(f"{source}: 'dataset' must be {manifest.name}")
+    k = raw.get("k_threshold", 10)
+    if not isinstance(k, int) or isinstance(k, bool) or k < 2:
+        raise PolicyFileError(f"{source}: k_threshold must be a whole number of at least 2")
+    central = raw.get("central_authorization") or {}
+    purposes = central.get("purposes", []) if isinstance(central, dict) else None
+    if not isinstance(purposes, list) or not all(isinstance(p, str) for p in purposes):
+        raise PolicyFileError(f"{source}: central_authorization.purposes must be a list")
+    columns = _column_rules(manifest, raw.get("columns") or {}, source)
+    try:
+        disclosure = DisclosureRules.parse(
+            raw.get("disclosure"), threshold=k, where=f"{source}: disclosure"
+        )
+    except RulesError as error:
+        raise PolicyFileError(str(error)) from error
+    return DatasetPolicy(
+        dataset=manifest.name,
+        k_threshold=k,
+        central_authorization_purposes=frozenset(purposes),
+        columns=columns,
+        version=_version(text),
+        disclosure=disclosure,
+    )
+
+
+def _policy_mapping(text: str, source: str) -> dict[Any, Any]:
+    """The policy file's top-level mapping, holding no key a policy does not know."""
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as error:
@@ -208,15 +237,13 @@ def parse_policy(text: str, manifest: Manifest, *, source: str = "policy") -> Da
     }
     if unknown:
         raise PolicyFileError(f"{source}: unknown keys {', '.join(sorted(unknown))}")
-    if raw.get("dataset") != manifest.name:
-        raise PolicyFileError(f"{source}: 'dataset' must be {manifest.name}")
-    k = raw.get("k_threshold", 10)
-    if not isinstance(k, int) or isinstance(k, bool) or k < 2:
-        raise PolicyFileError(f"{source}: k_threshold must be a whole number of at least 2")
-    central = raw.get("central_authorization") or {}
-    purposes = central.get("purposes", []) if isinstance(central, dict) else None
-    if not isinstance(purposes, list) or not all(isinstance(p, str) for p in purposes):
-        raise PolicyFileError(f"{source}: central_authorization.purposes must be a list")
+    return raw
+
+
+def _column_rules(
+    manifest: Manifest, overrides: Mapping[Any, Any], source: str
+) -> dict[str, ColumnRule]:
+    """Every view column's rule: its class's default unless the owner's file sets one."""
     columns: dict[str, ColumnRule] = {}
     for table in manifest.tables:
         for column in table.columns:
@@ -225,7 +252,7 @@ def parse_policy(text: str, manifest: Manifest, *, source: str = "policy") -> Da
     negative_list = {
         f"{t.name}.{c.name}" for t in manifest.tables for c in t.columns if c.forbidden
     }
-    for name, rule in (raw.get("columns") or {}).items():
+    for name, rule in overrides.items():
         key = str(name).lower()
         if key in negative_list:
             raise PolicyFileError(
@@ -234,20 +261,7 @@ def parse_policy(text: str, manifest: Manifest, *, source: str = "policy") -> Da
         if key not in columns:
             raise PolicyFileError(f"{source}: columns.{name} is not a view column")
         columns[key] = _parse_rule(rule, f"{source}: columns.{name}")
-    try:
-        disclosure = DisclosureRules.parse(
-            raw.get("disclosure"), threshold=k, where=f"{source}: disclosure"
-        )
-    except RulesError as error:
-        raise PolicyFileError(str(error)) from error
-    return DatasetPolicy(
-        dataset=manifest.name,
-        k_threshold=k,
-        central_authorization_purposes=frozenset(purposes),
-        columns=columns,
-        version=_version(text),
-        disclosure=disclosure,
-    )
+    return columns
 
 
 def load_policy(manifest: Manifest, folder: Path = POLICY_DIR) -> DatasetPolicy:

@@ -78,8 +78,9 @@ import ast
 import io
 import re
 import tokenize
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 from policies.decision import Decision, Finding, Phrase
 
@@ -484,54 +485,65 @@ class _Checker:
 
     # -- nodes ------------------------------------------------------------------
 
-    def visit(self, node: ast.AST, scope: _Scope) -> None:  # noqa: C901, PLR0912
-        if isinstance(node, ast.Import):
-            for alias in node.names:
-                for issue in _module_issues(alias.name):
-                    self.add_at(issue, alias)
-                self.check_bound_name(alias.asname, alias)
-        elif isinstance(node, ast.ImportFrom):
-            self.visit_import_from(node)
-        elif isinstance(node, ast.Name):
-            self.visit_name(node, scope)
-        elif isinstance(node, ast.Attribute):
-            self.visit_attribute(node, scope)
-        elif isinstance(node, ast.Call):
-            self.visit_call(node)
-        elif isinstance(node, ast.Expr) and _is_str(node.value):
+    def visit(self, node: ast.AST, scope: _Scope) -> None:
+        # ast.parse builds nodes of exactly these classes, so a node's class picks its visitor.
+        visitor = _VISITORS.get(type(node))
+        if visitor is not None:
+            visitor(self, node, scope)
+
+    def visit_import(self, node: ast.Import, scope: _Scope) -> None:
+        for alias in node.names:
+            for issue in _module_issues(alias.name):
+                self.add_at(issue, alias)
+            self.check_bound_name(alias.asname, alias)
+
+    def visit_expression_statement(self, node: ast.Expr, scope: _Scope) -> None:
+        if _is_str(node.value):
             self.handled.add(id(node.value))  # a docstring or a bare string: never used
-        elif isinstance(node, ast.Constant) and isinstance(node.value, str):
-            if id(node) not in self.handled:
-                self.check_string(node.value, node)
-        elif isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
-            if is_dunder(node.name) and not scope.class_body:
-                self.add(_dunder_issue(node.name), node.lineno, _name_offset(node))
-            if not isinstance(node, ast.ClassDef) and node.returns is not None:
-                self.check_annotation(node.returns)
-        elif isinstance(node, ast.arg):
-            self.check_bound_name(node.arg, node)
-            if node.annotation is not None:
-                self.check_annotation(node.annotation)
-        elif isinstance(node, ast.AnnAssign):
+
+    def visit_constant(self, node: ast.Constant, scope: _Scope) -> None:
+        if isinstance(node.value, str) and id(node) not in self.handled:
+            self.check_string(node.value, node)
+
+    def visit_definition(
+        self, node: ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef, scope: _Scope
+    ) -> None:
+        if is_dunder(node.name) and not scope.class_body:
+            self.add(_dunder_issue(node.name), node.lineno, _name_offset(node))
+        if not isinstance(node, ast.ClassDef) and node.returns is not None:
+            self.check_annotation(node.returns)
+
+    def visit_arg(self, node: ast.arg, scope: _Scope) -> None:
+        self.check_bound_name(node.arg, node)
+        if node.annotation is not None:
             self.check_annotation(node.annotation)
-        elif isinstance(node, ast.Global | ast.Nonlocal):
-            for name in node.names:
-                self.check_bound_name(name, node)
-        elif isinstance(node, ast.ExceptHandler | ast.MatchAs | ast.MatchStar):
-            self.check_bound_name(node.name, node)
-        elif isinstance(node, ast.MatchMapping):
-            self.check_bound_name(node.rest, node)
-        elif isinstance(node, ast.MatchClass):
-            # case C(__class__=x) reads the attribute without an Attribute node.
-            for attr in node.kwd_attrs:
-                for issue in _attribute_issues(attr, None):
-                    self.add_at(issue, node)
+
+    def visit_annotated_assignment(self, node: ast.AnnAssign, scope: _Scope) -> None:
+        self.check_annotation(node.annotation)
+
+    def visit_declaration(self, node: ast.Global | ast.Nonlocal, scope: _Scope) -> None:
+        for name in node.names:
+            self.check_bound_name(name, node)
+
+    def visit_named_capture(
+        self, node: ast.ExceptHandler | ast.MatchAs | ast.MatchStar, scope: _Scope
+    ) -> None:
+        self.check_bound_name(node.name, node)
+
+    def visit_match_mapping(self, node: ast.MatchMapping, scope: _Scope) -> None:
+        self.check_bound_name(node.rest, node)
+
+    def visit_match_class(self, node: ast.MatchClass, scope: _Scope) -> None:
+        # case C(__class__=x) reads the attribute without an Attribute node.
+        for attr in node.kwd_attrs:
+            for issue in _attribute_issues(attr, None):
+                self.add_at(issue, node)
 
     def check_bound_name(self, name: str | None, node: ast.AST) -> None:
         if name and is_dunder(name) and name not in ALLOWED_DUNDERS:
             self.add_at(_dunder_issue(name), node)
 
-    def visit_import_from(self, node: ast.ImportFrom) -> None:
+    def visit_import_from(self, node: ast.ImportFrom, scope: _Scope) -> None:
         if node.level:
             self.add_at(
                 _Issue(
@@ -612,7 +624,7 @@ class _Checker:
         if path in ATTRGETTER_PATHS and id(node) not in self.handled:
             self.add_at_attribute(_computed_name_issue(path, passed=True), node)
 
-    def visit_call(self, node: ast.Call) -> None:  # noqa: C901
+    def visit_call(self, node: ast.Call, scope: _Scope) -> None:
         func = node.func
         if isinstance(func, ast.Name) and func.id in GETATTR_BUILTINS:
             self.handled.add(id(func))
@@ -622,37 +634,44 @@ class _Checker:
             self.handled.add(id(func))
             self.check_attrgetter(path, node)
         if isinstance(func, ast.Attribute) and func.attr in EXPRESSION_METHODS:
-            expression = node.args[0] if node.args else _keyword(node, "expr")
-            if expression is not None:
-                the_expression = Phrase(
-                    "python.evaluated.expression", "the %(method)s() expression", method=func.attr
-                )
-                self.check_evaluated(expression, the_expression)
+            self.check_expression_argument(func.attr, node)
         for argument in node.args:
             if _formula_text(argument) is not None:
                 self.check_evaluated(argument, THE_FORMULA)
         for keyword in node.keywords:
-            if keyword.arg and keyword.arg.endswith("formula"):
-                for part in ast.walk(keyword.value):
-                    if _is_str(part) or isinstance(part, ast.JoinedStr):
-                        self.check_evaluated(part, THE_FORMULA)
-            elif keyword.arg and _formula_text(keyword.value) is not None:
-                self.check_evaluated(keyword.value, THE_FORMULA)
-            if keyword.arg in DENIED_TRUE_KEYWORDS and not _is_false(keyword.value):
-                self.add_at(
-                    _Issue(
-                        "python.call_denied",
-                        Phrase(
-                            "python.call_denied.keyword",
-                            "%(keyword)s= may not be set: %(reason)s.",
-                            keyword=keyword.arg,
-                            reason=DENIED_TRUE_KEYWORDS[keyword.arg],
-                        ),
-                        "Save and load arrays and tables as .npy/.csv/.parquet "
-                        "without pickled objects.",
+            self.check_keyword(keyword)
+
+    def check_expression_argument(self, method: str, node: ast.Call) -> None:
+        """The expression a DataFrame.query/eval-like method evaluates."""
+        expression = node.args[0] if node.args else _keyword(node, "expr")
+        if expression is not None:
+            the_expression = Phrase(
+                "python.evaluated.expression", "the %(method)s() expression", method=method
+            )
+            self.check_evaluated(expression, the_expression)
+
+    def check_keyword(self, keyword: ast.keyword) -> None:
+        if keyword.arg and keyword.arg.endswith("formula"):
+            for part in ast.walk(keyword.value):
+                if _is_str(part) or isinstance(part, ast.JoinedStr):
+                    self.check_evaluated(part, THE_FORMULA)
+        elif keyword.arg and _formula_text(keyword.value) is not None:
+            self.check_evaluated(keyword.value, THE_FORMULA)
+        if keyword.arg in DENIED_TRUE_KEYWORDS and not _is_false(keyword.value):
+            self.add_at(
+                _Issue(
+                    "python.call_denied",
+                    Phrase(
+                        "python.call_denied.keyword",
+                        "%(keyword)s= may not be set: %(reason)s.",
+                        keyword=keyword.arg,
+                        reason=DENIED_TRUE_KEYWORDS[keyword.arg],
                     ),
-                    keyword.value,
-                )
+                    "Save and load arrays and tables as .npy/.csv/.parquet "
+                    "without pickled objects.",
+                ),
+                keyword.value,
+            )
 
     def check_getattr(self, name: str, node: ast.Call) -> None:
         args = node.args
@@ -717,6 +736,30 @@ class _Checker:
 
 THE_FORMULA = Phrase("python.evaluated.formula", "the formula")
 THE_ANNOTATION = Phrase("python.evaluated.annotation", "the string annotation")
+
+
+# What each kind of node is checked for; the other kinds hold nothing to check.
+_VISITORS: dict[type[ast.AST], Callable[[_Checker, Any, _Scope], None]] = {
+    ast.Import: _Checker.visit_import,
+    ast.ImportFrom: _Checker.visit_import_from,
+    ast.Name: _Checker.visit_name,
+    ast.Attribute: _Checker.visit_attribute,
+    ast.Call: _Checker.visit_call,
+    ast.Expr: _Checker.visit_expression_statement,
+    ast.Constant: _Checker.visit_constant,
+    ast.FunctionDef: _Checker.visit_definition,
+    ast.AsyncFunctionDef: _Checker.visit_definition,
+    ast.ClassDef: _Checker.visit_definition,
+    ast.arg: _Checker.visit_arg,
+    ast.AnnAssign: _Checker.visit_annotated_assignment,
+    ast.Global: _Checker.visit_declaration,
+    ast.Nonlocal: _Checker.visit_declaration,
+    ast.ExceptHandler: _Checker.visit_named_capture,
+    ast.MatchAs: _Checker.visit_named_capture,
+    ast.MatchStar: _Checker.visit_named_capture,
+    ast.MatchMapping: _Checker.visit_match_mapping,
+    ast.MatchClass: _Checker.visit_match_class,
+}
 
 
 def _in_evaluated(what: Phrase, issue: _Issue) -> _Issue:

@@ -245,8 +245,13 @@ def check_sql(
     """Check one analyst SQL statement against the dataset's manifest and policy."""
     policy = policy or _default_policy(manifest)
     if len(sql) > MAX_SQL_CHARS:
-        too_long = "The query is longer than %(limit)s characters."
-        return _deny(Finding.of("sql.too_long", too_long, limit=MAX_SQL_CHARS))
+        return _deny(
+            Finding.of(
+                "sql.too_long",
+                "The query is longer than %(limit)s characters.",
+                limit=MAX_SQL_CHARS,
+            )
+        )
     try:
         statements = [s for s in sqlglot.parse(sql, read=DIALECT) if s is not None]
     except (ParseError, TokenError) as error:

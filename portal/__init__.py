@@ -25,13 +25,14 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app.config.update(config)
     app.json.ensure_ascii = False  # type: ignore[attr-defined]
 
-    from portal import api, errors, web
+    from portal import api, errors, i18n, web
     from sandbox.worker.celery_app import make_celery
     from sandbox.worker.tasks import make_enqueue
 
     app.extensions["enqueue"] = config.get("ENQUEUE") or make_enqueue(make_celery(sandbox.settings))
 
     errors.init_app(app)
+    i18n.init_app(app, time_zone=sandbox.settings.time_zone)
     app.register_blueprint(api.bp)
     app.register_blueprint(web.bp)
     return app

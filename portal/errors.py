@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from flask import Flask, jsonify, request
+from flask import Flask, jsonify, render_template, request
 from werkzeug.exceptions import HTTPException
 
 from sandbox.errors import SandboxError
@@ -24,7 +24,10 @@ def init_app(app: Flask) -> None:
     @app.errorhandler(HTTPException)
     def _http_error(error: HTTPException):  # type: ignore[no-untyped-def]
         if not request.path.startswith("/api/"):
-            return error
+            # A page outside the web views (an unknown path): the error page, in the
+            # reader's language, not Werkzeug's English one.
+            status = error.code or 500
+            return render_template("error.html", status=status, message=None), status
         code = (error.name or "error").lower().replace(" ", "_")
         return jsonify(error={"code": code, "message": error.description}), error.code
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import ast
 from collections.abc import Collection, Iterator, Mapping
-from typing import IO, Any
+from typing import IO, Any, NamedTuple
 
 CALLS = frozenset({"Finding", "Finding.of", "Phrase", "template"})
 
@@ -34,16 +34,12 @@ def extract_findings(
         yield found.line, None, found.message_id, [found.template]
 
 
-class FoundMessage:
+class FoundMessage(NamedTuple):
     """One message id written in the source, with its English template."""
 
-    def __init__(self, line: int, message_id: str, template: str) -> None:
-        self.line = line
-        self.message_id = message_id
-        self.template = template
-
-    def __repr__(self) -> str:
-        return f"FoundMessage({self.line}, {self.message_id!r}, {self.template!r})"
+    line: int
+    message_id: str
+    template: str
 
 
 def finding_messages(tree: ast.AST) -> Iterator[FoundMessage]:

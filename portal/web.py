@@ -22,6 +22,7 @@ from flask import (
     session,
     url_for,
 )
+from flask_babel import gettext
 from werkzeug.exceptions import HTTPException
 from werkzeug.wrappers import Response
 
@@ -32,7 +33,7 @@ from policies.permissions import (
     user_may_submit_jobs,
 )
 from portal.auth import allowed, login_required, sandbox
-from portal.i18n import LANGUAGES, language, t
+from portal.i18n import LANGUAGES, language
 from sandbox import catalog
 from sandbox.access import grants, users
 from sandbox.errors import InvalidRequest, PolicyRejected, SandboxError, Unauthenticated
@@ -69,7 +70,7 @@ def _check_csrf() -> None:
     expected = session.get("csrf", "")
     sent = request.form.get(CSRF_FIELD, "")
     if not expected or not secrets.compare_digest(sent.encode(), str(expected).encode()):
-        abort(400, t("error.csrf"))
+        abort(400, gettext("error.csrf"))
 
 
 def _safe_next(target: str | None) -> str:
@@ -89,7 +90,6 @@ def _here() -> str:
 @bp.app_context_processor
 def _template_helpers() -> dict[str, Any]:
     return {
-        "t": t,
         "lang": language(),
         "csrf_field": CSRF_FIELD,
         "csrf_token": csrf_token,
@@ -115,17 +115,6 @@ def _what_the_user_can() -> dict[str, bool]:
     }
 
 
-@bp.app_template_filter("when")
-def _when(value: str | None) -> str:
-    """An ISO timestamp as 'YYYY-MM-DD HH:MM:SS UTC'."""
-    if not value:
-        return "—"
-    moment = dt.datetime.fromisoformat(value)
-    if moment.tzinfo is not None:
-        moment = moment.astimezone(dt.UTC)
-    return moment.strftime("%Y-%m-%d %H:%M:%S") + " UTC"
-
-
 @bp.app_template_global("elapsed")
 def _elapsed(start: str | None, end: str | None) -> str:
     if not start or not end:
@@ -138,18 +127,6 @@ def _elapsed(start: str | None, end: str | None) -> str:
 def _bound(value: float) -> str:
     """A manifest bound as written: 1920, 0.5, 50000."""
     return f"{value:.10g}" if isinstance(value, float) else str(value)
-
-
-@bp.app_template_filter("cell")
-def _cell(value: Any) -> str:
-    """A result value for reading: whole floats without decimals, others to 2 places."""
-    if isinstance(value, bool) or value is None:
-        return str(value)
-    if isinstance(value, float):
-        return f"{value:,.0f}" if value.is_integer() else f"{value:,.2f}"
-    if isinstance(value, int):
-        return f"{value:,}"
-    return str(value)
 
 
 # --- errors: pages, not JSON ---------------------------------------------------------------
@@ -168,7 +145,9 @@ def _sandbox_error(error: SandboxError) -> tuple[str, int]:
 @bp.errorhandler(HTTPException)
 def _http_error(error: HTTPException) -> tuple[str, int]:
     status = error.code or 500
-    message = t("error.not_found") if status == 404 else (error.description or "")
+    # Werkzeug's own description is English: the page words the status instead.
+    custom = error.description != type(error).description
+    message = error.description if custom and status != 404 else None
     return render_template("error.html", status=status, message=message), status
 
 
@@ -176,7 +155,7 @@ def _http_error(error: HTTPException) -> tuple[str, int]:
 def _unexpected(error: Exception) -> tuple[str, int]:
     # The detail goes to the server log only; it may hold values from the data.
     log.exception("unexpected error on %s %s", request.method, request.path)
-    return render_template("error.html", status=500, message=t("error.internal")), 500
+    return render_template("error.html", status=500, message=None), 500
 
 
 # --- pages ------------------------------------------------------------------------------------
@@ -201,7 +180,7 @@ def login() -> Any:
         )
     except Unauthenticated:
         page = render_template(
-            "login.html", next_url=next_url, username=username, error=t("login.failed")
+            "login.html", next_url=next_url, username=username, error=gettext("login.failed")
         )
         return page, 401
     chosen = session.get("lang")
@@ -243,7 +222,7 @@ def _epsilon(raw: str) -> float | None:
     try:
         return float(raw)
     except ValueError as error:
-        raise InvalidRequest(t("new.bad_epsilon"), field="epsilon") from error
+        raise InvalidRequest(gettext("new.bad_epsilon"), field="epsilon") from error
 
 
 def _rows_per_person(raw: str) -> int | None:
@@ -252,7 +231,7 @@ def _rows_per_person(raw: str) -> int | None:
     try:
         return int(raw)
     except ValueError as error:
-        raise InvalidRequest(t("new.bad_rows_per_person"), field="rows_per_person") from error
+        raise InvalidRequest(gettext("new.bad_rows_per_person"), field="rows_per_person") from error
 
 
 def _job_form(form: dict[str, str], **extra: Any) -> str:

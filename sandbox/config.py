@@ -15,6 +15,7 @@ import secrets
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sandbox.errors import ConfigurationError
 
@@ -40,6 +41,8 @@ class Settings:
     max_submissions_per_minute: int = 30
     # Docker runner containers each worker process starts ahead of its jobs (0: none).
     runner_pool: int = 1
+    # The time zone the web pages show times in (the database keeps UTC).
+    time_zone: str = "Asia/Shanghai"
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -69,6 +72,7 @@ class Settings:
             max_active_jobs=_whole(env, "SANDBOX_MAX_ACTIVE_JOBS", "4"),
             max_submissions_per_minute=_whole(env, "SANDBOX_MAX_SUBMISSIONS_PER_MINUTE", "30"),
             runner_pool=_count(env, "SANDBOX_RUNNER_POOL", "1"),
+            time_zone=_time_zone(env.get("SANDBOX_TIME_ZONE", "Asia/Shanghai")),
         )
 
     @property
@@ -89,6 +93,16 @@ class Settings:
 
     def secrets(self) -> Secrets:
         return Secrets.load_or_create(self.instance / "secrets.json")
+
+
+def _time_zone(name: str) -> str:
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError) as error:
+        raise ConfigurationError(
+            f"SANDBOX_TIME_ZONE must be an IANA time zone such as Asia/Shanghai, not {name!r}"
+        ) from error
+    return name
 
 
 def _count(env: dict[str, str], name: str, default: str) -> int:

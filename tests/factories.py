@@ -31,7 +31,7 @@ def health_tables(patients: int = TEST_PATIENTS, seed: int = 7) -> dict[str, pd.
     return generate_health(patients, seed=seed)
 
 
-def make_settings(  # noqa: PLR0913
+def make_settings(
     instance: Path,
     *,
     database_url: str | None = None,
@@ -41,9 +41,6 @@ def make_settings(  # noqa: PLR0913
     # Generous fair-share limits: most tests submit in bursts; test_fair_share sets its own.
     max_active_jobs: int = 100,
     max_submissions_per_minute: int = 1000,
-    # Jobs run in this process start no warm containers: nothing would close them
-    # before the test process ends. Worker processes take SANDBOX_RUNNER_POOL.
-    runner_pool: int = 0,
 ) -> Settings:
     if database_url is None and os.environ.get("SANDBOX_TEST_METADATA") == "postgres":
         database_url = fresh_postgres_database()
@@ -58,7 +55,9 @@ def make_settings(  # noqa: PLR0913
         docker_runtime=None,
         max_active_jobs=max_active_jobs,
         max_submissions_per_minute=max_submissions_per_minute,
-        runner_pool=runner_pool,
+        # Jobs run in this process start no warm containers: nothing would close them
+        # before the test process ends. Worker processes take SANDBOX_RUNNER_POOL.
+        runner_pool=0,
     )
 
 

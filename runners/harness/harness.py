@@ -25,7 +25,10 @@ LOG_TAIL_BYTES = 128 * 1024  # what the auditor's copy keeps of a job's output
 
 
 class OutputTooLarge(Exception):
-    pass
+    """The result line would be too long; caught in main(), never leaves the container.
+
+    Not a RunnerError: the image holds this folder only, not the runners package.
+    """
 
 
 def _cell(value: Any) -> Any:

@@ -79,43 +79,49 @@ def table(
     return frame
 
 
-def selection(name: Any, where: Any, bins: Any) -> dict[str, Any]:  # noqa: C901
+def selection(name: Any, where: Any, bins: Any) -> dict[str, Any]:
     """A table's selection in plain JSON values, checked; ValueError names what is wrong."""
     if not isinstance(name, str) or not name.isidentifier():
         raise ValueError("a table name is an identifier")
-    conditions = []
-    for condition in where or []:
-        if not isinstance(condition, list | tuple) or len(condition) not in (2, 3):
-            raise ValueError("each where condition is (column, operator, value)")
-        column, operator, *rest = condition
-        value = rest[0] if rest else None
-        if not isinstance(column, str) or operator not in OPERATORS:
-            raise ValueError(f"a where operator is one of {', '.join(OPERATORS)}")
-        if operator in ("in", "not in"):
-            if not isinstance(value, list | tuple) or len(value) > MAX_LIST:
-                raise ValueError(f"'{operator}' takes a list of at most {MAX_LIST} values")
-            if not all(_scalar(v) for v in value):
-                raise ValueError("where values are numbers, text, true/false or None")
-            value = list(value)
-        elif operator in ("is null", "not null"):
-            value = None
-        elif not _scalar(value) or value is None:
-            raise ValueError(f"'{operator}' takes one number, text or true/false")
-        conditions.append([column, operator, value])
+    conditions = [_condition(condition) for condition in where or []]
     if len(conditions) > MAX_CONDITIONS:
         raise ValueError(f"at most {MAX_CONDITIONS} where conditions")
-    edges_of: dict[str, list[float]] = {}
-    for column, edges in (bins or {}).items():
-        numbers = list(edges) if isinstance(edges, list | tuple) else []
-        if (
-            not isinstance(column, str)
-            or not 2 <= len(numbers) <= MAX_EDGES
-            or not all(isinstance(e, int | float) and not isinstance(e, bool) for e in numbers)
-            or any(b <= a for a, b in zip(numbers, numbers[1:], strict=False))
-        ):
-            raise ValueError(f"bins of {column!r}: 2 to {MAX_EDGES} increasing numbers")
-        edges_of[column] = numbers
+    edges_of = {column: _edges(column, edges) for column, edges in (bins or {}).items()}
     return {"table": name, "where": conditions, "bins": edges_of}
+
+
+def _condition(condition: Any) -> list[Any]:
+    """One where condition as ``[column, operator, value]``, checked."""
+    if not isinstance(condition, list | tuple) or len(condition) not in (2, 3):
+        raise ValueError("each where condition is (column, operator, value)")
+    column, operator, *rest = condition
+    value = rest[0] if rest else None
+    if not isinstance(column, str) or operator not in OPERATORS:
+        raise ValueError(f"a where operator is one of {', '.join(OPERATORS)}")
+    if operator in ("in", "not in"):
+        if not isinstance(value, list | tuple) or len(value) > MAX_LIST:
+            raise ValueError(f"'{operator}' takes a list of at most {MAX_LIST} values")
+        if not all(_scalar(v) for v in value):
+            raise ValueError("where values are numbers, text, true/false or None")
+        value = list(value)
+    elif operator in ("is null", "not null"):
+        value = None
+    elif not _scalar(value) or value is None:
+        raise ValueError(f"'{operator}' takes one number, text or true/false")
+    return [column, operator, value]
+
+
+def _edges(column: Any, edges: Any) -> list[float]:
+    """The bin edges of one column, checked: 2 to MAX_EDGES increasing numbers."""
+    numbers = list(edges) if isinstance(edges, list | tuple) else []
+    if (
+        not isinstance(column, str)
+        or not 2 <= len(numbers) <= MAX_EDGES
+        or not all(isinstance(e, int | float) and not isinstance(e, bool) for e in numbers)
+        or any(b <= a for a, b in zip(numbers, numbers[1:], strict=False))
+    ):
+        raise ValueError(f"bins of {column!r}: 2 to {MAX_EDGES} increasing numbers")
+    return numbers
 
 
 def select_rows(

@@ -292,7 +292,8 @@ def refresh_marginals(
     if consent_table in tables and consent_column in tables[consent_table].columns:
         frame = tables[consent_table]
         unit = manifest.privacy_unit
-        consenting = {str(p) for p in frame.loc[frame[consent_column] == True, unit]}  # noqa: E712
+        # eq(True), not the values' truthiness: a missing value or the text "no" never consents.
+        consenting = {str(p) for p in frame.loc[frame[consent_column].eq(True), unit]}
     view = build_view(tables, manifest, key=secrets.token_bytes(32), consenting=consenting)
     marginals = compute_marginals(view, manifest, epsilon=epsilon)
     marginals["version"] = version

@@ -10,62 +10,61 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from sandbox.integrity.signing import CERTIFICATE_TYPE, output_entries, sha256_json
 from sandbox.models import Grant
 
 
-def certificate_document(  # noqa: PLR0913
-    *,
-    job: str,
-    analyst: str,
-    dataset: str,
-    dataset_version: str,
-    grant: Mapping[str, Any],
-    policy_version: str,
-    language: str,
-    mode: str,
-    code_sha256: str,
-    tables: list[dict[str, Any]],
-    csv: Mapping[str, bytes],
-    privacy: dict[str, Any],
-    disclosure: dict[str, Any] | None,
-    rows_sketched: int,
-    reviewers: list[str],
-    released_at: dt.datetime,
-) -> dict[str, Any]:
-    """The certificate's document; ``grant`` is the grant's :func:`grant_terms`, ``csv``
-    each output as the CSV download's bytes, ``rows_sketched`` how many of the output's
-    rows the differencing checks keep a sketch of."""
+@dataclass(frozen=True)
+class CertifiedRelease:
+    """What one release's certificate binds, as plain values.
+
+    ``grant`` is the grant's :func:`grant_terms`, ``csv`` each output as the CSV
+    download's bytes, ``rows_sketched`` how many of the output's rows the
+    differencing checks keep a sketch of.
+    """
+
+    job: str
+    analyst: str
+    dataset: str
+    dataset_version: str
+    grant: Mapping[str, Any]
+    policy_version: str
+    language: str
+    mode: str
+    code_sha256: str
+    tables: list[dict[str, Any]]
+    csv: Mapping[str, bytes]
+    privacy: dict[str, Any]
+    disclosure: dict[str, Any] | None
+    rows_sketched: int
+    reviewers: list[str]
+    released_at: dt.datetime
+
+
+def certificate_document(release: CertifiedRelease) -> dict[str, Any]:
+    """The certificate's document: what the release key signs."""
     return {
         "type": CERTIFICATE_TYPE,
-        "job": job,
-        "analyst": analyst,
-        "dataset": dataset,
-        "dataset_version": dataset_version,
-        "grant": grant["id"],
-        "grant_version": sha256_json(grant),
-        "policy_version": policy_version,
-        "language": language,
-        "mode": mode,
-        "code_sha256": code_sha256,
-        "outputs": output_entries(tables, csv),
-        "outputs_sha256": sha256_json(tables),
-        "privacy": privacy,
-        "disclosure": disclosure,
-        "checks": _passed_checks(
-            grant=grant,
-            language=language,
-            mode=mode,
-            policy_version=policy_version,
-            privacy=privacy,
-            disclosure=disclosure,
-            rows_sketched=rows_sketched,
-            reviewers=reviewers,
-        ),
-        "reviewers": reviewers,
-        "released_at": released_at.isoformat(),
+        "job": release.job,
+        "analyst": release.analyst,
+        "dataset": release.dataset,
+        "dataset_version": release.dataset_version,
+        "grant": release.grant["id"],
+        "grant_version": sha256_json(release.grant),
+        "policy_version": release.policy_version,
+        "language": release.language,
+        "mode": release.mode,
+        "code_sha256": release.code_sha256,
+        "outputs": output_entries(release.tables, release.csv),
+        "outputs_sha256": sha256_json(release.tables),
+        "privacy": release.privacy,
+        "disclosure": release.disclosure,
+        "checks": _passed_checks(release),
+        "reviewers": release.reviewers,
+        "released_at": release.released_at.isoformat(),
     }
 
 
@@ -101,39 +100,33 @@ def _utc_iso(moment: dt.datetime | None) -> str | None:
     return aware.astimezone(dt.UTC).isoformat()
 
 
-def _passed_checks(  # noqa: PLR0913
-    *,
-    grant: Mapping[str, Any],
-    language: str,
-    mode: str,
-    policy_version: str,
-    privacy: dict[str, Any],
-    disclosure: dict[str, Any] | None,
-    rows_sketched: int,
-    reviewers: list[str],
-) -> list[dict[str, Any]]:
+def _passed_checks(release: CertifiedRelease) -> list[dict[str, Any]]:
     """The checks this output passed on its way out, as the certificate names them."""
     checks: list[dict[str, Any]] = [
-        {"check": "grant.active", "expires_at": grant["expires_at"]},
-        {"check": f"code.{language}_policy", "policy_version": policy_version},
+        {"check": "grant.active", "expires_at": release.grant["expires_at"]},
+        {"check": f"code.{release.language}_policy", "policy_version": release.policy_version},
     ]
-    if mode == "dp":
+    privacy, disclosure = release.privacy, release.disclosure
+    if release.mode == "dp":
         noise = {key: privacy.get(key) for key in ("mechanism", "epsilon", "delta")}
         spent = privacy.get("epsilon_spent_now", privacy.get("epsilon"))
         checks.append({"check": "dp.noise", **noise})
         checks.append(
             {
                 "check": "dp.budget_charged",
-                "grant": grant["id"],
+                "grant": release.grant["id"],
                 "epsilon": spent,
                 "cached_from": privacy.get("cached_from"),
             }
         )
     elif disclosure is not None:
-        rule = "disclosure.k_threshold" if language == "sql" else "disclosure.declared_outputs"
+        sql = release.language == "sql"
+        rule = "disclosure.k_threshold" if sql else "disclosure.declared_outputs"
         checks.append({"check": rule, **disclosure})
-        if rows_sketched:
-            checks.append({"check": "disclosure.differencing", "rows_sketched": rows_sketched})
-    if reviewers:
-        checks.append({"check": "review.approved", "reviewers": reviewers})
+        if release.rows_sketched:
+            checks.append(
+                {"check": "disclosure.differencing", "rows_sketched": release.rows_sketched}
+            )
+    if release.reviewers:
+        checks.append({"check": "review.approved", "reviewers": release.reviewers})
     return checks

@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 
 from sandbox.context import Sandbox
 from sandbox.errors import Conflict
-from sandbox.integrity.certificates import certificate_document, grant_terms
+from sandbox.integrity.certificates import CertifiedRelease, certificate_document, grant_terms
 from sandbox.jobs import released_rows
 from sandbox.jobs.lifecycle import WORKER, move
 from sandbox.jobs.tables import result_csv
@@ -34,7 +34,7 @@ def release(sandbox: Sandbox, session: Session, job: Job, *, reviewers: list[str
     job.dataset_version = version
     tables = job.result["tables"]
     csv = {t["name"]: result_csv(job.result, table=t["name"]).encode("utf-8") for t in tables}
-    document = certificate_document(
+    certified = CertifiedRelease(
         job=job.id,
         analyst=job.analyst.username,
         dataset=job.dataset,
@@ -52,6 +52,7 @@ def release(sandbox: Sandbox, session: Session, job: Job, *, reviewers: list[str
         reviewers=reviewers,
         released_at=released_at,
     )
+    document = certificate_document(certified)
     job.certificate = key.sign(document)
     job.finished_at = released_at
     details = {"outputs_sha256": document["outputs_sha256"], "key_id": key.key_id}

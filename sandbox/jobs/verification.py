@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import math
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,7 @@ from policies.disclosure import HELPER_COLUMNS
 from runners.contract import OutputTable
 from runners.harness import sandbox_job
 from runners.harness.harness import frame_cells
+from sandbox.errors import SandboxError
 
 log = logging.getLogger(__name__)
 # Relative tolerance for sums and means: the runner's pandas may add in another order.
@@ -66,89 +67,45 @@ def verify_outputs(tables: list[OutputTable], view: Path) -> list[Checked]:
     return checked
 
 
-def _verify(table: OutputTable, view: Path) -> Checked:  # noqa: C901, PLR0912
+class _NotRecomputable(SandboxError):
+    """Why an output cannot be computed again; caught here, and the output waits for review."""
+
+    def __init__(self, reason: Phrase) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class _Recipe:
+    """How a helper table was made, as the sandbox makes it again."""
+
+    kind: str
+    path: Path
+    selected: dict[str, Any]
+    by: list[str]
+    value: str | None = None
+    statistic: str | None = None
+
+    def declaration(self) -> dict[str, Any]:
+        """What the recomputed table declares: this recipe, nothing of the job's own."""
+        trusted: dict[str, Any] = {
+            "kind": self.kind,
+            "count_column": "n",
+            "by": list(self.by),
+            "source": self.selected,
+        }
+        if self.kind == "magnitude":
+            trusted |= {"value": self.value, "statistic": self.statistic}
+        return trusted
+
+
+def _verify(table: OutputTable, view: Path) -> Checked:
     declared = table.declared if isinstance(table.declared, dict) else {}
-    kind = declared.get("kind")
-    if kind not in ("frequency", "magnitude"):
-        return Checked(
-            table,
-            False,
-            Phrase(
-                "output.unverified.kind", "only frequency and magnitude tables can be recomputed"
-            ),
-        )
-    source = declared.get("source")
-    if isinstance(source, str):
-        source = {"table": source}
-    if not isinstance(source, dict) or source.get("table") is None:
-        return Checked(
-            table,
-            False,
-            Phrase("output.unverified.source", "it was not made directly from a table of the view"),
-        )
     try:
-        selected = sandbox_job.selection(
-            source.get("table"), source.get("where"), source.get("bins")
-        )
-    except (TypeError, ValueError):
-        return Checked(
-            table,
-            False,
-            Phrase("output.unverified.selection", "it names a selection the sandbox cannot repeat"),
-        )
-    name = selected["table"]
-    path = view / f"{name}.parquet"
-    if not path.is_file():
-        return Checked(
-            table,
-            False,
-            Phrase(
-                "output.unverified.no_table", "the view has no table %(table)s", table=str(name)
-            ),
-        )
-    by = declared.get("by")
-    if not (isinstance(by, list) and by and all(isinstance(c, str) for c in by)):
-        return Checked(
-            table,
-            False,
-            Phrase("output.unverified.no_grouping", "its declaration names no grouping columns"),
-        )
-    value = statistic = None
-    if kind == "magnitude":
-        value, statistic = declared.get("value"), declared.get("statistic", "sum")
-        if not isinstance(value, str) or statistic not in ("sum", "mean"):
-            return Checked(
-                table,
-                False,
-                Phrase(
-                    "output.unverified.no_value",
-                    "its declaration names no value column and statistic",
-                ),
-            )
-    needed = [*by, *([value] if value is not None else []), sandbox_job.PERSON]
-    selecting = [c for c, _, _ in selected["where"]] + list(selected["bins"])
-    if len(set(needed)) != len(needed) or not set(needed + selecting) <= set(
-        pq.read_schema(path).names
-    ):
-        return Checked(
-            table,
-            False,
-            Phrase(
-                "output.unverified.columns",
-                "its declaration names columns that %(table)s lacks",
-                table=str(name),
-            ),
-        )
-    reading = list(dict.fromkeys(needed + selecting))
-    frame = pq.ParquetFile(path).read(columns=reading).to_pandas()
-    if selected["where"] or selected["bins"]:
-        frame = sandbox_job.select_rows(frame, selected["where"], selected["bins"])
-    if kind == "frequency":
-        visible, hidden = sandbox_job.frequency_of(frame, by)
-    else:
-        assert value is not None and statistic is not None
-        visible, hidden = sandbox_job.magnitude_of(frame, by, value, statistic)
-    columns, rows = frame_cells(sandbox_job.joined(visible, hidden))
+        recipe = _recipe(declared, view)
+    except _NotRecomputable as unrepeatable:
+        return Checked(table, False, unrepeatable.reason)
+    columns, rows = _recompute(recipe)
     if not _same_visible(table, columns, rows):
         return Checked(
             table,
@@ -157,10 +114,103 @@ def _verify(table: OutputTable, view: Path) -> Checked:  # noqa: C901, PLR0912
                 "output.unverified.differs", "it differs from the same table computed from the view"
             ),
         )
-    trusted = {"kind": kind, "count_column": "n", "by": list(by), "source": selected}
+    return Checked(OutputTable(table.name, columns, rows, recipe.declaration()), True)
+
+
+def _recipe(declared: dict[str, Any], view: Path) -> _Recipe:
+    """The declaration, checked to be one the sandbox can repeat on the view."""
+    kind = declared.get("kind")
+    if kind not in ("frequency", "magnitude"):
+        raise _NotRecomputable(
+            Phrase(
+                "output.unverified.kind", "only frequency and magnitude tables can be recomputed"
+            )
+        )
+    selected = _selection(declared)
+    name = selected["table"]
+    path = view / f"{name}.parquet"
+    if not path.is_file():
+        raise _NotRecomputable(
+            Phrase("output.unverified.no_table", "the view has no table %(table)s", table=str(name))
+        )
+    by = declared.get("by")
+    if not (isinstance(by, list) and by and all(isinstance(c, str) for c in by)):
+        raise _NotRecomputable(
+            Phrase("output.unverified.no_grouping", "its declaration names no grouping columns")
+        )
+    recipe = _Recipe(kind, path, selected, by)
     if kind == "magnitude":
-        trusted |= {"value": value, "statistic": statistic}
-    return Checked(OutputTable(table.name, columns, rows, trusted), True)
+        recipe = _with_statistic(recipe, declared)
+    _check_columns(recipe)
+    return recipe
+
+
+def _selection(declared: dict[str, Any]) -> dict[str, Any]:
+    """The view table and selection the output names as its source."""
+    source = declared.get("source")
+    if isinstance(source, str):
+        source = {"table": source}
+    if not isinstance(source, dict) or source.get("table") is None:
+        raise _NotRecomputable(
+            Phrase("output.unverified.source", "it was not made directly from a table of the view")
+        )
+    try:
+        return sandbox_job.selection(source.get("table"), source.get("where"), source.get("bins"))
+    except (TypeError, ValueError) as error:
+        raise _NotRecomputable(
+            Phrase("output.unverified.selection", "it names a selection the sandbox cannot repeat")
+        ) from error
+
+
+def _with_statistic(recipe: _Recipe, declared: dict[str, Any]) -> _Recipe:
+    """A magnitude table's recipe with the value column and statistic it declares."""
+    value, statistic = declared.get("value"), declared.get("statistic", "sum")
+    if not isinstance(value, str) or statistic not in ("sum", "mean"):
+        raise _NotRecomputable(
+            Phrase(
+                "output.unverified.no_value",
+                "its declaration names no value column and statistic",
+            )
+        )
+    return replace(recipe, value=value, statistic=statistic)
+
+
+def _needed_columns(recipe: _Recipe) -> list[str]:
+    """The columns the table is computed from: grouping, value, person (selection aside)."""
+    return [*recipe.by, *([recipe.value] if recipe.value is not None else []), sandbox_job.PERSON]
+
+
+def _selecting_columns(recipe: _Recipe) -> list[str]:
+    return [c for c, _, _ in recipe.selected["where"]] + list(recipe.selected["bins"])
+
+
+def _check_columns(recipe: _Recipe) -> None:
+    needed, selecting = _needed_columns(recipe), _selecting_columns(recipe)
+    if len(set(needed)) != len(needed) or not set(needed + selecting) <= set(
+        pq.read_schema(recipe.path).names
+    ):
+        raise _NotRecomputable(
+            Phrase(
+                "output.unverified.columns",
+                "its declaration names columns that %(table)s lacks",
+                table=str(recipe.selected["table"]),
+            )
+        )
+
+
+def _recompute(recipe: _Recipe) -> tuple[list[str], list[list[Any]]]:
+    """The table's columns and rows, made by the helper's own functions from the view."""
+    reading = list(dict.fromkeys(_needed_columns(recipe) + _selecting_columns(recipe)))
+    frame = pq.ParquetFile(recipe.path).read(columns=reading).to_pandas()
+    selected = recipe.selected
+    if selected["where"] or selected["bins"]:
+        frame = sandbox_job.select_rows(frame, selected["where"], selected["bins"])
+    if recipe.kind == "frequency":
+        visible, hidden = sandbox_job.frequency_of(frame, recipe.by)
+    else:
+        assert recipe.value is not None and recipe.statistic is not None
+        visible, hidden = sandbox_job.magnitude_of(frame, recipe.by, recipe.value, recipe.statistic)
+    return frame_cells(sandbox_job.joined(visible, hidden))
 
 
 def _same_visible(table: OutputTable, columns: list[str], rows: list[list[Any]]) -> bool:

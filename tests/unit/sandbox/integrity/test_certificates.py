@@ -12,7 +12,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from sandbox.cli import main
-from sandbox.integrity.certificates import certificate_document, grant_terms
+from sandbox.integrity.certificates import CertifiedRelease, certificate_document, grant_terms
 from sandbox.integrity.keys import SigningKeys
 from sandbox.integrity.signing import (
     CERTIFICATE_TYPE,
@@ -353,7 +353,7 @@ def document(**changes: Any) -> dict[str, Any]:
         "reviewers": [],
         "released_at": dt.datetime(2026, 12, 2, 9, 30, tzinfo=dt.UTC),
     }
-    return certificate_document(**{**inputs, **changes})
+    return certificate_document(CertifiedRelease(**{**inputs, **changes}))
 
 
 def test_certificate_document_binds_the_grant_terms_and_the_outputs() -> None:
