@@ -14,7 +14,6 @@ import shutil
 import stat
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import requests
@@ -32,20 +31,11 @@ from runners.containers import (
 )
 from runners.contract import JobFailed, JobSpec, RunnerUnavailable, RunResult, parse_harness_output
 from runners.image import IMAGE_TAG
-from runners.pool import WarmPool
+from runners.pool import Warm, WarmPool, WarmPoolSettings
 
 logger = logging.getLogger(__name__)
 
 STDERR_TAIL_BYTES = 64 * 1024
-
-
-@dataclass(frozen=True)
-class WarmPoolSettings:
-    size: int
-    folder: Path
-    memory_mb: int
-    timeout_s: int
-    max_idle_s: float = 600.0
 
 
 @dataclass(frozen=True)
@@ -95,20 +85,37 @@ class DockerRunner:
         if settings is None or settings.size < 1:
             return None
         if self._pool is None:
-            self._pool = WarmPool(
-                self._engine,
-                settings.folder,
-                image=self.image,
-                runtime=self.runtime,
-                size=settings.size,
-                memory_mb=settings.memory_mb,
-                timeout_s=settings.timeout_s,
-                max_idle_s=settings.max_idle_s,
-            )
+            self._pool = WarmPool(self._engine, settings, image=self.image, runtime=self.runtime)
         return self._pool
 
-    def run(self, spec: JobSpec) -> RunResult:  # noqa: PLR0912
+    def run(self, spec: JobSpec) -> RunResult:
         client = self._engine()
+        self._require_image(client)
+        spec.write_job_file()
+        _let_runner_read(spec)
+        pool = self._warm_pool()
+        warm = pool.take(spec) if pool is not None else None
+        container = self._create(client, spec) if warm is None else warm.container
+        started = time.monotonic()
+        try:
+            try:
+                _start_job(container, spec, pool, warm)
+                self._wait(container, spec, started)
+                oom_killed, stdout = _outcome(container)
+            except ENGINE_ERRORS as error:
+                raise RunnerUnavailable(
+                    f"The Docker engine failed during the job: {error}"
+                ) from error
+            if oom_killed:
+                raise JobFailed(
+                    "memory", f"The job exceeded its memory limit of {spec.memory_mb} MB."
+                )
+            result = _parse_result(stdout, spec, container)
+            return RunResult(result.tables, result.log, time.monotonic() - started)
+        finally:
+            _release(container, pool, warm)
+
+    def _require_image(self, client: Any) -> None:
         try:
             client.images.get(self.image)
         except ImageNotFound as error:
@@ -118,55 +125,17 @@ class DockerRunner:
             ) from error
         except ENGINE_ERRORS as error:
             raise RunnerUnavailable(f"The Docker engine is not reachable: {error}") from error
-        spec.write_job_file()
-        _let_runner_read(spec)
-        pool = self._warm_pool()
-        warm = pool.take(spec) if pool is not None else None
-        if warm is None:
-            try:
-                container = client.containers.create(
-                    self.image, **container_options(spec, runtime=self.runtime)
-                )
-            except ENGINE_ERRORS as error:
-                raise RunnerUnavailable(
-                    f"The Docker engine could not create the job: {error}"
-                ) from error
-        else:
-            container = warm.container
-        started = time.monotonic()
+
+    def _create(self, client: Any, spec: JobSpec) -> Any:
+        """A cold container for the job (no warm one fitted)."""
         try:
-            try:
-                if warm is None:
-                    container.start()
-                else:
-                    assert pool is not None
-                    pool.hand_over(warm, spec)  # the waiting harness starts the job
-                self._wait(container, spec, started)
-                container.reload()
-                oom_killed = bool(container.attrs["State"].get("OOMKilled"))
-                # Standard output only: it carries nothing but the harness's result line.
-                stdout = container.logs(stdout=True, stderr=False).decode("utf-8", "replace")
-            except ENGINE_ERRORS as error:
-                raise RunnerUnavailable(
-                    f"The Docker engine failed during the job: {error}"
-                ) from error
-            if oom_killed:
-                raise JobFailed(
-                    "memory", f"The job exceeded its memory limit of {spec.memory_mb} MB."
-                )
-            try:
-                result = parse_harness_output(stdout, max_output_bytes=spec.max_output_bytes)
-            except JobFailed as failure:
-                if failure.reason == "malformed_output" and not failure.log:
-                    failure.log = _stderr_tail(container)  # why it crashed, for auditors
-                raise
-            return RunResult(result.tables, result.log, time.monotonic() - started)
-        finally:
-            remove(container)
-            if warm is not None and pool is not None:
-                shutil.rmtree(warm.folder, ignore_errors=True)
-            if pool is not None:
-                pool.refill_soon()
+            return client.containers.create(
+                self.image, **container_options(spec, runtime=self.runtime)
+            )
+        except ENGINE_ERRORS as error:
+            raise RunnerUnavailable(
+                f"The Docker engine could not create the job: {error}"
+            ) from error
 
     def cleanup_orphans(self) -> int:
         """Remove this runner's containers that no job is waiting for; return how many.
@@ -263,6 +232,41 @@ def _let_runner_read(spec: JobSpec) -> None:
         # Not through a symbolic link: its target is outside the view anyway.
         if path.is_file() and not path.is_symlink():
             path.chmod(stat.S_IMODE(path.stat().st_mode) | 0o444)
+
+
+def _start_job(container: Any, spec: JobSpec, pool: WarmPool | None, warm: Warm | None) -> None:
+    if warm is None:
+        container.start()
+    else:
+        assert pool is not None
+        pool.hand_over(warm, spec)  # the waiting harness starts the job
+
+
+def _outcome(container: Any) -> tuple[bool, str]:
+    """Whether the memory limit killed the ended job, and its standard output."""
+    container.reload()
+    oom_killed = bool(container.attrs["State"].get("OOMKilled"))
+    # Standard output only: it carries nothing but the harness's result line.
+    stdout = container.logs(stdout=True, stderr=False).decode("utf-8", "replace")
+    return oom_killed, stdout
+
+
+def _parse_result(stdout: str, spec: JobSpec, container: Any) -> RunResult:
+    try:
+        return parse_harness_output(stdout, max_output_bytes=spec.max_output_bytes)
+    except JobFailed as failure:
+        if failure.reason == "malformed_output" and not failure.log:
+            failure.log = _stderr_tail(container)  # why it crashed, for auditors
+        raise
+
+
+def _release(container: Any, pool: WarmPool | None, warm: Warm | None) -> None:
+    """Remove the job's container (and its warm folder); refill the pool behind it."""
+    remove(container)
+    if warm is not None and pool is not None:
+        shutil.rmtree(warm.folder, ignore_errors=True)
+    if pool is not None:
+        pool.refill_soon()
 
 
 def _kill(container: Any) -> None:

@@ -52,28 +52,36 @@ class Warm:
     language: str
 
 
+@dataclass(frozen=True)
+class WarmPoolSettings:
+    """How many containers to keep warm, where their folders go, the limits they are made
+    for and how long each may wait for its job."""
+
+    size: int
+    folder: Path
+    memory_mb: int
+    timeout_s: int
+    max_idle_s: float = 600.0
+
+
 class WarmPool:
-    def __init__(  # noqa: PLR0913
+    def __init__(
         self,
         engine: Callable[[], Any],
-        folder: Path,
+        settings: WarmPoolSettings,
         *,
         image: str,
         runtime: str | None = None,
-        size: int = 1,
-        memory_mb: int = 1024,
-        timeout_s: int = 120,
-        max_idle_s: float = 600.0,
     ) -> None:
         # The Docker client, asked for when a container is started (made on first use).
         self.engine = engine
-        self.folder = folder
+        self.folder = settings.folder
         self.image = image
         self.runtime = runtime
-        self.size = size
-        self.memory_mb = memory_mb
-        self.timeout_s = timeout_s
-        self.max_idle_s = max_idle_s
+        self.size = settings.size
+        self.memory_mb = settings.memory_mb
+        self.timeout_s = settings.timeout_s
+        self.max_idle_s = settings.max_idle_s
         self._ready: deque[Warm] = deque()
         self._lock = threading.Lock()
         self._filling = False

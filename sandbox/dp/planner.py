@@ -15,6 +15,7 @@ the runner and never leave the worker unnoised.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from functools import cache
 from typing import Any
 
@@ -38,7 +39,7 @@ def _unsupported(message: Phrase, node: exp.Expr | None = None) -> DpUnsupported
     )
 
 
-def plan_dp_query(  # noqa: C901, PLR0912, PLR0915
+def plan_dp_query(
     checked: CheckedQuery,
     manifest: Manifest,
     *,
@@ -49,6 +50,40 @@ def plan_dp_query(  # noqa: C901, PLR0912, PLR0915
 ) -> DpPlan:
     """Plan a checked query; ``rows_per_person`` overrides the manifest's bound on each
     person's rows, within ``max_rows_per_person`` (the grant's limit, else the manifest's)."""
+    statement = _simple_select(checked)
+    tables = {ref.alias: ref.table for ref in checked.tables}
+    unit = manifest.privacy_unit
+    first_alias = next(iter(tables))
+    _check_privacy_unit(tables, unit)
+    _check_joins(statement, unit)
+    keys = _group_keys(statement, tables, delta=delta)
+
+    post, measures, slots = _aggregate_slots(statement, tables, unit)
+    if any(k.private for k in keys):
+        _count_persons(measures, f"{first_alias}.{unit}")
+    _replace_keys(post, keys)
+    _check_outside_aggregates(post)
+    output_names = tuple(p.alias or p.sql(dialect=DIALECT) for p in statement.expressions)
+    post_sql = _post_sql(post, statement, list(slots))
+    _check_release_size(keys, measures.values())
+
+    rows_per_person = _rows_per_person(tables, rows_per_person, max_rows_per_person)
+    plan_measures = tuple(measures.values())
+    return DpPlan(
+        sql=build_exact_sql(statement, tables, keys, plan_measures, unit, rows_per_person),
+        keys=tuple(keys),
+        measures=plan_measures,
+        slots=tuple(slots.values()),
+        post_sql=post_sql,
+        output_names=output_names,
+        epsilon=epsilon,
+        rows_per_person=rows_per_person,
+        delta=delta,
+    )
+
+
+def _simple_select(checked: CheckedQuery) -> exp.Select:
+    """The checked query's one SELECT, refused when dp mode cannot plan its shape."""
     statement = checked.statement
     if statement is None or not checked.allowed:
         raise ValueError("only an allowed query can be planned")
@@ -67,9 +102,10 @@ def plan_dp_query(  # noqa: C901, PLR0912, PLR0915
             Phrase("dp.unsupported.distinct", "SELECT DISTINCT is not supported in dp mode."),
             statement,
         )
-    tables = {ref.alias: ref.table for ref in checked.tables}
-    unit = manifest.privacy_unit
-    first_alias = next(iter(tables))
+    return statement
+
+
+def _check_privacy_unit(tables: dict[str, Table], unit: str) -> None:
     for table in tables.values():
         if table.view_column(unit) is None:
             raise _unsupported(
@@ -80,8 +116,10 @@ def plan_dp_query(  # noqa: C901, PLR0912, PLR0915
                     unit=unit,
                 )
             )
-    _check_joins(statement, unit)
 
+
+def _group_keys(statement: exp.Select, tables: dict[str, Table], *, delta: float) -> list[Key]:
+    """The GROUP BY keys: public ones with their domain, else private ones (δ > 0 only)."""
     keys: list[Key] = []
     group = statement.args.get("group")
     for position, expression in enumerate(group.expressions if group else []):
@@ -93,10 +131,17 @@ def plan_dp_query(  # noqa: C901, PLR0912, PLR0915
             text = expression.sql(dialect=DIALECT, comments=False)
             name = expression.name if isinstance(expression, exp.Column) else f"__dp_key_{position}"
             keys.append(Key(name, text, (), private=True))
+    return keys
 
+
+def _aggregate_slots(
+    statement: exp.Select, tables: dict[str, Table], unit: str
+) -> tuple[exp.Select, dict[tuple[str, str | None], Measure], dict[str, Slot]]:
+    """A copy of the SELECT with each aggregate replaced by its slot's column, the slots
+    and the measures they are computed from; refused when there is no aggregate."""
+    post = statement.copy()
     measures: dict[tuple[str, str | None], Measure] = {}
     slots: dict[str, Slot] = {}
-    post = statement.copy()
     for found in list(post.find_all(*AGGREGATES)):
         # PERCENTILE_CONT(0.5) WITHIN GROUP (ORDER BY x): the aggregate is the whole form
         node = found.parent if isinstance(found.parent, exp.WithinGroup) else found
@@ -112,11 +157,20 @@ def plan_dp_query(  # noqa: C901, PLR0912, PLR0915
             ),
             statement,
         )
-    if any(k.private for k in keys) and ("persons", f"{first_alias}.{unit}") not in measures:
-        measures[("persons", f"{first_alias}.{unit}")] = Measure(
-            "persons", f"{first_alias}.{unit}", None, index=len(measures)
+    return post, measures, slots
+
+
+def _count_persons(measures: dict[tuple[str, str | None], Measure], unit_column: str) -> None:
+    # A group of a private key is released only when its noisy count of persons
+    # clears the threshold, so that count is measured even when no slot asks for it.
+    if ("persons", unit_column) not in measures:
+        measures[("persons", unit_column)] = Measure(
+            "persons", unit_column, None, index=len(measures)
         )
-    _replace_keys(post, keys)
+
+
+def _check_outside_aggregates(post: exp.Select) -> None:
+    """Every column left in the SELECT list is a key's or a slot's (``__dp_`` names)."""
     for projection in post.expressions:
         outside = [c for c in projection.find_all(exp.Column) if not c.name.startswith("__dp_")]
         if outside:
@@ -128,9 +182,11 @@ def plan_dp_query(  # noqa: C901, PLR0912, PLR0915
                 ),
                 outside[0],
             )
-    output_names = tuple(p.alias or p.sql(dialect=DIALECT) for p in statement.expressions)
-    post_sql = _post_sql(post, statement, list(slots))
 
+
+def _check_release_size(keys: list[Key], measures: Iterable[Measure]) -> None:
+    """Every public key's value is released, empty groups too: bound how many, and the
+    histogram buckets the quantiles need over them."""
     groups = 1
     for key in keys:
         groups *= len(key.domain) if not key.private else 1
@@ -143,7 +199,7 @@ def plan_dp_query(  # noqa: C901, PLR0912, PLR0915
                 limit=MAX_GROUPS,
             )
         )
-    buckets = sum(2 * len(m.candidates) for m in measures.values() if m.kind == "quantile")
+    buckets = sum(2 * len(m.candidates) for m in measures if m.kind == "quantile")
     if buckets and groups * buckets > MAX_QUANTILE_BUCKETS:
         raise _unsupported(
             Phrase(
@@ -155,20 +211,6 @@ def plan_dp_query(  # noqa: C901, PLR0912, PLR0915
                 limit=MAX_QUANTILE_BUCKETS,
             )
         )
-
-    rows_per_person = _rows_per_person(tables, rows_per_person, max_rows_per_person)
-    plan_measures = tuple(measures.values())
-    return DpPlan(
-        sql=build_exact_sql(statement, tables, keys, plan_measures, unit, rows_per_person),
-        keys=tuple(keys),
-        measures=plan_measures,
-        slots=tuple(slots.values()),
-        post_sql=post_sql,
-        output_names=output_names,
-        epsilon=epsilon,
-        rows_per_person=rows_per_person,
-        delta=delta,
-    )
 
 
 def _rows_per_person(tables: dict[str, Table], requested: int | None, limit: int | None) -> int:
@@ -459,7 +501,7 @@ def _candidates(bounds: tuple[float, float], *, integral: bool) -> tuple[float, 
     return tuple(low + i * step for i in range(MAX_CANDIDATES - 1)) + (high,)
 
 
-def _bounds(value: exp.Expr, tables: dict[str, Table], node: exp.Expr) -> tuple[float, float]:  # noqa: C901
+def _bounds(value: exp.Expr, tables: dict[str, Table], node: exp.Expr) -> tuple[float, float]:
     """Interval arithmetic: the range of a value from its column's bounds."""
     if isinstance(value, exp.Paren):
         return _bounds(value.this, tables, node)
@@ -470,42 +512,13 @@ def _bounds(value: exp.Expr, tables: dict[str, Table], node: exp.Expr) -> tuple[
         low, high = _bounds(value.this, tables, node)
         return (-high, -low)
     if isinstance(value, exp.Column):
-        table = tables.get(value.table)
-        column = table.view_column(value.name) if table else None
-        if column is None or column.cls in (ColumnClass.PERSON_KEY, ColumnClass.RECORD_KEY):
-            raise _unsupported(
-                Phrase(
-                    "dp.unsupported.key_measured",
-                    "%(column)s is a key, not a measurement.",
-                    column=value.name,
-                ),
-                node,
-            )
-        if column.type is ColumnType.BOOLEAN:
-            return (0.0, 1.0)
-        if column.type in NUMERIC and column.bounds is not None:
-            return (float(column.bounds[0]), float(column.bounds[1]))
-        raise DpUnsupported(
-            Finding.of(
-                "dp.unbounded_column",
-                "%(column)s has no bounds in the manifest, so its sum cannot be noised.",
-                location_of(node),
-                column=column.name,
-            )
-        )
+        return _column_bounds(value, tables, node)
     if isinstance(value, exp.Add | exp.Sub | exp.Mul | exp.Div):
         a = _bounds(value.this, tables, node)
         b = _bounds(value.expression, tables, node)
-        if isinstance(value, exp.Add):
-            return (a[0] + b[0], a[1] + b[1])
-        if isinstance(value, exp.Sub):
-            return (a[0] - b[1], a[1] - b[0])
-        if isinstance(value, exp.Mul):
-            corners = [x * y for x in a for y in b]
-            return (min(corners), max(corners))
-        if b[0] == b[1] and b[0] != 0:  # division by a literal
-            corners = [a[0] / b[0], a[1] / b[0]]
-            return (min(corners), max(corners))
+        combined = _combined_bounds(value, a, b)
+        if combined is not None:
+            return combined
     raise DpUnsupported(
         Finding(
             "dp.unbounded_column",
@@ -514,3 +527,49 @@ def _bounds(value: exp.Expr, tables: dict[str, Table], node: exp.Expr) -> tuple[
             message_id="dp.unbounded_column.expression",
         )
     )
+
+
+def _column_bounds(
+    value: exp.Column, tables: dict[str, Table], node: exp.Expr
+) -> tuple[float, float]:
+    """A measured column's bounds from the manifest; a key is not a measurement."""
+    table = tables.get(value.table)
+    column = table.view_column(value.name) if table else None
+    if column is None or column.cls in (ColumnClass.PERSON_KEY, ColumnClass.RECORD_KEY):
+        raise _unsupported(
+            Phrase(
+                "dp.unsupported.key_measured",
+                "%(column)s is a key, not a measurement.",
+                column=value.name,
+            ),
+            node,
+        )
+    if column.type is ColumnType.BOOLEAN:
+        return (0.0, 1.0)
+    if column.type in NUMERIC and column.bounds is not None:
+        return (float(column.bounds[0]), float(column.bounds[1]))
+    raise DpUnsupported(
+        Finding.of(
+            "dp.unbounded_column",
+            "%(column)s has no bounds in the manifest, so its sum cannot be noised.",
+            location_of(node),
+            column=column.name,
+        )
+    )
+
+
+def _combined_bounds(
+    value: exp.Add | exp.Sub | exp.Mul | exp.Div, a: tuple[float, float], b: tuple[float, float]
+) -> tuple[float, float] | None:
+    """The range of ``a op b``; None for a division by anything but a nonzero literal."""
+    if isinstance(value, exp.Add):
+        return (a[0] + b[0], a[1] + b[1])
+    if isinstance(value, exp.Sub):
+        return (a[0] - b[1], a[1] - b[0])
+    if isinstance(value, exp.Mul):
+        corners = [x * y for x in a for y in b]
+        return (min(corners), max(corners))
+    if b[0] == b[1] and b[0] != 0:  # division by a literal
+        corners = [a[0] / b[0], a[1] / b[0]]
+        return (min(corners), max(corners))
+    return None

@@ -38,7 +38,7 @@ from sandbox.dp.noise import release_noisy
 from sandbox.integrity import audit
 from sandbox.jobs import lease, released_rows
 from sandbox.jobs.lifecycle import WORKER, job_lock, move
-from sandbox.jobs.planning import Plan, plan_job, policy_for
+from sandbox.jobs.planning import JobRequest, Plan, plan_job, policy_for
 from sandbox.jobs.release import release
 from sandbox.jobs.verification import Checked, verify_outputs
 from sandbox.jobs.view_cache import ViewCache, view_key
@@ -66,13 +66,8 @@ def run_job(sandbox: Sandbox, job_id: str) -> str:
     try:
         plan = plan_job(
             manifest_of(job_data.dataset),
-            language=job_data.language,
-            mode=job_data.mode,
-            code=job_data.code,
-            epsilon=job_data.epsilon,
+            job_data.request(),
             policy=policy,
-            delta=job_data.delta,
-            rows_per_person=job_data.rows_per_person,
             max_rows_per_person=job_data.max_rows_per_person,
         )
         _prepare_view(sandbox, job_data, plan, policy, folder / "input")
@@ -250,6 +245,18 @@ class _JobData:
             max_rows_per_person=grant.max_rows_per_person,
             grant_id=grant.id,
             consenting=consenting,
+        )
+
+    def request(self) -> JobRequest:
+        """The job as it was submitted (and checked then), to plan it again from its code."""
+        return JobRequest(
+            dataset=self.dataset,
+            language=self.language,
+            mode=self.mode,
+            code=self.code,
+            epsilon=self.epsilon,
+            delta=self.delta,
+            rows_per_person=self.rows_per_person,
         )
 
 

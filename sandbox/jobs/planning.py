@@ -61,42 +61,40 @@ def policy_for(manifest: Manifest, grant: Grant | None) -> DatasetPolicy:
     return policy.narrowed(grant.column_rules or {}, list(grant.columns or []))
 
 
-def plan_job(  # noqa: PLR0913
+def plan_job(
     manifest: Manifest,
+    request: JobRequest,
     *,
-    language: str,
-    mode: str,
-    code: str,
-    epsilon: float,
     policy: DatasetPolicy | None = None,
-    delta: float = 0.0,
-    rows_per_person: int | None = None,
     max_rows_per_person: int | None = None,
 ) -> Plan:
     """Check the job's code; raise PolicyRejected with every finding, or return its plan.
 
-    ``rows_per_person`` (dp only) bounds each person's rows below the grant's
-    ``max_rows_per_person``; None takes the dataset's default.
+    The request's ``rows_per_person`` (dp only) bounds each person's rows below the
+    grant's ``max_rows_per_person``; None takes the dataset's default. ``policy`` is
+    the dataset's policy as the grant narrows it; None reads the dataset's own.
     """
     policy = policy or load_policy(manifest)
-    if language == "python":
-        if mode == "dp":
+    if request.language == "python":
+        if request.mode == "dp":
             raise PolicyRejected(
                 "dp mode takes SQL jobs; run Python jobs in masked mode.",
                 findings=[
                     Finding("dp.python_unsupported", "dp mode takes SQL jobs only.").to_dict()
                 ],
             )
-        decision = check_python(code)
+        decision = check_python(request.code)
         if not decision.allowed:
             findings = [f.to_dict() for f in decision.findings[:MAX_FINDINGS]]
             raise PolicyRejected(_summary(decision.findings), findings=findings)
         # Only the tables the code names, when it names them all literally.
-        named = tables_read(code)
+        named = tables_read(request.code)
         known = set(manifest.table_names)
         tables = tuple(sorted(named)) if named and named <= known else ()
         return Plan(tables=tables, policy_version=policy.version)
-    checked = check_sql(code, manifest, mode="dp" if mode == "dp" else "masked", policy=policy)
+    checked = check_sql(
+        request.code, manifest, mode="dp" if request.mode == "dp" else "masked", policy=policy
+    )
     if not checked.allowed:
         findings = [f.to_dict() for f in checked.decision.findings[:MAX_FINDINGS]]
         raise PolicyRejected(_summary(checked.decision.findings), findings=findings)
@@ -104,13 +102,13 @@ def plan_job(  # noqa: PLR0913
     assert checked.statement is not None
     question = checked.statement.sql(dialect="duckdb", comments=False)
     try:
-        if mode == "dp":
+        if request.mode == "dp":
             dp_plan = plan_dp_query(
                 checked,
                 manifest,
-                epsilon=epsilon,
-                delta=delta,
-                rows_per_person=rows_per_person,
+                epsilon=float(request.epsilon or 0.0),
+                delta=float(request.delta or 0.0),
+                rows_per_person=request.rows_per_person,
                 max_rows_per_person=max_rows_per_person,
             )
             # The same question with another bound on persons' rows is another question.
@@ -233,13 +231,8 @@ def decide(
     try:
         plan = plan_job(
             manifest,
-            language=request.language,
-            mode=request.mode,
-            code=request.code,
-            epsilon=float(request.epsilon or 0.0),
+            request,
             policy=policy,
-            delta=float(request.delta or 0.0),
-            rows_per_person=request.rows_per_person,
             max_rows_per_person=grant.max_rows_per_person if grant else None,
         )
     except PolicyRejected as rejection:

@@ -8,7 +8,7 @@ import pytest
 
 from datasets.health_manifest import HEALTH
 from sandbox.errors import PolicyRejected
-from sandbox.jobs.planning import plan_job
+from sandbox.jobs.planning import JobRequest, plan_job
 from tests.unit.policies.rule_examples import EXAMPLES, RuleExample, render
 
 DOC = Path(__file__).resolve().parents[3] / "docs" / "policy-rules.md"
@@ -16,7 +16,7 @@ DOC = Path(__file__).resolve().parents[3] / "docs" / "policy-rules.md"
 
 def findings_of(code: str, mode: str, language: str = "sql") -> list[str]:
     try:
-        plan_job(HEALTH, language=language, mode=mode, code=code, epsilon=1.0)
+        plan_job(HEALTH, JobRequest(HEALTH.name, language, mode, code, epsilon=1.0))
     except PolicyRejected as rejection:
         return [f["rule"] for f in rejection.details["findings"]]
     return []

@@ -28,7 +28,7 @@ from policies.permissions import Role
 from portal import i18n
 from portal.i18n_extract import finding_messages
 from sandbox.errors import PolicyRejected
-from sandbox.jobs.planning import plan_job
+from sandbox.jobs.planning import JobRequest, plan_job
 from sandbox.models import JobStatus, ReviewKind
 from tests.unit.policies.rule_examples import EXAMPLES
 
@@ -201,7 +201,7 @@ def _worded(app: Flask, language: str, finding: dict[str, Any]) -> str:
 
 def _findings(mode: str, language: str, code: str) -> list[dict[str, Any]]:
     try:
-        plan_job(HEALTH, language=language, mode=mode, code=code, epsilon=1.0)
+        plan_job(HEALTH, JobRequest(HEALTH.name, language, mode, code, epsilon=1.0))
     except PolicyRejected as rejection:
         return list(rejection.details["findings"])
     return []
