@@ -49,10 +49,6 @@ def user_is_admin(user: Person) -> bool:
     return user.role == Role.ADMIN
 
 
-def user_may_manage_users(user: Person) -> bool:
-    return user_is_admin(user)
-
-
 def user_may_read_audit(user: Person) -> bool:
     """The audit log and its chain check: auditors and admins."""
     return user.role in (Role.AUDITOR, Role.ADMIN)
@@ -107,10 +103,6 @@ def user_may_see_access_request(user: Person, *, analyst_id: int, owner_id: int 
 def user_may_see_job(user: Person, *, analyst_id: int) -> bool:
     """A job's status: its analyst, and auditors and admins (who never read its result)."""
     return user.id == analyst_id or user.role in (Role.AUDITOR, Role.ADMIN)
-
-
-def user_may_read_job_code(user: Person, *, analyst_id: int) -> bool:
-    return user_may_see_job(user, analyst_id=analyst_id)
 
 
 def user_may_read_result(user: Person, *, analyst_id: int) -> bool:

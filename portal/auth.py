@@ -34,9 +34,17 @@ def current_actor() -> Actor:
     # reads; an API call that changes something needs the bearer token, so a
     # forged cross-site request cannot ride on the cookie.
     cookie_allowed = not request.path.startswith("/api/") or request.method in SAFE_METHODS
-    if "user_id" in session and cookie_allowed:
-        return Actor(id=int(session["user_id"]), username=session["username"], role=session["role"])
-    raise Unauthenticated("Log in first: send Authorization: Bearer <token>.")
+    actor = session_actor() if cookie_allowed else None
+    if actor is None:
+        raise Unauthenticated("Log in first: send Authorization: Bearer <token>.")
+    return actor
+
+
+def session_actor() -> Actor | None:
+    """Who the browser's session cookie stands for, if anyone."""
+    if "user_id" not in session:
+        return None
+    return Actor(id=int(session["user_id"]), username=session["username"], role=session["role"])
 
 
 def login_required(view: F) -> F:

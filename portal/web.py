@@ -27,12 +27,11 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.wrappers import Response
 
 from policies.permissions import (
-    Actor,
     user_may_read_audit,
     user_may_read_held_outputs,
     user_may_submit_jobs,
 )
-from portal.auth import allowed, login_required, sandbox
+from portal.auth import allowed, login_required, sandbox, session_actor
 from portal.i18n import LANGUAGES, language
 from sandbox import catalog
 from sandbox.access import grants, users
@@ -105,9 +104,9 @@ def _template_helpers() -> dict[str, Any]:
 
 def _what_the_user_can() -> dict[str, bool]:
     """What the navigation offers, from the same permissions the actions check."""
-    if "user_id" not in session:
+    actor = session_actor()
+    if actor is None:
         return {}
-    actor = Actor(id=int(session["user_id"]), username=session["username"], role=session["role"])
     return {
         "submit_jobs": user_may_submit_jobs(actor),
         "read_audit": user_may_read_audit(actor),

@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session
 
 from policies.permissions import Actor, Person
 from sandbox.context import Sandbox
-from sandbox.errors import Forbidden, NotFound
+from sandbox.errors import Forbidden
 from sandbox.integrity import audit
 from sandbox.models import User
 
@@ -75,16 +75,6 @@ def audit_refusal(
             subject=subject[:MAX_SUBJECT_CHARS],
             details=details,
         )
-
-
-def user_row(session: Session, by: Person) -> User:
-    """The acting person's row, read in the action's transaction."""
-    if isinstance(by, User):
-        return by
-    user = session.get(User, by.id)
-    if user is None:
-        raise NotFound("There is no such user.")
-    return user
 
 
 def actor_of(user: User) -> Actor:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import threading
 import time
 import urllib.error
@@ -17,6 +16,7 @@ from typing import Any
 from werkzeug.serving import make_server
 
 from portal import create_app
+from sandbox.cli import worker_command
 from sandbox.context import Sandbox
 from tests.factories import make_sandbox
 
@@ -42,22 +42,8 @@ def start_worker(
 ) -> subprocess.Popen[bytes]:
     with open(sandbox.settings.instance / f"worker-{name}.log", "ab") as log:
         return subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "sandbox.worker.process",
-                "worker",
-                "--loglevel=INFO",
-                f"--concurrency={concurrency}",
-                "-Q",
-                "sandbox-jobs",
-                "--without-gossip",
-                "--without-mingle",
-                "-n",
-                f"{name}@%h",
-            ],
+            # The command `sandbox worker` runs, under a name of its own.
+            [*worker_command(concurrency), "-n", f"{name}@%h"],
             env=worker_env(sandbox),
             stdout=log,
             stderr=subprocess.STDOUT,

@@ -1,4 +1,5 @@
-"""TODO docstring."""
+"""A job's life: the moves its state may make (each audited), and the row locks that
+order the transactions touching a job or its analyst."""
 
 from __future__ import annotations
 

@@ -86,7 +86,9 @@ def plan_job(
         decision = check_python(request.code)
         if not decision.allowed:
             findings = [f.to_dict() for f in decision.findings[:MAX_FINDINGS]]
-            raise PolicyRejected(_summary(decision.findings), findings=findings)
+            first = decision.findings[0]
+            summary = _summary(first.rule, first.message, len(decision.findings))
+            raise PolicyRejected(summary, findings=findings)
         # Only the tables the code names, when it names them all literally.
         named = tables_read(request.code)
         known = set(manifest.table_names)
@@ -97,7 +99,9 @@ def plan_job(
     )
     if not checked.allowed:
         findings = [f.to_dict() for f in checked.decision.findings[:MAX_FINDINGS]]
-        raise PolicyRejected(_summary(checked.decision.findings), findings=findings)
+        first = checked.decision.findings[0]
+        summary = _summary(first.rule, first.message, len(checked.decision.findings))
+        raise PolicyRejected(summary, findings=findings)
     tables = tuple(dict.fromkeys(ref.table.name for ref in checked.tables))
     assert checked.statement is not None
     question = checked.statement.sql(dialect="duckdb", comments=False)
@@ -135,10 +139,10 @@ def _check_kind(*, language: str, mode: str) -> None:
         raise InvalidRequest("mode must be dp or masked.", field="mode")
 
 
-def _summary(findings: tuple[Finding, ...]) -> str:
-    first = findings[0]
-    more = f" (and {len(findings) - 1} more findings)" if len(findings) > 1 else ""
-    return f"[{first.rule}] {first.message}{more}"
+def _summary(rule: object, message: object, total: int) -> str:
+    """A rejection's one-line message: the first finding, and how many more there are."""
+    more = f" (and {total - 1} more findings)" if total > 1 else ""
+    return f"[{rule}] {message}{more}"
 
 
 @dataclass(frozen=True)
@@ -196,7 +200,9 @@ class Verdict:
 
     def rejection(self) -> PolicyRejected:
         findings = list(self.findings)
-        return self.error(_summary_of(findings), findings=findings)
+        first = findings[0]
+        summary = _summary(first.get("rule"), first.get("message"), len(findings))
+        return self.error(summary, findings=findings)
 
 
 def decide(
@@ -319,12 +325,6 @@ def cached_answer(
         .order_by(Job.submitted_at)
         .limit(1)
     ).first()
-
-
-def _summary_of(findings: list[dict[str, Any]]) -> str:
-    first = findings[0]
-    more = f" (and {len(findings) - 1} more findings)" if len(findings) > 1 else ""
-    return f"[{first.get('rule')}] {first.get('message')}{more}"
 
 
 def _is_number(value: object) -> bool:
