@@ -21,12 +21,18 @@ from sqlglot.optimizer.scope import Scope, traverse_scope
 from policies import output_checks
 from policies.decision import Finding, PolicyError
 from policies.output_checks import (
+    TOP_CONTRIBUTIONS,
+    Cell,
+    CellKind,
+    Contributions,
     DisclosureRules,
     Sketch,
     SketchedRow,
-    dominance_fails,
-    p_percent_fails,
+    Suppression,
+    dropped_row,
     rounded,
+    row_suppression,
+    tally,
 )
 from policies.sql_check import AGGREGATES, DIALECT, CheckedQuery, _branches
 
@@ -59,22 +65,44 @@ class ThresholdPlan:
     # output columns that are group keys, and those that are exactly a COUNT
     keys: tuple[int, ...] = ()
     counts: tuple[int, ...] = ()
-    # whether any output holds a SUM or AVG (a magnitude table)
-    has_magnitudes: bool = False
+    # output column index -> the columns its aggregates read (secondary suppression)
+    reads: dict[int, frozenset[str]] = field(default_factory=dict)
+    # output columns holding a SUM or AVG
+    magnitude_columns: tuple[int, ...] = ()
+
+    def cell_kind(self, index: int) -> CellKind:
+        if index in self.keys:
+            return CellKind.KEY
+        if index in self.counts:
+            return CellKind.COUNT
+        if index in self.magnitude_columns:
+            return CellKind.MAGNITUDE
+        return CellKind.OTHER
 
 
 @dataclass(frozen=True)
 class Released:
     columns: list[str]
     rows: list[list[Any]]
-    suppressed_rows: int
-    suppressed_cells: int
-    # rule -> how many rows or cells it suppressed
-    reasons: dict[str, int] = field(default_factory=dict)
+    # every dropped row and blanked cell, with every rule it failed (auditors only)
+    suppressions: list[Suppression] = field(default_factory=list)
     # every row's persons, sketched (never released): the differencing checks' input
     sketches: list[SketchedRow] = field(default_factory=list)
     # why the output must wait for an auditor (empty: it may go out)
     holds: list[Finding] = field(default_factory=list)
+
+    @property
+    def suppressed_rows(self) -> int:
+        return sum(1 for s in self.suppressions if s.column is None)
+
+    @property
+    def suppressed_cells(self) -> int:
+        return sum(1 for s in self.suppressions if s.column is not None)
+
+    @property
+    def reasons(self) -> dict[str, int]:
+        """Rule -> how many rows or cells failed it."""
+        return tally(self.suppressions)
 
 
 def plan_threshold(checked: CheckedQuery, *, privacy_unit: str) -> ThresholdPlan:
@@ -125,7 +153,8 @@ def plan_threshold(checked: CheckedQuery, *, privacy_unit: str) -> ThresholdPlan
         i: [n.this for n in p.walk() if isinstance(n, exp.Sum | exp.Avg)]
         for i, p in enumerate(first.expressions[:visible])
     }
-    has_magnitudes = any(magnitude_values.values())
+    reads = {i: _reads(p) for i, p in enumerate(first.expressions[:visible])}
+    magnitude_columns = tuple(i for i, found in magnitude_values.items() if found)
     if not checked.is_simple or not isinstance(statement, exp.Select):
         return ThresholdPlan(
             sql=statement.sql(dialect=DIALECT),
@@ -134,7 +163,8 @@ def plan_threshold(checked: CheckedQuery, *, privacy_unit: str) -> ThresholdPlan
             contributors=contributors,
             keys=keys,
             counts=count_outputs,
-            has_magnitudes=has_magnitudes,
+            reads=reads,
+            magnitude_columns=magnitude_columns,
         )
     person = _person_of(statement, scopes, privacy_unit, holders)
     values: list[exp.Expr] = []
@@ -157,7 +187,18 @@ def plan_threshold(checked: CheckedQuery, *, privacy_unit: str) -> ThresholdPlan
         magnitudes=magnitudes,
         keys=keys,
         counts=count_outputs,
-        has_magnitudes=has_magnitudes,
+        reads=reads,
+        magnitude_columns=magnitude_columns,
+    )
+
+
+def _reads(projection: exp.Expr) -> frozenset[str]:
+    """The columns the aggregates of one output column read (by name: fail closed)."""
+    return frozenset(
+        column.name
+        for node in projection.walk()
+        if type(node) in AGGREGATES
+        for column in node.find_all(exp.Column)
     )
 
 
@@ -188,7 +229,7 @@ def _checks_ctes(select: exp.Select, person: exp.Column, values: list[exp.Expr])
     group_list = ", ".join(g)
     by = f" GROUP BY {group_list}" if g else ""
     with_g = f"{group_list}, " if g else ""
-    top = ", ".join(f"max(c{i}, 2)" for i in range(len(values)))
+    top = ", ".join(f"max(c{i}, {TOP_CONTRIBUTIONS})" for i in range(len(values)))
     totals = ", ".join(f"SUM(c{i})" for i in range(len(values)))
     joined = " AND ".join(f"s.g{i} IS NOT DISTINCT FROM m.g{i}" for i in range(len(keys)))
     return (
@@ -277,8 +318,9 @@ def _contribution(aggregate: exp.Expr) -> exp.Expr | None:
     conditions: list[exp.Expr] = [
         exp.Not(this=exp.Is(this=v.copy(), expression=exp.Null())) for v in values
     ]
-    if isinstance(aggregate, exp.Sum):
-        # A sum of indicators is a count in disguise: only non-zero rows contribute.
+    if isinstance(aggregate, exp.Sum | exp.Avg):
+        # A sum of indicators is a count in disguise, and a mean times the row's count
+        # is its sum: only non-zero rows contribute.
         conditions.append(
             exp.NEQ(
                 this=exp.TryCast(this=values[0].copy(), to=exp.DataType.build("double")),
@@ -298,8 +340,9 @@ def apply_threshold(
     rules: DisclosureRules | None = None,
     name: str = "result",
 ) -> Released:
-    """Drop rows of fewer than k persons; suppress cells of fewer than k contributors,
-    dominated or p-percent-revealing magnitude cells and zero counts; round counts.
+    """Drop rows of fewer than k persons; blank every cell that fails a rule
+    (:func:`policies.output_checks.row_suppression`, secondary suppression
+    included); round counts.
 
     Every row (kept or dropped) is sketched for the differencing checks.
     """
@@ -309,32 +352,34 @@ def apply_threshold(
             Finding("masked.malformed", "The engine's output does not match the checked query.")
         )
     kept: list[list[Any]] = []
-    reasons: dict[str, int] = {}
+    suppressions: list[Suppression] = []
     sketches: list[SketchedRow] = []
-    suppressed_rows = suppressed_cells = 0
     for row in rows:
         persons = row[plan.persons_index]
+        persons = persons if isinstance(persons, int) else 0
         checks = _row_checks(plan, row)
         keys = tuple((columns[i], row[i]) for i in plan.keys)
-        if not isinstance(persons, int) or persons < rules.threshold:
-            suppressed_rows += 1
-            _count(reasons, "threshold")
+        cells = [_cell(plan, row, index, checks) for index in range(plan.visible)]
+        dropped = dropped_row(persons, cells, rules)
+        if dropped:
+            suppressions.append(Suppression(name, keys, tuple(dropped)))
             if checks is not None:
-                sketches.append(SketchedRow(name, keys, int(persons or 0), checks[0], False))
+                sketches.append(SketchedRow(name, keys, persons, checks[0], False))
             continue
+        blanked = row_suppression(cells, rules)
         out = list(row[: plan.visible])
         for index in range(plan.visible):
-            reason = _cell_problem(plan, row, index, checks, rules)
-            if reason is not None:
+            if index in blanked:
                 out[index] = None
-                suppressed_cells += 1
-                _count(reasons, reason)
+                suppressions.append(
+                    Suppression(name, keys, tuple(blanked[index]), len(kept), columns[index])
+                )
             elif index in plan.counts:
                 out[index] = rounded(out[index], rules.round_base)
         kept.append(out)
         if checks is not None:
             sketches.append(SketchedRow(name, keys, persons, checks[0], True))
-    holds = _near_row_level(name, len(rows), suppressed_rows)
+    holds = _near_row_level(name, len(rows), sum(1 for s in suppressions if s.column is None))
     if plan.checks_index is None:
         holds.append(
             Finding(
@@ -345,18 +390,8 @@ def apply_threshold(
             )
         )
     return Released(
-        list(columns[: plan.visible]),
-        kept,
-        suppressed_rows,
-        suppressed_cells,
-        reasons=reasons,
-        sketches=sketches,
-        holds=holds,
+        list(columns[: plan.visible]), kept, suppressions, sketches=sketches, holds=holds
     )
-
-
-def _count(reasons: dict[str, int], reason: str) -> None:
-    reasons[reason] = reasons.get(reason, 0) + 1
 
 
 def _row_checks(
@@ -379,29 +414,32 @@ def _row_checks(
         ) from error
 
 
-def _cell_problem(
+def _cell(
     plan: ThresholdPlan,
     row: list[Any],
     index: int,
     checks: tuple[Sketch, list[list[float]], list[float]] | None,
-    rules: DisclosureRules,
-) -> str | None:
-    """Why one cell of a kept row must be suppressed, if it must."""
-    needs = plan.contributors.get(index, ())
-    if any(not isinstance(row[n], int) or row[n] < rules.threshold for n in needs):
-        return "threshold"
-    if rules.zeros_disclosive and index in plan.counts and row[index] == 0:
-        return "zero"
-    if checks is not None and index in plan.magnitudes:
+) -> Cell:
+    """What the rules read of one cell of a SQL output row."""
+    kind = plan.cell_kind(index)
+    if kind is CellKind.KEY:
+        return Cell(kind, row[index])
+    # Every column has its hidden count of contributors (the fewest where it holds several).
+    contributors = row[plan.visible + 1 + index]
+    contributions: tuple[Contributions, ...] = ()
+    if checks is not None:
         _, top, total = checks
-        for position in plan.magnitudes[index]:
-            largest = [float(v) for v in (top[position] or [])]
-            whole = float(total[position] or 0.0)
-            if dominance_fails(largest, whole, rules):
-                return "dominance"
-            if p_percent_fails(largest, whole, rules):
-                return "p_percent"
-    return None
+        contributions = tuple(
+            Contributions.of(top[position], total[position])
+            for position in plan.magnitudes.get(index, ())
+        )
+    return Cell(
+        kind,
+        row[index],
+        contributors=contributors if isinstance(contributors, int) else 0,
+        contributions=contributions,
+        reads=plan.reads.get(index, frozenset()),
+    )
 
 
 # Hidden columns the helper's table functions add to a Python output.
@@ -409,7 +447,8 @@ HELPER_PERSONS = f"{HIDDEN_PREFIX}persons"
 HELPER_TOP = f"{HIDDEN_PREFIX}top"
 HELPER_TOTAL = f"{HIDDEN_PREFIX}total"
 HELPER_SKETCH = f"{HIDDEN_PREFIX}sketch"
-HELPER_COLUMNS = (HELPER_PERSONS, HELPER_TOP, HELPER_TOTAL, HELPER_SKETCH)
+HELPER_CONTRIBUTORS = f"{HIDDEN_PREFIX}contributors"
+HELPER_COLUMNS = (HELPER_PERSONS, HELPER_TOP, HELPER_TOTAL, HELPER_SKETCH, HELPER_CONTRIBUTORS)
 
 
 def check_declared_output(
@@ -489,41 +528,101 @@ def _check_declared(
         persons_at is None and (not count_column or count_column not in columns)
     ):
         return _undeclared(name, columns, rows, visible)
-    dominance_checked = kind == "magnitude" and HELPER_TOP in columns
+    dominance_checked = kind == "magnitude" and all(
+        c in columns for c in (HELPER_TOP, HELPER_TOTAL, HELPER_CONTRIBUTORS)
+    )
     holds = _magnitude_unchecked(name) if kind == "magnitude" and not dominance_checked else []
     count_at = columns.index(count_column) if count_column in columns else None
     threshold_at = persons_at if persons_at is not None else count_at
     assert threshold_at is not None
+    shape = _DeclaredShape(
+        columns,
+        visible,
+        keys=[c for c in visible if c in (declared.get("by") or [])],
+        count_column=count_column if isinstance(count_column, str) else None,
+        value_column=_value_column(declared, visible) if dominance_checked else None,
+    )
     kept: list[list[Any]] = []
     sketches: list[SketchedRow] = []
-    reasons: dict[str, int] = {}
-    suppressed = cells = 0
-    key_names = [c for c in visible if c in (declared.get("by") or [])]
+    suppressions: list[Suppression] = []
     for row in rows:
         count = row[threshold_at]
-        keys = tuple((c, row[columns.index(c)]) for c in key_names)
+        keys = tuple((c, row[columns.index(c)]) for c in shape.keys)
         sketch = _helper_sketch(row, columns)
-        number = count if isinstance(count, int | float) and not isinstance(count, bool) else 0
-        if number < rules.threshold and (
-            rules.zeros_disclosive or number != 0 or persons_at is not None
-        ):
-            suppressed += 1
-            _count(reasons, "zero" if number == 0 else "threshold")
+        number = int(count) if isinstance(count, int | float) and not isinstance(count, bool) else 0
+        cells = shape.cells(row, persons=number)
+        dropped = dropped_row(number, cells, rules)
+        if dropped:
+            suppressions.append(Suppression(name, keys, tuple(dropped)))
             if sketch is not None:
-                sketches.append(SketchedRow(name, keys, int(number), sketch, False))
+                sketches.append(SketchedRow(name, keys, number, sketch, False))
             continue
-        out = _visible_cells(row, columns, visible, count_column=count_column, rules=rules)
-        problem = _magnitude_problem(row, columns, rules) if dominance_checked else None
-        if problem is not None:
-            cells += _suppress_magnitudes(out, visible, key_names, count_column=count_column)
-            _count(reasons, problem)
+        blanked = row_suppression(cells, rules)
+        out = []
+        for index, column in enumerate(visible):
+            value = cells[index].value
+            if index in blanked:
+                value = None
+                suppressions.append(
+                    Suppression(name, keys, tuple(blanked[index]), len(kept), column)
+                )
+            elif column == shape.count_column:
+                value = rounded(value, rules.round_base)
+            out.append(value)
         kept.append(out)
         if sketch is not None:
-            sketches.append(SketchedRow(name, keys, int(number), sketch, True))
-    holds += _near_row_level(name, len(rows), suppressed)
-    return Released(
-        visible, kept, suppressed, cells, reasons=reasons, sketches=sketches, holds=holds
-    )
+            sketches.append(SketchedRow(name, keys, number, sketch, True))
+    holds += _near_row_level(name, len(rows), sum(1 for s in suppressions if s.column is None))
+    return Released(visible, kept, suppressions, sketches=sketches, holds=holds)
+
+
+# A column of a declared table whose aggregates are not known: it may read anything.
+ANY_COLUMN = frozenset({"*"})
+
+
+@dataclass(frozen=True)
+class _DeclaredShape:
+    """How the cells of a declared table's rows are read by the rules."""
+
+    columns: list[str]
+    visible: list[str]
+    keys: list[str]
+    count_column: str | None
+    # The helper-made magnitude's own column, its contributions handed over beside it.
+    value_column: str | None
+
+    def cells(self, row: list[Any], *, persons: int) -> list[Cell]:
+        return [self._cell(row, column, persons) for column in self.visible]
+
+    def _cell(self, row: list[Any], column: str, persons: int) -> Cell:
+        value = row[self.columns.index(column)]
+        if column in self.keys:
+            return Cell(CellKind.KEY, value)
+        if column == self.count_column:
+            return Cell(CellKind.COUNT, value, contributors=persons)
+        if column == self.value_column:
+            contributors = row[self.columns.index(HELPER_CONTRIBUTORS)]
+            top = row[self.columns.index(HELPER_TOP)]
+            return Cell(
+                CellKind.MAGNITUDE,
+                value,
+                contributors=int(contributors or 0),
+                contributions=(
+                    Contributions.of(
+                        json.loads(top) if isinstance(top, str) else top,
+                        row[self.columns.index(HELPER_TOTAL)],
+                    ),
+                ),
+                reads=ANY_COLUMN,
+            )
+        # Anything else the job put in the table: it is tied to every other cell.
+        return Cell(CellKind.OTHER, value, reads=ANY_COLUMN)
+
+
+def _value_column(declared: dict[str, Any], visible: list[str]) -> str | None:
+    """The column magnitude_table named for its statistic (``sum_cost``, ``mean_cost``)."""
+    column = f"{declared.get('statistic', 'sum')}_{declared.get('value')}"
+    return column if column in visible else None
 
 
 def _refuse_row_level(name: str, columns: list[str], rows: list[list[Any]]) -> None:
@@ -549,8 +648,6 @@ def _undeclared(
     return Released(
         visible,
         [[r[columns.index(c)] for c in visible] for r in rows],
-        0,
-        0,
         holds=[
             Finding.of(
                 "output.undeclared",
@@ -575,49 +672,6 @@ def _magnitude_unchecked(name: str) -> list[Finding]:
             output=name,
         )
     ]
-
-
-def _visible_cells(
-    row: list[Any],
-    columns: list[str],
-    visible: list[str],
-    *,
-    count_column: object,
-    rules: DisclosureRules,
-) -> list[Any]:
-    """The row's released cells, its count rounded."""
-    out = []
-    for column in visible:
-        value = row[columns.index(column)]
-        if column == count_column:
-            value = rounded(value, rules.round_base)
-        out.append(value)
-    return out
-
-
-def _magnitude_problem(row: list[Any], columns: list[str], rules: DisclosureRules) -> str | None:
-    """The rule a helper-made magnitude row breaks with its largest contributions, if any."""
-    raw_top = row[columns.index(HELPER_TOP)]
-    raw_top = json.loads(raw_top) if isinstance(raw_top, str) else raw_top
-    top = [float(v) for v in raw_top or []]
-    total = float(row[columns.index(HELPER_TOTAL)] or 0.0)
-    if dominance_fails(top, total, rules):
-        return "dominance"
-    if p_percent_fails(top, total, rules):
-        return "p_percent"
-    return None
-
-
-def _suppress_magnitudes(
-    out: list[Any], visible: list[str], key_names: list[str], *, count_column: object
-) -> int:
-    """Blank the row's value cells (neither group key nor count); how many were blanked."""
-    blanked = 0
-    for position, column in enumerate(visible):
-        if column not in key_names and column != count_column:
-            out[position] = None
-            blanked += 1
-    return blanked
 
 
 # An output most of whose rows fall below the threshold is near row level: the
@@ -674,7 +728,7 @@ def _model_summary(
                 output=name,
             )
         ]
-        return Released(visible, table, 0, 0, holds=holds)
+        return Released(visible, table, holds=holds)
     if dof < rules.min_dof:
         raise DisclosureError(
             Finding.of(
@@ -687,4 +741,4 @@ def _model_summary(
                 min_dof=rules.min_dof,
             )
         )
-    return Released(visible, table, 0, 0, reasons={})
+    return Released(visible, table)

@@ -1,16 +1,24 @@
 """ACRO-style output checks for masked-mode releases, and sketches for differencing.
 
 The rules (owner-configurable in the policy file's ``disclosure:`` section,
-ACRO's defaults otherwise):
+ACRO's defaults otherwise), each implemented once here and called by the SQL
+path and the Python path alike (:func:`row_suppression`, :func:`dropped_row`):
 
 - threshold: every row and cell stands for at least k distinct persons (10);
+  a SUM or a mean counts only the persons of non-zero value (a sum of
+  indicators is a count in disguise; a mean times the row's count is its sum);
+- zeros are disclosive (a structural zero says "no one");
 - dominance (N, K): in a magnitude cell the N largest persons' contributions
-  may not exceed K of the total (2, 0.9);
-- p-percent: the total less the two largest contributions must be at least
-  p of the largest, or the second largest could estimate it within p (0.1);
+  must stay below K of the total (2, 0.9): on the boundary a cell fails;
+- p-percent: the total less the two largest contributions must be more than
+  p of the largest (0.1), or the second largest could estimate it: on the
+  boundary a cell fails;
+- secondary suppression: a cell from which a suppressed cell of its row could
+  be computed (SUM = mean × count) is blanked with it;
 - a model summary needs at least ``min_dof`` residual degrees of freedom (10);
-- zeros in a frequency table are disclosive (a structural zero says "no one");
 - counts may be rounded to a base (off by default; the owner may set 5).
+
+Every rule a row or cell fails is reported (:class:`Suppression`), to auditors.
 
 Differencing: each released (and each suppressed) row carries an invertible
 Bloom lookup table (IBLT) of its persons. Subtracting two sketches and peeling
@@ -26,6 +34,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any, TypeVar
 
 from policies.decision import Phrase, PolicyError
@@ -111,24 +120,174 @@ def _flag(value: Any, where: str) -> bool:
     return value
 
 
-# --- cell rules --------------------------------------------------------------------------
+# --- cell rules: one implementation, for the SQL path and the Python path alike ----------
+
+# The rules, in the order a cell's failures are reported.
+THRESHOLD = "threshold"
+ZERO = "zero"
+DOMINANCE = "dominance"
+P_PERCENT = "p_percent"
+# Blanked because a suppressed cell of the same row could be computed from it.
+SECONDARY = "secondary"
+RULE_ORDER = (THRESHOLD, ZERO, DOMINANCE, P_PERCENT, SECONDARY)
+# The largest persons' contributions each magnitude cell hands to the rules: the
+# greatest ``dominance.n`` an owner may set.
+TOP_CONTRIBUTIONS = 10
+# Within this relative distance of a boundary a cell counts as on it, and fails:
+# 0.9 of a total is 0.9 whatever the rounding of floats said.
+BOUNDARY = 1e-9
+
+
+class CellKind(StrEnum):
+    KEY = "key"  # a group key: the row's label, never suppressed on its own
+    COUNT = "count"  # exactly one COUNT
+    MAGNITUDE = "magnitude"  # holds a SUM or a mean
+    OTHER = "other"  # any other aggregate expression
+
+
+@dataclass(frozen=True)
+class Contributions:
+    """One magnitude aggregate of a cell: its persons' largest |contributions| and their sum.
+
+    Contributions are persons' totals of ``|value|`` in the cell, not rows'.
+    """
+
+    largest: tuple[float, ...]
+    total: float
+
+    @classmethod
+    def of(cls, largest: Iterable[Any], total: Any) -> Contributions:
+        return cls(
+            tuple(sorted((abs(float(v)) for v in largest or []), reverse=True)),
+            float(total or 0.0),
+        )
+
+
+@dataclass(frozen=True)
+class Cell:
+    """What the rules read of one cell of an output row.
+
+    ``contributors``: the distinct persons behind the cell; for a SUM or a mean,
+    those with a non-zero value (a sum of indicators is a count in disguise, and
+    a mean times the row's count is its sum). ``reads``: the columns its
+    aggregates read, which tie it to the other cells of its row.
+    """
+
+    kind: CellKind
+    value: Any = None
+    contributors: int | None = None
+    contributions: tuple[Contributions, ...] = ()
+    reads: frozenset[str] = frozenset()
 
 
 def dominance_fails(top: Sequence[float], total: float, rules: DisclosureRules) -> bool:
-    """The N largest persons' contributions make up more than K of the cell's total."""
+    """The N largest persons' contributions make up K of the cell's total or more.
+
+    Safe only below K: a cell on the boundary fails.
+    """
     if total <= 0:
         return False
     largest = sorted((abs(t) for t in top), reverse=True)[: rules.dominance_n]
-    return sum(largest) > rules.dominance_k * total
+    return sum(largest) >= rules.dominance_k * total * (1 - BOUNDARY)
 
 
 def p_percent_fails(top: Sequence[float], total: float, rules: DisclosureRules) -> bool:
-    """The second largest contributor could estimate the largest within p of its value."""
+    """The second largest contributor could estimate the largest within p of its value.
+
+    The total less the two largest must be more than p of the largest: a cell
+    on the boundary fails.
+    """
     largest = sorted((abs(t) for t in top), reverse=True)
     if not largest or largest[0] <= 0:
         return False
     second = largest[1] if len(largest) > 1 else 0.0
-    return total - largest[0] - second < rules.p_percent * largest[0]
+    return total - largest[0] - second <= rules.p_percent * largest[0] * (1 + BOUNDARY)
+
+
+def small(persons: int, rules: DisclosureRules) -> list[str]:
+    """The rules a number of persons (a row's or a cell's) fails: below k, or none at all.
+
+    With ``zeros_disclosive: false`` the owner has said that no one is safe to show.
+    """
+    if persons == 0:
+        return [THRESHOLD, ZERO] if rules.zeros_disclosive else []
+    return [THRESHOLD] if persons < rules.threshold else []
+
+
+def cell_failures(cell: Cell, rules: DisclosureRules) -> list[str]:
+    """Every rule one cell fails, in :data:`RULE_ORDER`; a group key fails none."""
+    if cell.kind is CellKind.KEY:
+        return []
+    failures = small(cell.contributors, rules) if cell.contributors is not None else []
+    if cell.kind is CellKind.COUNT and cell.value == 0 and rules.zeros_disclosive:
+        failures = failures if ZERO in failures else [*failures, ZERO]
+    if any(dominance_fails(c.largest, c.total, rules) for c in cell.contributions):
+        failures.append(DOMINANCE)
+    if any(p_percent_fails(c.largest, c.total, rules) for c in cell.contributions):
+        failures.append(P_PERCENT)
+    return failures
+
+
+def row_suppression(cells: Sequence[Cell], rules: DisclosureRules) -> dict[int, list[str]]:
+    """Which cells of one kept row are blanked, each with every rule it fails.
+
+    Secondary suppression: a suppressed cell must not be computable from the
+    cells left beside it (a SUM is its mean times a count, a mean its SUM over
+    a count, a count its SUM over its mean). So every other cell of the row
+    that is not a group key or a count and reads a column a suppressed cell
+    reads is blanked too; counts alone give none of them back.
+    """
+    primary = {i: f for i, cell in enumerate(cells) if (f := cell_failures(cell, rules))}
+    suppressed = dict(primary)
+    for index, cell in enumerate(cells):
+        if index in primary or cell.kind in (CellKind.KEY, CellKind.COUNT):
+            continue
+        if any(cells[j].reads & cell.reads for j in primary):
+            suppressed[index] = [SECONDARY]
+    return suppressed
+
+
+def dropped_row(persons: int, cells: Sequence[Cell], rules: DisclosureRules) -> list[str]:
+    """Why a whole row is dropped (fewer than k persons), with every rule its cells fail
+    besides, so an auditor sees every reason; empty: the row is kept."""
+    reasons = small(persons, rules)
+    if not reasons:
+        return []
+    failed = set(reasons).union(*(cell_failures(cell, rules) for cell in cells))
+    return [rule for rule in RULE_ORDER if rule in failed]
+
+
+@dataclass(frozen=True)
+class Suppression:
+    """One blanked cell or dropped row of an output, with every rule it failed.
+
+    For auditors only: a rule says something of the value (a zero, a dominant
+    person), so the analyst's result carries only how many were suppressed.
+    """
+
+    table: str
+    keys: tuple[tuple[str, Any], ...]
+    rules: tuple[str, ...]
+    row: int | None = None  # the index among the released rows; None: the row was dropped
+    column: str | None = None  # None: the whole row
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "table": self.table,
+            "row": self.row,
+            "column": self.column,
+            "keys": [[name, value] for name, value in self.keys],
+            "rules": list(self.rules),
+        }
+
+
+def tally(suppressions: Iterable[Suppression]) -> dict[str, int]:
+    """How many rows and cells each rule suppressed (a cell failing two counts in both)."""
+    counts: dict[str, int] = {}
+    for one in suppressions:
+        for rule in one.rules:
+            counts[rule] = counts.get(rule, 0) + 1
+    return {rule: counts[rule] for rule in RULE_ORDER if rule in counts}
 
 
 def rounded(count: Any, base: int) -> Any:

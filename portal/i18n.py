@@ -68,6 +68,11 @@ RUNTIME_WORDS = frozenset(
         N_("review.kind.approve"),
         N_("review.kind.withhold"),
         N_("review.kind.objection"),
+        N_("rule.threshold"),
+        N_("rule.zero"),
+        N_("rule.dominance"),
+        N_("rule.p_percent"),
+        N_("rule.secondary"),
     }
 )
 

@@ -180,6 +180,9 @@ class Job(Base):
     # Per output row (released or suppressed): its group keys, persons and a sketch of
     # them, for the differencing checks of later releases. Never shown to anyone.
     disclosure_sketches: Mapped[list[Any] | None] = mapped_column(JSON, nullable=True)
+    # Every suppressed row and cell of the outputs with every rule it failed: auditors
+    # only (a rule says something of the value: a zero, a dominant person).
+    suppressions: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     # What the job printed: auditors only, never the analyst.
     log: Mapped[str | None] = mapped_column(Text, nullable=True)
 

@@ -43,6 +43,9 @@ _outputs: list[dict[str, Any]] = []
 _sources: dict[int, dict[str, Any]] = {}
 OPERATORS = ("==", "!=", "<", "<=", ">", ">=", "in", "not in", "is null", "not null")
 MAX_LIST, MAX_EDGES, MAX_CONDITIONS = 1000, 100, 20
+# The largest persons' contributions handed to the dominance check: the greatest
+# dominance.n an owner may set (policies.output_checks.TOP_CONTRIBUTIONS).
+TOP_CONTRIBUTIONS = 10
 
 
 def tables() -> list[str]:
@@ -240,16 +243,19 @@ def magnitude_of(
     table = grouped[value].agg(statistic).rename(f"{statistic}_{value}").reset_index()
     table["n"] = grouped.size().to_numpy()
     hidden = _persons_and_sketches(grouped)
+    # Persons' contributions: each person's sum of |value| in the group, as the SQL path.
     per_person = (
         frame.assign(__abs=frame[value].abs())
         .groupby([*by, PERSON], dropna=False, observed=True)["__abs"]
         .sum()
     )
     by_group = per_person.groupby(level=list(range(len(by))), dropna=False)
-    top = by_group.apply(lambda s: [float(v) for v in s.nlargest(2)]).to_numpy()
+    top = by_group.apply(lambda s: [float(v) for v in s.nlargest(TOP_CONTRIBUTIONS)]).to_numpy()
     total = by_group.sum().to_numpy()
     hidden[f"{HIDDEN}top"] = list(top)
     hidden[f"{HIDDEN}total"] = [float(t) for t in total]
+    # Those who contribute a non-zero value: a sum of indicators is a count in disguise.
+    hidden[f"{HIDDEN}contributors"] = [int(n) for n in by_group.agg(lambda s: int((s > 0).sum()))]
     return table, hidden
 
 

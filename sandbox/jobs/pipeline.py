@@ -26,7 +26,13 @@ from policies.disclosure import (
     apply_threshold,
     check_declared_output,
 )
-from policies.output_checks import DisclosureRules, SketchedRow, isolations, rows_to_compare
+from policies.output_checks import (
+    DisclosureRules,
+    SketchedRow,
+    isolations,
+    rows_to_compare,
+    tally,
+)
 from policies.policy_file import DatasetPolicy, PolicyFileError, load_policy
 from runners import JobFailed, JobSpec, RunnerUnavailable, RunResult
 from sandbox.access import grants
@@ -49,6 +55,8 @@ log = logging.getLogger(__name__)
 VIEWS = ViewCache()
 # The sizes of earlier releases' rows this process has read (they never change).
 SIZES = released_rows.SizeCache()
+# Suppressed rows and cells listed one by one for auditors; beyond it, counted.
+MAX_SUPPRESSIONS_KEPT = 2000
 
 
 def run_job(sandbox: Sandbox, job_id: str) -> str:
@@ -349,7 +357,9 @@ def _check_and_release(
         try:
             # The owner's file sets the floor; a grant may only ask for more.
             rules = policy.disclosure.with_threshold(max(grant.k_threshold, policy.k_threshold))
-            released, holds, sketches = _disclosure(job, plan, result, checked, rules=rules)
+            released, holds, sketches, suppressed = _disclosure(
+                job, plan, result, checked, rules=rules
+            )
             if rules.differencing and sketches:
                 holds += _differencing(session, job, sketches, rules.threshold)
         except DisclosureError as error:
@@ -359,6 +369,7 @@ def _check_and_release(
             move(session, job, JobStatus.WITHHELD, actor=WORKER, details={"findings": job.findings})
             return job.status
         job.result = released
+        job.suppressions = suppressed
         job.disclosure_sketches = [row.to_json() for row in sketches] or None
         if holds:
             # Held for an auditor: the findings say why; nothing goes out before a review.
@@ -385,8 +396,9 @@ def _disclosure(
     checked: list[Checked] | None,
     *,
     rules: DisclosureRules,
-) -> tuple[dict[str, Any], list[Finding], list[SketchedRow]]:
-    """The outputs as they may go out, why they must wait for review, and their sketches."""
+) -> tuple[dict[str, Any], list[Finding], list[SketchedRow], dict[str, Any] | None]:
+    """The outputs as they may go out, why they must wait for review, their sketches,
+    and (for auditors) every suppressed row and cell with the rules it failed."""
     tables: list[dict[str, Any]] = []
     if plan.dp is not None:
         (only,) = result.tables
@@ -398,7 +410,7 @@ def _disclosure(
             "mechanism": plan.dp.mechanism,
             "rows_per_person": plan.dp.rows_per_person,
         }
-        return {"tables": tables, "privacy": privacy, "disclosure": None}, [], []
+        return {"tables": tables, "privacy": privacy, "disclosure": None}, [], [], None
     outputs: list[Released] = []
     if plan.threshold is not None:
         (only,) = result.tables
@@ -432,26 +444,28 @@ def _disclosure(
                 )
             )
         names = [one.table.name for one in checked]
-    reasons: dict[str, int] = {}
-    for output in outputs:
-        for reason, count in output.reasons.items():
-            reasons[reason] = reasons.get(reason, 0) + count
+    suppressions = [s for o in outputs for s in o.suppressions]
     released = {
         "tables": [
             {"name": name, "columns": o.columns, "rows": o.rows}
             for name, o in zip(names, outputs, strict=True)
         ],
         "privacy": {"epsilon": 0.0, "delta": 0.0, "mechanism": None},
+        # How many were suppressed, never why: the analyst's share of what follows.
         "disclosure": {
             "k": rules.threshold,
             "suppressed_rows": sum(o.suppressed_rows for o in outputs),
             "suppressed_cells": sum(o.suppressed_cells for o in outputs),
-            "suppressed_by": reasons,
             "rules": rules.to_dict(),
         },
     }
+    suppressed = {
+        "by_rule": tally(suppressions),
+        "cells": [s.to_dict() for s in suppressions[:MAX_SUPPRESSIONS_KEPT]],
+        "more": max(0, len(suppressions) - MAX_SUPPRESSIONS_KEPT),
+    }
     holds = [h for o in outputs for h in o.holds]
-    return released, holds, [row for o in outputs for row in o.sketches]
+    return released, holds, [row for o in outputs for row in o.sketches], suppressed
 
 
 def _differencing(

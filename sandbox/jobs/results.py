@@ -114,6 +114,8 @@ def job_status(job: Job, *, by: Person) -> dict[str, Any]:
         data["analyst"] = job.analyst.username
         data["code"] = job.code
         data["log"] = job.log  # auditors see what the job printed; analysts never do
+        # and why each suppressed cell is blank, which says something of its value
+        data["suppressions"] = job.suppressions
     return data
 
 

@@ -336,6 +336,7 @@ def _open_review(session: Session, *, by: Person, job_id: str) -> dict[str, Any]
         "grant": grant_view(job.grant),
         "findings": job.findings or [],
         "outputs": outputs,
+        "suppressions": suppression_view(job.suppressions),
         "reviewers_required": reviewers_required(session, job.dataset),
         "round": round_,
         "approvals": approved,
@@ -346,6 +347,21 @@ def _open_review(session: Session, *, by: Person, job_id: str) -> dict[str, Any]
     if job.error_code:
         data["error"] = {"code": job.error_code, "message": job.error_message}
     return data
+
+
+def suppression_view(stored: dict[str, Any] | None) -> dict[str, Any] | None:
+    """Every suppressed row and cell with every rule it failed, by table, for auditors:
+    ``cells`` maps "row:column" of the held table to its rules, ``rows`` lists dropped rows."""
+    if not stored:
+        return None
+    tables: dict[str, dict[str, Any]] = {}
+    for one in stored.get("cells") or []:
+        table = tables.setdefault(one["table"], {"cells": {}, "rows": []})
+        if one["column"] is None:
+            table["rows"].append({"keys": one["keys"], "rules": one["rules"]})
+        else:
+            table["cells"][f"{one['row']}:{one['column']}"] = one["rules"]
+    return {"by_rule": stored.get("by_rule") or {}, "more": stored.get("more", 0), "tables": tables}
 
 
 def _may_decide(job: Job, user: Person, approved: list[str]) -> bool:

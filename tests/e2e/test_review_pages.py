@@ -102,3 +102,25 @@ def test_browser_analyst_objects_to_withholding(page: Any, live_portal: LivePort
     _, queue = live_portal.request("GET", "/api/v1/reviews", token=auditor)
     (queued,) = [r for r in queue["reviews"] if r["id"] == job_id]
     assert queued["round"] == 2 and queued["objection"]["comment"] == "每个区县都超过 10 人。"
+
+
+def test_browser_auditor_sees_every_rule_a_blank_cell_failed(
+    page: Any, live_portal: LivePortal
+) -> None:
+    from playwright.sync_api import expect
+
+    job_id = held_job(
+        live_portal,
+        "SELECT icd10, COUNT(*) AS n, SUM(CAST(readmitted_30d AS INTEGER)) AS readmitted "
+        "FROM visits GROUP BY icd10",
+    )
+    log_in(page, live_portal, "auditor")
+    page.goto(f"{live_portal.base_url}/reviews/{job_id}")
+    expect(page.locator("#suppressed-by")).to_contain_text("贡献者少于 k 人")
+    blank = page.locator("#held-outputs td[data-rules]").first
+    expect(blank).to_contain_text("贡献者少于 k 人")
+    assert "threshold" in (blank.get_attribute("data-rules") or "").split()
+    # The analyst's own page says how many cells were suppressed, never why.
+    token = live_portal.token("analyst")
+    status, job = live_portal.request("GET", f"/api/v1/jobs/{job_id}", token=token)
+    assert status == 200 and "suppressions" not in job

@@ -191,7 +191,10 @@ def test_a_dominated_magnitude_cell_is_suppressed_and_counts_stay() -> None:
         "GROUP BY department ORDER BY department"
     )
     assert released.rows == [["内科", 30, None], ["外科", 30, 300.0]]
-    assert released.reasons == {"dominance": 1}
+    # Every rule the cell fails is reported, not only the first.
+    assert released.reasons == {"dominance": 1, "p_percent": 1}
+    (cell,) = released.suppressions
+    assert (cell.row, cell.column, cell.rules) == (0, "total", ("dominance", "p_percent"))
     assert len(released.sketches) == 2 and not released.holds
 
 
@@ -219,18 +222,25 @@ def test_helper_outputs_checked_by_kind() -> None:
         "__sandbox_sketch",
         "__sandbox_top",
         "__sandbox_total",
+        "__sandbox_contributors",
     ]
     rows = [
-        ["内科", 1000.0, 40, 40, sketch, [950.0, 10.0], 1000.0],
-        ["外科", 1000.0, 40, 40, sketch, [100.0, 90.0], 1000.0],
-        ["儿科", 30.0, 3, 3, sketch, [10.0, 10.0], 30.0],
+        ["内科", 1000.0, 40, 40, sketch, [950.0, 10.0], 1000.0, 40],
+        ["外科", 1000.0, 40, 40, sketch, [100.0, 90.0], 1000.0, 40],
+        ["儿科", 30.0, 3, 3, sketch, [10.0, 10.0], 30.0, 3],
     ]
-    declared = {"kind": "magnitude", "count_column": "n", "by": ["department"]}
+    declared = {
+        "kind": "magnitude",
+        "count_column": "n",
+        "by": ["department"],
+        "value": "cost",
+        "statistic": "sum",
+    }
     # As the worker hands them over once it has computed them again (verified).
     released = check_declared_output("cost", columns, rows, declared, k=10, verified=True)
     assert released.columns == ["department", "sum_cost", "n"]
     assert released.rows == [["内科", None, 40], ["外科", 1000.0, 40]]
-    assert released.reasons == {"dominance": 1, "threshold": 1}
+    assert released.reasons == {"threshold": 1, "dominance": 1, "p_percent": 1}
     held = check_declared_output(
         "cost", ["department", "sum_cost", "n"], [["内科", 1000.0, 40]], declared, k=10
     )
@@ -259,7 +269,8 @@ def test_model_summaries_need_residual_degrees_of_freedom() -> None:
 def test_zero_counts_are_suppressed_unless_the_owner_says_otherwise() -> None:
     declared = {"kind": "frequency", "count_column": "n"}
     rows = [["a", 0], ["b", 50]]
-    assert check_declared_output("t", ["g", "n"], rows, declared, k=10).reasons == {"zero": 1}
+    zero = check_declared_output("t", ["g", "n"], rows, declared, k=10)
+    assert zero.reasons == {"threshold": 1, "zero": 1}  # ACRO reports both too
     lenient = DisclosureRules(zeros_disclosive=False)
     kept = check_declared_output("t", ["g", "n"], rows, declared, k=10, rules=lenient)
     assert kept.rows == [["a", 0], ["b", 50]]

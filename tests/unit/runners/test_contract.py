@@ -417,3 +417,11 @@ def test_spec_defaults_are_the_documented_limits(tmp_path: Path) -> None:
         128,
         64,
     )
+
+
+def test_the_helper_hands_over_as_many_contributions_as_the_rules_may_read() -> None:
+    from policies.output_checks import TOP_CONTRIBUTIONS
+    from runners.harness import sandbox_job
+
+    # The harness imports nothing of the project, so it keeps its own copy of the number.
+    assert sandbox_job.TOP_CONTRIBUTIONS == TOP_CONTRIBUTIONS

@@ -158,3 +158,35 @@ sandbox_job.model_summary("fit", smf.ols("cost ~ length_of_stay", data=visits).f
     job = run(sandbox_instance, code, language="python")
     assert job.status == "withheld"
     assert [f["rule"] for f in job.findings] == ["output.model_dof"]
+
+
+def test_why_each_cell_is_blank_is_for_auditors_and_no_suppressed_sum_is_recoverable(
+    sandbox_instance: Sandbox,
+) -> None:
+    from sandbox.jobs.results import job_status_for
+    from tests.factories import actor
+
+    job = run(
+        sandbox_instance,
+        "SELECT icd10, COUNT(*) AS n, SUM(CAST(readmitted_30d AS INTEGER)) AS readmitted, "
+        "AVG(CAST(readmitted_30d AS INTEGER)) AS rate FROM visits GROUP BY icd10",
+    )
+    assert job.status == "released", (job.status, job.findings)
+    assert job.result is not None
+    disclosure = job.result["disclosure"]
+    assert disclosure["suppressed_cells"] > 0
+    # The analyst's result says how many were suppressed, never why: a rule says
+    # something of the value (a zero, a dominant person).
+    assert "suppressed_by" not in disclosure
+    (table,) = job.result["tables"]
+    for _, _, readmitted, rate in table["rows"]:
+        # A blanked sum never comes back as its mean times the count, nor the other way.
+        assert (readmitted is None) == (rate is None)
+    stored = job.suppressions
+    assert stored is not None and stored["by_rule"]
+    assert sum(1 for c in stored["cells"] if c["column"]) == disclosure["suppressed_cells"]
+    assert all(c["rules"] for c in stored["cells"])
+    analyst = job_status_for(sandbox_instance, by=actor(sandbox_instance, "analyst"), job_id=job.id)
+    assert "suppressions" not in analyst
+    auditor = job_status_for(sandbox_instance, by=actor(sandbox_instance, "auditor"), job_id=job.id)
+    assert auditor["suppressions"] == stored
