@@ -260,6 +260,32 @@ class DatasetStore:
                 _replace_private(folder / KEY_FILE, _dump(self._wrap_key(name, data_key, ring)))
         return before
 
+    def seal_key(self, label: str, key: bytes) -> dict[str, str]:
+        """Wrap a key of something else kept under the master key (an import's staging
+        key, labelled ``staging:<id>``); :meth:`open_key` unwraps it."""
+        return self._wrap_key(label, key)
+
+    def open_key(self, label: str, record: dict[str, Any]) -> bytes:
+        return self._unwrap_key(label, record)
+
+    def destroy(self, name: str) -> None:
+        """Destroy a dataset: its data key first (from then on nothing of it can be
+        decrypted, wherever a copy of its files went), then its files."""
+        _check_name(name)
+        folder = self._folder(name)
+        if not folder.exists():
+            return
+        with self.key_lock():
+            key_file = folder / KEY_FILE
+            if key_file.exists():
+                size = key_file.stat().st_size
+                with key_file.open("r+b") as handle:
+                    handle.write(secrets.token_bytes(size))
+                    handle.flush()
+                    os.fsync(handle.fileno())
+                key_file.unlink()
+            shutil.rmtree(folder)
+
     def _wrap_key(
         self, name: str, data_key: bytes, ring: MasterKeyring | None = None
     ) -> dict[str, str]:

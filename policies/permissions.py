@@ -67,6 +67,19 @@ def user_may_govern_dataset(user: Person, *, owner_id: int | None) -> bool:
     return user_owns_dataset(user, owner_id=owner_id) or user_is_admin(user)
 
 
+def user_may_bring_datasets(user: Person) -> bool:
+    """Import a new dataset (and so become its owner): data owners; admins for them."""
+    return user.role in (Role.OWNER, Role.ADMIN)
+
+
+def user_may_handle_import(user: Person, *, owner_id: int) -> bool:
+    """An import's staged tables and profile: its owner alone, until it is published.
+
+    Not even an admin: what is staged is raw data that no one else has been shown.
+    """
+    return user.id == owner_id and user_may_bring_datasets(user)
+
+
 def user_may_list_grants(user: Person) -> bool:
     """Owners see the grants on their own datasets, admins every grant."""
     return user.role in (Role.OWNER, Role.ADMIN)

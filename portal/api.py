@@ -74,7 +74,7 @@ def datasets() -> Any:
 @bp.get("/datasets/<name>")
 @login_required
 def dataset(name: str) -> Any:
-    return jsonify(catalog.dataset_schema(name))
+    return jsonify(catalog.dataset_schema(sandbox(), name))
 
 
 @bp.get("/datasets/<name>/mock")

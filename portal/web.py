@@ -27,14 +27,16 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.wrappers import Response
 
 from policies.permissions import (
+    user_may_bring_datasets,
     user_may_read_audit,
     user_may_read_held_outputs,
+    user_may_request_access,
     user_may_submit_jobs,
 )
 from portal.auth import allowed, login_required, sandbox, session_actor
 from portal.i18n import LANGUAGES, language
 from sandbox import catalog
-from sandbox.access import grants, users
+from sandbox.access import grants, requests, users
 from sandbox.errors import InvalidRequest, PolicyRejected, SandboxError, Unauthenticated
 from sandbox.integrity import audit
 from sandbox.integrity.audit_log import browse_audit
@@ -111,6 +113,8 @@ def _what_the_user_can() -> dict[str, bool]:
         "submit_jobs": user_may_submit_jobs(actor),
         "read_audit": user_may_read_audit(actor),
         "review": user_may_read_held_outputs(actor),
+        "bring_datasets": user_may_bring_datasets(actor),
+        "request_access": user_may_request_access(actor),
     }
 
 
@@ -212,7 +216,16 @@ def home() -> str:
 @bp.get("/datasets/<name>")
 @login_required
 def dataset(name: str) -> str:
-    return render_template("dataset.html", schema=catalog.dataset_schema(name))
+    return dataset_page(name)
+
+
+def dataset_page(name: str, **extra: Any) -> str:
+    """The schema; an analyst also finds their requests for access and the form to ask."""
+    schema = catalog.dataset_schema(sandbox(), name)
+    mine = []
+    if user_may_request_access(g.actor):
+        mine = [r for r in requests.list_requests(sandbox(), by=g.actor) if r["dataset"] == name]
+    return render_template("dataset.html", schema=schema, my_requests=mine, **extra)
 
 
 def _epsilon(raw: str) -> float | None:

@@ -79,6 +79,209 @@ def datasets_generate(patients: int, seed: int, owner: str) -> None:
     )
 
 
+@datasets.command("import")
+@click.argument("sources", nargs=-1, required=True)
+@click.option("--dataset", "name", required=True, help="The dataset's name (new, or yours).")
+@click.option("--as", "username", default="owner", show_default=True, help="The data owner.")
+@click.option(
+    "--mode",
+    type=click.Choice(["new", "append", "replace"]),
+    default="new",
+    show_default=True,
+    help="A new dataset, or the next version of one of yours.",
+)
+@click.option("--encoding", help="The files' encoding (gbk, gb18030, utf-8); default: detect.")
+@click.option("--delimiter", help="The CSV delimiter; default: detect.")
+@click.option("--table", help="The staged table's name (one file or database table).")
+@click.option("--query", help="A read-only SELECT to stage from the database URL.")
+@click.option("--ask-password", is_flag=True, help="Prompt for the database password.")
+@click.option(
+    "--definition",
+    "definition_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Your definition (YAML): confirm every column with it.",
+)
+@click.option("--publish", is_flag=True, help="Publish once confirmed.")
+@click.option(
+    "--draft",
+    "draft_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Where to write the proposed definition (default: <dataset>.definition.yaml).",
+)
+def datasets_import(  # noqa: PLR0913 - click hands every option over as an argument
+    sources: tuple[str, ...],
+    name: str,
+    username: str,
+    mode: str,
+    encoding: str | None,
+    delimiter: str | None,
+    table: str | None,
+    query: str | None,
+    ask_password: bool,
+    definition_file: Path | None,
+    publish: bool,
+    draft_file: Path | None,
+) -> None:
+    """Stage SOURCES (CSV, XLSX, Parquet files, or a postgresql:// / mysql:// URL), profile
+    them and propose a class for every column; with --definition confirm, with --publish
+    publish as the dataset's next version."""
+    from datasets.importers import FileOptions
+    from sandbox.owners import imports
+
+    sandbox, by = _sandbox(), _actor(username)
+    options = FileOptions(
+        encoding=encoding, delimiter=delimiter, max_bytes=sandbox.settings.max_import_bytes
+    )
+    with _errors_as_messages():
+        started = imports.start_import(sandbox, by=by, dataset=name, mode=mode)
+        import_id = started["id"]
+        for source in sources:
+            if "://" in source:
+                url = _with_password(source) if ask_password else source
+                staged = imports.stage_connection(
+                    sandbox,
+                    by=by,
+                    import_id=import_id,
+                    url=url,
+                    name=table or name,
+                    table=None if query else table,
+                    query=query,
+                )
+            else:
+                path = Path(source)
+                staged = imports.stage_upload(
+                    sandbox,
+                    by=by,
+                    import_id=import_id,
+                    source=path,
+                    filename=path.name,
+                    table=table,
+                    options=options,
+                )
+        for entry in staged["tables"]:
+            click.echo(
+                f"staged {entry['name']}: {entry['rows']} rows, {len(entry['columns'])} columns"
+            )
+        profiled = imports.profile_import(sandbox, by=by, import_id=import_id)
+        _echo_proposals(profiled["profile"])
+        if definition_file is None:
+            target = draft_file or Path(f"{name}.definition.yaml")
+            _write_private(target, yaml_dump(profiled["draft"]))
+            click.echo(
+                f"import {import_id}: the proposed definition is in {target} (data-derived "
+                "bounds and categories: yours alone). Correct it, then run "
+                f"`sandbox datasets confirm {import_id} {target} --publish`."
+            )
+            return
+        _confirm(import_id, definition_file, by=by, publish=publish)
+
+
+@datasets.command("confirm")
+@click.argument("import_id")
+@click.argument("definition_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--as", "username", default="owner", show_default=True, help="The data owner.")
+@click.option("--publish", is_flag=True, help="Publish once confirmed.")
+def datasets_confirm(import_id: str, definition_file: Path, username: str, publish: bool) -> None:
+    """Confirm every column of IMPORT_ID with DEFINITION_FILE (YAML); --publish publishes."""
+    with _errors_as_messages():
+        _confirm(import_id, definition_file, by=_actor(username), publish=publish)
+
+
+def _confirm(import_id: str, definition_file: Path, *, by: Actor, publish: bool) -> None:
+    from sandbox.owners import imports
+
+    sandbox = _sandbox()
+    text = definition_file.read_text(encoding="utf-8")
+    imports.confirm_import(sandbox, by=by, import_id=import_id, definition=text)
+    click.echo(f"import {import_id}: every column confirmed")
+    if publish:
+        done = imports.publish_import(sandbox, by=by, import_id=import_id)
+        click.echo(
+            f"{done['dataset']}: version {done['number']} published ({done['version'][:12]})"
+        )
+
+
+@datasets.command("publish")
+@click.argument("import_id")
+@click.option("--as", "username", default="owner", show_default=True, help="The data owner.")
+def datasets_publish(import_id: str, username: str) -> None:
+    """Publish a confirmed import as its dataset's next version."""
+    from sandbox.owners import imports
+
+    with _errors_as_messages():
+        done = imports.publish_import(_sandbox(), by=_actor(username), import_id=import_id)
+    click.echo(f"{done['dataset']}: version {done['number']} published ({done['version'][:12]})")
+
+
+@datasets.command("versions")
+@click.argument("name")
+@click.option("--as", "username", default="owner", show_default=True, help="The data owner.")
+def datasets_versions(name: str, username: str) -> None:
+    """NAME's published versions."""
+    from sandbox.owners import datasets as owned
+
+    with _errors_as_messages():
+        view = owned.dataset_versions(_sandbox(), by=_actor(username), dataset=name)
+    click.echo(f"{name}: {view['status']}, current version {view['current']}")
+    for version in view["versions"]:
+        rows = ", ".join(f"{t} {n}" for t, n in version["rows"].items())
+        click.echo(
+            f"  v{version['number']}  {version['published_at']}  {version['mode']:<7}  "
+            f"{version['version'][:12]}  {rows}"
+        )
+
+
+@datasets.command("export")
+@click.argument("name")
+@click.option("--as", "username", default="owner", show_default=True, help="The data owner.")
+def datasets_export(name: str, username: str) -> None:
+    """Print NAME's definition (manifest and policy) as YAML."""
+    from sandbox.owners import datasets as owned
+
+    with _errors_as_messages():
+        click.echo(owned.export_definition(_sandbox(), by=_actor(username), dataset=name), nl=False)
+
+
+@datasets.command("retire")
+@click.argument("name")
+@click.option("--confirm", required=True, help="The dataset's name again: this cannot be undone.")
+@click.option("--as", "username", default="owner", show_default=True, help="The data owner.")
+def datasets_retire(name: str, confirm: str, username: str) -> None:
+    """Retire NAME: its data key is destroyed, its grants end."""
+    from sandbox.owners import datasets as owned
+
+    with _errors_as_messages():
+        owned.retire_dataset(_sandbox(), by=_actor(username), dataset=name, confirm=confirm)
+    click.echo(f"{name}: retired; its data key is destroyed")
+
+
+def _with_password(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    password = click.prompt("database password", hide_input=True)
+    return make_url(url).set(password=password).render_as_string(hide_password=False)
+
+
+def _echo_proposals(profile: dict[str, object]) -> None:
+    for table, entry in profile.items():
+        click.echo(f"{table}:")
+        for proposal in entry["proposals"]:  # type: ignore[index]
+            evidence = "; ".join(e.get("text", "") for e in proposal.get("evidence") or [])
+            click.echo(f"  {proposal['column']:<24} {proposal['class']:<18} {evidence}")
+
+
+def yaml_dump(data: object) -> str:
+    import yaml
+
+    return yaml.safe_dump(data, allow_unicode=True, sort_keys=False, width=100)
+
+
+def _write_private(path: Path, text: str) -> None:
+    path.touch(mode=0o600, exist_ok=True)
+    path.chmod(0o600)
+    path.write_text(text, encoding="utf-8")
+
+
 @datasets.command("reviewers")
 @click.argument("name")
 @click.argument("count", type=click.IntRange(1, 2))
@@ -121,6 +324,28 @@ def consent_give(dataset: str, person_id: str, purpose: str, username: str) -> N
         "give", dataset=dataset, person_id=person_id, purpose=purpose, username=username
     )
     click.echo(f"{dataset}: consent to {purpose} given")
+
+
+@consent.command("import")
+@click.argument("dataset")
+@click.argument("registry", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--as", "username", default="owner", show_default=True, help="The dataset's owner.")
+def consent_import(dataset: str, registry: Path, username: str) -> None:
+    """Merge a consent registry file (person_id, purpose, given_at[, withdrawn_at])."""
+    from sandbox.owners.consent_registry import import_consent
+
+    with _errors_as_messages():
+        counts = import_consent(
+            _sandbox(),
+            by=_actor(username),
+            dataset=dataset,
+            source=registry,
+            filename=registry.name,
+        )
+    click.echo(
+        f"{dataset}: {counts['rows']} rows; {counts['given']} consents given, "
+        f"{counts['withdrawn']} withdrawn, {counts['withdrawals_kept']} later withdrawals kept"
+    )
 
 
 def _change_consent(
@@ -238,12 +463,11 @@ def policy_check(code_file, analyst, dataset, mode, language, epsilon):  # type:
 @click.option("--dataset", default="health", show_default=True)
 def policy_show(dataset: str) -> None:
     """Print the dataset's column rules as the owner's file sets them."""
-    from policies.policy_file import load_policy
-    from sandbox.catalog import manifest_of
+    from sandbox.catalog import published
 
-    click.echo(
-        json.dumps(load_policy(manifest_of(dataset)).to_dict(), ensure_ascii=False, indent=2)
-    )
+    with _sandbox().tx() as session:
+        policy = published(session, dataset).policy
+    click.echo(json.dumps(policy.to_dict(), ensure_ascii=False, indent=2))
 
 
 @main.group()

@@ -43,6 +43,8 @@ class Settings:
     runner_pool: int = 1
     # The time zone the web pages show times in (the database keeps UTC).
     time_zone: str = "Asia/Shanghai"
+    # The largest file an owner may import (checked while it streams in), in bytes.
+    max_import_bytes: int = 2 << 30
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -73,6 +75,7 @@ class Settings:
             max_submissions_per_minute=_whole(env, "SANDBOX_MAX_SUBMISSIONS_PER_MINUTE", "30"),
             runner_pool=_count(env, "SANDBOX_RUNNER_POOL", "1"),
             time_zone=_time_zone(env.get("SANDBOX_TIME_ZONE", "Asia/Shanghai")),
+            max_import_bytes=_whole(env, "SANDBOX_MAX_IMPORT_BYTES", str(2 << 30)),
         )
 
     @property

@@ -2,21 +2,24 @@
 
 from __future__ import annotations
 
+import io
 import json
 import secrets
 
+import yaml
 from sqlalchemy import select
 
-from datasets.checks import check_one_row_per_person
+from datasets.definition import dump_definition, parse_definition
 from datasets.health import generate_health
 from datasets.health_manifest import HEALTH
+from datasets.manifest import Manifest
 from policies.permissions import Role
+from policies.policy_file import POLICY_DIR
 from sandbox.access import grants, users
-from sandbox.access.consent import seed_consent
 from sandbox.context import Sandbox
-from sandbox.dp import marginals
 from sandbox.integrity import audit
 from sandbox.models import DatasetRecord, Grant
+from sandbox.owners import imports
 
 DEMO_USERS = (
     ("owner", Role.OWNER, "数据提供方 Data owner"),
@@ -27,43 +30,45 @@ DEMO_USERS = (
 )
 
 
+def health_definition() -> tuple[Manifest, str]:
+    """The health dataset's definition as its owner would write it: the manifest of the
+    generated tables and the owner's policy file (``policies/files/health.yaml``)."""
+    text = dump_definition(HEALTH, (POLICY_DIR / "health.yaml").read_text(encoding="utf-8"))
+    return parse_definition(text, source="health definition")
+
+
 def store_dataset(sandbox: Sandbox, *, patients: int, seed: int, owner: str) -> str:
+    """Generate the synthetic health data and import it as the owner would their own:
+    staged encrypted, profiled (every column proposed a class from its values), confirmed
+    with the owner's definition, published as the next version."""
     tables = generate_health(patients, seed=seed)
-    check_one_row_per_person(tables, HEALTH)
-    version = sandbox.store.write("health", tables)
+    manifest, policy_text = health_definition()
+    by = users.actor_named(sandbox, username=owner)
     with sandbox.tx() as session:
-        owner_user = users.user_by_name(session, owner)
-        if owner_user is None:
-            raise ValueError(f"There is no user {owner}; create the owner first.")
-        record = session.scalar(select(DatasetRecord).where(DatasetRecord.name == "health"))
-        counts = {name: len(frame) for name, frame in tables.items()}
-        if record is None:
-            session.add(
-                DatasetRecord(
-                    name="health", version=version, owner_id=owner_user.id, row_counts=counts
-                )
-            )
-        else:
-            record.version, record.row_counts = version, counts
+        exists = session.scalar(select(DatasetRecord.id).where(DatasetRecord.name == "health"))
+    started = imports.start_import(
+        sandbox, by=by, dataset="health", mode="replace" if exists else "new"
+    )
+    for name, frame in tables.items():
+        buffer = io.BytesIO()
+        frame.to_parquet(buffer, index=False)
+        buffer.seek(0)
+        imports.stage_upload(
+            sandbox, by=by, import_id=started["id"], source=buffer, filename=f"{name}.parquet"
+        )
+    imports.profile_import(sandbox, by=by, import_id=started["id"])
+    definition = yaml.safe_load(dump_definition(manifest, policy_text))
+    imports.confirm_import(sandbox, by=by, import_id=started["id"], definition=definition)
+    done = imports.publish_import(sandbox, by=by, import_id=started["id"])
+    with sandbox.tx() as session:
         audit.append(
             session,
             actor=owner,
-            action="dataset.stored",
+            action="dataset.generated",
             subject="health",
-            details={"version": version, "rows": counts, "seed": seed},
+            details={"version": done["version"], "patients": patients, "seed": seed},
         )
-        # The generated consent flag is where each person's consent record starts.
-        seed_consent(session, dataset="health", patients=tables["patients"], by=owner)
-        # Mock rows come from DP marginals of this version, paid from the owner's ε.
-        marginals.refresh_marginals(sandbox.settings.instance, "health", version, tables, HEALTH)
-        audit.append(
-            session,
-            actor=owner,
-            action="mock.marginals",
-            subject="health",
-            details={"version": version, "epsilon": marginals.OWNER_EPSILON},
-        )
-    return version
+    return str(done["version"])
 
 
 def ensure_demo_users(sandbox: Sandbox) -> dict[str, str]:

@@ -93,6 +93,68 @@ class DatasetRecord(Base):
     # How many distinct auditors must approve an output held for review (1 or 2).
     reviewers_required: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    # The published version jobs read (DatasetVersion.number), and whether it is still open.
+    current: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+    status: Mapped[str] = mapped_column(String(16), default="published", server_default="published")
+    retired_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class DatasetVersion(Base):
+    """One published version of a dataset: its definition and policy as they were then.
+
+    Versions never change. Jobs read the current one; its content hash
+    (``version``) is what jobs and certificates name.
+    """
+
+    __tablename__ = "dataset_versions"
+    __table_args__ = (Index("ix_dataset_versions_number", "dataset", "number", unique=True),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    dataset: Mapped[str] = mapped_column(String(64))
+    number: Mapped[int] = mapped_column(Integer)
+    version: Mapped[str] = mapped_column(String(64), index=True)
+    # The manifest half of the owner's definition (datasets.definition), and the policy text.
+    definition: Mapped[dict[str, Any]] = mapped_column(JSON)
+    policy_text: Mapped[str] = mapped_column(Text)
+    row_counts: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    mode: Mapped[str] = mapped_column(String(16), default="new")  # new, append, replace
+    published_by: Mapped[str] = mapped_column(String(64))
+    published_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class ImportStatus(StrEnum):
+    STAGING = "staging"  # tables being added to the encrypted staging
+    PROFILED = "profiled"  # profiled, a class proposed for every column
+    CONFIRMED = "confirmed"  # the owner confirmed every column and the policy
+    PUBLISHED = "published"
+    DISCARDED = "discarded"
+
+
+class Import(Base):
+    """An owner's import: staged tables (encrypted, the owner's alone) on their way to a
+    published version. Nothing of it enters any view before it is published."""
+
+    __tablename__ = "imports"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    owner_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    dataset: Mapped[str] = mapped_column(String(64))
+    mode: Mapped[str] = mapped_column(String(16), default="new")  # new, append, replace
+    status: Mapped[str] = mapped_column(String(16), default=ImportStatus.STAGING.value)
+    # The staging key, wrapped by the master key (datasets.storage).
+    staging_key: Mapped[dict[str, Any]] = mapped_column(JSON)
+    # Per staged table: rows, columns and where it came from (never a password).
+    tables: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    # Profiles and proposals: data-derived, shown to the owner only.
+    profile: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    # The owner's confirmed definition and policy text.
+    definition: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    policy_text: Mapped[str | None] = mapped_column(Text, nullable=True)
+    published_number: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    owner: Mapped[User] = relationship()
 
 
 class Grant(Base):

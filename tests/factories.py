@@ -14,7 +14,6 @@ from flask import Flask
 from datasets.health import generate_health
 from policies.permissions import Actor
 from portal import create_app
-from sandbox.access.consent import seed_consent
 from sandbox.config import Settings
 from sandbox.context import Sandbox
 from sandbox.db import upgrade_database
@@ -38,27 +37,28 @@ def make_settings(
     broker_url: str | None = None,
     runner: str = "local",
     timeout_s: int = 60,
-    # Generous fair-share limits: most tests submit in bursts; test_fair_share sets its own.
-    max_active_jobs: int = 100,
-    max_submissions_per_minute: int = 1000,
+    **overrides: Any,
 ) -> Settings:
+    """Test settings; ``overrides`` sets any other field of Settings (``max_import_bytes``)."""
     if database_url is None and os.environ.get("SANDBOX_TEST_METADATA") == "postgres":
         database_url = fresh_postgres_database()
-    return Settings(
-        instance=instance,
-        database_url=database_url or f"sqlite:///{instance / 'sandbox.db'}",
-        broker_url=broker_url or f"sqla+sqlite:///{instance / 'broker.db'}",
-        runner=runner,
-        environment="development",
-        job_timeout_s=timeout_s,
-        job_memory_mb=1024,
-        docker_runtime=None,
-        max_active_jobs=max_active_jobs,
-        max_submissions_per_minute=max_submissions_per_minute,
+    fields: dict[str, Any] = {
+        "instance": instance,
+        "database_url": database_url or f"sqlite:///{instance / 'sandbox.db'}",
+        "broker_url": broker_url or f"sqla+sqlite:///{instance / 'broker.db'}",
+        "runner": runner,
+        "environment": "development",
+        "job_timeout_s": timeout_s,
+        "job_memory_mb": 1024,
+        "docker_runtime": None,
+        # Generous fair-share limits: most tests submit in bursts; test_fair_share sets its own.
+        "max_active_jobs": 100,
+        "max_submissions_per_minute": 1000,
         # Jobs run in this process start no warm containers: nothing would close them
         # before the test process ends. Worker processes take SANDBOX_RUNNER_POOL.
-        runner_pool=0,
-    )
+        "runner_pool": 0,
+    }
+    return Settings(**{**fields, **overrides})
 
 
 def make_sandbox(instance: Path, *, patients: int = TEST_PATIENTS, **settings: object) -> Sandbox:
@@ -66,16 +66,23 @@ def make_sandbox(instance: Path, *, patients: int = TEST_PATIENTS, **settings: o
     sandbox = Sandbox(make_settings(instance, **settings))  # type: ignore[arg-type]
     upgrade_database(sandbox.settings)
     credentials = ensure_demo_users(sandbox)
-    version = sandbox.store.write("health", health_tables(patients))
     from sandbox.access.users import user_by_name
-    from sandbox.models import DatasetRecord
+    from sandbox.actions import actor_of
+    from sandbox.demo import health_definition
+    from sandbox.owners.publishing import Mode, publish_tables
 
+    manifest, policy_text = health_definition()
     with sandbox.tx() as session:
         owner = user_by_name(session, "owner")
         assert owner is not None
-        session.add(DatasetRecord(name="health", version=version, owner_id=owner.id))
-        seed_consent(
-            session, dataset="health", patients=health_tables(patients)["patients"], by="setup"
+        publish_tables(
+            sandbox,
+            session,
+            by=actor_of(owner),
+            manifest=manifest,
+            policy_text=policy_text,
+            tables=health_tables(patients),
+            mode=Mode.NEW,
         )
     ensure_demo_grants(sandbox)
     sandbox.credentials = credentials  # type: ignore[attr-defined]

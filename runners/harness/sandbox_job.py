@@ -25,6 +25,7 @@ to you: logs are read by auditors only.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -33,7 +34,10 @@ import pandas as pd
 
 INPUT_DIR = Path(os.environ.get("SANDBOX_INPUT", "/input"))
 KINDS = ("frequency", "magnitude", "model_summary", "other")
-PERSON = "person_id"  # the privacy unit's column in every table of a view
+# The view's description, written by the sandbox beside its tables: the privacy unit's
+# column (``person_id`` in the health data; each dataset's owner names its own).
+VIEW_FILE = "_view.json"
+DEFAULT_PERSON = "person_id"
 HIDDEN = "__sandbox_"
 
 _outputs: list[dict[str, Any]] = []
@@ -46,6 +50,16 @@ MAX_LIST, MAX_EDGES, MAX_CONDITIONS = 1000, 100, 20
 # The largest persons' contributions handed to the dominance check: the greatest
 # dominance.n an owner may set (policies.output_checks.TOP_CONTRIBUTIONS).
 TOP_CONTRIBUTIONS = 10
+
+
+def person_column(folder: Path | None = None) -> str:
+    """The column of every table of the view that holds the privacy unit (the person)."""
+    try:
+        named = json.loads(((folder or INPUT_DIR) / VIEW_FILE).read_text(encoding="utf-8"))
+        person = named["privacy_unit"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return DEFAULT_PERSON
+    return person if isinstance(person, str) and person.isidentifier() else DEFAULT_PERSON
 
 
 def tables() -> list[str]:
@@ -229,24 +243,28 @@ def magnitude_table(
 # outside the runner to check an output: the same code on the same data.
 
 
-def frequency_of(frame: pd.DataFrame, by: list[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
+def frequency_of(
+    frame: pd.DataFrame, by: list[str], *, person: str | None = None
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The visible table (``by`` columns and ``n``) and its hidden per-row columns."""
+    person = person or person_column()
     grouped = frame.groupby(by, dropna=False, observed=True)
     table = grouped.size().rename("n").reset_index()
-    return table, _persons_and_sketches(grouped)
+    return table, _persons_and_sketches(grouped, person)
 
 
 def magnitude_of(
-    frame: pd.DataFrame, by: list[str], value: str, statistic: str
+    frame: pd.DataFrame, by: list[str], value: str, statistic: str, *, person: str | None = None
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    person = person or person_column()
     grouped = frame.groupby(by, dropna=False, observed=True)
     table = grouped[value].agg(statistic).rename(f"{statistic}_{value}").reset_index()
     table["n"] = grouped.size().to_numpy()
-    hidden = _persons_and_sketches(grouped)
+    hidden = _persons_and_sketches(grouped, person)
     # Persons' contributions: each person's sum of |value| in the group, as the SQL path.
     per_person = (
         frame.assign(__abs=frame[value].abs())
-        .groupby([*by, PERSON], dropna=False, observed=True)["__abs"]
+        .groupby([*by, person], dropna=False, observed=True)["__abs"]
         .sum()
     )
     by_group = per_person.groupby(level=list(range(len(by))), dropna=False)
@@ -288,12 +306,12 @@ def model_summary(name: str, result: Any) -> pd.DataFrame:
 def _check_source(frame: pd.DataFrame, columns: list[str]) -> None:
     if not isinstance(frame, pd.DataFrame):
         raise TypeError("the table functions take a pandas DataFrame of a view table")
-    missing = [c for c in [*columns, PERSON] if c not in frame.columns]
+    missing = [c for c in [*columns, person_column()] if c not in frame.columns]
     if missing:
         raise ValueError(f"the frame lacks the columns {', '.join(missing)}")
 
 
-def _persons_and_sketches(grouped: Any) -> pd.DataFrame:
+def _persons_and_sketches(grouped: Any, person_name: str) -> pd.DataFrame:
     """Per group (in the groupby's order): distinct persons and their sketch.
 
     Vectorised over (group, person) pairs; equal to ``_sketch`` of each group's
@@ -303,7 +321,7 @@ def _persons_and_sketches(grouped: Any) -> pd.DataFrame:
 
     groups = grouped.ngroups
     number = grouped.ngroup().to_numpy()
-    person = grouped.obj[PERSON]
+    person = grouped.obj[person_name]
     present = person.notna().to_numpy()
     raw_codes, raw = pd.factorize(person[present])
     # Persons are compared as text, as str() spells them (1 and "1" are one person).

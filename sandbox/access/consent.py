@@ -19,7 +19,6 @@ import pandas as pd
 from sqlalchemy import delete, insert, select, update
 from sqlalchemy.orm import Session
 
-from datasets.health_manifest import MANIFESTS
 from datasets.manifest import Manifest
 from policies.permissions import Person
 from sandbox.actions import transaction
@@ -32,14 +31,14 @@ from sandbox.models import ConsentRecord, DatasetRecord, utcnow
 MAX_FIELD_CHARS = 64  # the width of ConsentRecord.person_id and .purpose
 
 
-def seed_consent(session: Session, *, dataset: str, patients: pd.DataFrame, by: str) -> int:
+def seed_consent(session: Session, *, manifest: Manifest, patients: pd.DataFrame, by: str) -> int:
     """Record consent for every person whose consent flag is true; return how many.
 
     Re-seeding replaces the active records of the seeded purposes; withdrawals
     already recorded stay in force (a person who withdrew is not seeded again),
     so storing the data anew cannot bring consent back.
     """
-    manifest = _manifest(dataset)
+    dataset = manifest.name
     flag = _consent_flag(manifest)
     unit = manifest.privacy_unit
     if unit not in patients.columns or flag not in patients.columns:
@@ -180,13 +179,6 @@ def person_texts(values: pd.Series) -> Iterable[str]:
 
 
 # --- building blocks ------------------------------------------------------------------
-
-
-def _manifest(dataset: str) -> Manifest:
-    manifest = MANIFESTS.get(dataset)
-    if manifest is None:
-        raise NotFound(f"There is no dataset {dataset}.")
-    return manifest
 
 
 def _consent_flag(manifest: Manifest) -> str:

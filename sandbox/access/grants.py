@@ -10,7 +10,6 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from datasets.health_manifest import MANIFESTS
 from policies.permissions import (
     Person,
     user_may_govern_dataset,
@@ -18,10 +17,10 @@ from policies.permissions import (
     user_may_read_budgets,
     user_may_receive_grant,
 )
-from policies.policy_file import PolicyFileError, load_policy
+from policies.policy_file import DatasetPolicy, PolicyFileError
 from sandbox.access.users import user_named
 from sandbox.actions import transaction
-from sandbox.catalog import check_governs, dataset_owners
+from sandbox.catalog import check_governs, dataset_owners, published
 from sandbox.context import Sandbox
 from sandbox.errors import Forbidden, InvalidRequest, NoActiveGrant, NotFound
 from sandbox.integrity import audit
@@ -48,7 +47,7 @@ class GrantTerms:
     columns: tuple[str, ...] = ()
     column_rules: Mapping[str, object] = field(default_factory=dict)
 
-    def checked(self, dataset: str) -> GrantTerms:
+    def checked(self, policy: DatasetPolicy) -> GrantTerms:
         """The terms with names normalised, or InvalidRequest naming the field."""
         numbers = (self.epsilon_total, self.max_epsilon_per_job, self.k_threshold, self.days)
         if any(isinstance(n, bool) or not isinstance(n, int | float) for n in numbers):
@@ -68,7 +67,7 @@ class GrantTerms:
         columns = tuple(c.strip().lower() for c in self.columns)
         rules = {str(k).strip().lower(): v for k, v in self.column_rules.items()}
         if columns or rules:
-            check_narrowing(dataset, columns=list(columns), column_rules=rules)
+            check_narrowing(policy, columns=list(columns), column_rules=rules)
         return replace(
             self,
             modes=tuple(m for m in MODES if m in self.modes),
@@ -97,12 +96,11 @@ def add_grant(
     session: Session, *, by: Person, dataset: str, analyst: User, terms: GrantTerms
 ) -> Grant:
     """Record a grant in the caller's transaction (an action's, e.g. an approval's)."""
-    if dataset not in MANIFESTS:
-        raise NotFound(f"There is no dataset {dataset}.")
+    current = published(session, dataset)
     check_governs(session, by=by, dataset=dataset)
     if not user_may_receive_grant(analyst):
         raise InvalidRequest(f"{analyst.username} is not an analyst.")
-    terms = terms.checked(dataset)
+    terms = terms.checked(current.policy)
     grant = Grant(
         dataset=dataset,
         analyst_id=analyst.id,
@@ -142,10 +140,12 @@ def add_grant(
     return grant
 
 
-def check_narrowing(dataset: str, *, columns: list[str], column_rules: dict[str, Any]) -> None:
+def check_narrowing(
+    policy: DatasetPolicy, *, columns: list[str], column_rules: dict[str, Any]
+) -> None:
     """Refuse a grant's columns or rules that the dataset policy cannot narrow to."""
     try:
-        load_policy(MANIFESTS[dataset]).narrowed(column_rules, columns)
+        policy.narrowed(column_rules, columns)
     except PolicyFileError as error:
         field = "columns" if str(error).startswith("grant columns") else "column_rules"
         raise InvalidRequest(str(error), field=field) from error

@@ -20,10 +20,10 @@ from policies.permissions import (
     user_may_request_access,
     user_may_see_access_request,
 )
-from policies.policy_file import DatasetPolicy, load_policy
+from policies.policy_file import DatasetPolicy
 from sandbox.access.grants import MODES, GrantTerms, add_grant, grant_view
 from sandbox.actions import transaction
-from sandbox.catalog import check_governs, dataset_owners, manifest_of
+from sandbox.catalog import check_governs, dataset_owners, published
 from sandbox.context import Sandbox
 from sandbox.errors import Conflict, Forbidden, InvalidRequest, NotFound
 from sandbox.integrity import audit
@@ -70,11 +70,12 @@ def request_access(sandbox: Sandbox, *, by: Person, ask: AccessAsk) -> dict[str,
 def _file_request(session: Session, *, by: Person, ask: AccessAsk) -> AccessRequest:
     if not user_may_request_access(by):
         raise Forbidden("Only analysts request access.")
-    manifest = manifest_of(ask.dataset)
+    current = published(session, ask.dataset)
+    manifest = current.manifest
     dataset = manifest.name
     purpose = _text(ask.purpose, "purpose", limit=MAX_PURPOSE_CHARS, required=True)
     justification = _text(ask.justification, "justification", limit=MAX_TEXT_CHARS)
-    wanted_columns = _checked_columns(manifest, load_policy(manifest), ask.columns)
+    wanted_columns = _checked_columns(manifest, current.policy, ask.columns)
     wanted_modes = _checked_modes(ask.modes)
     epsilon = _checked_epsilon(ask.epsilon, wanted_modes)
     days = _checked_days(ask.days, limit=MAX_DAYS)
@@ -135,8 +136,8 @@ def _approve(session: Session, *, by: Person, request: AccessRequest, approval: 
     comment = _text(approval.comment, "comment", limit=MAX_TEXT_CHARS)
     columns, modes, epsilon = approval.columns, approval.modes, approval.epsilon
     days, k_threshold, column_rules = approval.days, approval.k_threshold, approval.column_rules
-    manifest = manifest_of(request.dataset)
-    policy = load_policy(manifest)
+    current = published(session, request.dataset)
+    manifest, policy = current.manifest, current.policy
     requested_modes = [m for m in request.modes.split(",") if m]
 
     approved_columns = list(request.columns)

@@ -76,9 +76,15 @@ def compute_marginals(
     view: dict[str, pd.DataFrame], manifest: Manifest, *, epsilon: float
 ) -> dict[str, Any]:
     unit = manifest.privacy_unit
-    persons = next(t for t in manifest.tables if t.max_rows_per_person == 1)
+    # The table of one row per person, if the dataset has one: its birth years condition
+    # the other tables' histograms. An owner's dataset may have none.
+    persons = next((t for t in manifest.tables if t.max_rows_per_person == 1), None)
     decade_source = next(
-        (c for c in persons.view_columns() if c.cls is ColumnClass.QUASI_IDENTIFIER and c.bounds),
+        (
+            c
+            for c in (persons.view_columns() if persons is not None else ())
+            if c.cls is ColumnClass.QUASI_IDENTIFIER and c.bounds
+        ),
         None,
     )
     plans: list[tuple[Table, Column, Column | None]] = []  # (table, column, condition)
@@ -89,13 +95,15 @@ def compute_marginals(
                 continue
             condition = None if column is root else root
             plans.append((table, column, condition))
+    if not plans:  # nothing with buckets to histogram: mock rows come from the manifest
+        return {"epsilon": epsilon, "tables": {}}
     each = epsilon / len(plans)
     rng = np.random.default_rng(secrets.randbits(64))  # which rows a person keeps
     bounded = {
         t.name: _bound(view[t.name], unit, t.max_rows_per_person, rng) for t in manifest.tables
     }
     decades = None
-    if decade_source is not None:
+    if decade_source is not None and persons is not None:
         years = view[persons.name].set_index(unit)[decade_source.name]
         decades = (years // 10 * 10).astype("Int64")
     result: dict[str, Any] = {"epsilon": epsilon, "tables": {}}

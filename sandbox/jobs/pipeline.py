@@ -10,6 +10,7 @@ only the attempt that still holds the job may finish it.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import shutil
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from datasets.manifest import Manifest
 from datasets.views import build_view, pseudonym_key
 from policies.decision import Finding
 from policies.disclosure import (
@@ -33,14 +35,16 @@ from policies.output_checks import (
     rows_to_compare,
     tally,
 )
-from policies.policy_file import DatasetPolicy, PolicyFileError, load_policy
+from policies.policy_file import DatasetPolicy
 from runners import JobFailed, JobSpec, RunnerUnavailable, RunResult
+from runners.harness import sandbox_job
 from sandbox.access import grants
 from sandbox.access.consent import consenting_persons
-from sandbox.catalog import manifest_of
+from sandbox.catalog import Published, published
 from sandbox.context import Sandbox
 from sandbox.db import retry_transient
 from sandbox.dp.noise import release_noisy
+from sandbox.errors import NotFound
 from sandbox.integrity import audit
 from sandbox.jobs import lease, released_rows
 from sandbox.jobs.lifecycle import WORKER, job_lock, move
@@ -73,7 +77,7 @@ def run_job(sandbox: Sandbox, job_id: str) -> str:
     folder = sandbox.settings.work_dir / job_id / f"attempt-{attempt}"
     try:
         plan = plan_job(
-            manifest_of(job_data.dataset),
+            job_data.manifest,
             job_data.request(),
             policy=policy,
             max_rows_per_person=job_data.max_rows_per_person,
@@ -171,10 +175,15 @@ def _start_attempt(
         job.runner = sandbox.runner.name
         # The version the view is built from now (the dataset may have been replaced since
         # the submission): the certificate names what was actually read.
+        try:
+            current = published(session, job.dataset)
+        except NotFound:
+            _fail(job, session, "dataset_unavailable", "The dataset was retired; not run.")
+            return job.status
         if sandbox.store.exists(job.dataset):
             job.dataset_version = sandbox.store.version(job.dataset)
-        job_data = _JobData.of(job, grant)
-        policy = policy_for(manifest_of(job.dataset), grant)
+        job_data = _JobData.of(job, grant, current)
+        policy = policy_for(current.policy, grant)
     return attempt, job_data, policy
 
 
@@ -221,14 +230,16 @@ class _JobData:
     grant_id: str
     # The raw person ids (as text) the view keeps; None: no consent filter.
     consenting: frozenset[str] | None
+    # The manifest of the version the run reads.
+    manifest: Manifest
 
     @classmethod
-    def of(cls, job: Job, grant: Grant) -> _JobData:
+    def of(cls, job: Job, grant: Grant, current: Published) -> _JobData:
         # Who consents is read in the transaction that starts the run, so a
         # withdrawal committed before it counts and the job sees one snapshot.
         session = Session.object_session(job)
         assert session is not None, "read inside the run's first transaction"
-        basis, consenting = _consent_basis(session, job, grant)
+        basis, consenting = _consent_basis(session, job, grant, current)
         audit.append(
             session,
             actor=WORKER,
@@ -253,6 +264,7 @@ class _JobData:
             max_rows_per_person=grant.max_rows_per_person,
             grant_id=grant.id,
             consenting=consenting,
+            manifest=current.manifest,
         )
 
     def request(self) -> JobRequest:
@@ -268,16 +280,18 @@ class _JobData:
         )
 
 
-def _consent_basis(session: Session, job: Job, grant: Grant) -> tuple[str, frozenset[str] | None]:
-    """Why the view is or is not filtered by consent, and the persons it keeps."""
-    manifest = manifest_of(job.dataset)
-    try:
-        central = load_policy(manifest).central_authorization_purposes
-    except PolicyFileError:
-        # Without the owner's policy nothing is authorised centrally: consent applies.
-        log.warning("no valid policy file for %s; consent applies to every purpose", job.dataset)
-        central = frozenset()
-    if grant.purpose in central:
+def _consent_basis(
+    session: Session, job: Job, grant: Grant, current: Published
+) -> tuple[str, frozenset[str] | None]:
+    """Why the view is or is not filtered by consent, and the persons it keeps.
+
+    A dataset whose owner declared no consent source (no consent column in its
+    definition) holds no per-person consent to filter by: the owner opened it by
+    central authorization as a whole.
+    """
+    if current.manifest.consent_column is None:
+        return "no_consent_source", None
+    if grant.purpose in current.policy.central_authorization_purposes:
         return "central_authorization", None
     if not grant.requires_consent:
         return "not_required", None
@@ -288,7 +302,7 @@ def _consent_basis(session: Session, job: Job, grant: Grant) -> tuple[str, froze
 def _prepare_view(
     sandbox: Sandbox, job: _JobData, plan: Plan, policy: DatasetPolicy, folder: Path
 ) -> None:
-    manifest = manifest_of(job.dataset)
+    manifest = job.manifest
     names = tuple(plan.tables or manifest.table_names)
 
     def build() -> dict[str, Any]:
@@ -319,6 +333,9 @@ def _prepare_view(
         consenting=job.consenting,
     )
     VIEWS.write(key, build, folder)
+    # Which column holds the person, for the helper's table functions (each owner names it).
+    description = {"privacy_unit": manifest.privacy_unit}
+    (folder / sandbox_job.VIEW_FILE).write_text(json.dumps(description), encoding="utf-8")
 
 
 def _fail(job: Job, session: Session, code: str, message: str, *, log: str = "") -> None:

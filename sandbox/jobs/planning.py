@@ -23,7 +23,7 @@ from policies.policy_file import DatasetPolicy, load_policy
 from policies.python_check import check_python, tables_read
 from policies.sql_check import check_sql
 from sandbox.access import grants
-from sandbox.catalog import manifest_of
+from sandbox.catalog import published
 from sandbox.dp.plan import DpPlan, DpUnsupported
 from sandbox.dp.planner import plan_dp_query
 from sandbox.errors import BudgetExhausted, Forbidden, InvalidRequest, NoActiveGrant, PolicyRejected
@@ -53,9 +53,8 @@ class Plan:
     question: str = ""
 
 
-def policy_for(manifest: Manifest, grant: Grant | None) -> DatasetPolicy:
+def policy_for(policy: DatasetPolicy, grant: Grant | None) -> DatasetPolicy:
     """The owner's policy for the dataset, narrowed by the grant's own rules and columns."""
-    policy = load_policy(manifest)
     if grant is None:
         return policy
     return policy.narrowed(grant.column_rules or {}, list(grant.columns or []))
@@ -217,7 +216,8 @@ def decide(
     if not user_may_submit_jobs(by):
         raise Forbidden("Only analysts submit jobs.")
     request = request.checked()
-    manifest = manifest_of(request.dataset)
+    current = published(session, request.dataset)
+    manifest = current.manifest
     findings: list[dict[str, Any]] = []
     grant: Grant | None = None
     try:
@@ -230,7 +230,7 @@ def decide(
             dataset=request.dataset,
         )
         findings.append(no_grant.to_dict())
-    policy = policy_for(manifest, grant)
+    policy = policy_for(current.policy, grant)
     if grant is not None and request.mode == "dp":
         findings += _cap_findings(grant, request)
     plan: Plan | None = None

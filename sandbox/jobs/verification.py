@@ -85,6 +85,8 @@ class _Recipe:
     by: list[str]
     value: str | None = None
     statistic: str | None = None
+    # The view's privacy-unit column (sandbox_job.person_column of the job's view).
+    person: str = sandbox_job.DEFAULT_PERSON
 
     def declaration(self) -> dict[str, Any]:
         """What the recomputed table declares: this recipe, nothing of the job's own."""
@@ -138,7 +140,7 @@ def _recipe(declared: dict[str, Any], view: Path) -> _Recipe:
         raise _NotRecomputable(
             Phrase("output.unverified.no_grouping", "its declaration names no grouping columns")
         )
-    recipe = _Recipe(kind, path, selected, by)
+    recipe = _Recipe(kind, path, selected, by, person=sandbox_job.person_column(path.parent))
     if kind == "magnitude":
         recipe = _with_statistic(recipe, declared)
     _check_columns(recipe)
@@ -177,7 +179,8 @@ def _with_statistic(recipe: _Recipe, declared: dict[str, Any]) -> _Recipe:
 
 def _needed_columns(recipe: _Recipe) -> list[str]:
     """The columns the table is computed from: grouping, value, person (selection aside)."""
-    return [*recipe.by, *([recipe.value] if recipe.value is not None else []), sandbox_job.PERSON]
+    value = [recipe.value] if recipe.value is not None else []
+    return [*recipe.by, *value, recipe.person]
 
 
 def _selecting_columns(recipe: _Recipe) -> list[str]:
@@ -206,10 +209,12 @@ def _recompute(recipe: _Recipe) -> tuple[list[str], list[list[Any]]]:
     if selected["where"] or selected["bins"]:
         frame = sandbox_job.select_rows(frame, selected["where"], selected["bins"])
     if recipe.kind == "frequency":
-        visible, hidden = sandbox_job.frequency_of(frame, recipe.by)
+        visible, hidden = sandbox_job.frequency_of(frame, recipe.by, person=recipe.person)
     else:
         assert recipe.value is not None and recipe.statistic is not None
-        visible, hidden = sandbox_job.magnitude_of(frame, recipe.by, recipe.value, recipe.statistic)
+        visible, hidden = sandbox_job.magnitude_of(
+            frame, recipe.by, recipe.value, recipe.statistic, person=recipe.person
+        )
     return frame_cells(sandbox_job.joined(visible, hidden))
 
 

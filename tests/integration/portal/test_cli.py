@@ -74,3 +74,54 @@ def test_cli_policy_check_prints_every_finding(instance: Path, tmp_path: Path) -
     good.write_text("SELECT sex, COUNT(*) FROM patients GROUP BY sex")
     ok = CliRunner().invoke(main, ["policy", "check", str(good), "--analyst", "analyst"])
     assert ok.exit_code == 0 and ok.output.startswith("allowed (policy ")
+
+
+def test_cli_owner_imports_a_csv_confirms_the_draft_and_publishes(
+    instance: Path, tmp_path: Path
+) -> None:
+    import yaml
+
+    assert CliRunner().invoke(main, ["demo", "--patients", "300", "--no-serve"]).exit_code == 0
+    source = tmp_path / "门诊.csv"
+    rows = ["病人编号;科室;费用;手机"]
+    rows += [f"P{i:04d};{'内科' if i % 2 else '外科'};{100 + i};1381234{i:04d}" for i in range(120)]
+    source.write_bytes(("\n".join(rows) + "\n").encode("gb18030"))
+    draft = tmp_path / "clinic.yaml"
+    staged = CliRunner().invoke(
+        main,
+        [
+            "datasets",
+            "import",
+            str(source),
+            "--dataset",
+            "clinic",
+            "--as",
+            "owner",
+            "--draft",
+            str(draft),
+        ],
+    )
+    assert staged.exit_code == 0, staged.output
+    assert "staged" in staged.output and "direct_identifier" in staged.output
+    assert draft.stat().st_mode & 0o077 == 0  # data-derived values: the owner's alone
+    import_id = staged.output.split("import ")[-1].split(":")[0]
+    definition = yaml.safe_load(draft.read_text(encoding="utf-8"))
+    (table,) = definition["tables"].values()
+    for spec in table["columns"].values():
+        if spec["source"] == "病人编号":
+            spec["class"] = "person_key"
+            person = spec
+    definition["privacy_unit"] = next(n for n, s in table["columns"].items() if s is person)
+    draft.write_text(yaml.safe_dump(definition, allow_unicode=True), encoding="utf-8")
+    published = CliRunner().invoke(
+        main, ["datasets", "confirm", import_id, str(draft), "--as", "owner", "--publish"]
+    )
+    assert published.exit_code == 0, published.output
+    assert "clinic: version 1 published" in published.output
+    versions = CliRunner().invoke(main, ["datasets", "versions", "clinic", "--as", "owner"])
+    assert "v1" in versions.output
+    exported = CliRunner().invoke(main, ["datasets", "export", "clinic", "--as", "owner"])
+    assert yaml.safe_load(exported.output)["dataset"] == "clinic"
+    # Another owner is refused in one line, no stack trace.
+    refused = CliRunner().invoke(main, ["datasets", "export", "clinic", "--as", "analyst"])
+    assert refused.exit_code != 0 and "Traceback" not in refused.output

@@ -100,7 +100,7 @@ def test_helper_group_sketches_equal_the_sandboxs_per_group(
 
     frame = pd.DataFrame(rows, columns=["a", "b", "person_id"], dtype=object)
     grouped = frame.groupby(by, dropna=False, observed=True)
-    hidden = sandbox_job._persons_and_sketches(grouped)
+    hidden = sandbox_job._persons_and_sketches(grouped, "person_id")
     expected = [
         {str(p) for p in members.dropna()} for _, members in grouped["person_id"]
     ]  # the groupby's own order

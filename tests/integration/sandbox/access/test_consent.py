@@ -14,6 +14,7 @@ from flask.testing import FlaskClient
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from datasets.health_manifest import HEALTH
 from policies.permissions import Role
 from sandbox import context
 from sandbox.access import consent, grants
@@ -115,7 +116,7 @@ def test_consent_seeding_is_idempotent_and_keeps_withdrawals(sandbox_instance: S
     change(sandbox_instance, "withdraw", withdrawn)
     for _ in range(2):
         with sandbox_instance.tx() as session:
-            consent.seed_consent(session, dataset="health", patients=patients(), by="owner")
+            consent.seed_consent(session, manifest=HEALTH, patients=patients(), by="owner")
     with sandbox_instance.tx() as session:
         persons = consent.consenting_persons(session, dataset="health", purpose="research")
         records = session.scalar(select(func.count()).select_from(ConsentRecord))
@@ -130,7 +131,7 @@ def test_consent_seeding_100k_persons_is_fast(sandbox_instance: Sandbox) -> None
     many = pd.DataFrame({"person_id": range(1, 100_001), "consent_research": [True] * 100_000})
     started = time.monotonic()
     with sandbox_instance.tx() as session:
-        seeded = consent.seed_consent(session, dataset="health", patients=many, by="owner")
+        seeded = consent.seed_consent(session, manifest=HEALTH, patients=many, by="owner")
     elapsed = time.monotonic() - started
     assert seeded == 100_000
     assert elapsed < 15, f"seeding 100,000 persons took {elapsed:.1f} s"

@@ -58,9 +58,11 @@ def test_mock_rows_hold_no_real_key_or_record(view, marginals) -> None:  # type:
 
 
 def test_mock_csv_serves_marginal_rows_without_closed_columns(marginals) -> None:  # type: ignore[no-untyped-def]
+    from policies.policy_file import load_policy
     from sandbox.catalog import mock_csv
 
-    csv = mock_csv("health", table="patients", rows="7", marginals=marginals)  # type: ignore[arg-type]
+    policy = load_policy(HEALTH)
+    csv = mock_csv(HEALTH, policy, table="patients", rows="7", marginals=marginals)  # type: ignore[arg-type]
     header, *rows = csv.strip().splitlines()
     assert header.split(",") == ["person_id", "sex", "birth_year", "district"]
     assert len(rows) == 7
