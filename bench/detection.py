@@ -40,11 +40,11 @@ from stdnum import luhn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from datasets.detectors import DETECTORS, Detection
 from datasets.health_manifest import DEPARTMENTS, DISTRICTS, HOSPITALS, ICD10, LAB_TESTS
 from datasets.idcard import build_id_cards
 from datasets.manifest import ColumnClass
-from datasets.profiling import profile_table, propose_columns
+from datasets.profiling.detectors import DETECTORS, Detection
+from datasets.profiling.profiler import profile_table, propose_columns
 
 GOALS = {
     "resident_id": 1.0,

@@ -131,8 +131,8 @@ def ours(source: str) -> dict[str, object]:
     import secrets
 
     from datasets.importers import stage_file
-    from datasets.profiling import profile_table
-    from datasets.proposals import propose_columns
+    from datasets.profiling.profiler import profile_table
+    from datasets.profiling.proposals import propose_columns
     from datasets.staging import Staging
 
     folder = Path(tempfile.mkdtemp(prefix="bench-import-"))

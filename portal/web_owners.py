@@ -34,8 +34,8 @@ from sqlalchemy.exc import ArgumentError
 from werkzeug.exceptions import HTTPException
 from werkzeug.wrappers import Response
 
-from datasets.evidence import Evidence
 from datasets.importers import FileOptions
+from datasets.profiling.evidence import Evidence
 from policies.permissions import user_may_bring_datasets
 from portal import owner_forms, web
 from portal.api_owners import _filename, upload_stream

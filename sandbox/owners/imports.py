@@ -180,8 +180,8 @@ def _record_staged(
 
 def profile_import(sandbox: Sandbox, *, by: Person, import_id: str) -> dict[str, Any]:
     """Profile every staged table and propose a class and rule for every column."""
-    from datasets.profiling import profile_table
-    from datasets.proposals import propose_columns
+    from datasets.profiling.profiler import profile_table
+    from datasets.profiling.proposals import propose_columns
 
     with transaction(sandbox, by=by, action="import.profile", subject=import_id) as session:
         record = _open_import(session, by=by, import_id=import_id, editable=True)

@@ -9,8 +9,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from stdnum import luhn
 
-from datasets import detectors
-from datasets.detectors import (
+from datasets.profiling import detectors
+from datasets.idcard import check_digit
+from datasets.profiling.detectors import (
     Detection,
     detect,
     evidence,
@@ -24,8 +25,7 @@ from datasets.detectors import (
     is_resident_id,
     is_vehicle_plate,
 )
-from datasets.evidence import CHINESE, ENGLISH, Evidence, percent
-from datasets.idcard import check_digit
+from datasets.profiling.evidence import CHINESE, ENGLISH, Evidence, percent
 
 # Real area codes (行政区划代码): Changzhou's districts, Beijing 东城区, Shanghai 黄浦区,
 # Guangzhou 越秀区, Lanzhou 城关区 (a province code starting 62, like UnionPay cards).

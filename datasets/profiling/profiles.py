@@ -11,10 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import date, datetime
 
-from datasets.detectors import Detection
-from datasets.distinct import STANDARD_ERROR
 from datasets.errors import DatasetError
 from datasets.manifest import ColumnType
+from datasets.profiling.detectors import Detection
+from datasets.profiling.distinct import STANDARD_ERROR
 
 Bound = int | float | date | datetime
 # An estimated distinct count within this many standard errors of the row count

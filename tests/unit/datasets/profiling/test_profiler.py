@@ -10,18 +10,18 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from stdnum import luhn
 
-from datasets.column_names import kind_of_name
-from datasets.distinct import DistinctCounter
 from datasets.idcard import check_digit
 from datasets.manifest import ColumnClass, ColumnType
-from datasets.profiling import (
+from datasets.profiling.column_names import kind_of_name
+from datasets.profiling.distinct import DistinctCounter
+from datasets.profiling.profiler import (
     ProfilingError,
     TableProfile,
     key_problems,
     profile_table,
     propose_columns,
 )
-from datasets.proposals import rounded_outward
+from datasets.profiling.proposals import rounded_outward
 
 Rows = Mapping[str, Sequence[object]]
 

@@ -27,8 +27,8 @@ from phonenumbers import PhoneNumberType
 from stdnum import luhn, numdb
 from stdnum.cn import ric
 
-from datasets.evidence import Evidence, percent
-from datasets.surnames import COMPOUND_SURNAMES, PINYIN_SURNAMES, SINGLE_SURNAMES
+from datasets.profiling.evidence import Evidence, percent
+from datasets.profiling.surnames import COMPOUND_SURNAMES, PINYIN_SURNAMES, SINGLE_SURNAMES
 
 # A detection counts (a column must not be proposed as a category or a measurement
 # without its evidence shown) once this share of the sample, or this many values, match.

@@ -1,7 +1,7 @@
 """What a column's name suggests it holds: Chinese, pinyin and English names.
 
 Names are evidence, not proof (``col_3`` says nothing, ``phone`` may hold no phone
-number): :mod:`datasets.proposals` weighs them against the values. A name is
+number): :mod:`datasets.profiling.proposals` weighs them against the values. A name is
 lower-cased and cut into words at ``_``, spaces, punctuation, camelCase and
 between Chinese and Latin letters (``就诊ID`` → ``就诊``, ``id``). A rule matches
 when a Chinese fragment is part of the name, or a word pattern's words follow

@@ -6,7 +6,7 @@ batch once, with vectorised Arrow calls per column (counts, type, smallest and
 largest value, distinct values, a uniform sample) and keeps memory bounded
 whatever the number of rows: per column a :class:`DistinctCounter` and a
 :class:`Sample`. The identifier detectors run on the sample only, at the end.
-:func:`propose_columns` (in :mod:`datasets.proposals`) turns the profile into
+:func:`propose_columns` (in :mod:`datasets.profiling.proposals`) turns the profile into
 proposals the owner confirms; :func:`key_problems` checks a declared key exactly.
 """
 
@@ -22,11 +22,11 @@ import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from datasets.detectors import NUMERIC_DETECTORS, Detection, detect
-from datasets.distinct import DEFAULT_CAP, DistinctCounter, hash64
-from datasets.evidence import Evidence
 from datasets.manifest import ColumnType
-from datasets.profiles import (
+from datasets.profiling.detectors import NUMERIC_DETECTORS, Detection, detect
+from datasets.profiling.distinct import DEFAULT_CAP, DistinctCounter, hash64
+from datasets.profiling.evidence import Evidence
+from datasets.profiling.profiles import (
     Bound,
     CategoryCount,
     ColumnProfile,
@@ -34,9 +34,9 @@ from datasets.profiles import (
     ProfilingError,
     TableProfile,
 )
-from datasets.proposals import ColumnProposal, ProposedValues, propose_columns
-from datasets.sampling import SEED, Sample, row_keys
-from datasets.text_types import Lengths, TextTypes, boolean_pair
+from datasets.profiling.proposals import ColumnProposal, ProposedValues, propose_columns
+from datasets.profiling.sampling import SEED, Sample, row_keys
+from datasets.profiling.text_types import Lengths, TextTypes, boolean_pair
 
 __all__ = [
     "CategoryCount",

@@ -16,16 +16,16 @@ import math
 from dataclasses import dataclass, field, replace
 from datetime import date
 
-from datasets.column_names import (
+from datasets.manifest import ColumnClass, ColumnType
+from datasets.profiling.column_names import (
     DETECTORS_OF_KIND,
     DIRECT_IDENTIFIER_KINDS,
     QUASI_IDENTIFIER_KINDS,
     kind_of_name,
 )
-from datasets.detectors import Detection, evidence
-from datasets.evidence import Evidence, percent
-from datasets.manifest import ColumnClass, ColumnType
-from datasets.profiles import ColumnProfile, ProfilingError, TableProfile
+from datasets.profiling.detectors import Detection, evidence
+from datasets.profiling.evidence import Evidence, percent
+from datasets.profiling.profiles import ColumnProfile, ProfilingError, TableProfile
 
 # A category list is proposed only if every category has at least this many rows:
 # a rarer one would single people out in a released table.
