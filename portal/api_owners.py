@@ -11,7 +11,6 @@ from typing import Any, cast
 
 from flask import Blueprint, Response, g, jsonify, request
 
-from datasets.importers import FileOptions
 from portal.auth import login_required, sandbox
 from sandbox.errors import InvalidRequest
 from sandbox.owners import consent_registry, datasets, imports
@@ -85,10 +84,9 @@ def read_import(import_id: str) -> Any:
 def stage_file(import_id: str) -> Any:
     """The file is the body; ``filename`` names it, ``table``, ``encoding`` and
     ``delimiter`` (optional) say how to read it."""
-    options = FileOptions(
+    options = imports.ReadingOptions(
         encoding=request.args.get("encoding") or None,
         delimiter=request.args.get("delimiter") or None,
-        max_bytes=sandbox().settings.max_import_bytes,
         header=request.args.get("header", "true") != "false",
     )
     staged = imports.stage_upload(

@@ -15,19 +15,12 @@ from typing import Any
 
 from flask_babel import gettext
 
-from datasets.manifest import Column, ColumnClass, ColumnType
-from policies.output_checks import DisclosureRules
-from policies.policy_file import AGGREGATE_NAMES, Rule
 from sandbox.errors import InvalidRequest
 from sandbox.models import ImportStatus
+from sandbox.owners import vocabulary
 
-CLASSES = tuple(c.value for c in ColumnClass)
-TYPES = tuple(t.value for t in ColumnType)
-RULES = tuple(r.value for r in Rule)
-AGGREGATES = ("COUNT", "SUM", "AVG", "STDDEV", "VARIANCE", "MIN", "MAX", "MEDIAN", "QUANTILE")
-assert set(AGGREGATES) == AGGREGATE_NAMES
-# Classes whose columns never open in a view: no rule is written for them.
-CLOSED_CLASSES = frozenset({ColumnClass.DIRECT_IDENTIFIER.value, ColumnClass.CONSENT.value})
+CLASSES, TYPES, RULES = vocabulary.CLASSES, vocabulary.TYPES, vocabulary.RULES
+AGGREGATES, CLOSED_CLASSES = vocabulary.AGGREGATES, vocabulary.CLOSED_CLASSES
 MAX_TABLES = 50
 MAX_COLUMNS = 500
 MAX_CATEGORY_LINES = 10_000
@@ -41,8 +34,8 @@ def proposal_of(raw: Mapping[str, Any]) -> dict[str, Any]:
     """One profiled column's proposal with its fields where the form reads them."""
     derived = raw.get("derived") or {}
     return {
-        "class": raw.get("cls") or raw.get("class") or ColumnClass.DIRECT_IDENTIFIER.value,
-        "type": raw.get("type") or ColumnType.STRING.value,
+        "class": raw.get("cls") or raw.get("class") or vocabulary.DIRECT_IDENTIFIER,
+        "type": raw.get("type") or vocabulary.STRING,
         "rules": list(raw.get("rules") or raw.get("rule") or []),
         "aggregates": list(raw.get("aggregates") or []),
         "confidence": raw.get("confidence"),
@@ -77,7 +70,7 @@ def form_of_import(view: Mapping[str, Any]) -> dict[str, Any]:
     consent_table, _, consent_column = str(consent.get("column", "")).partition(".")
     consent_key = _key_of(tables, consent_table, consent_column) if consent else ""
     if not consent and drafted:
-        consent_key = _first_of_class(tables, ColumnClass.CONSENT.value)
+        consent_key = _first_of_class(tables, vocabulary.CONSENT)
     return {
         "title": str(draft.get("title") or view.get("dataset") or ""),
         "title_en": str(draft.get("title_en") or ""),
@@ -154,7 +147,7 @@ def _table_form(
 
 
 def _disclosure_form(policy: Mapping[str, Any]) -> dict[str, Any]:
-    defaults = DisclosureRules()
+    defaults = vocabulary.disclosure_defaults()
     raw = policy.get("disclosure") or {}
     dominance = raw.get("dominance") or {}
     return {
@@ -200,17 +193,7 @@ def _number_text(value: object) -> str:
     return "" if value is None else str(value)
 
 
-def view_name(name: str, cls: str, kind: str) -> str:
-    """The column's name in a job's view, where its rule is written (a generalised date
-    becomes ``*_year``); its name as given when the class or type is not known."""
-    try:
-        column = Column(name=name, type=ColumnType(kind), cls=ColumnClass(cls), description=name)
-    except ValueError:
-        return name
-    return column.view_name
-
-
-# --- the posted form as a definition --------------------------------------------------------
+view_name = vocabulary.view_name
 
 
 def form_of_post(form: Any, *, dataset: str) -> dict[str, Any]:
@@ -352,8 +335,8 @@ def _rule_definition(column: Mapping[str, Any]) -> dict[str, Any] | None:
     if column["class"] in CLOSED_CLASSES or not column["rules"]:
         return None
     rule: dict[str, Any] = {"rule": [r for r in RULES if r in column["rules"]]}
-    if Rule.FORBIDDEN.value in column["rules"]:
-        return {"rule": [Rule.FORBIDDEN.value]}
+    if vocabulary.FORBIDDEN in column["rules"]:
+        return {"rule": [vocabulary.FORBIDDEN]}
     aggregates = [a for a in AGGREGATES if a in column["aggregates"]]
     if aggregates:
         rule["aggregates"] = aggregates

@@ -34,8 +34,6 @@ from sqlalchemy.exc import ArgumentError
 from werkzeug.exceptions import HTTPException
 from werkzeug.wrappers import Response
 
-from datasets.importers import FileOptions
-from datasets.profiling.evidence import Evidence
 from policies.permissions import user_may_bring_datasets
 from portal import owner_forms, web
 from portal.api_owners import _filename, upload_stream
@@ -46,7 +44,7 @@ from sandbox.access import grants, requests
 from sandbox.catalog import PUBLISHED
 from sandbox.errors import InvalidRequest, SandboxError, Unauthenticated
 from sandbox.models import ImportStatus
-from sandbox.owners import consent_registry, datasets, imports
+from sandbox.owners import consent_registry, datasets, imports, vocabulary
 
 bp = Blueprint("owners", __name__)
 
@@ -85,11 +83,7 @@ def _check_csrf() -> None:
 @bp.app_template_global("evidence")
 def evidence_text(evidence: Mapping[str, Any]) -> str:
     """A proposal's piece of evidence in the reader's language."""
-    worded = evidence.get("text_zh") if language() == "zh" else evidence.get("text")
-    if worded:
-        return str(worded)
-    found = Evidence(str(evidence.get("message_id", "")), dict(evidence.get("params") or {}))
-    return found.text(language())
+    return vocabulary.evidence_text(evidence, language())
 
 
 def problem(error: SandboxError) -> dict[str, Any]:
@@ -178,10 +172,9 @@ def upload_file(import_id: str) -> Any:
     try:
         if delimiter not in DELIMITERS or encoding not in ENCODINGS:
             raise InvalidRequest(gettext("owner.upload.bad_option"), field="encoding")
-        options = FileOptions(
+        options = imports.ReadingOptions(
             encoding=encoding or None,
             delimiter=DELIMITERS[delimiter] or None,
-            max_bytes=sandbox().settings.max_import_bytes,
             header=request.args.get("header", "true") != "false",
         )
         imports.stage_upload(

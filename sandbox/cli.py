@@ -125,13 +125,10 @@ def datasets_import(  # noqa: PLR0913 - click hands every option over as an argu
     """Stage SOURCES (CSV, XLSX, Parquet files, or a postgresql:// / mysql:// URL), profile
     them and propose a class for every column; with --definition confirm, with --publish
     publish as the dataset's next version."""
-    from datasets.importers import FileOptions
     from sandbox.owners import imports
 
     sandbox, by = _sandbox(), _actor(username)
-    options = FileOptions(
-        encoding=encoding, delimiter=delimiter, max_bytes=sandbox.settings.max_import_bytes
-    )
+    options = imports.ReadingOptions(encoding=encoding, delimiter=delimiter)
     with _errors_as_messages():
         started = imports.start_import(sandbox, by=by, dataset=name, mode=mode)
         import_id = started["id"]

@@ -24,6 +24,7 @@ import dataclasses
 import secrets
 import shutil
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -85,6 +86,15 @@ def start_import(
         return import_view(record)
 
 
+@dataclass(frozen=True)
+class ReadingOptions:
+    """How the owner says to read a file; None: detect it."""
+
+    encoding: str | None = None  # gbk, gb18030, utf-8
+    delimiter: str | None = None  # one character
+    header: bool = True  # False: the first row is data, columns named col_1, col_2, …
+
+
 def stage_upload(
     sandbox: Sandbox,
     *,
@@ -93,16 +103,23 @@ def stage_upload(
     source: Path | BinaryIO,
     filename: str,
     table: str | None = None,
-    options: FileOptions | None = None,
+    options: ReadingOptions | None = None,
 ) -> dict[str, Any]:
-    """Stage one file (a CSV or Parquet table, each sheet of a workbook a table)."""
-    options = options or FileOptions(max_bytes=sandbox.settings.max_import_bytes)
+    """Stage one file (a CSV or Parquet table, each sheet of a workbook a table), cut off
+    at the instance's import size cap while it streams."""
+    asked = options or ReadingOptions()
+    reading = FileOptions(
+        encoding=asked.encoding,
+        delimiter=asked.delimiter,
+        header=asked.header,
+        max_bytes=sandbox.settings.max_import_bytes,
+    )
     with transaction(sandbox, by=by, action="import.stage", subject=import_id) as session:
         record = _open_import(session, by=by, import_id=import_id, editable=True)
         staging = _staging(sandbox, record)
         staged = _staged(
             lambda: stage_file(
-                source, filename=filename, staging=staging, table=table, options=options
+                source, filename=filename, staging=staging, table=table, options=reading
             )
         )
         return _record_staged(session, by=by, record=record, staged=staged)

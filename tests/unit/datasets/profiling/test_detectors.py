@@ -9,8 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from stdnum import luhn
 
-from datasets.profiling import detectors
 from datasets.idcard import check_digit
+from datasets.profiling import detectors
 from datasets.profiling.detectors import (
     Detection,
     detect,
