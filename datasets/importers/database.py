@@ -260,15 +260,19 @@ class _CopyStream(io.RawIOBase):
         return True
 
     def readinto(self, buffer: Any) -> int:
+        # PostgreSQL sends a message a row: gather rows until the reader's buffer is full.
         view = memoryview(buffer).cast("B")
-        while not self._rest:
+        parts, size = [self._rest] if self._rest else [], len(self._rest)
+        while size < len(view):
             chunk = next(self._chunks, None)
             if chunk is None:
-                return 0
-            self._rest = bytes(chunk)
-        count = min(len(view), len(self._rest))
-        view[:count] = self._rest[:count]
-        self._rest = self._rest[count:]
+                break
+            parts.append(chunk)
+            size += len(chunk)
+        data = b"".join(parts)
+        count = min(len(view), len(data))
+        view[:count] = data[:count]
+        self._rest = data[count:]
         return count
 
 
