@@ -114,14 +114,12 @@ def stage_upload(
         header=asked.header,
         max_bytes=sandbox.settings.max_import_bytes,
     )
+    staging = _opened(sandbox, by=by, import_id=import_id, action="import.stage")
+    staged = _staged(
+        lambda: stage_file(source, filename=filename, staging=staging, table=table, options=reading)
+    )
     with transaction(sandbox, by=by, action="import.stage", subject=import_id) as session:
         record = _open_import(session, by=by, import_id=import_id, editable=True)
-        staging = _staging(sandbox, record)
-        staged = _staged(
-            lambda: stage_file(
-                source, filename=filename, staging=staging, table=table, options=reading
-            )
-        )
         return _record_staged(session, by=by, record=record, staged=staged)
 
 
@@ -137,22 +135,24 @@ def stage_connection(
 ) -> dict[str, Any]:
     """Stage a table or a read-only query of the owner's database. The URL's password is
     used for this connection only: it is stored nowhere and shown to no one."""
+    staging = _opened(sandbox, by=by, import_id=import_id, action="import.stage")
+    staged = _staged(
+        lambda: [
+            stage_database(
+                url, staging=staging, name=name, table=table, query=query, options=DatabaseOptions()
+            )
+        ]
+    )
     with transaction(sandbox, by=by, action="import.stage", subject=import_id) as session:
         record = _open_import(session, by=by, import_id=import_id, editable=True)
-        staging = _staging(sandbox, record)
-        staged = _staged(
-            lambda: [
-                stage_database(
-                    url,
-                    staging=staging,
-                    name=name,
-                    table=table,
-                    query=query,
-                    options=DatabaseOptions(),
-                )
-            ]
-        )
         return _record_staged(session, by=by, record=record, staged=staged)
+
+
+def _opened(sandbox: Sandbox, *, by: Person, import_id: str, action: str) -> Staging:
+    """The import's staging, once its owner is known; the slow work that follows (reading
+    a source, profiling) runs outside any transaction, so no one else waits for it."""
+    with transaction(sandbox, by=by, action=action, subject=import_id) as session:
+        return _staging(sandbox, _open_import(session, by=by, import_id=import_id, editable=True))
 
 
 def _staged(stage: Callable[[], list[StagedTable]]) -> list[StagedTable]:
@@ -205,15 +205,19 @@ def profile_import(sandbox: Sandbox, *, by: Person, import_id: str) -> dict[str,
         if not record.tables:
             raise InvalidRequest("Stage a file or a database table first.", rule="import.empty")
         staging = _staging(sandbox, record)
-        profiles: dict[str, Any] = {}
-        for table in record.tables:
-            name = table["name"]
-            profile = profile_table(staging.reader(name), schema=staging.schema(name))
-            proposals = propose_columns(profile, table=name)
-            profiles[name] = {
-                "profile": _plain(profile),
-                "proposals": [_plain(p) for p in proposals],
-            }
+        names = [table["name"] for table in record.tables]
+    profiles: dict[str, Any] = {}
+    for name in names:
+        profile = profile_table(staging.reader(name), schema=staging.schema(name))
+        proposals = propose_columns(profile, table=name)
+        profiles[name] = {
+            "profile": _plain(profile),
+            "proposals": [_plain(p) for p in proposals],
+        }
+    with transaction(sandbox, by=by, action="import.profile", subject=import_id) as session:
+        record = _open_import(session, by=by, import_id=import_id, editable=True)
+        if [table["name"] for table in record.tables] != names:
+            raise Conflict("Tables were staged meanwhile: profile again.", rule="import.changed")
         record.profile = profiles
         record.status = ImportStatus.PROFILED.value
         record.updated_at = utcnow()
