@@ -41,7 +41,7 @@ from datasets.staging import Staging
 from policies.permissions import Person, user_may_bring_datasets, user_may_handle_import
 from policies.policy_file import PolicyFileError, parse_policy
 from sandbox.actions import transaction
-from sandbox.catalog import check_governs
+from sandbox.catalog import RETIRED, check_governs
 from sandbox.context import Sandbox
 from sandbox.errors import Conflict, Forbidden, InvalidRequest, NotFound
 from sandbox.integrity import audit
@@ -60,15 +60,24 @@ def start_import(
             raise Forbidden("Only data owners import datasets.", rule="permission.owner")
         name = _dataset_name(dataset)
         wanted = _mode(mode)
-        exists = session.scalar(select(DatasetRecord.id).where(DatasetRecord.name == name))
-        if wanted is Mode.NEW and exists is not None:
+        record_status = session.scalar(
+            select(DatasetRecord.status).where(DatasetRecord.name == name)
+        )
+        exists = record_status is not None
+        if record_status == RETIRED:
+            raise Conflict(
+                f"{name} was retired: its data key is destroyed for good. Import the data as "
+                "a new dataset under another name.",
+                rule="import.retired",
+            )
+        if wanted is Mode.NEW and exists:
             raise Conflict(
                 f"A dataset named {name} exists already: import a new version of it "
                 "(append or replace), or choose another name.",
                 rule="import.exists",
             )
         if wanted is not Mode.NEW:
-            if exists is None:
+            if not exists:
                 raise NotFound(f"There is no dataset {name}.")
             check_governs(session, by=by, dataset=name)
         key = secrets.token_bytes(32)

@@ -23,7 +23,7 @@ from datasets.manifest import ColumnClass, ColumnType, Manifest, Table
 from policies.permissions import Person, user_may_bring_datasets
 from policies.policy_file import PolicyFileError, parse_policy
 from sandbox.access.consent import seed_consent
-from sandbox.catalog import PUBLISHED, check_governs
+from sandbox.catalog import PUBLISHED, RETIRED, check_governs
 from sandbox.context import Sandbox
 from sandbox.dp import marginals
 from sandbox.errors import Conflict, Forbidden, InvalidRequest
@@ -124,6 +124,12 @@ def _check_may_publish(
             )
         return
     check_governs(session, by=by, dataset=name)
+    if record.status == RETIRED:
+        raise Conflict(
+            f"{name} was retired: its data key is destroyed for good. Import the data as a "
+            "new dataset under another name.",
+            rule="import.retired",
+        )
     if mode is Mode.NEW:
         raise Conflict(
             f"A dataset named {name} exists already: publish a new version of it "

@@ -261,6 +261,11 @@ def test_retiring_destroys_the_data_key_ends_grants_and_is_audited(
             select(AuditEntry).where(AuditEntry.action == "dataset.retired")
         ).one()
         assert entry.details["data_key"] == "destroyed"
+    # A retired dataset takes no new version.
+    again = client.post(
+        "/api/v1/imports", json={"dataset": "health", "mode": "replace"}, headers=owner
+    )
+    assert again.status_code == 409 and again.get_json()["error"]["rule"] == "import.retired"
 
 
 @pytest.mark.parametrize(
