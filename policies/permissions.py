@@ -19,6 +19,7 @@ class Role(StrEnum):
     OWNER = "owner"
     ANALYST = "analyst"
     AUDITOR = "auditor"
+    ORGANIZER = "organizer"  # runs contests: tracks, registrations, final boards
     ADMIN = "admin"
 
 
@@ -86,6 +87,19 @@ def user_may_list_grants(user: Person) -> bool:
 
 
 def user_may_receive_grant(user: Person) -> bool:
+    return user.role == Role.ANALYST
+
+
+# --- contests -----------------------------------------------------------------------------
+
+
+def user_may_organize_contests(user: Person) -> bool:
+    """Create contests and tracks, approve registrations, publish final boards."""
+    return user.role in (Role.ORGANIZER, Role.ADMIN)
+
+
+def user_may_compete(user: Person) -> bool:
+    """Register for a contest and join a team: analysts (contest teams are researchers)."""
     return user.role == Role.ANALYST
 
 

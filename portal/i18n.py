@@ -53,6 +53,7 @@ RUNTIME_WORDS = frozenset(
         N_("role.analyst"),
         N_("role.owner"),
         N_("role.auditor"),
+        N_("role.organizer"),
         N_("role.admin"),
         N_("class.person_key"),
         N_("class.record_key"),

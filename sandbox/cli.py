@@ -366,7 +366,11 @@ def users() -> None:
 
 @users.command("create")
 @click.argument("username")
-@click.option("--role", type=click.Choice(["owner", "analyst", "auditor", "admin"]), required=True)
+@click.option(
+    "--role",
+    type=click.Choice(["owner", "analyst", "auditor", "organizer", "admin"]),
+    required=True,
+)
 @click.password_option()
 def users_create(username: str, role: str, password: str) -> None:
     """Create a user."""

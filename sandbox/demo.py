@@ -26,6 +26,7 @@ DEMO_USERS = (
     ("analyst", Role.ANALYST, "研究人员 Analyst"),
     ("analyst2", Role.ANALYST, "参赛队伍 Contest team"),
     ("auditor", Role.AUDITOR, "审核员 Auditor"),
+    ("organizer", Role.ORGANIZER, "赛事组织方 Contest organizer"),
     ("admin", Role.ADMIN, "管理员 Admin"),
 )
 

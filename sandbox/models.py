@@ -356,3 +356,104 @@ class ReviewEvent(Base):
     at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
     actor: Mapped[User] = relationship()
+
+
+class ContestPhase(StrEnum):
+    REGISTRATION = "registration"  # teams register and form; nothing is scored yet
+    OPEN = "open"  # submissions scored on the public part
+    FINAL = "final"  # no new submissions; teams pick their final ones
+    CLOSED = "closed"  # the private part scored once, the final board published
+
+
+class Contest(Base):
+    __tablename__ = "contests"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    slug: Mapped[str] = mapped_column(String(64), unique=True)
+    title: Mapped[str] = mapped_column(String(200))
+    title_en: Mapped[str] = mapped_column(String(200), default="")
+    phase: Mapped[str] = mapped_column(String(16), default=ContestPhase.REGISTRATION.value)
+    organizer_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    max_team_size: Mapped[int] = mapped_column(Integer, default=5)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Track(Base):
+    """One task of a contest on a published dataset version, with its split and quotas."""
+
+    __tablename__ = "tracks"
+    __table_args__ = (Index("ix_tracks_contest_slug", "contest_id", "slug", unique=True),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    contest_id: Mapped[str] = mapped_column(ForeignKey("contests.id"))
+    slug: Mapped[str] = mapped_column(String(64))
+    title: Mapped[str] = mapped_column(String(200))
+    title_en: Mapped[str] = mapped_column(String(200), default="")
+    dataset: Mapped[str] = mapped_column(String(64))
+    dataset_version: Mapped[str] = mapped_column(String(64))
+    task: Mapped[str] = mapped_column(String(16))  # binary, multiclass, regression, survival
+    # "table.column" of the label, and the tables whose view columns are the features.
+    target: Mapped[str] = mapped_column(String(130))
+    features: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    metric: Mapped[str] = mapped_column(String(64))
+    # The split key (sandbox.contest.splits), wrapped by the master key: never shown.
+    split_key: Mapped[dict[str, Any]] = mapped_column(JSON)
+    public_share: Mapped[float] = mapped_column(Float, default=0.15)
+    private_share: Mapped[float] = mapped_column(Float, default=0.15)
+    daily_quota: Mapped[int] = mapped_column(Integer, default=5)
+    total_quota: Mapped[int] = mapped_column(Integer, default=100)
+    max_running: Mapped[int] = mapped_column(Integer, default=2)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class RegistrationStatus(StrEnum):
+    PENDING = "pending"
+    APPROVED = "approved"
+    REJECTED = "rejected"
+
+
+class Registration(Base):
+    """A person's real-name registration for a contest, approved by its organizer."""
+
+    __tablename__ = "contest_registrations"
+    __table_args__ = (
+        Index("ix_contest_registrations_person", "contest_id", "user_id", unique=True),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    contest_id: Mapped[str] = mapped_column(ForeignKey("contests.id"))
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    real_name: Mapped[str] = mapped_column(String(64))
+    institution: Mapped[str] = mapped_column(String(200))
+    status: Mapped[str] = mapped_column(String(16), default=RegistrationStatus.PENDING.value)
+    decided_by: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    user: Mapped[User] = relationship()
+
+
+class Team(Base):
+    __tablename__ = "teams"
+    __table_args__ = (Index("ix_teams_contest_name", "contest_id", "name", unique=True),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    contest_id: Mapped[str] = mapped_column(ForeignKey("contests.id"))
+    name: Mapped[str] = mapped_column(String(64))
+    captain_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Membership(Base):
+    """A person in a team, or invited to it; one team per person per contest."""
+
+    __tablename__ = "team_members"
+    __table_args__ = (Index("ix_team_members_team_user", "team_id", "user_id", unique=True),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    team_id: Mapped[str] = mapped_column(ForeignKey("teams.id"))
+    contest_id: Mapped[str] = mapped_column(ForeignKey("contests.id"))
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    status: Mapped[str] = mapped_column(String(16))  # invited, member
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    user: Mapped[User] = relationship()

@@ -28,7 +28,7 @@ def test_cli_demo_sets_up_everything_and_prints_credentials(instance: Path) -> N
     result = CliRunner().invoke(main, ["demo", "--patients", "300", "--no-serve"])
     assert result.exit_code == 0, result.output
     credentials = json.loads((instance / "demo-credentials.json").read_text())
-    assert set(credentials) == {"owner", "analyst", "analyst2", "auditor", "admin"}
+    assert set(credentials) == {"owner", "analyst", "analyst2", "auditor", "organizer", "admin"}
     for name, password in credentials.items():
         assert f"{name}" in result.output and password in result.output
     assert "curl" in result.output and "/api/v1/jobs" in result.output
