@@ -25,7 +25,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app.config.update(config)
     app.json.ensure_ascii = False  # type: ignore[attr-defined]
 
-    from portal import api, api_owners, errors, i18n, web, web_owners
+    from portal import api, api_contest, api_owners, errors, i18n, web, web_owners
     from sandbox.worker.celery_app import make_celery
     from sandbox.worker.tasks import make_enqueue
 
@@ -35,6 +35,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     i18n.init_app(app, time_zone=sandbox.settings.time_zone)
     app.register_blueprint(api.bp)
     app.register_blueprint(api_owners.bp)
+    app.register_blueprint(api_contest.bp)
     app.register_blueprint(web.bp)
     app.register_blueprint(web_owners.bp)
     return app

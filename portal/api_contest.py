@@ -1,0 +1,129 @@
+"""The contest's JSON API so far: contests and tracks (organizers), real-name registration,
+teams and invitations (ARCHITECTURE.md, "HTTP API"). Views parse, call one action, serialize.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, g, jsonify, request
+
+from portal.auth import login_required, sandbox
+from sandbox.contest import contests, teams
+from sandbox.errors import InvalidRequest
+
+bp = Blueprint("api_contest", __name__, url_prefix="/api/v1")
+
+
+def _body() -> dict[str, Any]:
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict):
+        raise InvalidRequest("The request body must be a JSON object.")
+    return body
+
+
+def _text(body: dict[str, Any], name: str) -> str:
+    value = body.get(name)
+    if not isinstance(value, str):
+        raise InvalidRequest(f"{name} must be a string.", field=name)
+    return value
+
+
+@bp.get("/contests")
+@login_required
+def list_contests() -> Any:
+    return jsonify(contests=contests.list_contests(sandbox()))
+
+
+@bp.post("/contests")
+@login_required
+def create_contest() -> Any:
+    body = _body()
+    created = contests.create_contest(
+        sandbox(),
+        by=g.actor,
+        slug=_text(body, "slug"),
+        title=_text(body, "title"),
+        title_en=str(body.get("title_en") or ""),
+    )
+    return jsonify(created), 201
+
+
+@bp.post("/contests/<contest>/tracks")
+@login_required
+def add_track(contest: str) -> Any:
+    body = _body()
+    features = body.get("features") or []
+    if not isinstance(features, list) or not all(isinstance(f, str) for f in features):
+        raise InvalidRequest("features must be a list of table names.", field="features")
+    defaults = contests.TrackTerms("", "", "", "", "", "")
+    terms = contests.TrackTerms(
+        slug=_text(body, "slug"),
+        title=_text(body, "title"),
+        dataset=_text(body, "dataset"),
+        task=_text(body, "task"),
+        target=_text(body, "target"),
+        metric=_text(body, "metric"),
+        features=tuple(features),
+        title_en=str(body.get("title_en") or ""),
+        daily_quota=body.get("daily_quota", defaults.daily_quota),
+        total_quota=body.get("total_quota", defaults.total_quota),
+        max_running=body.get("max_running", defaults.max_running),
+    )
+    return jsonify(contests.add_track(sandbox(), by=g.actor, contest=contest, terms=terms)), 201
+
+
+@bp.post("/contests/<contest>/phase")
+@login_required
+def set_phase(contest: str) -> Any:
+    phase = _text(_body(), "phase")
+    return jsonify(contests.set_phase(sandbox(), by=g.actor, contest=contest, phase=phase))
+
+
+@bp.post("/contests/<contest>/registrations")
+@login_required
+def register(contest: str) -> Any:
+    body = _body()
+    registered = teams.register(
+        sandbox(),
+        by=g.actor,
+        contest=contest,
+        real_name=_text(body, "real_name"),
+        institution=_text(body, "institution"),
+    )
+    return jsonify(registered), 201
+
+
+@bp.post("/contests/<contest>/registrations/<username>/<any(approve, reject):decision>")
+@login_required
+def decide_registration(contest: str, username: str, decision: str) -> Any:
+    decided = teams.decide_registration(
+        sandbox(), by=g.actor, contest=contest, username=username, approve=decision == "approve"
+    )
+    return jsonify(decided)
+
+
+@bp.post("/contests/<contest>/teams")
+@login_required
+def create_team(contest: str) -> Any:
+    name = _text(_body(), "name")
+    return jsonify(teams.create_team(sandbox(), by=g.actor, contest=contest, name=name)), 201
+
+
+@bp.get("/contests/<contest>/team")
+@login_required
+def my_team(contest: str) -> Any:
+    return jsonify(team=teams.my_team(sandbox(), by=g.actor, contest=contest))
+
+
+@bp.post("/teams/<team_id>/invitations")
+@login_required
+def invite(team_id: str) -> Any:
+    username = _text(_body(), "username")
+    return jsonify(teams.invite(sandbox(), by=g.actor, team_id=team_id, username=username))
+
+
+@bp.post("/teams/<team_id>/accept")
+@login_required
+def accept(team_id: str) -> Any:
+    return jsonify(teams.accept_invitation(sandbox(), by=g.actor, team_id=team_id))
