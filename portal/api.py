@@ -8,6 +8,7 @@ from typing import Any
 from flask import Blueprint, Response, current_app, g, jsonify, request
 
 from portal.auth import login_required, sandbox
+from portal.json_body import json_object
 from sandbox import catalog
 from sandbox.access import consent, grants, requests, users
 from sandbox.errors import InvalidRequest
@@ -19,13 +20,6 @@ from sandbox.jobs.planning import JobRequest
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 GRANT_NUMBERS = ("epsilon_total", "max_epsilon_per_job", "k_threshold", "days")
-
-
-def _body() -> dict[str, Any]:
-    body = request.get_json(silent=True)
-    if not isinstance(body, dict):
-        raise InvalidRequest("The request body must be a JSON object.")
-    return body
 
 
 def _field(body: dict[str, Any], name: str, kind: type, *, required: bool = True) -> Any:
@@ -58,7 +52,7 @@ def _job_request(body: dict[str, Any]) -> JobRequest:
 
 @bp.post("/auth/token")
 def token() -> Any:
-    body = _body()
+    body = json_object()
     issued, actor = users.log_in_for_token(
         sandbox(), username=_field(body, "username", str), password=_field(body, "password", str)
     )
@@ -109,7 +103,7 @@ def give_consent(name: str) -> Any:
 
 
 def _consent_body() -> tuple[str, str]:
-    body = _body()
+    body = json_object()
     person_id = body.get("person_id")
     if isinstance(person_id, bool) or not isinstance(person_id, str | int):
         raise InvalidRequest("person_id must be a string.", field="person_id")
@@ -122,7 +116,7 @@ def submit() -> Any:
     job = submission.submit_job(
         sandbox(),
         by=g.actor,
-        request=_job_request(_body()),
+        request=_job_request(json_object()),
         enqueue=current_app.extensions["enqueue"],
     )
     return jsonify(id=job.id, status=job.status), 202
@@ -159,7 +153,7 @@ def result(job_id: str) -> Any:
 @login_required
 def policy_check() -> Any:
     """Dry run: every finding at once, without queueing a job or spending budget."""
-    return jsonify(submission.check_job(sandbox(), by=g.actor, request=_job_request(_body())))
+    return jsonify(submission.check_job(sandbox(), by=g.actor, request=_job_request(json_object())))
 
 
 @bp.get("/budget")
@@ -179,7 +173,7 @@ def list_grants() -> Any:
 def create_grant() -> Any:
     """``{dataset, analyst, modes?, epsilon_total?, max_epsilon_per_job?, k_threshold?, days?,
     requires_review?}``; what is left out takes the defaults of ``grants.GrantTerms``."""
-    body = _body()
+    body = json_object()
     modes = body.get("modes", list(grants.MODES))
     if not isinstance(modes, list) or not all(isinstance(m, str) for m in modes):
         raise InvalidRequest("modes must be a list of strings.", field="modes")
@@ -213,7 +207,7 @@ def list_access_requests() -> Any:
 @bp.post("/access-requests")
 @login_required
 def file_access_request() -> Any:
-    body = _body()
+    body = json_object()
     ask = requests.AccessAsk(
         dataset=_field(body, "dataset", str),
         purpose=body.get("purpose", ""),
@@ -229,7 +223,7 @@ def file_access_request() -> Any:
 @bp.post("/access-requests/<request_id>/approve")
 @login_required
 def approve_access_request(request_id: str) -> Any:
-    body = _body()  # {} approves the request as filed; the action checks each field's type
+    body = json_object()  # {} approves the request as filed; the action checks each field's type
     approval = requests.Approval(
         comment=body.get("comment", ""),
         columns=body.get("columns"),
@@ -247,7 +241,7 @@ def approve_access_request(request_id: str) -> Any:
 @bp.post("/access-requests/<request_id>/deny")
 @login_required
 def deny_access_request(request_id: str) -> Any:
-    comment = _body().get("comment", "")
+    comment = json_object().get("comment", "")
     return jsonify(
         requests.deny_request(sandbox(), by=g.actor, request_id=request_id, comment=comment)
     )
@@ -270,7 +264,7 @@ def review_detail(job_id: str) -> Any:
 @login_required
 def review(job_id: str) -> Any:
     """``{decision: approve|withhold, comment}``; the comment is required."""
-    body = _body()
+    body = json_object()
     state = reviews.review_job(
         sandbox(),
         by=g.actor,
@@ -285,7 +279,7 @@ def review(job_id: str) -> Any:
 @login_required
 def object_to_review(job_id: str) -> Any:
     """The analyst's objection (异议) to a withheld output: ``{reason}``."""
-    reason = _field(_body(), "reason", str)
+    reason = _field(json_object(), "reason", str)
     return jsonify(reviews.file_objection(sandbox(), by=g.actor, job_id=job_id, reason=reason))
 
 
@@ -300,7 +294,7 @@ def job_review(job_id: str) -> Any:
 @login_required
 def update_dataset(name: str) -> Any:
     """The owner's settings for a dataset: ``{reviewers_required: 1|2}``."""
-    body = _body()
+    body = json_object()
     if "reviewers_required" not in body:
         raise InvalidRequest("Send reviewers_required (1 or 2).", field="reviewers_required")
     return jsonify(

@@ -6,27 +6,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, g, jsonify, request
+from flask import Blueprint, g, jsonify
 
 from portal.auth import login_required, sandbox
+from portal.json_body import json_object, text
 from sandbox.contest import contests, teams
 from sandbox.errors import InvalidRequest
 
 bp = Blueprint("api_contest", __name__, url_prefix="/api/v1")
-
-
-def _body() -> dict[str, Any]:
-    body = request.get_json(silent=True)
-    if not isinstance(body, dict):
-        raise InvalidRequest("The request body must be a JSON object.")
-    return body
-
-
-def _text(body: dict[str, Any], name: str) -> str:
-    value = body.get(name)
-    if not isinstance(value, str):
-        raise InvalidRequest(f"{name} must be a string.", field=name)
-    return value
 
 
 @bp.get("/contests")
@@ -38,12 +25,12 @@ def list_contests() -> Any:
 @bp.post("/contests")
 @login_required
 def create_contest() -> Any:
-    body = _body()
+    body = json_object()
     created = contests.create_contest(
         sandbox(),
         by=g.actor,
-        slug=_text(body, "slug"),
-        title=_text(body, "title"),
+        slug=text(body, "slug"),
+        title=text(body, "title"),
         title_en=str(body.get("title_en") or ""),
     )
     return jsonify(created), 201
@@ -52,18 +39,18 @@ def create_contest() -> Any:
 @bp.post("/contests/<contest>/tracks")
 @login_required
 def add_track(contest: str) -> Any:
-    body = _body()
+    body = json_object()
     features = body.get("features") or []
     if not isinstance(features, list) or not all(isinstance(f, str) for f in features):
         raise InvalidRequest("features must be a list of table names.", field="features")
     defaults = contests.TrackTerms("", "", "", "", "", "")
     terms = contests.TrackTerms(
-        slug=_text(body, "slug"),
-        title=_text(body, "title"),
-        dataset=_text(body, "dataset"),
-        task=_text(body, "task"),
-        target=_text(body, "target"),
-        metric=_text(body, "metric"),
+        slug=text(body, "slug"),
+        title=text(body, "title"),
+        dataset=text(body, "dataset"),
+        task=text(body, "task"),
+        target=text(body, "target"),
+        metric=text(body, "metric"),
         features=tuple(features),
         title_en=str(body.get("title_en") or ""),
         daily_quota=body.get("daily_quota", defaults.daily_quota),
@@ -76,20 +63,20 @@ def add_track(contest: str) -> Any:
 @bp.post("/contests/<contest>/phase")
 @login_required
 def set_phase(contest: str) -> Any:
-    phase = _text(_body(), "phase")
+    phase = text(json_object(), "phase")
     return jsonify(contests.set_phase(sandbox(), by=g.actor, contest=contest, phase=phase))
 
 
 @bp.post("/contests/<contest>/registrations")
 @login_required
 def register(contest: str) -> Any:
-    body = _body()
+    body = json_object()
     registered = teams.register(
         sandbox(),
         by=g.actor,
         contest=contest,
-        real_name=_text(body, "real_name"),
-        institution=_text(body, "institution"),
+        real_name=text(body, "real_name"),
+        institution=text(body, "institution"),
     )
     return jsonify(registered), 201
 
@@ -106,7 +93,7 @@ def decide_registration(contest: str, username: str, decision: str) -> Any:
 @bp.post("/contests/<contest>/teams")
 @login_required
 def create_team(contest: str) -> Any:
-    name = _text(_body(), "name")
+    name = text(json_object(), "name")
     return jsonify(teams.create_team(sandbox(), by=g.actor, contest=contest, name=name)), 201
 
 
@@ -119,7 +106,7 @@ def my_team(contest: str) -> Any:
 @bp.post("/teams/<team_id>/invitations")
 @login_required
 def invite(team_id: str) -> Any:
-    username = _text(_body(), "username")
+    username = text(json_object(), "username")
     return jsonify(teams.invite(sandbox(), by=g.actor, team_id=team_id, username=username))
 
 

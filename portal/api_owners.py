@@ -7,32 +7,17 @@ a stream straight into the encrypted staging: nothing is spooled to disk in plai
 
 from __future__ import annotations
 
-from typing import Any, cast
+from typing import Any
 
 from flask import Blueprint, Response, g, jsonify, request
 
 from portal.auth import login_required, sandbox
+from portal.json_body import json_object, optional_text, text
 from sandbox.errors import InvalidRequest
 from sandbox.owners import consent_registry, datasets, imports
 
 bp = Blueprint("api_owners", __name__, url_prefix="/api/v1")
 MAX_NAME_CHARS = 200
-
-
-def _body() -> dict[str, Any]:
-    body = request.get_json(silent=True)
-    if not isinstance(body, dict):
-        raise InvalidRequest("The request body must be a JSON object.")
-    return body
-
-
-def _text(body: dict[str, Any], name: str, *, required: bool = True) -> str | None:
-    value = body.get(name)
-    if value is None and not required:
-        return None
-    if not isinstance(value, str):
-        raise InvalidRequest(f"{name} must be a string.", field=name)
-    return value
 
 
 def _filename() -> str:
@@ -57,12 +42,12 @@ def upload_stream() -> Any:
 @bp.post("/imports")
 @login_required
 def start_import() -> Any:
-    body = _body()
+    body = json_object()
     started = imports.start_import(
         sandbox(),
         by=g.actor,
-        dataset=cast(str, _text(body, "dataset")),
-        mode=_text(body, "mode", required=False) or "new",
+        dataset=text(body, "dataset"),
+        mode=optional_text(body, "mode") or "new",
     )
     return jsonify(started), 201
 
@@ -105,15 +90,15 @@ def stage_file(import_id: str) -> Any:
 @login_required
 def stage_connection(import_id: str) -> Any:
     """``{url, name, table | query}``: the URL's password is used once, stored nowhere."""
-    body = _body()
+    body = json_object()
     staged = imports.stage_connection(
         sandbox(),
         by=g.actor,
         import_id=import_id,
-        url=cast(str, _text(body, "url")),
-        name=cast(str, _text(body, "name")),
-        table=_text(body, "table", required=False),
-        query=_text(body, "query", required=False),
+        url=text(body, "url"),
+        name=text(body, "name"),
+        table=optional_text(body, "table"),
+        query=optional_text(body, "query"),
     )
     return jsonify(staged)
 
@@ -131,7 +116,7 @@ def confirm_import(import_id: str) -> Any:
     if request.mimetype in ("application/yaml", "application/x-yaml", "text/yaml"):
         definition: Any = request.get_data(as_text=True)
     else:
-        definition = _body().get("definition")
+        definition = json_object().get("definition")
     return jsonify(
         imports.confirm_import(sandbox(), by=g.actor, import_id=import_id, definition=definition)
     )
@@ -178,10 +163,8 @@ def dataset_usage(name: str) -> Any:
 @login_required
 def retire_dataset(name: str) -> Any:
     """``{"confirm": "<the dataset's name>"}``: the data key is destroyed for good."""
-    confirm = _text(_body(), "confirm")
-    return jsonify(
-        datasets.retire_dataset(sandbox(), by=g.actor, dataset=name, confirm=cast(str, confirm))
-    )
+    confirm = text(json_object(), "confirm")
+    return jsonify(datasets.retire_dataset(sandbox(), by=g.actor, dataset=name, confirm=confirm))
 
 
 @bp.put("/datasets/<name>/consents")

@@ -34,6 +34,7 @@ from sandbox.context import Sandbox
 from sandbox.errors import InvalidRequest
 from sandbox.integrity import audit
 from sandbox.models import ConsentRecord, utcnow
+from sandbox.owners.imports import refused_source
 
 COLUMNS = ("person_id", "purpose", "given_at")
 OPTIONAL = ("withdrawn_at",)
@@ -100,10 +101,7 @@ def _read(sandbox: Sandbox, source: Path | BinaryIO, filename: str) -> pd.DataFr
             )
         return staging.read_table(staged.name).to_pandas()
     except SourceError as error:
-        raise InvalidRequest(
-            str(error),
-            **{k: v for k, v in error.to_dict().items() if k != "message" and v is not None},
-        ) from error
+        raise refused_source(error) from error
     except DatasetError as error:
         raise InvalidRequest(str(error), file=filename, rule="consent.file") from error
     finally:

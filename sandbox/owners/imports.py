@@ -168,16 +168,17 @@ def _staged(stage: Callable[[], list[StagedTable]]) -> list[StagedTable]:
     try:
         tables = stage()
     except SourceError as error:
-        raise InvalidRequest(str(error), **_source_details(error)) from error
+        raise refused_source(error) from error
     except DatasetError as error:
         raise InvalidRequest(str(error), rule="import.staging") from error
     return tables
 
 
-def _source_details(error: SourceError) -> dict[str, Any]:
-    details = error.to_dict()
-    details.pop("message", None)
-    return {k: v for k, v in details.items() if v is not None}
+def refused_source(error: SourceError) -> InvalidRequest:
+    """A source the importers refused, as the actions report it: its rule, file, row and
+    column kept beside the message."""
+    details = {k: v for k, v in error.to_dict().items() if k != "message" and v is not None}
+    return InvalidRequest(str(error), **details)
 
 
 def _record_staged(
