@@ -403,6 +403,15 @@ class Track(Base):
     daily_quota: Mapped[int] = mapped_column(Integer, default=5)
     total_quota: Mapped[int] = mapped_column(Integer, default=100)
     max_running: Mapped[int] = mapped_column(Integer, default=2)
+    # The data owner's grant to the organizer under which the track reads the data:
+    # its column rules and consent basis shape what teams' code sees.
+    grant_id: Mapped[str | None] = mapped_column(ForeignKey("grants.id"), nullable=True)
+    # "table.column" names kept from every part (a restatement of the target, say).
+    withheld: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    # Survival tracks: the target is the follow-up time, this the event flag.
+    event: Mapped[str] = mapped_column(String(130), default="")
+    # The organizer's baseline submission, scored like any team's.
+    baseline: Mapped[str] = mapped_column(Text, default="")
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
@@ -440,6 +449,14 @@ class Team(Base):
     contest_id: Mapped[str] = mapped_column(ForeignKey("contests.id"))
     name: Mapped[str] = mapped_column(String(64))
     captain_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    # The organizer's own team holds the baselines; it is not ranked.
+    is_baseline: Mapped[bool] = mapped_column(Boolean, default=False)
+    disqualified_at: Mapped[dt.datetime | None] = mapped_column(
+        DateTime(timezone=True), nullable=True
+    )
+    disqualified_reason: Mapped[str] = mapped_column(Text, default="")
+    # Set when the team was merged into another: it submits no more.
+    merged_into: Mapped[str | None] = mapped_column(String(32), nullable=True)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
@@ -457,3 +474,110 @@ class Membership(Base):
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
     user: Mapped[User] = relationship()
+
+
+class SubmissionStatus(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"  # the smoke run on mock data, then fit and predict on hidden data
+    SCORED = "scored"
+    FAILED = "failed"
+
+
+class Submission(Base):
+    """A team's fit/predict code for a track, and what its runs released.
+
+    Only scores leave: the hidden runs' logs, predictions and models are never
+    kept. ``smoke_log`` is the run on mock data, which the team may read whole.
+    """
+
+    __tablename__ = "submissions"
+    __table_args__ = (Index("ix_submissions_track_team", "track_id", "team_id", "created_at"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    track_id: Mapped[str] = mapped_column(ForeignKey("tracks.id"))
+    team_id: Mapped[str] = mapped_column(ForeignKey("teams.id"))
+    submitted_by: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    code: Mapped[str] = mapped_column(Text)
+    code_sha256: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16), default=SubmissionStatus.QUEUED.value)
+    # Whether it counts against the team's quota: a smoke run's failure does not.
+    counted: Mapped[bool] = mapped_column(Boolean, default=True)
+    failed_in: Mapped[str | None] = mapped_column(String(16), nullable=True)  # smoke, hidden
+    error_code: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    error_message: Mapped[str | None] = mapped_column(Text, nullable=True)
+    smoke_log: Mapped[str | None] = mapped_column(Text, nullable=True)
+    smoke_score: Mapped[float | None] = mapped_column(Float, nullable=True)
+    # The public score shown after this submission (the Ladder's), and its interval.
+    shown_score: Mapped[float | None] = mapped_column(Float, nullable=True)
+    shown_low: Mapped[float | None] = mapped_column(Float, nullable=True)
+    shown_high: Mapped[float | None] = mapped_column(Float, nullable=True)
+    improved: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
+    certificate: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    selected: Mapped[bool] = mapped_column(Boolean, default=False)
+    # The private part, scored once at the close for selected submissions.
+    final_status: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    final_score: Mapped[float | None] = mapped_column(Float, nullable=True)
+    final_low: Mapped[float | None] = mapped_column(Float, nullable=True)
+    final_high: Mapped[float | None] = mapped_column(Float, nullable=True)
+    final_error: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    holder: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    started_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    finished_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class LeaderboardEntry(Base):
+    """A team's line on a track's public board: the Ladder's state and what it shows."""
+
+    __tablename__ = "leaderboard_entries"
+    __table_args__ = (Index("ix_leaderboard_track_team", "track_id", "team_id", unique=True),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    track_id: Mapped[str] = mapped_column(ForeignKey("tracks.id"))
+    team_id: Mapped[str] = mapped_column(ForeignKey("teams.id"))
+    # policies.leaderboard.LadderState as JSON: per-example losses, never shown.
+    state: Mapped[str] = mapped_column(Text)
+    shown_score: Mapped[float] = mapped_column(Float)
+    shown_low: Mapped[float] = mapped_column(Float)
+    shown_high: Mapped[float] = mapped_column(Float)
+    submission_id: Mapped[str] = mapped_column(ForeignKey("submissions.id"))
+    submitted_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+
+
+class FinalBoard(Base):
+    """A track's final board: the private scores of the selected submissions, signed."""
+
+    __tablename__ = "final_boards"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    track_id: Mapped[str] = mapped_column(ForeignKey("tracks.id"), unique=True)
+    document: Mapped[dict[str, Any]] = mapped_column(JSON)
+    certificate: Mapped[dict[str, Any]] = mapped_column(JSON)
+    published_by: Mapped[str] = mapped_column(String(64))
+    published_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class DisputeStatus(StrEnum):
+    OPEN = "open"
+    UPHELD = "upheld"
+    REJECTED = "rejected"
+
+
+class Dispute(Base):
+    """A team's objection (异议) to a score or a disqualification, and its decision."""
+
+    __tablename__ = "contest_disputes"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    contest_id: Mapped[str] = mapped_column(ForeignKey("contests.id"))
+    team_id: Mapped[str] = mapped_column(ForeignKey("teams.id"))
+    submission_id: Mapped[str | None] = mapped_column(ForeignKey("submissions.id"), nullable=True)
+    kind: Mapped[str] = mapped_column(String(16))  # score, disqualification
+    text: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16), default=DisputeStatus.OPEN.value)
+    raised_by: Mapped[str] = mapped_column(String(64))
+    decision: Mapped[str] = mapped_column(Text, default="")
+    decided_by: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    decided_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
