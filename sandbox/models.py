@@ -500,9 +500,8 @@ class Submission(Base):
     code: Mapped[str] = mapped_column(Text)
     code_sha256: Mapped[str] = mapped_column(String(64))
     status: Mapped[str] = mapped_column(String(16), default=SubmissionStatus.QUEUED.value)
-    # Whether it counts against the team's quota: a smoke run's failure does not.
-    counted: Mapped[bool] = mapped_column(Boolean, default=True)
-    failed_in: Mapped[str | None] = mapped_column(String(16), nullable=True)  # smoke, hidden
+    # smoke, hidden; a failure in the smoke run does not count against the quota.
+    failed_in: Mapped[str | None] = mapped_column(String(16), nullable=True)
     error_code: Mapped[str | None] = mapped_column(String(64), nullable=True)
     error_message: Mapped[str | None] = mapped_column(Text, nullable=True)
     smoke_log: Mapped[str | None] = mapped_column(Text, nullable=True)
@@ -541,8 +540,8 @@ class LeaderboardEntry(Base):
     shown_score: Mapped[float] = mapped_column(Float)
     shown_low: Mapped[float] = mapped_column(Float)
     shown_high: Mapped[float] = mapped_column(Float)
+    # The submission that set the shown score; its time breaks ties.
     submission_id: Mapped[str] = mapped_column(ForeignKey("submissions.id"))
-    submitted_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
 
 
 class FinalBoard(Base):
