@@ -44,6 +44,29 @@ def mock_view_table(manifest: Manifest, table: str, rows: int, *, seed: int = 0)
     return view[spec.name].head(rows).reset_index(drop=True)
 
 
+def mock_view(
+    manifest: Manifest, tables: list[str], persons: int, *, seed: int = 0
+) -> dict[str, pd.DataFrame]:
+    """Synthetic views of ``tables`` made together for about ``persons`` persons, so that
+    they join on the person (and record) keys as a real view's tables do: one
+    population, one throwaway key."""
+    specs = []
+    for name in tables:
+        spec = manifest.table(name)
+        if spec is None:
+            raise ViewError(f"dataset {manifest.name!r} has no table {name!r}")
+        specs.append(spec)
+    persons = max(1, min(int(persons), MAX_MOCK_ROWS))
+    if all(_generator_knows(manifest, spec) for spec in specs):
+        raw = generate_health(persons, seed=seed)
+    else:
+        raw = {
+            spec.name: _table_from_manifest(spec, persons * 3, seed + i)
+            for i, spec in enumerate(specs)
+        }
+    return build_view(raw, manifest, key=secrets.token_bytes(32), table_names=tables)
+
+
 def _synthetic_tables(
     manifest: Manifest, spec: Table, rows: int, seed: int
 ) -> dict[str, pd.DataFrame]:

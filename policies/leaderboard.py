@@ -48,6 +48,13 @@ from policies.decision import PolicyError
 
 FloatArray = npt.NDArray[np.float64]
 MetricFunction = Callable[[npt.NDArray[np.generic], npt.NDArray[np.generic]], float]
+# A metric of many resamples at once, from how often each example was drawn into each.
+WeightedMetric = Callable[
+    [npt.NDArray[np.generic], npt.NDArray[np.generic], npt.NDArray[np.float64]],
+    npt.NDArray[np.float64],
+]
+# Resamples scored at once by a weighted metric (a block of rounds x n weights).
+BLOCK_ROUNDS = 50
 
 # The 95 % percentile interval of the bootstrap.
 INTERVAL = (2.5, 97.5)
@@ -148,8 +155,13 @@ def bootstrap_interval(
     *,
     rounds: int = 1000,
     seed: int,
+    weighted: WeightedMetric | None = None,
 ) -> tuple[float, float]:
     """The 95 % percentile bootstrap interval of ``metric``, the same for the same ``seed``.
+
+    ``weighted``, the same metric of many resamples at once (each a row of how often
+    each example was drawn), gives the same interval as calling ``metric`` on every
+    resample, in a fraction of the time.
 
     A resample on which the metric is undefined (it returns NaN, as a ranking
     metric does when a resample holds one class only) is left out; if more than
@@ -160,11 +172,23 @@ def bootstrap_interval(
     n = len(truth)
     if n < 2 or len(predicted) != n or rounds < 1:
         raise LeaderboardError("A bootstrap needs matching truth and predictions and one round.")
-    # All resamples drawn at once: one generator call, one index matrix.
-    rows = np.random.default_rng(seed).integers(0, n, size=(rounds, n))
-    values = np.fromiter(
-        (metric(truth[row], predicted[row]) for row in rows), dtype=np.float64, count=rounds
-    )
+    generator = np.random.default_rng(seed)
+    if weighted is None:
+        # All resamples drawn at once: one generator call, one index matrix.
+        rows = generator.integers(0, n, size=(rounds, n))
+        values = np.fromiter(
+            (metric(truth[row], predicted[row]) for row in rows), dtype=np.float64, count=rounds
+        )
+    else:
+        blocks = []
+        for start in range(0, rounds, BLOCK_ROUNDS):
+            size = min(BLOCK_ROUNDS, rounds - start)
+            rows = generator.integers(0, n, size=(size, n))
+            # How often each example is in each resample: one bincount over all of them.
+            offsets = rows + (np.arange(size) * n)[:, None]
+            counts = np.bincount(offsets.ravel(), minlength=size * n).reshape(size, n)
+            blocks.append(weighted(truth, predicted, counts.astype(np.float64)))
+        values = np.concatenate(blocks)
     kept = values[np.isfinite(values)]
     if kept.size < 0.95 * rounds:
         raise LeaderboardError("The metric is undefined on too many bootstrap resamples.")

@@ -87,7 +87,9 @@ def user_may_list_grants(user: Person) -> bool:
 
 
 def user_may_receive_grant(user: Person) -> bool:
-    return user.role == Role.ANALYST
+    """Analysts, and organizers: a contest track's data is the view under the owner's
+    grant to its organizer (the teams never hold a grant of their own)."""
+    return user.role in (Role.ANALYST, Role.ORGANIZER)
 
 
 # --- contests -----------------------------------------------------------------------------
@@ -96,6 +98,12 @@ def user_may_receive_grant(user: Person) -> bool:
 def user_may_organize_contests(user: Person) -> bool:
     """Create contests and tracks, approve registrations, publish final boards."""
     return user.role in (Role.ORGANIZER, Role.ADMIN)
+
+
+def user_runs_contest(user: Person, organizer_id: int) -> bool:
+    """Run this contest (its queue, reruns, disqualifications, final board): the organizer
+    who created it, or an admin."""
+    return user.role == Role.ADMIN or (user.role == Role.ORGANIZER and user.id == organizer_id)
 
 
 def user_may_compete(user: Person) -> bool:

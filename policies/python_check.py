@@ -1082,3 +1082,55 @@ def _name_chains(text: str) -> Iterator[tuple[list[str], bool]]:
                 chain = []
         elif token.string != ".":
             chain = []
+
+
+# A contest submission's two entry points and the positional parameters each takes.
+ENTRY_POINTS = {"fit": ("train",), "predict": ("model", "features")}
+
+
+def check_submission(code: str) -> Decision:
+    """Check a contest submission: a Python job's rules, and ``fit(train)`` and
+    ``predict(model, features)`` defined at the top level of the code."""
+    decision = check_python(code)
+    if not decision.allowed:
+        return decision
+    tree = ast.parse(code, filename="<job>")  # check_python parsed it already
+    defined = {
+        node.name: node
+        for node in tree.body
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
+    }
+    findings = []
+    for name, parameters in ENTRY_POINTS.items():
+        node = defined.get(name)
+        signature = f"{name}({', '.join(parameters)})"
+        if node is None:
+            findings.append(
+                Finding.of(
+                    "submission.missing_function",
+                    "The submission defines no %(signature)s at the top level.",
+                    suggestion="Define both fit(train) -> model and predict(model, features).",
+                    signature=signature,
+                )
+            )
+        elif isinstance(node, ast.AsyncFunctionDef) or len(_positional(node)) != len(parameters):
+            findings.append(
+                Finding.of(
+                    "submission.signature",
+                    "%(name)s must be a plain function taking %(count)s positional "
+                    "argument(s): %(signature)s.",
+                    f"line {node.lineno}",
+                    name=name,
+                    count=len(parameters),
+                    signature=signature,
+                )
+            )
+    return Decision.deny(*findings) if findings else decision
+
+
+def _positional(node: ast.FunctionDef | ast.AsyncFunctionDef) -> list[ast.arg]:
+    arguments = node.args
+    if arguments.vararg or arguments.kwonlyargs and any(d is None for d in arguments.kw_defaults):
+        return []  # *args or a required keyword: not callable as fit(train)
+    required = len(arguments.posonlyargs) + len(arguments.args) - len(arguments.defaults)
+    return [*arguments.posonlyargs, *arguments.args][:required]

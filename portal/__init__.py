@@ -25,17 +25,35 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app.config.update(config)
     app.json.ensure_ascii = False  # type: ignore[attr-defined]
 
-    from portal import api, api_contest, api_owners, errors, i18n, web, web_owners
+    from portal import (
+        api,
+        api_contest,
+        api_owners,
+        api_submissions,
+        errors,
+        i18n,
+        web,
+        web_owners,
+    )
     from sandbox.worker.celery_app import make_celery
-    from sandbox.worker.tasks import make_enqueue
+    from sandbox.worker.tasks import make_enqueue, make_submission_enqueue
 
-    app.extensions["enqueue"] = config.get("ENQUEUE") or make_enqueue(make_celery(sandbox.settings))
+    celery = make_celery(sandbox.settings)
+    app.extensions["enqueue"] = config.get("ENQUEUE") or make_enqueue(celery)
+    # Contest submissions, and their private scorings at the close, go to their own queue.
+    app.extensions["enqueue_submission"] = config.get(
+        "ENQUEUE_SUBMISSION"
+    ) or make_submission_enqueue(celery)
+    app.extensions["enqueue_final"] = config.get("ENQUEUE_FINAL") or make_submission_enqueue(
+        celery, final=True
+    )
 
     errors.init_app(app)
     i18n.init_app(app, time_zone=sandbox.settings.time_zone)
     app.register_blueprint(api.bp)
     app.register_blueprint(api_owners.bp)
     app.register_blueprint(api_contest.bp)
+    app.register_blueprint(api_submissions.bp)
     app.register_blueprint(web.bp)
     app.register_blueprint(web_owners.bp)
     return app

@@ -1,16 +1,17 @@
 """The contest's JSON API so far: contests and tracks (organizers), real-name registration,
-teams and invitations (ARCHITECTURE.md, "HTTP API"). Views parse, call one action, serialize.
+teams and invitations, disqualification and merging, disputes (ARCHITECTURE.md, "HTTP API").
+Views parse, call one action, serialize.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, g, jsonify
+from flask import Blueprint, current_app, g, jsonify
 
 from portal.auth import login_required, sandbox
-from portal.json_body import json_object, text
-from sandbox.contest import contests, teams
+from portal.json_body import json_object, optional_text, text
+from sandbox.contest import contests, disputes, teams
 from sandbox.errors import InvalidRequest
 
 bp = Blueprint("api_contest", __name__, url_prefix="/api/v1")
@@ -40,9 +41,8 @@ def create_contest() -> Any:
 @login_required
 def add_track(contest: str) -> Any:
     body = json_object()
-    features = body.get("features") or []
-    if not isinstance(features, list) or not all(isinstance(f, str) for f in features):
-        raise InvalidRequest("features must be a list of table names.", field="features")
+    features = _names(body, "features", "a list of table names")
+    withheld = _names(body, "withheld", "a list of table.column names")
     defaults = contests.TrackTerms("", "", "", "", "", "")
     terms = contests.TrackTerms(
         slug=text(body, "slug"),
@@ -56,15 +56,32 @@ def add_track(contest: str) -> Any:
         daily_quota=body.get("daily_quota", defaults.daily_quota),
         total_quota=body.get("total_quota", defaults.total_quota),
         max_running=body.get("max_running", defaults.max_running),
+        withheld=tuple(withheld),
+        event=optional_text(body, "event") or "",
+        baseline=optional_text(body, "baseline") or "",
     )
     return jsonify(contests.add_track(sandbox(), by=g.actor, contest=contest, terms=terms)), 201
+
+
+def _names(body: dict[str, Any], name: str, what: str) -> list[str]:
+    value = body.get(name) or []
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise InvalidRequest(f"{name} must be {what}.", field=name)
+    return value
 
 
 @bp.post("/contests/<contest>/phase")
 @login_required
 def set_phase(contest: str) -> Any:
     phase = text(json_object(), "phase")
-    return jsonify(contests.set_phase(sandbox(), by=g.actor, contest=contest, phase=phase))
+    moved = contests.set_phase(
+        sandbox(),
+        by=g.actor,
+        contest=contest,
+        phase=phase,
+        enqueue=current_app.extensions["enqueue_submission"],
+    )
+    return jsonify(moved)
 
 
 @bp.post("/contests/<contest>/registrations")
@@ -114,3 +131,57 @@ def invite(team_id: str) -> Any:
 @login_required
 def accept(team_id: str) -> Any:
     return jsonify(teams.accept_invitation(sandbox(), by=g.actor, team_id=team_id))
+
+
+@bp.post("/teams/<team_id>/disqualify")
+@login_required
+def disqualify(team_id: str) -> Any:
+    reason = text(json_object(), "reason")
+    return jsonify(teams.disqualify(sandbox(), by=g.actor, team_id=team_id, reason=reason))
+
+
+@bp.post("/teams/<team_id>/merge")
+@login_required
+def merge(team_id: str) -> Any:
+    """Both captains post the same pair: the first asks, the second's post merges."""
+    into = text(json_object(), "into")
+    merged = teams.merge_teams(sandbox(), by=g.actor, team_id=team_id, into_team_id=into)
+    return jsonify(merged)
+
+
+@bp.post("/contests/<contest>/disputes")
+@login_required
+def raise_dispute(contest: str) -> Any:
+    body = json_object()
+    raised = disputes.raise_dispute(
+        sandbox(),
+        by=g.actor,
+        contest=contest,
+        kind=text(body, "kind"),
+        text=text(body, "text"),
+        submission_id=optional_text(body, "submission"),
+    )
+    return jsonify(raised), 201
+
+
+@bp.get("/contests/<contest>/disputes")
+@login_required
+def list_disputes(contest: str) -> Any:
+    return jsonify(disputes=disputes.list_disputes(sandbox(), by=g.actor, contest=contest))
+
+
+@bp.post("/disputes/<int:dispute_id>/decision")
+@login_required
+def decide_dispute(dispute_id: int) -> Any:
+    body = json_object()
+    decision = body.get("decision")
+    if decision not in ("uphold", "reject"):
+        raise InvalidRequest("decision must be uphold or reject.", field="decision")
+    decided = disputes.decide_dispute(
+        sandbox(),
+        by=g.actor,
+        dispute_id=dispute_id,
+        uphold=decision == "uphold",
+        comment=text(body, "comment"),
+    )
+    return jsonify(decided)

@@ -20,7 +20,7 @@ import requests
 from docker.errors import DockerException, NotFound
 from docker.types import LogConfig, Mount, Ulimit
 
-from runners.contract import JobSpec
+from runners.contract import MODEL_DIR, JobSpec
 
 logger = logging.getLogger(__name__)
 
@@ -31,6 +31,8 @@ LABEL_DEADLINE = "sandbox.deadline"
 # worker can then tell a killed worker's container from a live one.
 LABEL_HOST = "sandbox.host"
 LABEL_PID = "sandbox.pid"
+# A contest submission's model volume (runners.contract.ModelVolume).
+LABEL_MODEL = "sandbox.model"
 RUNNER_USER = "10001:10001"
 # Time, past a job's own timeout, after which its container is surely an orphan.
 ORPHAN_GRACE_S = 60
@@ -90,10 +92,28 @@ def container_options(
             LABEL_PID: str(os.getpid()),
         },
     }
+    if spec.model is not None:
+        # The submission's own model volume: fit writes it, predict only reads it.
+        options["mounts"].append(
+            Mount(MODEL_DIR, spec.model.name, type="volume", read_only=not spec.model.writable)
+        )
+        options["environment"]["SANDBOX_MODEL"] = MODEL_DIR
     if runtime:
         # e.g. runsc: a user-space kernel between the job and the host's.
         options["runtime"] = runtime
     return options
+
+
+def model_volume_labels(timeout_s: int) -> dict[str, str]:
+    """A model volume's labels: whose it is and when it is surely an orphan (its fit and
+    its predict have both timed out, with room for a retry)."""
+    deadline = time.time() + 4 * (timeout_s + ORPHAN_GRACE_S)
+    return {
+        LABEL_RUNNER: "1",
+        LABEL_MODEL: "1",
+        LABEL_DEADLINE: f"{deadline:.0f}",
+        LABEL_HOST: socket.gethostname(),
+    }
 
 
 def remove(container: Any) -> bool:

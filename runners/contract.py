@@ -20,8 +20,13 @@ JOB_FILE = "job.json"
 RESULT_MARKER = "SANDBOX-RESULT "
 MAX_LOG_CHARS = 1_000_000
 
-Language = Literal["sql", "python"]
-FailureReason = Literal["error", "timeout", "memory", "output_too_large", "malformed_output"]
+# "fit" and "predict" are a contest submission's two runs (:class:`ModelVolume`).
+Language = Literal["sql", "python", "fit", "predict"]
+FailureReason = Literal[
+    "error", "timeout", "memory", "output_too_large", "malformed_output", "model_too_large"
+]
+MODEL_DIR = "/model"
+MODEL_FILE = "model.pkl"
 
 _SAFE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]{0,99}$")
 
@@ -55,6 +60,20 @@ class JobFailed(RunnerError):
 
 
 @dataclass(frozen=True)
+class ModelVolume:
+    """Where a submission's model lives between its ``fit`` and its ``predict`` run.
+
+    ``fit`` writes it (``writable``), ``predict`` only reads it; nothing else ever
+    mounts it, and the runner's :meth:`Runner.remove_model` destroys it after.
+    ``max_bytes`` caps what ``fit`` may leave there.
+    """
+
+    name: str
+    writable: bool
+    max_bytes: int = 256 * 1024 * 1024
+
+
+@dataclass(frozen=True)
 class JobSpec:
     job_id: str
     language: Language
@@ -68,6 +87,14 @@ class JobSpec:
     pids: int = 128
     tmp_mb: int = 64
     max_output_bytes: int = 8 * 1024 * 1024
+    # A contest run's model (languages fit and predict only).
+    model: ModelVolume | None = None
+
+    def __post_init__(self) -> None:
+        if (self.language in ("fit", "predict")) != (self.model is not None):
+            raise ValueError("fit and predict runs, and only they, have a model volume")
+        if self.model is not None and self.model.writable != (self.language == "fit"):
+            raise ValueError("only a fit run writes its model")
 
     def write_job_file(self) -> Path:
         """Write the harness's instructions beside the view tables."""
@@ -79,6 +106,7 @@ class JobSpec:
                     "language": self.language,
                     "code": self.code,
                     "max_output_bytes": self.max_output_bytes,
+                    "max_model_bytes": self.model.max_bytes if self.model else 0,
                 }
             ),
             encoding="utf-8",
@@ -100,6 +128,8 @@ class RunResult:
     tables: list[OutputTable]
     log: str
     duration_s: float
+    # A predict run's predictions, for the worker's scoring only: never released.
+    predictions: list[Any] | None = None
 
 
 class Runner(Protocol):
@@ -108,6 +138,8 @@ class Runner(Protocol):
     def run(self, spec: JobSpec) -> RunResult: ...
 
     def cleanup_orphans(self) -> int: ...
+
+    def remove_model(self, name: str) -> None: ...
 
 
 def parse_harness_output(stdout: str, *, max_output_bytes: int, log: str = "") -> RunResult:
@@ -139,17 +171,28 @@ def parse_harness_output(stdout: str, *, max_output_bytes: int, log: str = "") -
             raise _failure(envelope.get("error"), max_output_bytes=max_output_bytes, log=log)
         duration = float(envelope.get("duration_s", 0.0) or 0.0)
         tables = _tables(envelope.get("tables", []), max_output_bytes=max_output_bytes, log=log)
+        predictions = envelope.get("predictions")
+        if predictions is not None and not isinstance(predictions, list):
+            raise TypeError("predictions is not a list")
     except (AttributeError, KeyError, TypeError, ValueError) as error:
         raise JobFailed(
             "malformed_output", "The job's result could not be read.", log=log
         ) from error
-    return RunResult(tables=tables, log=log, duration_s=duration)
+    return RunResult(tables=tables, log=log, duration_s=duration, predictions=predictions)
 
 
 def _too_large(max_output_bytes: int, log: str) -> JobFailed:
     return JobFailed(
         "output_too_large",
         f"The job's output is larger than the cap of {max_output_bytes} bytes.",
+        log=log,
+    )
+
+
+def model_too_large(max_bytes: int, log: str = "") -> JobFailed:
+    return JobFailed(
+        "model_too_large",
+        f"The fitted model is larger than the cap of {max_bytes} bytes.",
         log=log,
     )
 
@@ -161,6 +204,8 @@ def _failure(failure: object, *, max_output_bytes: int, log: str) -> JobFailed:
         raise TypeError("the error is not an object")
     if failure.get("reason", "error") == "output_too_large":
         return _too_large(max_output_bytes, log)
+    if failure.get("reason") == "model_too_large":
+        return model_too_large(int(failure.get("max_bytes") or 0), log)
     error_type = str(failure.get("type", "Error"))
     if not _SAFE_NAME.fullmatch(error_type):
         error_type = "Error"

@@ -24,18 +24,31 @@ from runners.containers import (
     LABEL_DEADLINE,
     LABEL_HOST,
     LABEL_JOB,
+    LABEL_MODEL,
     LABEL_PID,
     LABEL_RUNNER,
     container_options,
+    model_volume_labels,
     remove,
 )
-from runners.contract import JobFailed, JobSpec, RunnerUnavailable, RunResult, parse_harness_output
+from runners.contract import (
+    MODEL_DIR,
+    JobFailed,
+    JobSpec,
+    RunnerUnavailable,
+    RunResult,
+    model_too_large,
+    parse_harness_output,
+)
 from runners.image import IMAGE_TAG
 from runners.pool import Warm, WarmPool, WarmPoolSettings
 
 logger = logging.getLogger(__name__)
 
 STDERR_TAIL_BYTES = 64 * 1024
+# What a tar stream of /model adds to the files' own bytes (headers, padding, the
+# end-of-archive blocks), allowed above the cap before a model counts as too large.
+TAR_SLACK_BYTES = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -93,8 +106,11 @@ class DockerRunner:
         self._require_image(client)
         spec.write_job_file()
         _let_runner_read(spec)
+        if spec.model is not None:
+            self._prepare_model(client, spec)
         pool = self._warm_pool()
-        warm = pool.take(spec) if pool is not None else None
+        # A warm container has no model volume: contest runs always start cold.
+        warm = pool.take(spec) if pool is not None and spec.model is None else None
         container = self._create(client, spec) if warm is None else warm.container
         started = time.monotonic()
         try:
@@ -111,9 +127,47 @@ class DockerRunner:
                     "memory", f"The job exceeded its memory limit of {spec.memory_mb} MB."
                 )
             result = _parse_result(stdout, spec, container)
-            return RunResult(result.tables, result.log, time.monotonic() - started)
+            if spec.model is not None and spec.model.writable:
+                _check_model_size(client, container, spec, result.log)
+            return RunResult(
+                result.tables,
+                result.log,
+                time.monotonic() - started,
+                predictions=result.predictions,
+            )
         finally:
             _release(container, pool, warm)
+
+    def _prepare_model(self, client: Any, spec: JobSpec) -> None:
+        """fit: a new, empty volume (an old one of that name is a lost attempt's: gone).
+        predict: the volume must be there, or the model was lost with its fit."""
+        assert spec.model is not None
+        try:
+            if spec.model.writable:
+                self.remove_model(spec.model.name)
+                client.volumes.create(
+                    name=spec.model.name,
+                    driver="local",
+                    labels=model_volume_labels(spec.timeout_s),
+                )
+            else:
+                client.volumes.get(spec.model.name)
+        except NotFound as error:
+            raise RunnerUnavailable("The submission's model volume is gone.") from error
+        except ENGINE_ERRORS as error:
+            raise RunnerUnavailable(
+                f"The Docker engine could not prepare the model volume: {error}"
+            ) from error
+
+    def remove_model(self, name: str) -> None:
+        """Destroy a submission's model volume (gone already is fine)."""
+        try:
+            self._engine().volumes.get(name).remove(force=True)
+        except NotFound:
+            return
+        except ENGINE_ERRORS as error:
+            # cleanup_orphans() removes it once its deadline has passed.
+            logger.warning("could not remove model volume %s: %s", name, error)
 
     def _require_image(self, client: Any) -> None:
         try:
@@ -157,6 +211,24 @@ class DockerRunner:
                 continue
             if remove(container):
                 removed += 1
+        return removed + self._remove_expired_models(client, now)
+
+    def _remove_expired_models(self, client: Any, now: float) -> int:
+        try:
+            volumes = client.volumes.list(filters={"label": f"{LABEL_MODEL}=1"})
+        except ENGINE_ERRORS as error:
+            raise RunnerUnavailable(f"The Docker engine is not reachable: {error}") from error
+        removed = 0
+        for volume in volumes:
+            deadline = _float((volume.attrs.get("Labels") or {}).get(LABEL_DEADLINE))
+            if deadline is not None and now < deadline:
+                continue
+            try:
+                volume.remove(force=True)
+            except ENGINE_ERRORS as error:  # still mounted by a running container
+                logger.info("model volume %s stays: %s", volume.name, error)
+                continue
+            removed += 1
         return removed
 
     def job_containers(self) -> list[JobContainer]:
@@ -232,6 +304,25 @@ def _let_runner_read(spec: JobSpec) -> None:
         # Not through a symbolic link: its target is outside the view anyway.
         if path.is_file() and not path.is_symlink():
             path.chmod(stat.S_IMODE(path.stat().st_mode) | 0o444)
+
+
+def _check_model_size(client: Any, container: Any, spec: JobSpec, log: str) -> None:
+    """Read /model back as a tar stream, counting; past the cap the fit failed.
+
+    The harness caps the model's file itself (RLIMIT_FSIZE); this catches
+    anything else a fit left on the volume. Never more than the cap is read.
+    """
+    assert spec.model is not None
+    limit = spec.model.max_bytes + TAR_SLACK_BYTES
+    try:
+        stream, _ = client.api.get_archive(container.id, MODEL_DIR)
+        seen = 0
+        for chunk in stream:
+            seen += len(chunk)
+            if seen > limit:
+                raise model_too_large(spec.model.max_bytes, log)
+    except ENGINE_ERRORS as error:
+        raise RunnerUnavailable(f"The Docker engine could not read the model: {error}") from error
 
 
 def _start_job(container: Any, spec: JobSpec, pool: WarmPool | None, warm: Warm | None) -> None:

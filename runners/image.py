@@ -112,7 +112,11 @@ RUN python3 /wheels/{pip_wheel}/pip install --no-index --find-links=/wheels \\
 FROM {base}
 COPY --from=install /site/ {site}/
 RUN echo 'runner:x:{uid}:{uid}:sandbox job:/tmp:/usr/sbin/nologin' >> /etc/passwd \\
-    && echo 'runner:x:{uid}:' >> /etc/group
+    && echo 'runner:x:{uid}:' >> /etc/group \\
+    && mkdir -m 0700 /model && chown {uid}:{uid} /model
+# /model: where a contest submission's fit leaves its model for predict. An empty
+# named volume mounted there takes this folder's owner and mode (the root stays
+# read-only); an ordinary job has nothing mounted there and cannot write it.
 # Last, so that a changed harness rebuilds only these small layers.
 COPY harness/ /opt/sandbox/
 RUN python3 -m compileall -q --invalidation-mode unchecked-hash /opt/sandbox

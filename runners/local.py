@@ -8,13 +8,23 @@ Docker engine. A production configuration refuses it (see sandbox.config).
 from __future__ import annotations
 
 import os
+import re
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
 import time
+from pathlib import Path
 
-from runners.contract import HARNESS_DIR, JobFailed, JobSpec, RunResult, parse_harness_output
+from runners.contract import (
+    HARNESS_DIR,
+    JobFailed,
+    JobSpec,
+    RunResult,
+    model_too_large,
+    parse_harness_output,
+)
 
 WARNING = (
     "WARNING: the development process runner is in use. Jobs run as host processes "
@@ -22,8 +32,18 @@ WARNING = (
 )
 
 
+_MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+
+
 class LocalProcessRunner:
     name = "local"
+
+    def __init__(self, models_dir: Path | None = None) -> None:
+        # A contest submission's models, one private folder each (the Docker
+        # runner's named volumes).
+        self.models_dir = (
+            models_dir or Path(tempfile.gettempdir()) / f"sandbox-models-{os.getuid()}"
+        )
 
     def run(self, spec: JobSpec) -> RunResult:
         spec.write_job_file()
@@ -37,6 +57,8 @@ class LocalProcessRunner:
                 "PYTHONDONTWRITEBYTECODE": "1",
                 "OPENBLAS_NUM_THREADS": "1",
             }
+            if spec.model is not None:
+                env["SANDBOX_MODEL"] = str(self._model_folder(spec.model.name, spec.model.writable))
             for name in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE"):
                 if name in os.environ:
                     env[name] = os.environ[name]
@@ -61,7 +83,27 @@ class LocalProcessRunner:
                 ) from error
         stdout = completed.stdout.decode("utf-8", "replace")
         result = parse_harness_output(stdout, max_output_bytes=spec.max_output_bytes)
-        return RunResult(result.tables, result.log, time.monotonic() - started)
+        if spec.model is not None and spec.model.writable:
+            folder = self.models_dir / spec.model.name
+            size = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+            if size > spec.model.max_bytes:
+                raise model_too_large(spec.model.max_bytes, result.log)
+        return RunResult(
+            result.tables, result.log, time.monotonic() - started, predictions=result.predictions
+        )
+
+    def _model_folder(self, name: str, writable: bool) -> Path:
+        if not _MODEL_NAME.match(name):
+            raise ValueError("a model volume's name is letters, digits, '_', '.' and '-'")
+        folder = self.models_dir / name
+        if writable:
+            self.models_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            folder.mkdir(mode=0o700)  # a fresh one for each fit: never an old model
+        return folder
+
+    def remove_model(self, name: str) -> None:
+        if _MODEL_NAME.match(name):
+            shutil.rmtree(self.models_dir / name, ignore_errors=True)
 
     def cleanup_orphans(self) -> int:
         return 0

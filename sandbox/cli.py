@@ -759,12 +759,24 @@ def keys_export_public(out: Path | None) -> None:
 
 @main.command()
 @click.option("--concurrency", default=2, show_default=True)
-def worker(concurrency: int) -> None:
-    """Run a Celery worker for jobs."""
-    os.execvp(sys.executable, worker_command(concurrency))
+@click.option(
+    "--queues",
+    default="sandbox-jobs",
+    show_default=True,
+    help="Comma-separated: sandbox-jobs (researchers' jobs), sandbox-contest (submissions).",
+)
+def worker(concurrency: int, queues: str) -> None:
+    """Run a Celery worker for jobs, contest submissions, or both."""
+    from sandbox.worker.tasks import QUEUES
+
+    names = tuple(q.strip() for q in queues.split(",") if q.strip())
+    unknown = [q for q in names if q not in QUEUES]
+    if not names or unknown:
+        raise click.BadParameter(f"queues are {', '.join(QUEUES)}", param_hint="--queues")
+    os.execvp(sys.executable, worker_command(concurrency, queues=names))
 
 
-def worker_command(concurrency: int) -> list[str]:
+def worker_command(concurrency: int, *, queues: tuple[str, ...] = ("sandbox-jobs",)) -> list[str]:
     return [
         sys.executable,
         "-m",
@@ -775,7 +787,7 @@ def worker_command(concurrency: int) -> list[str]:
         "--loglevel=INFO",
         f"--concurrency={concurrency}",
         "-Q",
-        "sandbox-jobs",
+        ",".join(queues),
         "--without-gossip",
         "--without-mingle",
     ]

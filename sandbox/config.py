@@ -45,6 +45,11 @@ class Settings:
     time_zone: str = "Asia/Shanghai"
     # The largest file an owner may import (checked while it streams in), in bytes.
     max_import_bytes: int = 2 << 30
+    # Each of a contest submission's runs (fit, predict; smoke and hidden): its time,
+    # memory, and the largest model fit may leave for predict.
+    submission_timeout_s: int = 300
+    submission_memory_mb: int = 2048
+    max_model_bytes: int = 256 << 20
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -76,6 +81,9 @@ class Settings:
             runner_pool=_count(env, "SANDBOX_RUNNER_POOL", "1"),
             time_zone=_time_zone(env.get("SANDBOX_TIME_ZONE", "Asia/Shanghai")),
             max_import_bytes=_whole(env, "SANDBOX_MAX_IMPORT_BYTES", str(2 << 30)),
+            submission_timeout_s=_whole(env, "SANDBOX_SUBMISSION_TIMEOUT", "300"),
+            submission_memory_mb=_whole(env, "SANDBOX_SUBMISSION_MEMORY_MB", "2048"),
+            max_model_bytes=_whole(env, "SANDBOX_MAX_MODEL_BYTES", str(256 << 20)),
         )
 
     @property
@@ -87,11 +95,17 @@ class Settings:
         return self.instance / "work"
 
     @property
+    def contest_work_dir(self) -> Path:
+        """Submissions' run folders: outside ``work_dir``, whose sweeper removes what is
+        not a job's."""
+        return self.instance / "contest-work"
+
+    @property
     def master_key_path(self) -> Path:
         return self.master_key_file or self.instance / "master-keys.json"
 
     def ensure_dirs(self) -> None:
-        for folder in (self.instance, self.datasets_dir, self.work_dir):
+        for folder in (self.instance, self.datasets_dir, self.work_dir, self.contest_work_dir):
             folder.mkdir(parents=True, exist_ok=True, mode=0o700)
 
     def secrets(self) -> Secrets:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import io
 import json
 import secrets
+from collections.abc import Callable
+from pathlib import Path
 
 import yaml
 from sqlalchemy import select
@@ -16,9 +18,11 @@ from datasets.manifest import Manifest
 from policies.permissions import Role
 from policies.policy_file import POLICY_DIR
 from sandbox.access import grants, users
+from sandbox.contest import contests, teams
+from sandbox.contest.contests import TrackTerms
 from sandbox.context import Sandbox
 from sandbox.integrity import audit
-from sandbox.models import DatasetRecord, Grant
+from sandbox.models import Contest, DatasetRecord, Grant
 from sandbox.owners import imports
 
 DEMO_USERS = (
@@ -111,3 +115,87 @@ def ensure_demo_grants(sandbox: Sandbox) -> None:
                     analyst=analyst,
                     terms=grants.GrantTerms(delta_total=1e-4),
                 )
+        # The contest's tracks read the data under this grant (集中授权 by the owner);
+        # the teams hold none and see only their scores.
+        organizer = users.user_by_name(session, "organizer")
+        assert organizer is not None
+        if session.scalar(select(Grant.id).where(Grant.analyst_id == organizer.id)) is None:
+            grants.add_grant(
+                session,
+                by=owner,
+                dataset="health",
+                analyst=organizer,
+                terms=grants.GrantTerms(modes=("masked",), days=365),
+            )
+
+
+DEMO_CONTEST = "health-2026"
+BASELINES = Path(__file__).parent / "contest" / "baselines"
+DEMO_TRACKS = (
+    TrackTerms(
+        slug="readmission-30d",
+        title="30天再入院预测",
+        title_en="30-day readmission",
+        dataset="health",
+        task="binary",
+        target="visits.readmitted_30d",
+        metric="roc_auc",
+        baseline=(BASELINES / "readmission.py").read_text(encoding="utf-8"),
+    ),
+    TrackTerms(
+        slug="length-of-stay",
+        title="住院天数预测",
+        title_en="Length of stay",
+        dataset="health",
+        task="regression",
+        target="visits.length_of_stay",
+        metric="mae",
+        baseline=(BASELINES / "length_of_stay.py").read_text(encoding="utf-8"),
+    ),
+    TrackTerms(
+        slug="diagnosis-from-labs",
+        title="由检验结果推断诊断",
+        title_en="Diagnosis from lab results",
+        dataset="health",
+        task="multiclass",
+        target="visits.icd10",
+        metric="macro_f1",
+        withheld=("visits.diagnosis", "visits.department"),
+        baseline=(BASELINES / "diagnosis_from_labs.py").read_text(encoding="utf-8"),
+    ),
+)
+# (team, its captain, the captain's real name and institution)
+DEMO_TEAMS = (
+    ("常青藤队 Team Ivy", "analyst", "张三", "常州市第一人民医院"),
+    ("龙城数据队 Team Dragon City", "analyst2", "李四", "常州大学"),
+)
+
+
+def ensure_demo_contest(sandbox: Sandbox, *, enqueue: Callable[[str], None] | None = None) -> bool:
+    """The demo contest once: three tracks on the health data with their baselines, read
+    under the owner's grant to the organizer (:func:`ensure_demo_grants`); two approved
+    teams; open. False if it was there already."""
+    with sandbox.tx() as session:
+        if session.scalar(select(Contest.id).where(Contest.slug == DEMO_CONTEST)):
+            return False
+    organizer = users.actor_named(sandbox, username="organizer")
+    contests.create_contest(
+        sandbox,
+        by=organizer,
+        slug=DEMO_CONTEST,
+        title="2026 常州健康医疗大数据创新应用大赛",
+        title_en="2026 Changzhou health-data innovation contest",
+    )
+    for terms in DEMO_TRACKS:
+        contests.add_track(sandbox, by=organizer, contest=DEMO_CONTEST, terms=terms)
+    for name, captain, real_name, institution in DEMO_TEAMS:
+        by = users.actor_named(sandbox, username=captain)
+        teams.register(
+            sandbox, by=by, contest=DEMO_CONTEST, real_name=real_name, institution=institution
+        )
+        teams.decide_registration(
+            sandbox, by=organizer, contest=DEMO_CONTEST, username=captain, approve=True
+        )
+        teams.create_team(sandbox, by=by, contest=DEMO_CONTEST, name=name)
+    contests.set_phase(sandbox, by=organizer, contest=DEMO_CONTEST, phase="open", enqueue=enqueue)
+    return True

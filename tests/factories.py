@@ -91,10 +91,24 @@ def make_sandbox(instance: Path, *, patients: int = TEST_PATIENTS, **settings: o
 
 def make_app(sandbox: Sandbox, **config: Any) -> Flask:
     """The portal over `sandbox` in testing mode. What it would send to the broker is kept
-    in `app.config["QUEUED"]` instead, so a test sees which jobs were queued."""
+    in `app.config["QUEUED"]` (jobs), `["QUEUED_SUBMISSIONS"]` and `["QUEUED_FINALS"]`
+    instead, so a test sees what was queued."""
     queued: list[str] = []
-    app = create_app({"SANDBOX": sandbox, "ENQUEUE": queued.append, "TESTING": True} | config)
+    submissions: list[str] = []
+    finals: list[str] = []
+    app = create_app(
+        {
+            "SANDBOX": sandbox,
+            "ENQUEUE": queued.append,
+            "ENQUEUE_SUBMISSION": submissions.append,
+            "ENQUEUE_FINAL": finals.append,
+            "TESTING": True,
+        }
+        | config
+    )
     app.config["QUEUED"] = queued
+    app.config["QUEUED_SUBMISSIONS"] = submissions
+    app.config["QUEUED_FINALS"] = finals
     return app
 
 

@@ -24,6 +24,10 @@ RESULT_MARKER = "SANDBOX-RESULT "
 LOG_TAIL_BYTES = 128 * 1024  # what the auditor's copy keeps of a job's output
 
 
+class ModelTooLarge(Exception):
+    """fit's model would pass the cap (RLIMIT_FSIZE stopped its file)."""
+
+
 class OutputTooLarge(Exception):
     """The result line would be too long; caught in main(), never leaves the container.
 
@@ -90,6 +94,76 @@ def run_python(code: str, input_dir: Path) -> list[dict[str, Any]]:
     return outputs
 
 
+MODEL_DIR = Path(os.environ.get("SANDBOX_MODEL", "/model"))
+MODEL_FILE = "model.pkl"
+
+
+def _submission(code: str) -> dict[str, Any]:
+    """The team's module: its ``fit`` and ``predict`` functions (the checker saw to both)."""
+    compiled = compile(code, "<job>", "exec")
+    namespace: dict[str, Any] = {"__name__": "submission"}
+    exec(compiled, namespace)
+    return namespace
+
+
+def _tables_of(input_dir: Path) -> dict[str, Any]:
+    import pandas as pd
+
+    return {path.stem: pd.read_parquet(path) for path in sorted(input_dir.glob("*.parquet"))}
+
+
+def run_fit(code: str, input_dir: Path, max_model_bytes: int) -> None:
+    """Fit on the training part; the model goes to the private volume, pickled by the
+    harness (teams cannot pickle: the checker refuses it), under a file size cap."""
+    import pickle
+    import resource
+    import signal
+
+    namespace = _submission(code)
+    model = namespace["fit"](_tables_of(input_dir))
+    # Past the cap the write fails with EFBIG instead of the process being killed.
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (max_model_bytes, max_model_bytes))
+    try:
+        with open(MODEL_DIR / MODEL_FILE, "wb") as handle:
+            pickle.dump(model, handle, protocol=pickle.HIGHEST_PROTOCOL)
+    except OSError as error:
+        if error.errno == 27:  # EFBIG
+            raise ModelTooLarge() from None
+        raise
+
+
+def run_predict(code: str, input_dir: Path) -> list[Any]:
+    """Predict for the scored part's features; the predictions go to the worker only."""
+    import pickle
+
+    namespace = _submission(code)
+    with open(MODEL_DIR / MODEL_FILE, "rb") as handle:
+        model = pickle.load(handle)  # written by this harness's fit, on this volume only
+    return prediction_values(namespace["predict"](model, _tables_of(input_dir)))
+
+
+def prediction_values(predicted: Any) -> list[Any]:
+    """Predictions as JSON values, NaN and infinities kept (the scorer refuses them)."""
+    if hasattr(predicted, "to_numpy"):  # a pandas Series or one-column frame
+        predicted = predicted.to_numpy()
+    if hasattr(predicted, "tolist"):  # numpy arrays, nested ones stay nested
+        predicted = predicted.tolist()
+    if not isinstance(predicted, list | tuple):
+        raise TypeError("predict did not return a sequence")
+    return [_prediction(v) for v in predicted]
+
+
+def _prediction(value: Any) -> Any:
+    if isinstance(value, bool | int | float | str) or value is None:
+        return value
+    if hasattr(value, "item"):
+        return _prediction(value.item())
+    if isinstance(value, list | tuple):
+        return [_prediction(v) for v in value]
+    return str(value)
+
+
 def frame_cells(frame: Any) -> tuple[list[str], list[list[Any]]]:
     """A DataFrame's column names and rows as JSON values, as an output leaves the runner."""
     rows = [[_cell(v) for v in row] for row in frame.itertuples(index=False)]
@@ -129,6 +203,21 @@ def _wait_for_job(input_dir: Path) -> bool:
     return True
 
 
+def _run(job: dict[str, Any], input_dir: Path) -> dict[str, Any]:
+    """The job's successful envelope: its tables, or a predict run's predictions."""
+    language = job["language"]
+    if language == "sql":
+        return {"ok": True, "tables": run_sql(job["code"], input_dir)}
+    if language == "python":
+        return {"ok": True, "tables": run_python(job["code"], input_dir)}
+    if language == "fit":
+        run_fit(job["code"], input_dir, int(job["max_model_bytes"]))
+        return {"ok": True, "tables": []}
+    if language == "predict":
+        return {"ok": True, "tables": [], "predictions": run_predict(job["code"], input_dir)}
+    raise ValueError("unknown language")
+
+
 def main() -> int:
     input_dir = Path(os.environ.get("SANDBOX_INPUT", "/input"))
     if os.environ.get("SANDBOX_WAIT_FOR_JOB") and not _wait_for_job(input_dir):
@@ -146,19 +235,17 @@ def main() -> int:
     envelope: dict[str, Any]
     try:
         job = json.loads((input_dir / "job.json").read_text(encoding="utf-8"))
-        language = job["language"]
-        if language == "sql":
-            tables = run_sql(job["code"], input_dir)
-        elif language == "python":
-            tables = run_python(job["code"], input_dir)
-        else:
-            raise ValueError("unknown language")
-        envelope = {"ok": True, "tables": tables}
+        envelope = _run(job, input_dir)
         size = len(json.dumps(envelope, ensure_ascii=False).encode("utf-8"))
         if size > int(job.get("max_output_bytes", 8 * 1024 * 1024)):
             raise OutputTooLarge()
     except OutputTooLarge:
         envelope = {"ok": False, "error": {"reason": "output_too_large"}}
+    except ModelTooLarge:
+        envelope = {
+            "ok": False,
+            "error": {"reason": "model_too_large", "max_bytes": job.get("max_model_bytes", 0)},
+        }
     except BaseException as error:
         traceback.print_exc()
         envelope = {

@@ -22,11 +22,11 @@ from sqlalchemy.orm import Session
 from datasets.manifest import Manifest
 from policies.permissions import Person
 from sandbox.actions import transaction
-from sandbox.catalog import check_governs
+from sandbox.catalog import Published, check_governs
 from sandbox.context import Sandbox
 from sandbox.errors import Conflict, InvalidRequest, NotFound
 from sandbox.integrity import audit
-from sandbox.models import ConsentRecord, DatasetRecord, utcnow
+from sandbox.models import ConsentRecord, DatasetRecord, Grant, utcnow
 
 MAX_FIELD_CHARS = 64  # the width of ConsentRecord.person_id and .purpose
 
@@ -154,6 +154,25 @@ def _give(session: Session, *, by: Person, dataset: str, person_id: str, purpose
         details={"purpose": purpose, "records": 1},
     )
     return 1
+
+
+def consent_basis(
+    session: Session, *, dataset: str, grant: Grant, current: Published
+) -> tuple[str, frozenset[str] | None]:
+    """Why a view under ``grant`` is or is not filtered by consent, and the persons it keeps.
+
+    A dataset whose owner declared no consent source (no consent column in its
+    definition) holds no per-person consent to filter by: the owner opened it by
+    central authorization as a whole. Read in the transaction that starts a run,
+    so a withdrawal committed before it counts and the run sees one snapshot.
+    """
+    if current.manifest.consent_column is None:
+        return "no_consent_source", None
+    if grant.purpose in current.policy.central_authorization_purposes:
+        return "central_authorization", None
+    if not grant.requires_consent:
+        return "not_required", None
+    return "consent", frozenset(consenting_persons(session, dataset=dataset, purpose=grant.purpose))
 
 
 def consenting_persons(session: Session, *, dataset: str, purpose: str) -> set[str]:

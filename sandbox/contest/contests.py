@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,15 +19,18 @@ from sqlalchemy.orm import Session
 
 from datasets.manifest import Manifest
 from policies.permissions import Person, user_may_organize_contests
+from policies.python_check import check_submission
+from sandbox.access.grants import active_grant
 from sandbox.actions import transaction
 from sandbox.catalog import published
 from sandbox.contest.metrics import Task, registered_metrics
 from sandbox.contest.splits import KEY_BYTES, Shares
+from sandbox.contest.submissions import queue_baselines
 from sandbox.contest.teams import contest_named
 from sandbox.context import Sandbox
-from sandbox.errors import Conflict, Forbidden, InvalidRequest
+from sandbox.errors import Conflict, Forbidden, InvalidRequest, NoActiveGrant
 from sandbox.integrity import audit
-from sandbox.models import Contest, ContestPhase, Track, iso
+from sandbox.models import Contest, ContestPhase, Grant, Track, iso
 
 SLUG = re.compile(r"^[a-z][a-z0-9-]{0,62}$")
 TASKS = tuple(t.value for t in Task)
@@ -49,6 +53,12 @@ class TrackTerms:
     daily_quota: int = 5
     total_quota: int = 100
     max_running: int = 2
+    # "table.column"s that would give the target away; no run sees them.
+    withheld: tuple[str, ...] = ()
+    # Survival tasks: the event column (1 event, 0 censored) beside the time target.
+    event: str = ""
+    # The organizer's reference submission, scored as the baseline team's.
+    baseline: str = ""
 
 
 def create_contest(
@@ -77,6 +87,7 @@ def add_track(sandbox: Sandbox, *, by: Person, contest: str, terms: TrackTerms) 
             raise Conflict(f"The contest has a track {slug} already.")
         current = published(session, terms.dataset)
         _check_terms(terms, current.manifest)
+        grant = _organizer_grant(session, by, terms.dataset)
         track = Track(
             contest_id=found.id,
             slug=slug,
@@ -94,6 +105,10 @@ def add_track(sandbox: Sandbox, *, by: Person, contest: str, terms: TrackTerms) 
             daily_quota=terms.daily_quota,
             total_quota=terms.total_quota,
             max_running=terms.max_running,
+            grant_id=grant.id,
+            withheld=list(terms.withheld),
+            event=terms.event,
+            baseline=terms.baseline,
         )
         session.add(track)
         session.flush()
@@ -110,8 +125,16 @@ def add_track(sandbox: Sandbox, *, by: Person, contest: str, terms: TrackTerms) 
         return track_view(track)
 
 
-def set_phase(sandbox: Sandbox, *, by: Person, contest: str, phase: str) -> dict[str, Any]:
-    """Move the contest on: registration → open → final → closed, never back."""
+def set_phase(
+    sandbox: Sandbox,
+    *,
+    by: Person,
+    contest: str,
+    phase: str,
+    enqueue: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Move the contest on: registration → open → final → closed, never back. As it
+    opens, each track's baseline is submitted (handed to ``enqueue``)."""
     with transaction(sandbox, by=by, action="contest.phase", subject=str(contest)) as session:
         _check_organizer(by)
         found = contest_named(session, contest)
@@ -121,6 +144,10 @@ def set_phase(sandbox: Sandbox, *, by: Person, contest: str, phase: str) -> dict
                 f"{PHASES[min(PHASES.index(found.phase) + 1, len(PHASES) - 1)]}.",
                 field="phase",
             )
+        if phase == ContestPhase.CLOSED.value:
+            raise Conflict(
+                "A contest closes when its final board is published.", rule="contest.close"
+            )
         found.phase = phase
         audit.append(
             session,
@@ -129,7 +156,12 @@ def set_phase(sandbox: Sandbox, *, by: Person, contest: str, phase: str) -> dict
             subject=found.slug,
             details={"phase": phase},
         )
-        return contest_view(session, found)
+        baselines = queue_baselines(session, found, by=by) if phase == ContestPhase.OPEN else []
+        view = contest_view(session, found)
+    for submission_id in baselines:
+        if enqueue is not None:
+            enqueue(submission_id)
+    return view
 
 
 def list_contests(sandbox: Sandbox) -> list[dict[str, Any]]:
@@ -165,6 +197,9 @@ def track_view(track: Track) -> dict[str, Any]:
         "target": track.target,
         "features": list(track.features),
         "metric": track.metric,
+        "event": track.event or None,
+        "withheld": list(track.withheld or []),
+        "has_baseline": bool(track.baseline),
         "quotas": {
             "daily": track.daily_quota,
             "total": track.total_quota,
@@ -178,6 +213,18 @@ def _check_organizer(by: Person) -> None:
         raise Forbidden("Only organizers set contests up.", rule="permission.organizer")
 
 
+def _organizer_grant(session: Session, by: Person, dataset: str) -> Grant:
+    """The owner's grant under which the track's runs read the data (集中授权)."""
+    try:
+        return active_grant(session, analyst=by, dataset=dataset, mode="masked")
+    except NoActiveGrant as error:
+        raise Forbidden(
+            f"The owner of {dataset} has granted you no active access: a track reads its "
+            "data under the owner's grant to its organizer. Ask the owner for one.",
+            rule="track.no_grant",
+        ) from error
+
+
 def _check_terms(terms: TrackTerms, manifest: Manifest) -> None:
     if terms.task not in TASKS:
         raise InvalidRequest(f"task must be one of {', '.join(TASKS)}.", field="task")
@@ -188,9 +235,53 @@ def _check_terms(terms: TrackTerms, manifest: Manifest) -> None:
             f"target must be table.column of a column the view holds, not {terms.target}.",
             field="target",
         )
+    if table.column(manifest.privacy_unit) is None:
+        raise InvalidRequest(
+            f"the target's table must hold the person column {manifest.privacy_unit}.",
+            field="target",
+        )
     unknown = [t for t in terms.features if manifest.table(t) is None]
     if unknown:
         raise InvalidRequest(f"unknown feature tables: {', '.join(unknown)}.", field="features")
+    _check_withheld_and_event(terms, manifest)
+    if terms.baseline:
+        decision = check_submission(terms.baseline)
+        if not decision.allowed:
+            first = decision.findings[0]
+            raise InvalidRequest(
+                f"The baseline does not pass the submission check: {first.message} ({first.rule})",
+                field="baseline",
+            )
+    _check_metric_and_quotas(terms)
+
+
+def _check_withheld_and_event(terms: TrackTerms, manifest: Manifest) -> None:
+    table_name = terms.target.partition(".")[0]
+    table = manifest.table(table_name)
+    assert table is not None  # the target was checked
+    for name in terms.withheld:
+        held_table, _, held_column = name.partition(".")
+        spec = manifest.table(held_table)
+        if spec is None or spec.view_column(held_column) is None or name == terms.target:
+            raise InvalidRequest(
+                f"withheld names table.column of other view columns, not {name}.",
+                field="withheld",
+            )
+    if (terms.task == Task.SURVIVAL.value) != bool(terms.event):
+        raise InvalidRequest(
+            "a survival task names its event column (table.column), and only it does.",
+            field="event",
+        )
+    if terms.event and (
+        terms.event.partition(".")[0] != table_name
+        or table.view_column(terms.event.partition(".")[2]) is None
+    ):
+        raise InvalidRequest(
+            "the event column must be a column of the target's table.", field="event"
+        )
+
+
+def _check_metric_and_quotas(terms: TrackTerms) -> None:
     known = registered_metrics()
     metric = known.get(terms.metric)
     if metric is None:

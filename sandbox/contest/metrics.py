@@ -59,6 +59,9 @@ Array = npt.NDArray[np.generic]
 FloatArray = npt.NDArray[np.float64]
 ScoreFunction = Callable[[Array, Array], float]
 LossFunction = Callable[[Array, Array], FloatArray]
+# The score of many resamples at once: ``weights`` is (resamples, n), how often each
+# example was drawn into each; one score per resample (NaN where it is undefined).
+WeightedFunction = Callable[[Array, Array, FloatArray], FloatArray]
 
 # Rows of the pair matrix held at once by the concordance index: 2048 x n floats.
 BLOCK = 2048
@@ -117,6 +120,8 @@ class Metric:
     tasks: frozenset[Task]
     predictions: Predictions
     loss_function: LossFunction | None = None
+    # The bootstrap's fast path; without it each resample calls score_function.
+    weighted_function: WeightedFunction | None = None
 
     def validate(
         self, y_true: npt.ArrayLike, y_pred: object, *, labels: Iterable[object] | None = None
@@ -149,14 +154,19 @@ class Metric:
             raise MalformedPredictions(Reason.OUTSIDE_UNIT_INTERVAL)
         return numbers
 
-    def score(self, y_true: npt.ArrayLike, y_pred: object) -> float:
+    def score(
+        self, y_true: npt.ArrayLike, y_pred: object, *, labels: Iterable[object] | None = None
+    ) -> float:
         truth = np.asarray(y_true)
-        return float(self.score_function(truth, self.validate(truth, y_pred)))
+        return float(self.score_function(truth, self.validate(truth, y_pred, labels=labels)))
 
-    def losses(self, y_true: npt.ArrayLike, y_pred: object) -> FloatArray:
-        """The per-example losses the Ladder compares (lower is better)."""
+    def losses(
+        self, y_true: npt.ArrayLike, y_pred: object, *, labels: Iterable[object] | None = None
+    ) -> FloatArray:
+        """The per-example losses the Ladder compares (lower is better). ``labels``: the
+        task's classes, of which the scored truth may hold only some."""
         truth = np.asarray(y_true)
-        predicted = self.validate(truth, y_pred)
+        predicted = self.validate(truth, y_pred, labels=labels)
         if self.loss_function is not None:
             return self.loss_function(truth, predicted)
         return jackknife_losses(truth, predicted, self.score_function, self.higher_is_better)
@@ -307,6 +317,65 @@ def macro_f1_losses(truth: Array, labels: Array) -> FloatArray:
     return n * losses / classes.size
 
 
+def macro_f1_weighted(truth: Array, labels: Array, weights: FloatArray) -> FloatArray:
+    """macro F1 of each resample: ``2 TP_c / (T_c + P_c)`` averaged over the classes the
+    resample holds as truth or prediction, as sklearn averages them."""
+    classes, inverse = np.unique(np.concatenate([truth, labels]), return_inverse=True)
+    n = len(truth)
+    t, p = inverse[:n], inverse[n:]
+    true_of = np.eye(classes.size)[t]  # (n, classes)
+    predicted_of = np.eye(classes.size)[p]
+    tp = weights @ (true_of * (t == p)[:, None])
+    total = weights @ true_of + weights @ predicted_of
+    present = total > 0
+    f1 = np.divide(2 * tp, total, out=np.zeros_like(tp), where=present)
+    return f1.sum(axis=1) / present.sum(axis=1)
+
+
+# -- ranking, for the bootstrap ----------------------------------------------------------
+
+
+def _tie_groups(
+    scores: FloatArray, descending: bool
+) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.intp]]:
+    """The order that sorts ``scores`` and where each group of equal scores starts in it."""
+    order = np.argsort(-scores if descending else scores, kind="stable")
+    ordered = scores[order]
+    starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])
+    return order, starts
+
+
+def roc_auc_weighted(truth: Array, scores: Array, weights: FloatArray) -> FloatArray:
+    """AUC of each resample: the weighted share of (positive, negative) pairs in order,
+    a tie counting half."""
+    values = np.asarray(scores, dtype=np.float64)
+    order, starts = _tie_groups(values, descending=False)
+    positive = np.asarray(truth)[order] == 1
+    w = weights[:, order]
+    pos = np.add.reduceat(w * positive, starts, axis=1)
+    neg = np.add.reduceat(w * ~positive, starts, axis=1)
+    below = np.cumsum(neg, axis=1) - neg
+    pairs = pos.sum(axis=1) * neg.sum(axis=1)
+    ordered = (pos * (below + 0.5 * neg)).sum(axis=1)
+    return np.divide(ordered, pairs, out=np.full(len(pairs), np.nan), where=pairs > 0)
+
+
+def average_precision_weighted(truth: Array, scores: Array, weights: FloatArray) -> FloatArray:
+    """AP of each resample: over thresholds from the highest score down, the precision at
+    each weighted by the positives it adds (sklearn's step-wise sum)."""
+    values = np.asarray(scores, dtype=np.float64)
+    order, starts = _tie_groups(values, descending=True)
+    positive = np.asarray(truth)[order] == 1
+    w = weights[:, order]
+    pos = np.add.reduceat(w * positive, starts, axis=1)
+    seen = np.add.reduceat(w, starts, axis=1)
+    tp, drawn = np.cumsum(pos, axis=1), np.cumsum(seen, axis=1)
+    precision = np.divide(tp, drawn, out=np.zeros_like(tp), where=drawn > 0)
+    positives = pos.sum(axis=1)
+    total = (pos * precision).sum(axis=1)
+    return np.divide(total, positives, out=np.full(len(total), np.nan), where=positives > 0)
+
+
 # -- regression ---------------------------------------------------------------------------
 
 
@@ -316,6 +385,14 @@ def rmse(truth: Array, predicted: Array) -> float:
 
 def mae(truth: Array, predicted: Array) -> float:
     return float(mean_absolute_error(truth, predicted))
+
+
+def rmse_weighted(truth: Array, predicted: Array, weights: FloatArray) -> FloatArray:
+    return np.sqrt(weights @ squared_errors(truth, predicted) / weights.sum(axis=1))
+
+
+def mae_weighted(truth: Array, predicted: Array, weights: FloatArray) -> FloatArray:
+    return weights @ absolute_errors(truth, predicted) / weights.sum(axis=1)
 
 
 def squared_errors(truth: Array, predicted: Array) -> FloatArray:
@@ -334,6 +411,7 @@ _BUILT_IN = (
         frozenset({Task.BINARY}),
         Predictions.PROBABILITY,
         roc_auc_losses,
+        roc_auc_weighted,
     ),
     Metric(
         "average_precision",
@@ -342,6 +420,7 @@ _BUILT_IN = (
         frozenset({Task.BINARY}),
         Predictions.PROBABILITY,
         average_precision_losses,
+        average_precision_weighted,
     ),
     Metric(
         "macro_f1",
@@ -350,9 +429,26 @@ _BUILT_IN = (
         frozenset({Task.BINARY, Task.MULTICLASS}),
         Predictions.LABEL,
         macro_f1_losses,
+        macro_f1_weighted,
     ),
-    Metric("rmse", rmse, False, frozenset({Task.REGRESSION}), Predictions.NUMBER, squared_errors),
-    Metric("mae", mae, False, frozenset({Task.REGRESSION}), Predictions.NUMBER, absolute_errors),
+    Metric(
+        "rmse",
+        rmse,
+        False,
+        frozenset({Task.REGRESSION}),
+        Predictions.NUMBER,
+        squared_errors,
+        rmse_weighted,
+    ),
+    Metric(
+        "mae",
+        mae,
+        False,
+        frozenset({Task.REGRESSION}),
+        Predictions.NUMBER,
+        absolute_errors,
+        mae_weighted,
+    ),
     Metric(
         "concordance_index",
         concordance_index,

@@ -39,7 +39,7 @@ from policies.policy_file import DatasetPolicy
 from runners import JobFailed, JobSpec, RunnerUnavailable, RunResult
 from runners.harness import sandbox_job
 from sandbox.access import grants
-from sandbox.access.consent import consenting_persons
+from sandbox.access.consent import consent_basis
 from sandbox.catalog import Published, published
 from sandbox.context import Sandbox
 from sandbox.db import retry_transient
@@ -239,7 +239,9 @@ class _JobData:
         # withdrawal committed before it counts and the job sees one snapshot.
         session = Session.object_session(job)
         assert session is not None, "read inside the run's first transaction"
-        basis, consenting = _consent_basis(session, job, grant, current)
+        basis, consenting = consent_basis(
+            session, dataset=job.dataset, grant=grant, current=current
+        )
         audit.append(
             session,
             actor=WORKER,
@@ -278,25 +280,6 @@ class _JobData:
             delta=self.delta,
             rows_per_person=self.rows_per_person,
         )
-
-
-def _consent_basis(
-    session: Session, job: Job, grant: Grant, current: Published
-) -> tuple[str, frozenset[str] | None]:
-    """Why the view is or is not filtered by consent, and the persons it keeps.
-
-    A dataset whose owner declared no consent source (no consent column in its
-    definition) holds no per-person consent to filter by: the owner opened it by
-    central authorization as a whole.
-    """
-    if current.manifest.consent_column is None:
-        return "no_consent_source", None
-    if grant.purpose in current.policy.central_authorization_purposes:
-        return "central_authorization", None
-    if not grant.requires_consent:
-        return "not_required", None
-    persons = consenting_persons(session, dataset=job.dataset, purpose=grant.purpose)
-    return "consent", frozenset(persons)
 
 
 def _prepare_view(

@@ -37,6 +37,11 @@ def make_celery(settings: Settings) -> Celery:
         # after 100 attempts and stops the worker).
         broker_connection_max_retries=None,
         task_default_queue="sandbox-jobs",
+        # Submissions have a queue of their own (sandbox.worker.tasks.CONTEST_QUEUE).
+        task_routes={
+            "sandbox.run_submission": {"queue": "sandbox-contest"},
+            "sandbox.score_final": {"queue": "sandbox-contest"},
+        },
         broker_connection_retry_on_startup=True,
         worker_hijack_root_logger=False,
         **celery_broker_settings(settings.broker_url),
