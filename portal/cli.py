@@ -40,7 +40,12 @@ def serve(host: str, port: int) -> None:
 def demo(patients: int, host: str, port: int, no_serve: bool) -> None:
     """Set everything up on embedded defaults and run the whole product."""
     from sandbox.db import upgrade_database
-    from sandbox.demo import ensure_demo_grants, ensure_demo_users, store_dataset
+    from sandbox.demo import (
+        ensure_demo_contest,
+        ensure_demo_grants,
+        ensure_demo_users,
+        store_dataset,
+    )
 
     sandbox = current()
     upgrade_database(sandbox.settings)
@@ -49,6 +54,9 @@ def demo(patients: int, host: str, port: int, no_serve: bool) -> None:
         click.echo(f"generating the synthetic health dataset ({patients} patients) ...")
         store_dataset(sandbox, patients=patients, seed=20221, owner="owner")
     ensure_demo_grants(sandbox)
+    if ensure_demo_contest(sandbox):
+        # The worker's sweeper sends the baselines' submissions as it starts.
+        click.echo("demo contest health-2026: 3 tracks, 2 teams, baselines queued")
     ready, why = docker_ready()
     if ready and sandbox.settings.runner != "local":
         click.echo("runner: Docker (network none, read-only, non-root, no capabilities)")
@@ -70,10 +78,18 @@ def demo(patients: int, host: str, port: int, no_serve: bool) -> None:
         return
     env = dict(os.environ)
     env.setdefault("SANDBOX_INSTANCE", str(sandbox.settings.instance))
-    worker_process = subprocess.Popen(worker_command(2), env=env)
-    # Stopped by a signal or by Ctrl-C, the demo takes its worker with it.
+    # Researchers' jobs and contest submissions each have a worker of their own, so a
+    # burst of submissions never holds a job back.
+    workers = [
+        subprocess.Popen([*worker_command(2), "-n", "jobs@%h"], env=env),
+        subprocess.Popen(
+            [*worker_command(1, queues=("sandbox-contest",)), "-n", "contest@%h"], env=env
+        ),
+    ]
+    # Stopped by a signal or by Ctrl-C, the demo takes its workers with it.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    click.echo(f"worker started (pid {worker_process.pid}); portal on {base}/  (Ctrl-C stops both)")
+    pids = ", ".join(str(w.pid) for w in workers)
+    click.echo(f"workers started (pids {pids}); portal on {base}/  (Ctrl-C stops all)")
     try:
         from werkzeug.serving import run_simple
 
@@ -81,11 +97,13 @@ def demo(patients: int, host: str, port: int, no_serve: bool) -> None:
 
         run_simple(host, port, create_app(), threaded=True, use_reloader=False)
     finally:
-        worker_process.send_signal(signal.SIGTERM)
-        try:
-            worker_process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            worker_process.kill()
+        for worker in workers:
+            worker.send_signal(signal.SIGTERM)
+        for worker in workers:
+            try:
+                worker.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                worker.kill()
 
 
 def _curl_example(base: str, password: str) -> str:

@@ -32,18 +32,24 @@ def worker_env(sandbox: Sandbox) -> dict[str, str]:
         SANDBOX_BROKER_URL=settings.broker_url,
         SANDBOX_RUNNER=settings.runner,
         SANDBOX_JOB_TIMEOUT=str(settings.job_timeout_s),
+        SANDBOX_SUBMISSION_TIMEOUT=str(settings.submission_timeout_s),
+        SANDBOX_MAX_MODEL_BYTES=str(settings.max_model_bytes),
         PYTHONPATH=str(ROOT),
     )
     return env
 
 
 def start_worker(
-    sandbox: Sandbox, *, concurrency: int = 1, name: str = "w1"
+    sandbox: Sandbox,
+    *,
+    concurrency: int = 1,
+    name: str = "w1",
+    queues: tuple[str, ...] = ("sandbox-jobs",),
 ) -> subprocess.Popen[bytes]:
     with open(sandbox.settings.instance / f"worker-{name}.log", "ab") as log:
         return subprocess.Popen(
             # The command `sandbox worker` runs, under a name of its own.
-            [*worker_command(concurrency), "-n", f"{name}@%h"],
+            [*worker_command(concurrency, queues=queues), "-n", f"{name}@%h"],
             env=worker_env(sandbox),
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -97,6 +103,18 @@ class LivePortal:
                 return dict(body)
             time.sleep(poll)
         raise AssertionError(f"job {job_id} did not finish in {timeout} s: {body}")
+
+    def wait_for_submission(
+        self, submission_id: str, token: str, *, timeout: float = 300, poll: float = 0.2
+    ) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            status, body = self.request("GET", f"/api/v1/submissions/{submission_id}", token=token)
+            assert status == 200, body
+            if body["status"] in ("scored", "failed"):
+                return dict(body)
+            time.sleep(poll)
+        raise AssertionError(f"submission {submission_id} not done in {timeout} s: {body}")
 
     def stop(self) -> None:
         for worker in self.workers:

@@ -27,12 +27,19 @@ _sweepers: list[Sweeper] = []
 
 @worker_ready.connect
 def _start_sweeper(sender: object = None, **_: object) -> None:
-    from sandbox.worker.tasks import send_job
+    from sandbox.worker.tasks import send_job, send_submission
 
     if _sweepers:
         return
     sandbox = current()
-    sweeper = Sweeper(sandbox, partial(send_job, app), docker=docker_for(sandbox.settings))
+    sweeper = Sweeper(
+        sandbox,
+        partial(send_job, app),
+        docker=docker_for(sandbox.settings),
+        send_submission=lambda submission_id, final: send_submission(
+            app, submission_id, final=final
+        ),
+    )
     _sweepers.append(sweeper)
     sweeper.start()
 

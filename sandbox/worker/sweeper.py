@@ -12,7 +12,11 @@ and then every ``SANDBOX_SWEEP_INTERVAL`` seconds. It
 - removes the Docker runner's containers that no live lease holds, so a killed
   worker's job does not run on, nor its stopped container linger;
 - deletes the view folders of jobs that are not running, and those of a
-  running job's earlier attempts.
+  running job's earlier attempts;
+- does the same for contest submissions (their public scoring and, at the close,
+  their private one): sends again those waiting in 'queued' and those whose
+  holder is lost (:func:`sandbox.contest.scoring.lease_lost`), and deletes the run
+  folders of submissions no attempt runs.
 
 Several workers may sweep at once: a duplicate message is harmless, since
 run_job locks the job's row and leaves a job that is held alone.
@@ -35,9 +39,10 @@ from sqlalchemy import select
 
 from runners import RunnerUnavailable
 from sandbox.config import Settings
+from sandbox.contest.scoring import lease_lost
 from sandbox.context import Sandbox, docker_ready
 from sandbox.jobs import lease
-from sandbox.models import Job, JobStatus, utcnow
+from sandbox.models import Job, JobStatus, Submission, SubmissionStatus, utcnow
 
 if TYPE_CHECKING:
     from runners.docker_runner import DockerRunner, JobContainer
@@ -53,9 +58,19 @@ class SweepReport:
     recovered: list[str] = field(default_factory=list)  # running jobs whose lease was lost
     containers_removed: int = 0
     folders_removed: list[str] = field(default_factory=list)
+    # Contest submissions ("final:<id>" for a private scoring), sent again and recovered.
+    submissions_sent: list[str] = field(default_factory=list)
+    submissions_recovered: list[str] = field(default_factory=list)
 
     def __bool__(self) -> bool:
-        return bool(self.sent or self.recovered or self.containers_removed or self.folders_removed)
+        return bool(
+            self.sent
+            or self.recovered
+            or self.containers_removed
+            or self.folders_removed
+            or self.submissions_sent
+            or self.submissions_recovered
+        )
 
 
 class Sweeper:
@@ -65,15 +80,19 @@ class Sweeper:
         send: Callable[[str], bool],
         *,
         docker: DockerRunner | None = None,
+        send_submission: Callable[[str, bool], bool] | None = None,
     ) -> None:
-        """``send`` hands a job id to the broker and says whether it could; ``docker`` is
+        """``send`` hands a job id to the broker and says whether it could;
+        ``send_submission(id, final)`` does so for a contest submission; ``docker`` is
         the sweeper's own client (a pool process must never share one with it)."""
         self.sandbox = sandbox
         self.send = send
+        self.send_submission = send_submission
         self.docker = docker
         self.interval_s = sandbox.settings.sweep_interval_s
         # job id -> (monotonic time before which it is not sent again, times sent)
         self._backoff: dict[str, tuple[float, int]] = {}
+        self._submission_backoff: dict[str, tuple[float, int]] = {}
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -100,11 +119,56 @@ class Sweeper:
             if startup or _seconds_since(submitted, now) > self.interval_s
         ]
         report = SweepReport()
-        report.sent, report.recovered = self._send_all(waiting, lost)
+        report.sent, report.recovered = self._send_all(waiting, lost, self.send, self._backoff)
         self._backoff = {k: v for k, v in self._backoff.items() if k in {*waiting, *lost}}
         report.containers_removed = self._remove_orphaned_containers(containers, held, known)
         report.folders_removed = _remove_stale_folders(folders, {j.id: j.attempts for j in running})
+        if self.send_submission is not None:
+            self._sweep_submissions(report, startup=startup, now=now)
         return report
+
+    def _sweep_submissions(self, report: SweepReport, *, startup: bool, now: dt.datetime) -> None:
+        assert self.send_submission is not None
+        send_submission = self.send_submission
+        folders = _job_folders(self.sandbox.settings.contest_work_dir)
+        queued, running = SubmissionStatus.QUEUED.value, SubmissionStatus.RUNNING.value
+        with self.sandbox.tx() as session:
+            rows = list(
+                session.scalars(
+                    select(Submission).where(
+                        (Submission.status.in_([queued, running]))
+                        | (Submission.final_status.in_([queued, running]))
+                    )
+                )
+            )
+            waiting, lost, attempts = [], [], {}
+            for row in rows:
+                final = row.status not in (queued, running)
+                key = f"final:{row.id}" if final else row.id
+                status = row.final_status if final else row.status
+                if status == queued and (
+                    startup
+                    or _seconds_since(row.started_at or row.created_at, now) > self.interval_s
+                ):
+                    waiting.append(key)
+                elif status == running:
+                    if lease_lost(self.sandbox, row):
+                        lost.append(key)
+                    else:
+                        attempts[row.id] = row.attempts
+
+        def send(key: str) -> bool:
+            final, _, submission_id = key.rpartition(":")
+            return send_submission(submission_id, bool(final))
+
+        backoff = self._submission_backoff
+        report.submissions_sent, report.submissions_recovered = self._send_all(
+            waiting, lost, send, backoff
+        )
+        self._submission_backoff = {k: v for k, v in backoff.items() if k in {*waiting, *lost}}
+        report.folders_removed += _remove_stale_folders(
+            folders, attempts, prefixes=("attempt", "final")
+        )
 
     def start(self) -> None:
         """Sweep now, then every interval, in a daemon thread, until stop()."""
@@ -131,19 +195,25 @@ class Sweeper:
                     log.info("sweep: %s", report)
             self._stopping.wait(self.interval_s)
 
-    def _send_all(self, waiting: list[str], lost: list[str]) -> tuple[list[str], list[str]]:
+    def _send_all(
+        self,
+        waiting: list[str],
+        lost: list[str],
+        send: Callable[[str], bool],
+        backoffs: dict[str, tuple[float, int]],
+    ) -> tuple[list[str], list[str]]:
         sent: list[list[str]] = [[], []]
         clock = time.monotonic()
         for kind, job_ids in enumerate((waiting, lost)):
             for job_id in job_ids:
-                not_before, times = self._backoff.get(job_id, (0.0, 0))
+                not_before, times = backoffs.get(job_id, (0.0, 0))
                 if clock < not_before:
                     continue
-                if not self.send(job_id):
+                if not send(job_id):
                     # The broker is away: the rest waits for the next sweep.
                     return sent[0], sent[1]
                 backoff = self.interval_s * min(2**times, MAX_BACKOFF_INTERVALS)
-                self._backoff[job_id] = (clock + backoff, times + 1)
+                backoffs[job_id] = (clock + backoff, times + 1)
                 sent[kind].append(job_id)
         return sent[0], sent[1]
 
@@ -215,7 +285,9 @@ def docker_for(settings: Settings) -> DockerRunner | None:
     return DockerRunner()
 
 
-def _remove_stale_folders(folders: list[Path], attempts: Mapping[str, int]) -> list[str]:
+def _remove_stale_folders(
+    folders: list[Path], attempts: Mapping[str, int], *, prefixes: tuple[str, ...] = ("attempt",)
+) -> list[str]:
     """Delete the views no attempt will read: those of jobs that are not running, and
     those of a running job's earlier attempts (a killed worker left them behind)."""
     removed = []
@@ -227,7 +299,7 @@ def _remove_stale_folders(folders: list[Path], attempts: Mapping[str, int]) -> l
             stale = [
                 path
                 for path in _job_folders(folder)
-                if _attempt_number(path.name) < attempts[folder.name]
+                if _attempt_number(path.name, prefixes) < attempts[folder.name]
             ]
         for path in stale:
             shutil.rmtree(path, ignore_errors=True)
@@ -235,10 +307,10 @@ def _remove_stale_folders(folders: list[Path], attempts: Mapping[str, int]) -> l
     return removed
 
 
-def _attempt_number(name: str) -> float:
+def _attempt_number(name: str, prefixes: tuple[str, ...] = ("attempt",)) -> float:
     prefix, _, number = name.partition("-")
     # Anything else in a running job's folder is left to its attempt.
-    return int(number) if prefix == "attempt" and number.isdigit() else float("inf")
+    return int(number) if prefix in prefixes and number.isdigit() else float("inf")
 
 
 def _job_folders(work_dir: Path) -> list[Path]:
