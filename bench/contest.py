@@ -76,9 +76,9 @@ def submit(live: LivePortal, token: str, track: str, code: str) -> str:
     return str(body["id"])
 
 
-def run_jobs(live: LivePortal, token: str, count: int, start: int) -> list[float]:
+def run_jobs(live: LivePortal, token: str, count: int) -> list[float]:
     latencies = []
-    for i in range(count):
+    for _ in range(count):
         began = time.monotonic()
         status, body = live.request(
             "POST",
@@ -143,7 +143,7 @@ def _bench(live: LivePortal, args: Any, started: float) -> None:
     # Warm-up: the baselines the contest opened with, and one researcher's job.
     for track in TRACKS:
         live.wait_for_submission(submit(live, ivy, track, code_for(track, 0)), ivy)
-    run_jobs(live, researcher, 1, 0)
+    run_jobs(live, researcher, 1)
 
     header = f"{'':<44}{'n':>4}{'median s':>10}{'p95 s':>8}{'min s':>8}{'max s':>8}"
     print(header)
@@ -157,17 +157,15 @@ def _bench(live: LivePortal, args: Any, started: float) -> None:
         latencies.append(time.monotonic() - began)
     print(row("submission -> scored (readmission baseline)", latencies))
 
-    idle = run_jobs(live, researcher, args.jobs, 1000)
+    idle = run_jobs(live, researcher, args.jobs)
     print(row("researcher's job, contest idle", idle))
 
     busy: list[float] = []
     burst_done = threading.Event()
 
     def jobs_beside() -> None:
-        i = 2000
         while not burst_done.is_set():
-            busy.extend(run_jobs(live, researcher, 1, i))
-            i += 1
+            busy.extend(run_jobs(live, researcher, 1))
 
     beside = threading.Thread(target=jobs_beside)
     began = time.monotonic()
