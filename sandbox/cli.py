@@ -6,9 +6,10 @@ import json
 import os
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TextIO
 
 import click
 
@@ -755,6 +756,122 @@ def keys_export_public(out: Path | None) -> None:
         click.echo(text)
     else:
         out.write_text(text + "\n", encoding="utf-8")
+
+
+@main.group()
+def contest() -> None:
+    """Contests: tracks, submissions, leaderboards, the final board."""
+
+
+def _submission_queue(final: bool = False) -> Callable[[str], None]:
+    from sandbox.worker.celery_app import make_celery
+    from sandbox.worker.tasks import make_submission_enqueue
+
+    return make_submission_enqueue(make_celery(_sandbox().settings), final=final)
+
+
+@contest.command("list")
+def contest_list() -> None:
+    """Every contest, its phase and its tracks."""
+    from sandbox.contest import contests
+
+    for found in contests.list_contests(_sandbox()):
+        click.echo(f"{found['slug']}  [{found['phase']}]  {found['title']}")
+        for track in found["tracks"]:
+            quotas = track["quotas"]
+            click.echo(
+                f"  {track['slug']:<24} {track['task']:<11} {track['metric']:<18} "
+                f"{quotas['daily']}/day, {quotas['total']} in all, {quotas['running']} at once"
+            )
+
+
+@contest.command("board")
+@click.argument("contest_slug")
+@click.argument("track")
+def contest_board(contest_slug: str, track: str) -> None:
+    """A track's public leaderboard (and its final board once published)."""
+    from sandbox.contest import boards
+
+    with _errors_as_messages():
+        board = boards.leaderboard(_sandbox(), contest=contest_slug, track=track)
+    click.echo(f"{board['track']} ({board['metric']}, {board['rule']})")
+    for line in board["public"]:
+        click.echo(
+            f"  {line['place']:>3}. {line['team']:<32} {line['score']:<10} "
+            f"[{line['low']}, {line['high']}]"
+        )
+    if board["final"] is not None:
+        click.echo("final board (private part, signed):")
+        for line in board["final"]["lines"]:
+            click.echo(f"  {line['place']:>3}. {line['team']:<32} {line['score']}")
+
+
+@contest.command("submit")
+@click.argument("contest_slug")
+@click.argument("track")
+@click.argument("file", type=click.File("r", encoding="utf-8"))
+@click.option("--as", "username", required=True, help="A member of a team in the contest.")
+def contest_submit(contest_slug: str, track: str, file: TextIO, username: str) -> None:
+    """Submit FILE (Python with fit(train) and predict(model, features)) to a track."""
+    from sandbox.contest import submissions
+
+    with _errors_as_messages():
+        queued = submissions.submit(
+            _sandbox(),
+            by=_actor(username),
+            contest=contest_slug,
+            track=track,
+            code=file.read(),
+            enqueue=_submission_queue(),
+        )
+    click.echo(f"submission {queued['id']} {queued['status']}")
+
+
+@contest.command("phase")
+@click.argument("contest_slug")
+@click.argument("phase")
+@click.option("--as", "username", default="organizer", show_default=True)
+def contest_phase(contest_slug: str, phase: str, username: str) -> None:
+    """Move a contest to its next phase (open submits the tracks' baselines)."""
+    from sandbox.contest import contests
+
+    with _errors_as_messages():
+        moved = contests.set_phase(
+            _sandbox(),
+            by=_actor(username),
+            contest=contest_slug,
+            phase=phase,
+            enqueue=_submission_queue(),
+        )
+    click.echo(f"{moved['slug']}: {moved['phase']}")
+
+
+@contest.command("final-scoring")
+@click.argument("contest_slug")
+@click.option("--as", "username", default="organizer", show_default=True)
+def contest_final_scoring(contest_slug: str, username: str) -> None:
+    """Score each team's picks once on the private part (final phase)."""
+    from sandbox.contest import boards
+
+    with _errors_as_messages():
+        started = boards.start_final_scoring(
+            _sandbox(), by=_actor(username), contest=contest_slug, enqueue=_submission_queue(True)
+        )
+    click.echo(f"{started['queued']} submissions queued for the private part")
+
+
+@contest.command("publish")
+@click.argument("contest_slug")
+@click.option("--as", "username", default="organizer", show_default=True)
+def contest_publish(contest_slug: str, username: str) -> None:
+    """Sign and publish the final boards, and close the contest."""
+    from sandbox.contest import boards
+
+    with _errors_as_messages():
+        done = boards.publish_final(_sandbox(), by=_actor(username), contest=contest_slug)
+    for track in done["tracks"]:
+        click.echo(f"{track['track']}: {len(track['lines'])} teams ranked")
+    click.echo(f"{done['contest']}: {done['phase']}")
 
 
 @main.command()

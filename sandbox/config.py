@@ -50,6 +50,9 @@ class Settings:
     submission_timeout_s: int = 300
     submission_memory_mb: int = 2048
     max_model_bytes: int = 256 << 20
+    # Python modules that register organizers' own contest metrics when imported
+    # (sandbox.contest.metrics.register_metric); the worker runs them, never a team.
+    metric_modules: tuple[str, ...] = ()
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -84,6 +87,9 @@ class Settings:
             submission_timeout_s=_whole(env, "SANDBOX_SUBMISSION_TIMEOUT", "300"),
             submission_memory_mb=_whole(env, "SANDBOX_SUBMISSION_MEMORY_MB", "2048"),
             max_model_bytes=_whole(env, "SANDBOX_MAX_MODEL_BYTES", str(256 << 20)),
+            metric_modules=tuple(
+                m.strip() for m in env.get("SANDBOX_METRIC_MODULES", "").split(",") if m.strip()
+            ),
         )
 
     @property

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -24,6 +25,9 @@ log = logging.getLogger(__name__)
 @dataclass
 class Sandbox:
     settings: Settings
+
+    def __post_init__(self) -> None:
+        load_metric_modules(self.settings.metric_modules)
 
     @contextmanager
     def tx(self) -> Iterator[Session]:
@@ -97,6 +101,17 @@ def choose_runner(settings: Settings) -> Runner:
             raise ConfigurationError(f"production needs the Docker runner, but {why}")
         log.warning("%s (%s)", WARNING, why)
     return LocalProcessRunner()
+
+
+def load_metric_modules(names: tuple[str, ...]) -> None:
+    """Import the modules that register organizers' metrics (each registers on import)."""
+    for name in names:
+        try:
+            importlib.import_module(name)
+        except ImportError as error:
+            raise ConfigurationError(
+                f"SANDBOX_METRIC_MODULES names {name!r}, which cannot be imported: {error}"
+            ) from error
 
 
 _current: Sandbox | None = None

@@ -14,6 +14,7 @@ from sklearn.metrics import (
     roc_auc_score,
 )
 
+from policies.leaderboard import bootstrap_interval
 from sandbox.contest.metrics import (
     MESSAGES,
     METRICS,
@@ -223,3 +224,36 @@ def test_register_metric_refuses_mixed_prediction_kinds_and_builtin_names() -> N
         register_metric("rmse", zero, higher_is_better=False, tasks=["regression"])
     with pytest.raises(ConfigurationError):
         unregister_metric("rmse")
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    n=st.integers(min_value=30, max_value=80),
+    seed=st.integers(min_value=0, max_value=2**32 - 1),
+    metric_name=st.sampled_from(["roc_auc", "average_precision", "macro_f1", "rmse", "mae"]),
+)
+def test_the_weighted_bootstrap_is_the_resampling_bootstrap(
+    n: int, seed: int, metric_name: str
+) -> None:
+    """Scoring resamples by how often each example was drawn gives the very interval that
+    calling the metric on each resample gives (ties and all)."""
+    rng = np.random.default_rng(seed)
+    metric = metric_named(metric_name)
+    if metric_name in ("roc_auc", "average_precision"):
+        truth = rng.permutation(np.arange(n) % 2)  # no resample of one class only
+        predicted = np.round(rng.random(n), 1)  # ties on purpose
+    elif metric_name == "macro_f1":
+        truth = np.array(list("abcd"))[rng.integers(0, 4, n)]
+        predicted = np.array(list("abcd"))[rng.integers(0, 4, n)]
+    else:
+        truth, predicted = rng.random(n) * 10, rng.random(n) * 10
+    plain = bootstrap_interval(truth, predicted, metric.score_function, rounds=60, seed=seed)
+    fast = bootstrap_interval(
+        truth,
+        predicted,
+        metric.score_function,
+        rounds=60,
+        seed=seed,
+        weighted=metric.weighted_function,
+    )
+    assert fast == pytest.approx(plain, abs=1e-9)
