@@ -19,6 +19,7 @@ from runners.contract import (
     RESULT_MARKER,
     JobFailed,
     JobSpec,
+    ModelVolume,
     OutputTable,
     RunnerError,
     RunnerUnavailable,
@@ -405,7 +406,42 @@ def test_spec_writes_the_harnesss_instructions_beside_the_view(tmp_path: Path) -
         "language": "sql",
         "code": "SELECT 1",
         "max_output_bytes": 8 * 1024 * 1024,
+        "max_model_bytes": 0,
     }
+
+
+# --- contest runs: fit and predict -------------------------------------------------------
+
+
+def test_fit_and_predict_runs_and_only_they_have_a_model_volume(tmp_path: Path) -> None:
+    model = ModelVolume("sandbox-model-s1-1", writable=True, max_bytes=1000)
+    spec = JobSpec(job_id="s1-fit", language="fit", code="", input_dir=tmp_path, model=model)
+    assert json.loads(spec.write_job_file().read_text())["max_model_bytes"] == 1000
+    with pytest.raises(ValueError, match="model volume"):
+        JobSpec(job_id="s1", language="fit", code="", input_dir=tmp_path)
+    with pytest.raises(ValueError, match="model volume"):
+        JobSpec(job_id="j", language="python", code="", input_dir=tmp_path, model=model)
+    with pytest.raises(ValueError, match="only a fit run writes"):
+        JobSpec(job_id="s1-p", language="predict", code="", input_dir=tmp_path, model=model)
+
+
+def test_predictions_come_back_beside_the_tables_and_nan_stays_nan() -> None:
+    line = result_line({"ok": True, "tables": [], "predictions": [0.5, float("nan"), "E11"]})
+    predictions = parse(line).predictions
+    assert predictions is not None
+    assert predictions[0] == 0.5 and predictions[1] != predictions[1] and predictions[2] == "E11"
+    assert parse(ok([])).predictions is None
+
+
+def test_predictions_that_are_not_a_list_are_malformed_output() -> None:
+    line = result_line({"ok": True, "tables": [], "predictions": {"a": 1}})
+    assert refused(line).reason == "malformed_output"
+
+
+def test_a_model_over_its_cap_is_its_own_reason() -> None:
+    failure = refused(failed({"reason": "model_too_large", "max_bytes": 4096}))
+    assert failure.reason == "model_too_large"
+    assert "4096 bytes" in failure.message
 
 
 def test_spec_defaults_are_the_documented_limits(tmp_path: Path) -> None:
