@@ -33,6 +33,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         errors,
         i18n,
         web,
+        web_contest,
         web_owners,
     )
     from sandbox.worker.celery_app import make_celery
@@ -56,6 +57,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app.register_blueprint(api_submissions.bp)
     app.register_blueprint(web.bp)
     app.register_blueprint(web_owners.bp)
+    app.register_blueprint(web_contest.bp)
     return app
 
 

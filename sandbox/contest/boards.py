@@ -19,12 +19,12 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from policies.leaderboard import Entry, rank
-from policies.permissions import Person, user_runs_contest
+from policies.permissions import Person
 from sandbox.actions import transaction
 from sandbox.contest.metrics import metric_named
-from sandbox.contest.teams import contest_named
+from sandbox.contest.teams import check_organizes, contest_named
 from sandbox.context import Sandbox
-from sandbox.errors import Conflict, Forbidden, NotFound
+from sandbox.errors import Conflict, NotFound
 from sandbox.integrity import audit
 from sandbox.integrity.signing import sha256_json
 from sandbox.models import (
@@ -299,8 +299,7 @@ def _scored_count(session: Session, team_id: str, track_id: str) -> int:
 
 def _organized(session: Session, by: Person, contest: str) -> Contest:
     found = contest_named(session, contest)
-    if not user_runs_contest(by, found.organizer_id):
-        raise Forbidden("Only the contest's organizer does this.", rule="permission.organizer")
+    check_organizes(by, found)
     return found
 
 

@@ -26,7 +26,7 @@ from sandbox.catalog import published
 from sandbox.contest.metrics import Task, registered_metrics
 from sandbox.contest.splits import KEY_BYTES, Shares
 from sandbox.contest.submissions import queue_baselines
-from sandbox.contest.teams import contest_named
+from sandbox.contest.teams import check_organizes, contest_named
 from sandbox.context import Sandbox
 from sandbox.errors import Conflict, Forbidden, InvalidRequest, NoActiveGrant
 from sandbox.integrity import audit
@@ -80,6 +80,7 @@ def add_track(sandbox: Sandbox, *, by: Person, contest: str, terms: TrackTerms) 
     with transaction(sandbox, by=by, action="contest.track", subject=str(contest)) as session:
         _check_organizer(by)
         found = contest_named(session, contest)
+        check_organizes(by, found)
         if found.phase != ContestPhase.REGISTRATION.value:
             raise Conflict("Tracks are added while the contest is in registration.")
         slug = _slug(terms.slug)
@@ -138,6 +139,7 @@ def set_phase(
     with transaction(sandbox, by=by, action="contest.phase", subject=str(contest)) as session:
         _check_organizer(by)
         found = contest_named(session, contest)
+        check_organizes(by, found)
         if phase not in PHASES or PHASES.index(phase) != PHASES.index(found.phase) + 1:
             raise InvalidRequest(
                 f"The contest is in {found.phase}: the next phase is "

@@ -175,7 +175,10 @@ def queue_baselines(session: Session, contest: Contest, *, by: Person) -> list[s
         session.add(team)
         session.flush()
     queued = []
-    for track in session.scalars(select(Track).where(Track.contest_id == contest.id)):
+    tracks = session.scalars(
+        select(Track).where(Track.contest_id == contest.id).order_by(Track.slug)
+    )
+    for track in tracks:
         if not track.baseline:
             continue
         submission = Submission(

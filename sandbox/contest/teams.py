@@ -17,7 +17,6 @@ from sqlalchemy.orm import Session
 from policies.permissions import (
     Person,
     user_may_compete,
-    user_may_organize_contests,
     user_runs_contest,
 )
 from sandbox.access.users import user_named
@@ -329,8 +328,7 @@ def check_organizes(by: Person, contest: Contest) -> None:
 
 def _organized(session: Session, *, by: Person, contest: str) -> Contest:
     found = contest_named(session, contest)
-    if not user_may_organize_contests(by):
-        raise Forbidden("Only the contest's organizers decide this.", rule="permission.organizer")
+    check_organizes(by, found)
     return found
 
 
