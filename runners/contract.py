@@ -141,6 +141,8 @@ class Runner(Protocol):
 
     def remove_model(self, name: str) -> None: ...
 
+    def remove_expired_models(self) -> int: ...
+
 
 def parse_harness_output(stdout: str, *, max_output_bytes: int, log: str = "") -> RunResult:
     """Turn the harness's result line into a result, or raise :class:`JobFailed`.

@@ -211,9 +211,12 @@ class DockerRunner:
                 continue
             if remove(container):
                 removed += 1
-        return removed + self._remove_expired_models(client, now)
+        return removed + self.remove_expired_models()
 
-    def _remove_expired_models(self, client: Any, now: float) -> int:
+    def remove_expired_models(self) -> int:
+        """Remove the model volumes past their deadline that no container uses; how many."""
+        client = self._engine()
+        now = time.time()
         try:
             volumes = client.volumes.list(filters={"label": f"{LABEL_MODEL}=1"})
         except ENGINE_ERRORS as error:

@@ -33,6 +33,8 @@ WARNING = (
 
 
 _MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+# A model lives from its fit to its predict: one older than this was left by a killed worker.
+ORPHAN_MODEL_AGE_S = 6 * 3600
 
 
 class LocalProcessRunner:
@@ -55,7 +57,9 @@ class LocalProcessRunner:
                 "SANDBOX_INPUT": str(spec.input_dir),
                 "SANDBOX_TMP": tmp,
                 "PYTHONDONTWRITEBYTECODE": "1",
+                # One BLAS and one OpenMP thread, as in the runner image.
                 "OPENBLAS_NUM_THREADS": "1",
+                "OMP_NUM_THREADS": "1",
             }
             if spec.model is not None:
                 env["SANDBOX_MODEL"] = str(self._model_folder(spec.model.name, spec.model.writable))
@@ -106,4 +110,22 @@ class LocalProcessRunner:
             shutil.rmtree(self.models_dir / name, ignore_errors=True)
 
     def cleanup_orphans(self) -> int:
-        return 0
+        return self.remove_expired_models()
+
+    def remove_expired_models(self) -> int:
+        """Remove model folders left by a killed worker (older than any submission runs)."""
+        removed = 0
+        cutoff = time.time() - ORPHAN_MODEL_AGE_S
+        try:
+            folders = [p for p in self.models_dir.iterdir() if p.is_dir() and not p.is_symlink()]
+        except FileNotFoundError:
+            return 0
+        for folder in folders:
+            try:
+                stale = folder.stat().st_mtime < cutoff
+            except FileNotFoundError:
+                continue
+            if stale and _MODEL_NAME.match(folder.name):
+                shutil.rmtree(folder, ignore_errors=True)
+                removed += 1
+        return removed

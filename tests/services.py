@@ -38,7 +38,6 @@ def fresh_postgres_database() -> str:
     from sqlalchemy.exc import OperationalError
 
     name = f"sandbox_t_{uuid.uuid4().hex[:12]}"
-    CREATED_DATABASES.append(name)
     try:
         admin = create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
         with admin.connect() as connection:
@@ -46,6 +45,8 @@ def fresh_postgres_database() -> str:
         admin.dispose()
     except OperationalError as error:
         unavailable("PostgreSQL", type(error).__name__)
+    # Only once it exists: a server that is down leaves nothing to drop at the end.
+    CREATED_DATABASES.append(name)
     base, _, _ = POSTGRES_URL.rpartition("/")
     return f"{base}/{name}"
 

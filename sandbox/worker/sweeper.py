@@ -61,6 +61,7 @@ class SweepReport:
     # Contest submissions ("final:<id>" for a private scoring), sent again and recovered.
     submissions_sent: list[str] = field(default_factory=list)
     submissions_recovered: list[str] = field(default_factory=list)
+    models_removed: int = 0  # submissions' model volumes (folders) past their deadline
 
     def __bool__(self) -> bool:
         return bool(
@@ -70,6 +71,7 @@ class SweepReport:
             or self.folders_removed
             or self.submissions_sent
             or self.submissions_recovered
+            or self.models_removed
         )
 
 
