@@ -319,11 +319,16 @@ def _check_model_size(client: Any, container: Any, spec: JobSpec, log: str) -> N
     limit = spec.model.max_bytes + TAR_SLACK_BYTES
     try:
         stream, _ = client.api.get_archive(container.id, MODEL_DIR)
-        seen = 0
-        for chunk in stream:
-            seen += len(chunk)
-            if seen > limit:
-                raise model_too_large(spec.model.max_bytes, log)
+        try:
+            seen = 0
+            for chunk in stream:
+                seen += len(chunk)
+                if seen > limit:
+                    raise model_too_large(spec.model.max_bytes, log)
+        finally:
+            # Closes the response: an archive left half read keeps the engine busy with
+            # the container, whose removal then waits for the client's whole timeout.
+            stream.close()
     except ENGINE_ERRORS as error:
         raise RunnerUnavailable(f"The Docker engine could not read the model: {error}") from error
 
