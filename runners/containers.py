@@ -70,6 +70,8 @@ def container_options(
         "memswap_limit": f"{spec.memory_mb}m",
         # A CPU share, so one job cannot starve the others.
         "nano_cpus": int(spec.cpus * 1_000_000_000),
+        # Its weight when CPUs are contended (relative to other containers' 1024).
+        "cpu_shares": spec.cpu_weight,
         # Processes and threads: a fork bomb stops here.
         "pids_limit": spec.pids,
         # No core dump: it would hold the job's data and land on the host.

@@ -84,6 +84,9 @@ class JobSpec:
     timeout_s: int = 60
     memory_mb: int = 1024
     cpus: float = 1.0
+    # The CPU weight when the host is busy (Docker's cpu-shares, 1024 by default): contest
+    # runs take less, so researchers' jobs beside them keep their pace.
+    cpu_weight: int = 1024
     pids: int = 128
     tmp_mb: int = 64
     max_output_bytes: int = 8 * 1024 * 1024

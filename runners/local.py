@@ -33,6 +33,8 @@ WARNING = (
 
 
 _MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+DEFAULT_CPU_WEIGHT = 1024
+NICE_FOR_LIGHTER_WEIGHT = 5
 # A model lives from its fit to its predict: one older than this was left by a killed worker.
 ORPHAN_MODEL_AGE_S = 6 * 3600
 
@@ -70,6 +72,8 @@ class LocalProcessRunner:
 
             def limit() -> None:
                 resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
+                if spec.cpu_weight < DEFAULT_CPU_WEIGHT:
+                    os.nice(NICE_FOR_LIGHTER_WEIGHT)  # the container's cpu-shares, roughly
 
             try:
                 completed = subprocess.run(

@@ -78,6 +78,8 @@ BOOTSTRAP_ROUNDS = 1000
 # A metric with no weighted form (the concordance index, an organizer's own) is called
 # once per resample: fewer of them, so that scoring stays within seconds.
 SLOW_BOOTSTRAP_ROUNDS = 200
+# A quarter of a job's CPU weight: on a busy host researchers' jobs run first.
+SUBMISSION_CPU_WEIGHT = 256
 # What a team's copy of its smoke run's log keeps (the end).
 MAX_LOG_CHARS = 200_000
 # A holder is lost once all four runs (smoke and hidden, fit and predict) could have
@@ -364,6 +366,7 @@ def _fit_and_predict(
     limits = {
         "timeout_s": settings.submission_timeout_s,
         "memory_mb": settings.submission_memory_mb,
+        "cpu_weight": SUBMISSION_CPU_WEIGHT,
     }
     try:
         write_view(tables.train, folder / "fit")
