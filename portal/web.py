@@ -10,6 +10,7 @@ import datetime as dt
 import logging
 import secrets
 from typing import Any
+from urllib.parse import urlsplit
 
 from flask import (
     Blueprint,
@@ -85,7 +86,15 @@ def _safe_next(target: str | None) -> str:
 
 
 def _here() -> str:
-    return request.full_path.rstrip("?")
+    """This page's address, to come back to (after a login, a language switch). A page
+    shown in answer to a form's POST comes back to the form's page instead: the POST
+    address answers GET with 405."""
+    if request.method == "GET":
+        return request.full_path.rstrip("?")
+    referrer = urlsplit(request.referrer or "")
+    if referrer.netloc == request.host and referrer.path.startswith("/"):
+        return referrer.path + (f"?{referrer.query}" if referrer.query else "")
+    return "/"
 
 
 @bp.app_context_processor

@@ -209,6 +209,23 @@ def accept(contest: str, team_id: str) -> Any:
     return _done(notice, "contest.contest_page", contest=contest)
 
 
+@bp.post("/contests/<contest>/teams/<team_id>/merge")
+@login_required
+def merge(contest: str, team_id: str) -> Any:
+    """Both captains post the same pair (``team_id`` merging ``into``): the merging
+    team's captain asks, the other's post accepts and the teams merge."""
+    into = request.form.get("into", "")
+    try:
+        done = teams.merge_teams(sandbox(), by=g.actor, team_id=team_id, into_team_id=into)
+    except SandboxError as error:
+        return _contest_page(contest, error=problem(error)), error.status
+    if done["merge"] == "merged":
+        notice = gettext("contest.notice.merged", team=done["team"]["name"])
+    else:
+        notice = gettext("contest.notice.merge_requested")
+    return _done(notice, "contest.contest_page", contest=contest, _anchor="team")
+
+
 @bp.post("/contests/<contest>/disputes")
 @login_required
 def raise_dispute(contest: str) -> Any:

@@ -175,6 +175,34 @@ def consent_basis(
     return "consent", frozenset(consenting_persons(session, dataset=dataset, purpose=grant.purpose))
 
 
+def apply_consent(
+    session: Session,
+    *,
+    dataset: str,
+    grant: Grant,
+    current: Published,
+    actor: str,
+    run: dict[str, str],
+) -> frozenset[str] | None:
+    """The persons a run's view keeps (None: no filter), audited as ``consent.applied``
+    with why and for which ``run`` (``{"job": id}``, ``{"submission": id}``)."""
+    basis, consenting = consent_basis(session, dataset=dataset, grant=grant, current=current)
+    audit.append(
+        session,
+        actor=actor,
+        action="consent.applied",
+        subject=dataset,
+        details={
+            **run,
+            "grant": grant.id,
+            "purpose": grant.purpose,
+            "basis": basis,
+            "persons": None if consenting is None else len(consenting),
+        },
+    )
+    return consenting
+
+
 def consenting_persons(session: Session, *, dataset: str, purpose: str) -> set[str]:
     """The raw person ids (as text) with active consent to ``purpose``."""
     return set(

@@ -47,7 +47,7 @@ from policies.leaderboard import (
 from policies.policy_file import DatasetPolicy
 from runners import JobFailed, JobSpec, RunnerUnavailable
 from runners.contract import ModelVolume
-from sandbox.access.consent import consent_basis
+from sandbox.access.consent import apply_consent
 from sandbox.catalog import Published, published
 from sandbox.contest.data import TrackShape, TrackTables, hidden_tables, smoke_tables
 from sandbox.contest.metrics import MalformedPredictions, Metric, metric_named
@@ -249,21 +249,13 @@ def _take(
                 final=final,
             )
             return SubmissionStatus.FAILED.value
-        basis, consenting = consent_basis(
-            session, dataset=track.dataset, grant=grant, current=current
-        )
-        audit.append(
+        consenting = apply_consent(
             session,
+            dataset=track.dataset,
+            grant=grant,
+            current=current,
             actor=WORKER,
-            action="consent.applied",
-            subject=track.dataset,
-            details={
-                "submission": submission.id,
-                "grant": grant.id,
-                "purpose": grant.purpose,
-                "basis": basis,
-                "persons": None if consenting is None else len(consenting),
-            },
+            run={"submission": submission.id},
         )
         work = _Work(
             submission_id=submission.id,

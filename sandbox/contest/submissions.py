@@ -129,27 +129,7 @@ def submit(
         # submission stored under the team's lock, so two at once cannot both fit.
         session.execute(select(Team.id).where(Team.id == team.id).with_for_update())
         _check_quotas(session, sandbox, team, lane)
-        submission = Submission(
-            track_id=lane.id,
-            team_id=team.id,
-            submitted_by=by.id,
-            code=code,
-            code_sha256=hashlib.sha256(code.encode("utf-8")).hexdigest(),
-        )
-        session.add(submission)
-        session.flush()
-        audit.append(
-            session,
-            actor=by.username,
-            action="submission.created",
-            subject=submission.id,
-            details={
-                "contest": found.slug,
-                "track": lane.slug,
-                "team": team.id,
-                "code_sha256": submission.code_sha256,
-            },
-        )
+        submission = _new_submission(session, by, found, lane, team, code)
         view = submission_view(session, sandbox, submission)
     if enqueue is not None:
         enqueue(view["id"])
@@ -181,28 +161,7 @@ def queue_baselines(session: Session, contest: Contest, *, by: Person) -> list[s
     for track in tracks:
         if not track.baseline:
             continue
-        submission = Submission(
-            track_id=track.id,
-            team_id=team.id,
-            submitted_by=by.id,
-            code=track.baseline,
-            code_sha256=hashlib.sha256(track.baseline.encode("utf-8")).hexdigest(),
-        )
-        session.add(submission)
-        session.flush()
-        audit.append(
-            session,
-            actor=by.username,
-            action="submission.created",
-            subject=submission.id,
-            details={
-                "contest": contest.slug,
-                "track": track.slug,
-                "team": team.id,
-                "baseline": True,
-                "code_sha256": submission.code_sha256,
-            },
-        )
+        submission = _new_submission(session, by, contest, track, team, track.baseline)
         queued.append(submission.id)
     return queued
 
@@ -211,6 +170,37 @@ def day_start(sandbox: Sandbox) -> dt.datetime:
     """When today began in the sandbox's time zone: the daily quotas count from it."""
     zone = ZoneInfo(sandbox.settings.time_zone)
     return dt.datetime.combine(utcnow().astimezone(zone).date(), dt.time(), tzinfo=zone)
+
+
+def _new_submission(
+    session: Session, by: Person, contest: Contest, track: Track, team: Team, code: str
+) -> Submission:
+    """Store a queued submission and audit it (``submission.created``)."""
+    submission = Submission(
+        track_id=track.id,
+        team_id=team.id,
+        submitted_by=by.id,
+        code=code,
+        code_sha256=hashlib.sha256(code.encode("utf-8")).hexdigest(),
+    )
+    session.add(submission)
+    session.flush()
+    details: dict[str, Any] = {
+        "contest": contest.slug,
+        "track": track.slug,
+        "team": team.id,
+        "code_sha256": submission.code_sha256,
+    }
+    if team.is_baseline:
+        details["baseline"] = True
+    audit.append(
+        session,
+        actor=by.username,
+        action="submission.created",
+        subject=submission.id,
+        details=details,
+    )
+    return submission
 
 
 def quotas(session: Session, sandbox: Sandbox, team: Team, track: Track) -> dict[str, Quota]:

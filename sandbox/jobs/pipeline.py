@@ -39,7 +39,7 @@ from policies.policy_file import DatasetPolicy
 from runners import JobFailed, JobSpec, RunnerUnavailable, RunResult
 from runners.harness import sandbox_job
 from sandbox.access import grants
-from sandbox.access.consent import consent_basis
+from sandbox.access.consent import apply_consent
 from sandbox.catalog import Published, published
 from sandbox.context import Sandbox
 from sandbox.db import retry_transient
@@ -239,21 +239,13 @@ class _JobData:
         # withdrawal committed before it counts and the job sees one snapshot.
         session = Session.object_session(job)
         assert session is not None, "read inside the run's first transaction"
-        basis, consenting = consent_basis(
-            session, dataset=job.dataset, grant=grant, current=current
-        )
-        audit.append(
+        consenting = apply_consent(
             session,
+            dataset=job.dataset,
+            grant=grant,
+            current=current,
             actor=WORKER,
-            action="consent.applied",
-            subject=job.dataset,
-            details={
-                "job": job.id,
-                "grant": grant.id,
-                "purpose": grant.purpose,
-                "basis": basis,
-                "persons": None if consenting is None else len(consenting),
-            },
+            run={"job": job.id},
         )
         return cls(
             dataset=job.dataset,
