@@ -16,6 +16,8 @@ from sandbox.contest import boards, submissions
 from sandbox.errors import InvalidRequest
 
 bp = Blueprint("api_submissions", __name__, url_prefix="/api/v1")
+# An uploaded submission's largest size (the checker's length limit applies after).
+MAX_UPLOAD_BYTES = 512 * 1024
 
 
 @bp.post("/contests/<contest>/tracks/<track>/submissions")
@@ -131,6 +133,3 @@ def _code() -> str:
         except UnicodeDecodeError as error:
             raise InvalidRequest("The uploaded file is not UTF-8 text.", field="file") from error
     return text(json_object(), "code")
-
-
-MAX_UPLOAD_BYTES = 512 * 1024

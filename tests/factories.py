@@ -10,6 +10,7 @@ from typing import Any
 
 import pandas as pd
 from flask import Flask
+from sqlalchemy import select
 
 from datasets.health import generate_health
 from policies.permissions import Actor
@@ -18,7 +19,7 @@ from sandbox.config import Settings
 from sandbox.context import Sandbox
 from sandbox.db import upgrade_database
 from sandbox.demo import ensure_demo_grants, ensure_demo_users
-from sandbox.models import Job
+from sandbox.models import Contest, Job, Track
 from tests.services import fresh_postgres_database
 
 TEST_PATIENTS = 1500
@@ -144,3 +145,28 @@ def actor_with_id(sandbox: Sandbox, user_id: int) -> Actor:
 
     with sandbox.tx() as session:
         return actor_of(session.get_one(User, user_id))
+
+
+def insert_track(
+    sandbox: Sandbox, contest: str, *, daily_quota: int = 5, total_quota: int = 100
+) -> str:
+    """A track row of ``contest``, inserted directly, for tests of what comes after a
+    track is set up (no grant, no split key, no baseline)."""
+    with sandbox.tx() as session:
+        contest_id = session.scalars(select(Contest.id).where(Contest.slug == contest)).one()
+        track = Track(
+            contest_id=contest_id,
+            slug="readmission",
+            title="30天再入院预测",
+            dataset="health",
+            dataset_version="1",
+            task="binary",
+            target="visits.readmitted_30d",
+            metric="roc_auc",
+            split_key={},
+            daily_quota=daily_quota,
+            total_quota=total_quota,
+        )
+        session.add(track)
+        session.flush()
+        return track.id

@@ -15,7 +15,7 @@ import datetime as dt
 from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from policies.leaderboard import Entry, rank
@@ -224,7 +224,7 @@ def _final_document(
     ]
     failed = sorted(
         {
-            teams_name(session, p.team_id)
+            session.get_one(Team, p.team_id).name
             for p in picks
             if p.final_status == SubmissionStatus.FAILED.value
         }
@@ -243,10 +243,6 @@ def _final_document(
         "not_scored": failed,
         "published_at": iso(utcnow()),
     }
-
-
-def teams_name(session: Session, team_id: str) -> str:
-    return session.get_one(Team, team_id).name
 
 
 def _picks(session: Session, team: Team, lane: Track) -> list[Submission]:
@@ -284,16 +280,17 @@ def _competing(session: Session, contest: Contest) -> list[Team]:
 
 
 def _scored_count(session: Session, team_id: str, track_id: str) -> int:
-    return len(
-        list(
-            session.scalars(
-                select(Submission.id).where(
-                    Submission.team_id == team_id,
-                    Submission.track_id == track_id,
-                    Submission.status == SubmissionStatus.SCORED.value,
-                )
+    return (
+        session.scalar(
+            select(func.count())
+            .select_from(Submission)
+            .where(
+                Submission.team_id == team_id,
+                Submission.track_id == track_id,
+                Submission.status == SubmissionStatus.SCORED.value,
             )
         )
+        or 0
     )
 
 

@@ -24,7 +24,6 @@ from its stored code. Only the attempt that holds it may finish it.
 
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
 import logging
 import shutil
@@ -59,7 +58,6 @@ from sandbox.integrity import audit
 from sandbox.jobs import lease
 from sandbox.jobs.planning import policy_for
 from sandbox.models import (
-    AuditEntry,
     Contest,
     Grant,
     LeaderboardEntry,
@@ -178,26 +176,19 @@ def _take(
         status = submission.final_status if final else submission.status
         if status in (SubmissionStatus.SCORED.value, SubmissionStatus.FAILED.value, None):
             return status or "not_picked"
+        where = FINAL if final else HIDDEN
         action = "submission.final_running" if final else "submission.running"
+        rerun = "submission.final_rerun" if final else "submission.rerun"
         if status == SubmissionStatus.RUNNING.value:
             lost = _lost(sandbox, submission)
             if lost is None:
                 return status  # another worker holds it
-            if (
-                lost is not lease.Lost.RELEASED
-                and _losses(session, submission.id, final) + 1 >= MAX_WORKER_LOSSES
-            ):
+            losses = lease.worker_losses(session, submission.id, rerun_action=rerun)
+            if lost is not lease.Lost.RELEASED and losses + 1 >= MAX_WORKER_LOSSES:
                 message = f"The worker running this submission was lost {MAX_WORKER_LOSSES} times."
-                _fail(
-                    session,
-                    submission,
-                    HIDDEN if not final else FINAL,
-                    "worker_lost",
-                    message,
-                    final=final,
-                )
+                _fail(session, submission, where, "worker_lost", message, final=final)
                 return SubmissionStatus.FAILED.value
-            action = "submission.final_rerun" if final else "submission.rerun"
+            action = rerun
             details: dict[str, Any] = {"lost": lost.value}
         else:
             details = {}
@@ -217,38 +208,12 @@ def _take(
         )
         track = session.get_one(Track, submission.track_id)
         grant = session.get(Grant, track.grant_id) if track.grant_id else None
-        if grant is None or not grant.is_active():
-            _fail(
-                session,
-                submission,
-                HIDDEN if not final else FINAL,
-                "grant_inactive",
-                "The data owner's grant for this track has ended; nothing was run.",
-                final=final,
-            )
+        readable = _readable(session, track, grant)
+        if isinstance(readable, tuple):
+            _fail(session, submission, where, *readable, final=final)
             return SubmissionStatus.FAILED.value
-        try:
-            current = published(session, track.dataset)
-        except NotFound:
-            _fail(
-                session,
-                submission,
-                HIDDEN if not final else FINAL,
-                "dataset_unavailable",
-                "The track's dataset was retired; nothing was run.",
-                final=final,
-            )
-            return SubmissionStatus.FAILED.value
-        if current.version != track.dataset_version:
-            _fail(
-                session,
-                submission,
-                HIDDEN if not final else FINAL,
-                "dataset_changed",
-                "The track's dataset version is no longer the published one; nothing was run.",
-                final=final,
-            )
-            return SubmissionStatus.FAILED.value
+        assert grant is not None
+        current = readable
         consenting = apply_consent(
             session,
             dataset=track.dataset,
@@ -270,34 +235,35 @@ def _take(
         return submission.attempts, work
 
 
+def _readable(session: Session, track: Track, grant: Grant | None) -> Published | tuple[str, str]:
+    """The track's dataset as published now, or why nothing may be run on it."""
+    if grant is None or not grant.is_active():
+        return "grant_inactive", "The data owner's grant for this track has ended; nothing was run."
+    try:
+        current = published(session, track.dataset)
+    except NotFound:
+        return "dataset_unavailable", "The track's dataset was retired; nothing was run."
+    if current.version != track.dataset_version:
+        return (
+            "dataset_changed",
+            "The track's dataset version is no longer the published one; nothing was run.",
+        )
+    return current
+
+
 def _lost(sandbox: Sandbox, submission: Submission) -> lease.Lost | None:
     if submission.started_at is None:
         return lease.Lost.RELEASED
-    holder = lease.Holder.parse(submission.holder)
-    if holder is not None and holder.is_gone():
-        return lease.Lost.HOLDER_GONE
-    started = submission.started_at
-    started = started if started.tzinfo else started.replace(tzinfo=dt.UTC)
-    budget = RUNS_PER_ATTEMPT * sandbox.settings.submission_timeout_s + lease.LEASE_MARGIN_S
-    if utcnow() - started > dt.timedelta(seconds=budget):
-        return lease.Lost.EXPIRED
-    return None
+    return lease.lost_hold(
+        submission.started_at,
+        lease.Holder.parse(submission.holder),
+        timeout_s=RUNS_PER_ATTEMPT * sandbox.settings.submission_timeout_s,
+    )
 
 
 def lease_lost(sandbox: Sandbox, submission: Submission) -> bool:
     """Whether a running submission's holder is lost (for the sweeper)."""
     return _lost(sandbox, submission) is not None
-
-
-def _losses(session: Session, submission_id: str, final: bool) -> int:
-    action = "submission.final_rerun" if final else "submission.rerun"
-    reruns = session.scalars(
-        select(AuditEntry.details).where(
-            AuditEntry.action == action, AuditEntry.subject == submission_id
-        )
-    )
-    lost = (lease.Lost.HOLDER_GONE.value, lease.Lost.EXPIRED.value)
-    return sum(1 for details in reruns if (details or {}).get("lost") in lost)
 
 
 def _give_up(sandbox: Sandbox, submission_id: str, attempt: int, *, final: bool) -> None:

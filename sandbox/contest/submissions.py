@@ -57,6 +57,10 @@ from sandbox.models import (
 MAX_FINDINGS = 20
 ACTIVE = (SubmissionStatus.QUEUED.value, SubmissionStatus.RUNNING.value)
 SMOKE = "smoke"
+# A team's picks for the private scoring, per track (Kaggle's two).
+MAX_PICKS = 2
+# Mock rows of one table a team downloads.
+MOCK_ROWS = 1000
 
 
 class QuotaExceeded(SandboxError):
@@ -130,7 +134,7 @@ def submit(
         session.execute(select(Team.id).where(Team.id == team.id).with_for_update())
         _check_quotas(session, sandbox, team, lane)
         submission = _new_submission(session, by, found, lane, team, code)
-        view = submission_view(session, sandbox, submission)
+        view = submission_view(session, submission)
     if enqueue is not None:
         enqueue(view["id"])
     return view
@@ -292,7 +296,7 @@ def my_submissions(sandbox: Sandbox, *, by: Person, contest: str, track: str) ->
         return {
             "team": team.name,
             "quotas": {k: q.to_dict() for k, q in quotas(session, sandbox, team, lane).items()},
-            "submissions": [submission_view(session, sandbox, s) for s in rows],
+            "submissions": [submission_view(session, s) for s in rows],
         }
 
 
@@ -306,7 +310,7 @@ def get_submission(sandbox: Sandbox, *, by: Person, submission_id: str) -> dict[
         contest = session.get_one(Contest, track.contest_id)
         if not (_organizes(by, contest) or _is_member(session, submission.team_id, by)):
             raise NotFound(f"No submission {submission_id}.")  # others' are not even named
-        return submission_view(session, sandbox, submission, with_code=True)
+        return submission_view(session, submission, with_code=True)
 
 
 def select_final(
@@ -347,10 +351,7 @@ def select_final(
             subject=submission.id,
             details={"track": track.slug},
         )
-        return submission_view(session, sandbox, submission)
-
-
-MAX_PICKS = 2
+        return submission_view(session, submission)
 
 
 def _team_track(session: Session, team_id: str, track_id: str) -> list[Submission]:
@@ -362,7 +363,7 @@ def _team_track(session: Session, team_id: str, track_id: str) -> list[Submissio
 
 
 def submission_view(
-    session: Session, sandbox: Sandbox, submission: Submission, *, with_code: bool = False
+    session: Session, submission: Submission, *, with_code: bool = False
 ) -> dict[str, Any]:
     track = session.get_one(Track, submission.track_id)
     team = session.get_one(Team, submission.team_id)
@@ -478,9 +479,6 @@ def mock_part(sandbox: Sandbox, *, contest: str, track: str, part: str, table: s
     return buffer.getvalue()
 
 
-MOCK_ROWS = 1000
-
-
 def track_schema(sandbox: Sandbox, *, contest: str, track: str) -> dict[str, Any]:
     """The columns ``fit`` and ``predict`` see on a track, table by table (no data)."""
     with sandbox.tx() as session:
@@ -567,7 +565,7 @@ def rerun(
             subject=submission.id,
             details={"previous_error": previous},
         )
-        view = submission_view(session, sandbox, submission)
+        view = submission_view(session, submission)
     if enqueue is not None:
         enqueue(submission_id)
     return view
@@ -590,4 +588,4 @@ def contest_queue(sandbox: Sandbox, *, by: Person, contest: str) -> list[dict[st
             .order_by(Submission.created_at.desc())
             .limit(500)
         )
-        return [submission_view(session, sandbox, s) for s in rows]
+        return [submission_view(session, s) for s in rows]

@@ -106,10 +106,16 @@ def lost_because(session: Session, job: Job, *, timeout_s: int) -> Lost | None:
     assert job.status == JobStatus.RUNNING
     if job.started_at is None:
         return Lost.RELEASED
-    holder = holder_of(session, job.id)
+    return lost_hold(job.started_at, holder_of(session, job.id), timeout_s=timeout_s)
+
+
+def lost_hold(started_at: dt.datetime, holder: Holder | None, *, timeout_s: float) -> Lost | None:
+    """Why a hold taken at ``started_at`` by ``holder`` is lost (its holder is gone, or
+    ``timeout_s`` plus the margin have passed), or None while it stands. A contest
+    submission's hold (sandbox.contest.scoring) is judged the same way."""
     if holder is not None and holder.is_gone():
         return Lost.HOLDER_GONE
-    started = job.started_at if job.started_at.tzinfo else job.started_at.replace(tzinfo=dt.UTC)
+    started = started_at if started_at.tzinfo else started_at.replace(tzinfo=dt.UTC)
     if utcnow() - started > dt.timedelta(seconds=timeout_s + LEASE_MARGIN_S):
         return Lost.EXPIRED
     return None
@@ -126,11 +132,12 @@ def holder_of(session: Session, job_id: str) -> Holder | None:
     return Holder.parse((details or {}).get("worker"))
 
 
-def worker_losses(session: Session, job_id: str) -> int:
-    """How many times the job was taken over because its worker was lost."""
+def worker_losses(session: Session, job_id: str, *, rerun_action: str = "job.rerun") -> int:
+    """How many times the job (or a submission, by its ``rerun_action``) was taken over
+    because its worker was lost."""
     reruns = session.scalars(
         select(AuditEntry.details).where(
-            AuditEntry.action == "job.rerun", AuditEntry.subject == job_id
+            AuditEntry.action == rerun_action, AuditEntry.subject == job_id
         )
     )
     lost = (Lost.HOLDER_GONE.value, Lost.EXPIRED.value)

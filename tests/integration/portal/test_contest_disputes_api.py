@@ -11,9 +11,9 @@ from sqlalchemy import select
 
 from sandbox.contest import contests, teams
 from sandbox.context import Sandbox
-from sandbox.models import AuditEntry, Contest, Submission, Track
+from sandbox.models import AuditEntry, Submission, Track
 from tests.clients import Bearer
-from tests.factories import actor
+from tests.factories import actor, insert_track
 
 CONTEST = "health-2026"
 
@@ -23,7 +23,7 @@ def contest(sandbox_instance: Sandbox) -> dict[str, str]:
     """Team 龙城 (analyst) and team 运河 (analyst2), each with a submission on one track."""
     organizer = actor(sandbox_instance, "organizer")
     contests.create_contest(sandbox_instance, by=organizer, slug=CONTEST, title="健康医疗大赛")
-    add_track(sandbox_instance)
+    insert_track(sandbox_instance, CONTEST)
     ids: dict[str, str] = {}
     for who, name in (("analyst", "龙城"), ("analyst2", "运河")):
         person = actor(sandbox_instance, who)
@@ -49,28 +49,6 @@ def contest(sandbox_instance: Sandbox) -> dict[str, str]:
             ids[f"{who}_submission"] = row.id
         ids[who] = team_id
     return ids
-
-
-def add_track(sandbox: Sandbox, *, daily_quota: int = 5, total_quota: int = 100) -> str:
-    """A track row, inserted directly: how tracks are set up is not what is tested here."""
-    with sandbox.tx() as session:
-        contest_id = session.scalars(select(Contest.id).where(Contest.slug == CONTEST)).one()
-        track = Track(
-            contest_id=contest_id,
-            slug="readmission",
-            title="30天再入院预测",
-            dataset="health",
-            dataset_version="1",
-            task="binary",
-            target="visits.readmitted_30d",
-            metric="roc_auc",
-            split_key={},
-            daily_quota=daily_quota,
-            total_quota=total_quota,
-        )
-        session.add(track)
-        session.flush()
-        return track.id
 
 
 def error_of(answer: Any) -> dict[str, Any]:

@@ -14,8 +14,8 @@ from sandbox.access.users import create_user
 from sandbox.contest import contests, disputes, teams
 from sandbox.context import Sandbox
 from sandbox.errors import Conflict, Forbidden, InvalidRequest, NotFound
-from sandbox.models import AuditEntry, Contest, Submission, Track
-from tests.factories import actor
+from sandbox.models import AuditEntry, Submission
+from tests.factories import actor, insert_track
 
 CONTEST = "health-2026"
 OBJECTION = "我们的分数计算有误 the score looks wrong"
@@ -35,7 +35,7 @@ def contest(sandbox_instance: Sandbox) -> dict[str, Any]:
         )
     organizer = actor(sandbox_instance, "organizer")
     contests.create_contest(sandbox_instance, by=organizer, slug=CONTEST, title="健康医疗大赛")
-    track_id = add_track(sandbox_instance)
+    track_id = insert_track(sandbox_instance, CONTEST)
     for i in range(4):
         teams.register(
             sandbox_instance,
@@ -65,28 +65,6 @@ def contest(sandbox_instance: Sandbox) -> dict[str, Any]:
         "dragon_submission": submission(sandbox_instance, track_id, dragon["id"], "t0"),
         "canal_submission": submission(sandbox_instance, track_id, canal["id"], "t2"),
     }
-
-
-def add_track(sandbox: Sandbox, *, daily_quota: int = 5, total_quota: int = 100) -> str:
-    """A track row, inserted directly: how tracks are set up is not what is tested here."""
-    with sandbox.tx() as session:
-        contest_id = session.scalars(select(Contest.id).where(Contest.slug == CONTEST)).one()
-        track = Track(
-            contest_id=contest_id,
-            slug="readmission",
-            title="30天再入院预测",
-            dataset="health",
-            dataset_version="1",
-            task="binary",
-            target="visits.readmitted_30d",
-            metric="roc_auc",
-            split_key={},
-            daily_quota=daily_quota,
-            total_quota=total_quota,
-        )
-        session.add(track)
-        session.flush()
-        return track.id
 
 
 def submission(sandbox: Sandbox, track_id: str, team_id: str, who: str) -> str:

@@ -17,8 +17,8 @@ from sandbox.contest import contests, teams
 from sandbox.contest.submissions import counted
 from sandbox.context import Sandbox
 from sandbox.errors import Conflict, Forbidden, InvalidRequest, NotFound
-from sandbox.models import AuditEntry, Contest, Submission, Team, Track, utcnow
-from tests.factories import actor
+from sandbox.models import AuditEntry, Submission, Team, Track, utcnow
+from tests.factories import actor, insert_track
 
 CONTEST = "health-2026"
 DAILY, TOTAL = 3, 5
@@ -35,7 +35,7 @@ def contest(sandbox_instance: Sandbox) -> str:
             )
     organizer = actor(sandbox_instance, "organizer")
     contests.create_contest(sandbox_instance, by=organizer, slug=CONTEST, title="健康医疗大赛")
-    add_track(sandbox_instance, daily_quota=DAILY, total_quota=TOTAL)
+    insert_track(sandbox_instance, CONTEST, daily_quota=DAILY, total_quota=TOTAL)
     for i in range(9):
         teams.register(
             sandbox_instance,
@@ -48,28 +48,6 @@ def contest(sandbox_instance: Sandbox) -> str:
             sandbox_instance, by=organizer, contest=CONTEST, username=f"t{i}", approve=True
         )
     return CONTEST
-
-
-def add_track(sandbox: Sandbox, *, daily_quota: int = 5, total_quota: int = 100) -> str:
-    """A track row, inserted directly: how tracks are set up is not what is tested here."""
-    with sandbox.tx() as session:
-        contest_id = session.scalars(select(Contest.id).where(Contest.slug == CONTEST)).one()
-        track = Track(
-            contest_id=contest_id,
-            slug="readmission",
-            title="30天再入院预测",
-            dataset="health",
-            dataset_version="1",
-            task="binary",
-            target="visits.readmitted_30d",
-            metric="roc_auc",
-            split_key={},
-            daily_quota=daily_quota,
-            total_quota=total_quota,
-        )
-        session.add(track)
-        session.flush()
-        return track.id
 
 
 def team(sandbox: Sandbox, name: str, captain: str, *members: str) -> str:
