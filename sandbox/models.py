@@ -68,6 +68,24 @@ class User(Base):
     role: Mapped[str] = mapped_column(String(16))
     display_name: Mapped[str] = mapped_column(String(128), default="")
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    # Too many failed logins lock the account until then (sandbox.access.throttle).
+    locked_until: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class LoginAttempt(Base):
+    """One password login tried, by account name and client address, for the throttle."""
+
+    __tablename__ = "login_attempts"
+    __table_args__ = (
+        Index("ix_login_attempts_username_at", "username", "at"),
+        Index("ix_login_attempts_address_at", "address", "at"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    username: Mapped[str] = mapped_column(String(64))
+    address: Mapped[str] = mapped_column(String(64))
+    succeeded: Mapped[bool] = mapped_column(Boolean)
+    at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
 class ApiToken(Base):
@@ -78,6 +96,10 @@ class ApiToken(Base):
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     expires_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    label: Mapped[str] = mapped_column(String(64), default="", server_default="")
+    last_used_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    revoked_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    revoked_by: Mapped[str | None] = mapped_column(String(64), nullable=True)
 
     user: Mapped[User] = relationship()
 
@@ -92,6 +114,10 @@ class DatasetRecord(Base):
     row_counts: Mapped[dict[str, Any]] = mapped_column(default=dict)
     # How many distinct auditors must approve an output held for review (1 or 2).
     reviewers_required: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+    # ... and an output the sandbox could not verify (1 or 2; two unless the owner lowers it).
+    unverified_reviewers_required: Mapped[int] = mapped_column(
+        Integer, default=2, server_default="2"
+    )
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     # The published version jobs read (DatasetVersion.number), and whether it is still open.
     current: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
@@ -233,6 +259,10 @@ class Job(Base):
     error_message: Mapped[str | None] = mapped_column(Text, nullable=True)
     findings: Mapped[list[Any]] = mapped_column(default=list)
     runner: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    # The container runtime (runsc, runc; None for the development runner) and the
+    # runner image's digest the job ran under.
+    runtime: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    image_digest: Mapped[str | None] = mapped_column(String(80), nullable=True)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     submitted_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     started_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
@@ -512,6 +542,9 @@ class Submission(Base):
     shown_high: Mapped[float | None] = mapped_column(Float, nullable=True)
     improved: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
     certificate: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    # As on jobs: the runtime and runner image digest the scoring runs ran under.
+    runtime: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    image_digest: Mapped[str | None] = mapped_column(String(80), nullable=True)
     selected: Mapped[bool] = mapped_column(Boolean, default=False)
     # The private part, scored once at the close for selected submissions.
     final_status: Mapped[str | None] = mapped_column(String(16), nullable=True)
