@@ -26,10 +26,12 @@ from policies.output_checks import (
     CellKind,
     Contributions,
     DisclosureRules,
+    LargestShare,
     Sketch,
     SketchedRow,
     Suppression,
     dropped_row,
+    larger_share,
     rounded,
     row_suppression,
     tally,
@@ -90,6 +92,9 @@ class Released:
     sketches: list[SketchedRow] = field(default_factory=list)
     # why the output must wait for an auditor (empty: it may go out)
     holds: list[Finding] = field(default_factory=list)
+    # the largest person's share of a released magnitude cell (auditors only); None: no
+    # magnitude cell goes out, or its contributions are not known
+    largest: LargestShare | None = None
 
     @property
     def suppressed_rows(self) -> int:
@@ -354,6 +359,7 @@ def apply_threshold(
     kept: list[list[Any]] = []
     suppressions: list[Suppression] = []
     sketches: list[SketchedRow] = []
+    largest: LargestShare | None = None
     for row in rows:
         persons = row[plan.persons_index]
         persons = persons if isinstance(persons, int) else 0
@@ -374,8 +380,12 @@ def apply_threshold(
                 suppressions.append(
                     Suppression(name, keys, tuple(blanked[index]), len(kept), columns[index])
                 )
-            elif index in plan.counts:
-                out[index] = rounded(out[index], rules.round_base)
+            else:
+                largest = larger_share(
+                    largest, cells[index], table=name, keys=keys, column=columns[index]
+                )
+                if index in plan.counts:
+                    out[index] = rounded(out[index], rules.round_base)
         kept.append(out)
         if checks is not None:
             sketches.append(SketchedRow(name, keys, persons, checks[0], True))
@@ -390,7 +400,12 @@ def apply_threshold(
             )
         )
     return Released(
-        list(columns[: plan.visible]), kept, suppressions, sketches=sketches, holds=holds
+        list(columns[: plan.visible]),
+        kept,
+        suppressions,
+        sketches=sketches,
+        holds=holds,
+        largest=largest,
     )
 
 
@@ -545,6 +560,7 @@ def _check_declared(
     kept: list[list[Any]] = []
     sketches: list[SketchedRow] = []
     suppressions: list[Suppression] = []
+    largest: LargestShare | None = None
     for row in rows:
         count = row[threshold_at]
         keys = tuple((c, row[columns.index(c)]) for c in shape.keys)
@@ -566,14 +582,16 @@ def _check_declared(
                 suppressions.append(
                     Suppression(name, keys, tuple(blanked[index]), len(kept), column)
                 )
-            elif column == shape.count_column:
-                value = rounded(value, rules.round_base)
+            else:
+                largest = larger_share(largest, cells[index], table=name, keys=keys, column=column)
+                if column == shape.count_column:
+                    value = rounded(value, rules.round_base)
             out.append(value)
         kept.append(out)
         if sketch is not None:
             sketches.append(SketchedRow(name, keys, number, sketch, True))
     holds += _near_row_level(name, len(rows), sum(1 for s in suppressions if s.column is None))
-    return Released(visible, kept, suppressions, sketches=sketches, holds=holds)
+    return Released(visible, kept, suppressions, sketches=sketches, holds=holds, largest=largest)
 
 
 # A column of a declared table whose aggregates are not known: it may read anything.

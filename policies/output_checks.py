@@ -281,6 +281,49 @@ class Suppression:
         }
 
 
+@dataclass(frozen=True)
+class LargestShare:
+    """The largest single person's share of a released magnitude cell's total, and where.
+
+    For auditors only, beside what they already read (the row's keys, the column):
+    the share is rounded to a whole percent, never a contribution itself.
+    """
+
+    share: float
+    table: str
+    keys: tuple[tuple[str, Any], ...]
+    column: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "share": round(self.share, 2),
+            "table": self.table,
+            "keys": [[name, value] for name, value in self.keys],
+            "column": self.column,
+        }
+
+
+def cell_largest_share(cell: Cell) -> float | None:
+    """The largest person's share of the cell's total (None: no magnitude in the cell)."""
+    shares = [c.largest[0] / c.total for c in cell.contributions if c.largest and c.total > 0]
+    return min(1.0, max(shares)) if shares else None
+
+
+def larger_share(
+    found: LargestShare | None,
+    cell: Cell,
+    *,
+    table: str,
+    keys: tuple[tuple[str, Any], ...],
+    column: str,
+) -> LargestShare | None:
+    """``found``, or this cell's largest share where it is larger."""
+    share = cell_largest_share(cell)
+    if share is None or (found is not None and found.share >= share):
+        return found
+    return LargestShare(share, table, keys, column)
+
+
 def tally(suppressions: Iterable[Suppression]) -> dict[str, int]:
     """How many rows and cells each rule suppressed (a cell failing two counts in both)."""
     counts: dict[str, int] = {}

@@ -55,6 +55,26 @@ def user_may_read_audit(user: Person) -> bool:
     return user.role in (Role.AUDITOR, Role.ADMIN)
 
 
+def user_may_manage_token(user: Person, *, token_user_id: int) -> bool:
+    """See and revoke an API token: the person it was issued to, or an admin."""
+    return user.id == token_user_id or user_is_admin(user)
+
+
+def user_may_list_tokens_of_others(user: Person) -> bool:
+    """Everyone's API tokens (never the tokens themselves): admins."""
+    return user_is_admin(user)
+
+
+def user_may_unlock_accounts(user: Person) -> bool:
+    """End an account's lock after too many failed logins: admins."""
+    return user_is_admin(user)
+
+
+def user_may_set_password_of(user: Person, *, user_id: int) -> bool:
+    """Change a password: its own user, or an admin (who resets a forgotten one)."""
+    return user.id == user_id or user_is_admin(user)
+
+
 # --- data owners: their own datasets only ------------------------------------------------
 
 
@@ -63,9 +83,16 @@ def user_owns_dataset(user: Person, *, owner_id: int | None) -> bool:
 
 
 def user_may_govern_dataset(user: Person, *, owner_id: int | None) -> bool:
-    """Grant, revoke, decide access requests, change consent, reviewers, policy and
-    settings of a dataset: its owner, or an admin. Never another owner."""
+    """Grant, revoke, decide access requests, change consent, policy and settings of a
+    dataset: its owner, or an admin. Never another owner."""
     return user_owns_dataset(user, owner_id=owner_id) or user_is_admin(user)
+
+
+def user_may_set_review_quorum(user: Person, *, owner_id: int | None) -> bool:
+    """How many distinct auditors approve the dataset's held outputs (and those the sandbox
+    could not verify): its owner alone. Not an admin: lowering the second auditor for an
+    unverified output is the owner's call about their own data."""
+    return user_owns_dataset(user, owner_id=owner_id)
 
 
 def user_may_bring_datasets(user: Person) -> bool:

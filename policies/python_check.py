@@ -38,24 +38,52 @@ Rules (every finding is reported at once, each at "line L, column C"):
     ``__init__`` inside it (``super().__init__()``); ``__future__``;
 ``python.private_access``
     a private (``_``-prefixed) module or attribute of an imported module
-    (``collections._sys``, ``sandbox_job._outputs``).
+    (``collections._sys``, ``sandbox_job._outputs``);
+``python.file_read``
+    a reader of files or URLs (``pd.read_csv``, ``np.load``/``fromfile``/
+    ``loadtxt``/``genfromtxt``, ``scipy.io``, ``sklearn.datasets.fetch_*``,
+    ``sm.datasets.get_rdataset``, ...): a job's data is its view, read with
+    ``sandbox_job.table()``;
+``python.runtime_value``
+    a value whose safety depends on what it is, not known to this check: a
+    formula or a ``query``/``eval`` expression that is not a string literal
+    (nor a name bound once to one), ``**kwargs`` into a call that is not the
+    job's own function unless the dict is a literal with string keys (or a
+    name bound once to one and only ever unpacked), ``engine=``/``parser=``/
+    ``eval_env=`` that are not literals, ``query``/``eval`` given namespaces
+    (``local_dict``, ``resolvers``, ``level``, ...), a format string that is
+    not a literal (its fields name attributes), a formula function or
+    ``query``/``eval``/``format`` passed around uncalled or reached by name
+    (``getattr(pd, "eval")``, ``df.apply("query", ...)``), and anything but a
+    literal name or a function handed to ``agg``/``aggregate`` (pandas looks
+    names up as attributes); a mixed model's ``re_formula``/``vc_formula``
+    count as formulas, by keyword or by position;
+``python.evaluated_denied``
+    a formula or an expression literal that leaves its language
+    (policies/python_evaluated.py): formulas call only patsy's transforms and
+    NumPy's elementwise functions; expressions use columns, literals,
+    comparisons, arithmetic, ``@name`` as it is and pandas' math functions.
 
-Strings that libraries evaluate as code are checked as code when they are
-literals: ``DataFrame.query``/``eval`` expressions, statsmodels formulas
-(a string with ``~``, or a ``*formula`` keyword) and string annotations
-(``typing.get_type_hints``, ``functools.singledispatch`` evaluate them).
+A name "bound once to a literal" is bound in exactly one place in the whole
+job (assignments, parameters, loops, imports, ``global`` ... all count), by a
+plain ``name = "literal"``: nothing the check cannot see can change it.
+Literals are checked as code as well (denied builtins, dunders, denied
+attributes), and so are strings with ``~`` handed to any call and string
+annotations (``typing.get_type_hints``, ``functools.singledispatch``
+evaluate them).
 
 Judgement calls:
 
 - An allowed package's submodules are allowed unless listed:
   ``numpy.ctypeslib`` (loads native libraries), ``numpy.f2py`` (compiles and
-  runs a compiler), ``pandas.io.clipboard(s)`` (runs xclip/xsel). Left
-  allowed: ``pandas.io.sql`` (needs a connection from a module that is not
-  allowed) and ``numpy.testing``.
-- pandas/NumPy file I/O (``pd.read_csv('/etc/passwd')``) is allowed: it is
-  how analysts read files they make in /tmp, the root file system is the
-  image's own and read-only, and the view is the only data mounted. The
-  builtin ``open`` is refused all the same: a job has no use for it.
+  runs a compiler), ``pandas.io`` (below). Left allowed: ``numpy.testing``.
+- Readers of files and URLs are refused (``pd.read_csv('/etc/passwd')``),
+  and with them ``pandas.io``, ``scipy.io``, ``scipy.datasets``,
+  ``statsmodels.iolib`` and ``numpy.lib.npyio``: the view is a job's only
+  data. Writers (``np.save('/tmp/a.npy')``, ``df.to_csv``) stay allowed:
+  only declared outputs leave the runner, and nothing can read them back.
+- A module assigned to a name (``x = np``) is judged as that module in every
+  use of the name (``x.load`` is ``np.load``).
 - ``memoryview`` is refused: no analysis needs it, and it is a usual
   ingredient of interpreter memory-corruption exploits.
 - ``csv``, ``json`` and ``hashlib`` are allowed for in-memory use; ``uuid``
@@ -63,26 +91,41 @@ Judgement calls:
 - Escape module names reached as attributes are only checked on imported
   modules: a column called ``sys`` (systolic pressure) or ``os`` (overall
   survival) must stay usable as ``df.sys``. ``io``, ``select`` and
-  ``signal`` are not checked as attributes at all: ``pd.io``, ``np.select``
-  and ``scipy.signal`` are public APIs.
+  ``signal`` are not checked as attributes at all: ``np.select`` and
+  ``scipy.signal`` are public APIs (``pd.io`` is refused as ``pandas.io``).
 
-Known limits: what is built at run time (a formula or query from an
-f-string, an attribute name assembled from pieces and passed to something
-other than ``getattr``, ``str.format`` fields) cannot be seen here; that is
-what the container is for.
+``patsy``, ``formulaic``, ``numexpr``, ``pandas.core.computation`` and
+``statsmodels.formula.formulatools`` are denied (``python.import_denied``),
+also as attributes of modules that import them: they evaluate strings
+handed to them directly.
+
+``apply``/``transform`` also take data (scikit-learn's ``transform(X)``,
+``apply(X)``), so there only a value that may be a string built at run time
+is refused (one holding a string literal, chr(), a string method ..., or a
+name assigned or looped over one; indexing data by column names is data).
+
+Known limits: a string handed in through a function's parameter
+(``def f(n): df.apply(n)``) is not followed to its callers. A
+method of an object (``self.fit(**kw)``) is not known to be the job's own, so
+``**`` into it is refused. A module reached other than by import or plain
+assignment (``(np,)[0].load``) is not recognised. The container stays the
+boundary.
 """
 
 from __future__ import annotations
 
 import ast
+import builtins
 import io
 import re
+import string
 import tokenize
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from policies.decision import Decision, Finding, Phrase
+from policies.python_evaluated import Names, expression_problems, formula_problems
 
 MAX_PYTHON_CHARS = 100_000
 
@@ -169,6 +212,12 @@ FILE_MODULES = frozenset(
         "zipfile",
         "tarfile",
         "linecache",
+        # The libraries' own readers and downloaders of paths and URLs.
+        "pandas.io",
+        "numpy.lib.npyio",
+        "scipy.io",
+        "scipy.datasets",
+        "statsmodels.iolib",
     }
 )
 # The network, and programs that talk to the desktop (the clipboard, a browser).
@@ -224,6 +273,13 @@ CODE_RUNNING_SERIALISATION_MODULES = frozenset(
 # Engines with their own file and network access: the runner's SQL engine
 # (analysts use pandas, or submit a SQL job) and PyArrow's file systems.
 ENGINE_MODULES = frozenset({"duckdb", "sqlite3", "pyarrow.fs"})
+# What statsmodels and pandas evaluate formulas and expressions with, reachable as
+# attributes of their modules (a mixed model's module imports patsy): called
+# directly, they take strings this check never sees. The public front doors
+# (statsmodels.formula.api, DataFrame.query/eval) are checked instead.
+EVALUATING_MODULES = frozenset(
+    {"patsy", "formulaic", "numexpr", "pandas.core.computation", "statsmodels.formula.formulatools"}
+)
 
 _DENIAL_REASONS = {
     PROCESS_MODULES: Phrase(
@@ -252,6 +308,7 @@ _DENIAL_REASONS = {
         "it has its own file and network access; use pandas on "
         "sandbox_job.table(), or submit a SQL job",
     ),
+    EVALUATING_MODULES: Phrase("python.reason.evaluates_strings", "it evaluates strings as code"),
 }
 DENIED_MODULES = frozenset().union(*_DENIAL_REASONS)
 # Escape modules that allowed modules re-export (warnings.sys,
@@ -313,9 +370,93 @@ DENIED_ATTRIBUTES = {
     "webdoc": Phrase("python.reason.browser", "it starts a web browser"),
 }
 # The same, by dotted path where the name alone is too common.
-DENIED_PATHS = {"statsmodels.api.load": _UNPICKLING}
+DENIED_PATHS = {
+    "statsmodels.api.load": _UNPICKLING,
+    "string.Formatter": Phrase(
+        "python.reason.formatter", "it reads the attributes a format string names at run time"
+    ),
+}
 # Keywords that make a loader unpickle.
 DENIED_TRUE_KEYWORDS = {"allow_pickle": _UNPICKLING}
+
+# Readers of files and URLs, by attribute name on any object: a job's data is its
+# view, read with sandbox_job.table(); it has no other files to read.
+FILE_READERS = frozenset(
+    {
+        *(
+            f"read_{kind}"
+            for kind in (
+                "csv table fwf excel json html xml parquet feather orc sas spss stata hdf "
+                "sql sql_query sql_table gbq"
+            ).split()
+        ),
+        "HDFStore",
+        "ExcelFile",
+        "fromfile",
+        "loadtxt",
+        "genfromtxt",
+        "fromregex",
+        "recfromcsv",
+        "recfromtxt",
+        "memmap",
+        "open_memmap",
+        "DataSource",
+        "load_npz",
+        "loadmat",
+        "loadarff",
+        "mmread",
+        "readsav",
+        "netcdf_file",
+        "FortranFile",
+        "hb_read",
+        "load_svmlight_file",
+        "load_svmlight_files",
+        "load_files",
+        "get_rdataset",
+        "webuse",
+        "genfromdta",
+    }
+)
+# The same by dotted path, where the name alone is too common (load).
+FILE_READER_PATHS = frozenset({"numpy.load"})
+# Within these packages any read_* and fetch_* reads or downloads (sklearn.datasets.fetch_openml).
+FILE_READER_PACKAGES = frozenset({"pandas", "numpy", "scipy", "statsmodels", "sklearn"})
+FILE_READER_PREFIXES = ("read_", "fetch_")
+SUGGEST_VIEW = "Read your tables with sandbox_job.table('visits'); sandbox_job.tables() lists them."
+
+# Calls whose arguments are evaluated as code or choose how: these must be known
+# (literals, or names bound once to literals), or the call is refused.
+FORMULA_API_PREFIXES = ("statsmodels.formula.api.", "statsmodels.api.formula.")
+FORMULA_CONSTRUCTOR = "from_formula"
+# The keywords a query()/eval() may take, each a literal; local_dict, global_dict,
+# resolvers, level and target hand the expression values or frames this check cannot see.
+EXPRESSION_KEYWORDS = frozenset({"engine", "parser", "inplace"})
+# Keywords that choose an engine or a namespace for evaluation, on any call.
+LITERAL_KEYWORDS = frozenset({"engine", "parser", "eval_env"})
+FORMAT_METHODS = frozenset({"format", "format_map"})
+# pandas methods that take a function or a method's name, looked up with getattr
+# (df.agg("mean"), df.apply("query", expr=...)): literal names are checked as
+# attributes. agg/aggregate take nothing else unknown (a function is a lambda, the
+# job's own def, a library's np.mean or a builtin); apply/transform may, because
+# scikit-learn's transform(X) and apply(X) take data under the same names.
+NAMED_METHOD_CALLERS = frozenset({"agg", "aggregate", "apply", "transform"})
+STRICT_METHOD_CALLERS = frozenset({"agg", "aggregate"})
+# What builds a string at run time, for telling names from data in apply/transform.
+STRING_MAKERS = frozenset({"chr", "str", "bytes", "bytearray", "format", "repr", "ascii"})
+STRING_METHODS = frozenset(
+    {"decode", "join", "format", "format_map", "replace", "lower", "upper", "strip", "lstrip"}
+    | {"rstrip", "removeprefix", "removesuffix", "casefold", "swapcase", "title", "fromhex"}
+)
+NAMED_AGGREGATION = "pandas.NamedAgg"
+CALLABLE_BUILTINS = (
+    frozenset(
+        name
+        for name in dir(builtins)
+        if not name.startswith("_") and callable(getattr(builtins, name))
+    )
+    - DENIED_BUILTINS
+    - GETATTR_BUILTINS
+)
 
 # -- dunders and interpreter internals ------------------------------------------
 
@@ -359,6 +500,15 @@ SUGGEST_ALLOWED = (
     "statsmodels or scikit-learn (sklearn)."
 )
 SUGGEST_PUBLIC_API = "Use the library's public API instead."
+SUGGEST_FORMULA = (
+    "Use column names, ~ + - * / : ** and brackets, C(), I() with arithmetic, Q(), center(), "
+    "standardize(), scale(), bs(), cr(), cc(), te() and numpy functions such as np.log(); "
+    "compute anything else as a column first."
+)
+SUGGEST_EXPRESSION = (
+    "Use column names, comparisons, arithmetic, literals, @name and functions such as log(); "
+    "compute anything else before the expression."
+)
 
 
 def check_python(code: str) -> Decision:
@@ -438,6 +588,14 @@ class _Scope:
 
 
 @dataclass(frozen=True)
+class _Literal:
+    """A string the check knows: its text, and the literal it was written as."""
+
+    text: str
+    node: ast.AST
+
+
+@dataclass(frozen=True)
 class _Issue:
     rule: str
     message: str
@@ -449,9 +607,27 @@ class _Checker:
         self.lines = code.splitlines()
         self.tree = tree
         self.found: list[tuple[int, int, Finding]] = []
-        self.modules = _imported_modules(tree)
+        imports = _imported_modules(tree)
+        self.modules = _with_aliases(tree, imports)
+        # Every binding of every name, and the value of each plain assignment, so that
+        # a name bound once to a literal counts as that literal.
+        self.bindings = _bindings(tree)
+        self.assigned = _assigned_values(tree)
+        self.loads: dict[str, list[ast.Name]] = {}
+        for name in ast.walk(tree):
+            if isinstance(name, ast.Name) and isinstance(name.ctx, ast.Load):
+                self.loads.setdefault(name.id, []).append(name)
+        self.keyword_values = {id(k.value) for k in ast.walk(tree) if isinstance(k, ast.keyword)}
+        self.loop_sources = _loop_sources(tree)
+        self.string_names: dict[str, bool] = {}
+        self.names = Names(
+            imports={n: p for n, p in imports.items() if len(self.bindings.get(n, ())) == 1},
+            bound=frozenset(self.bindings),
+        )
         # Nodes already judged by their parent (a called getattr, a docstring).
         self.handled: set[int] = set()
+        # Functions that are called where they appear (the func of a Call).
+        self.called: set[int] = set()
 
     def run(self) -> list[Finding]:
         for node, scope in _walk(self.tree):
@@ -610,6 +786,12 @@ class _Checker:
             self.add_at(_computed_name_issue(name, passed=True), node)
         elif self.modules.get(name) in ATTRGETTER_PATHS:
             self.add_at(_computed_name_issue(name, passed=True), node)
+        elif (
+            _is_formula_path(self.modules.get(name))
+            and isinstance(node.ctx, ast.Load)
+            and id(node) not in self.called
+        ):
+            self.add_at(_passed_evaluator_issue(name), node)
         elif is_dunder(name) and name not in ALLOWED_DUNDERS:
             if not (isinstance(node.ctx, ast.Store) and scope.class_body):
                 self.add_at(_dunder_issue(name), node)
@@ -623,9 +805,17 @@ class _Checker:
         path = f"{root_path}.{node.attr}" if root_path else None
         if path in ATTRGETTER_PATHS and id(node) not in self.handled:
             self.add_at_attribute(_computed_name_issue(path, passed=True), node)
+        if id(node) not in self.called and (
+            node.attr in EXPRESSION_METHODS
+            or node.attr == FORMULA_CONSTRUCTOR
+            or _is_formula_path(path)
+            or (node.attr in FORMAT_METHODS and self.known_string(node.value) is None)
+        ):
+            self.add_at_attribute(_passed_evaluator_issue(node.attr), node)
 
     def visit_call(self, node: ast.Call, scope: _Scope) -> None:
         func = node.func
+        self.called.add(id(func))
         if isinstance(func, ast.Name) and func.id in GETATTR_BUILTINS:
             self.handled.add(id(func))
             self.check_getattr(func.id, node)
@@ -633,51 +823,385 @@ class _Checker:
         if path in ATTRGETTER_PATHS:
             self.handled.add(id(func))
             self.check_attrgetter(path, node)
-        if isinstance(func, ast.Attribute) and func.attr in EXPRESSION_METHODS:
-            self.check_expression_argument(func.attr, node)
+        if (isinstance(func, ast.Attribute) and func.attr in EXPRESSION_METHODS) or (
+            path is not None and path.rpartition(".")[2] in EXPRESSION_METHODS
+        ):
+            self.check_expression_call(path or "", node)
+        if _is_formula_path(path) or (
+            isinstance(func, ast.Attribute) and func.attr == FORMULA_CONSTRUCTOR
+        ):
+            self.check_formula_call(node)
+        if isinstance(func, ast.Attribute) and func.attr in FORMAT_METHODS:
+            self.check_format_call(func, node)
+        if isinstance(func, ast.Attribute) and func.attr in NAMED_METHOD_CALLERS:
+            self.check_method_names(func.attr, node)
         for argument in node.args:
             if _formula_text(argument) is not None:
                 self.check_evaluated(argument, THE_FORMULA)
         for keyword in node.keywords:
-            self.check_keyword(keyword)
+            if keyword.arg is None:
+                self.check_unpacked(node, keyword)
+        for name, value in self.keywords_of(node):
+            self.check_keyword(name, value)
 
-    def check_expression_argument(self, method: str, node: ast.Call) -> None:
-        """The expression a DataFrame.query/eval-like method evaluates."""
-        expression = node.args[0] if node.args else _keyword(node, "expr")
-        if expression is not None:
-            the_expression = Phrase(
-                "python.evaluated.expression", "the %(method)s() expression", method=method
+    # -- values the check must know ---------------------------------------------------
+
+    def bound_value(self, node: ast.AST) -> ast.expr | None:
+        """The value a name is bound to, when its one binding is a plain assignment."""
+        if not isinstance(node, ast.Name):
+            return None
+        bindings = self.bindings.get(node.id, [])
+        if len(bindings) != 1:
+            return None
+        return self.assigned.get(id(bindings[0]))
+
+    def known_string(self, node: ast.AST) -> _Literal | None:
+        """The string literal that ``node`` is, or a name bound once to; None if unknown."""
+        candidates: list[ast.AST | None] = [node, self.bound_value(node)]
+        for candidate in candidates:
+            if candidate is not None and (text := _str_value(candidate)) is not None:
+                return _Literal(text, candidate)
+        return None
+
+    def known_dict(self, node: ast.AST) -> ast.Dict | None:
+        """A dict literal with string keys, or a name bound once to one and used only as a
+        keyword's value (so nothing can change it); None otherwise."""
+        found = node if isinstance(node, ast.Dict) else self.bound_value(node)
+        if not isinstance(found, ast.Dict):
+            return None
+        if isinstance(node, ast.Name) and any(
+            id(use) not in self.keyword_values for use in self.loads.get(node.id, [])
+        ):
+            return None
+        if not all(key is not None and _is_str(key) for key in found.keys):
+            return None
+        return found
+
+    def keywords_of(self, node: ast.Call) -> list[tuple[str, ast.expr]]:
+        """Every keyword a call is given: written out, or in a known ``**`` dict."""
+        keywords: list[tuple[str, ast.expr]] = []
+        for keyword in node.keywords:
+            if keyword.arg is not None:
+                keywords.append((keyword.arg, keyword.value))
+                continue
+            unpacked = self.known_dict(keyword.value)
+            if unpacked is not None:
+                for key, value in zip(unpacked.keys, unpacked.values, strict=True):
+                    if key is not None and (text := _str_value(key)) is not None:
+                        keywords.append((text, value))
+        return keywords
+
+    def is_job_function(self, func: ast.AST) -> bool:
+        """A function the job defines once itself: what it does with ** is checked in it."""
+        if not isinstance(func, ast.Name):
+            return False
+        bindings = self.bindings.get(func.id, [])
+        return len(bindings) == 1 and isinstance(
+            bindings[0], ast.FunctionDef | ast.AsyncFunctionDef
+        )
+
+    def check_unpacked(self, node: ast.Call, keyword: ast.keyword) -> None:
+        if self.known_dict(keyword.value) is not None or self.is_job_function(node.func):
+            return
+        func = node.func
+        name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "(…)")
+        self.add_at(
+            _runtime_issue(
+                Phrase(
+                    "python.runtime_value.kwargs",
+                    "The keywords handed to %(name)s() with ** cannot be checked: this check "
+                    "sees neither their names nor their values.",
+                    name=name,
+                ),
+                "Write the keywords out, f(sep=';'), or unpack a dict literal with string "
+                "keys, f(**{'sep': ';'}).",
+            ),
+            keyword.value,
+        )
+
+    def check_formula_call(self, node: ast.Call) -> None:
+        """A statsmodels formula function: its first argument (or formula=) is a formula, and
+        a mixed model's third and fourth (re_formula, vc_formula) too."""
+        func = node.func
+        names = {_dotted_name(func), _dotted_name(getattr(func, "value", func))}
+        mixed = any(n.rpartition(".")[2] in ("mixedlm", "MixedLM") for n in names if n)
+        for position, argument in enumerate(node.args):
+            if isinstance(argument, ast.Starred):
+                if position == 0 or mixed:
+                    self.check_formula_value(argument, allow_dict=False)
+                break
+            if position == 0 or (mixed and position in (2, 3)):
+                self.check_formula_value(argument, allow_dict=position == 3)
+
+    def check_formula_value(self, value: ast.expr, *, allow_dict: bool) -> None:
+        if isinstance(value, ast.Constant) and value.value is None:
+            return
+        if allow_dict and (found := self.known_dict(value)) is not None:
+            for item in found.values:
+                self.check_formula_value(item, allow_dict=False)
+            return
+        literal = self.known_string(value)
+        if literal is None:
+            self.add_at(
+                _runtime_issue(
+                    Phrase(
+                        "python.runtime_value.formula",
+                        "The formula is not a string literal, so this check cannot read "
+                        "what patsy will run.",
+                    ),
+                    'Write the formula as a string literal: smf.ols("y ~ x", data=df).',
+                ),
+                value,
             )
-            self.check_evaluated(expression, the_expression)
+            return
+        for problem in formula_problems(literal.text, self.names):
+            self.add_at(_evaluated_issue(THE_FORMULA, problem, SUGGEST_FORMULA), literal.node)
+        self.check_evaluated(literal.node, THE_FORMULA)
 
-    def check_keyword(self, keyword: ast.keyword) -> None:
-        if keyword.arg and keyword.arg.endswith("formula"):
-            for part in ast.walk(keyword.value):
-                if _is_str(part) or isinstance(part, ast.JoinedStr):
-                    self.check_evaluated(part, THE_FORMULA)
-        elif keyword.arg and _formula_text(keyword.value) is not None:
-            self.check_evaluated(keyword.value, THE_FORMULA)
-        if keyword.arg in DENIED_TRUE_KEYWORDS and not _is_false(keyword.value):
+    def check_expression_call(self, path: str, node: ast.Call) -> None:
+        """A DataFrame.query/eval or pandas.eval: its expression and its keywords."""
+        func = node.func
+        method = func.attr if isinstance(func, ast.Attribute) else path.rpartition(".")[2]
+        keywords = self.keywords_of(node)
+        expression = node.args[0] if node.args else dict(keywords).get("expr")
+        the_expression = Phrase(
+            "python.evaluated.expression", "the %(method)s() expression", method=method
+        )
+        literal = self.known_string(expression) if expression is not None else None
+        if expression is not None and literal is None:
+            self.add_at(
+                _runtime_issue(
+                    Phrase(
+                        "python.runtime_value.expression",
+                        "The %(method)s() expression is not a string literal, so this check "
+                        "cannot read what pandas will run.",
+                        method=method,
+                    ),
+                    f'Write the expression as a string literal: df.{method}("age > 60"), with '
+                    "@name for a value computed before.",
+                ),
+                expression,
+            )
+        elif literal is not None:
+            for problem in expression_problems(literal.text):
+                self.add_at(
+                    _evaluated_issue(the_expression, problem, SUGGEST_EXPRESSION), literal.node
+                )
+            self.check_evaluated(literal.node, the_expression)
+        for name, value in keywords:
+            if name != "expr" and name not in EXPRESSION_KEYWORDS:
+                self.add_at(
+                    _runtime_issue(
+                        Phrase(
+                            "python.runtime_value.expression_keyword",
+                            "%(method)s() may not be given %(keyword)s=: it hands the "
+                            "expression values or frames this check cannot see.",
+                            method=method,
+                            keyword=name,
+                        ),
+                        "Refer to values with @name in the expression, and call it on the "
+                        "DataFrame itself.",
+                    ),
+                    value,
+                )
+
+    def check_format_call(self, func: ast.Attribute, node: ast.Call) -> None:
+        """str.format reads the attributes its fields name ('{0.__class__}')."""
+        receiver = func.value
+        is_str_type = isinstance(receiver, ast.Name) and receiver.id == "str"
+        template = node.args[0] if is_str_type and node.args else receiver
+        literal = self.known_string(template)
+        if literal is None:
+            self.add_at_attribute(
+                _runtime_issue(
+                    Phrase(
+                        "python.runtime_value.format",
+                        "The format string is not a literal: its fields could name any attribute.",
+                    ),
+                    "Write the format string as a literal, or use an f-string.",
+                ),
+                func,
+            )
+            return
+        try:
+            fields = [
+                part
+                for _, field, spec, _ in string.Formatter().parse(literal.text)
+                for part in (field or "", spec or "")
+            ]
+        except ValueError:
+            return  # str.format fails the same way
+        for field in fields:
+            for attr in re.findall(r"\.([A-Za-z_]\w*)", field):
+                for issue in _attribute_issues(attr, None, strings_checked=True):
+                    self.add_at(issue, literal.node)
+                if attr.startswith("_") and not is_dunder(attr):
+                    self.add_at(_private_issue(attr, None), literal.node)
+
+    def check_method_names(self, method: str, node: ast.Call) -> None:
+        """The functions handed to agg/apply/transform: its first argument (or func=),
+        and the function of each named aggregation (n=("cost", "size"))."""
+        keywords = self.keywords_of(node)
+        specs = node.args[:1] or [v for k, v in keywords if k == "func"]
+        if method in ("agg", "aggregate"):
+            specs += [
+                v.elts[1]
+                for k, v in keywords
+                if k != "args" and isinstance(v, ast.Tuple) and len(v.elts) == 2
+            ]
+            specs += [v for _, v in keywords if self.is_named_aggregation(v)]
+        stack = list(specs)
+        while stack:
+            spec = stack.pop()
+            known = self.known_string(spec)
+            if known is not None:
+                self.check_method_name(known)
+            elif isinstance(spec, ast.List | ast.Tuple | ast.Set):
+                stack += spec.elts
+            elif isinstance(spec, ast.Dict):
+                stack += spec.values
+            elif self.is_named_aggregation(spec):
+                assert isinstance(spec, ast.Call)
+                stack += spec.args[1:2] + [k.value for k in spec.keywords if k.arg == "aggfunc"]
+            elif not self.is_function(spec) and (
+                method in STRICT_METHOD_CALLERS or self.may_be_string(spec)
+            ):
+                self.add_at(
+                    _runtime_issue(
+                        Phrase(
+                            "python.runtime_value.method_name",
+                            "What %(method)s() is given to call is not known to this check: "
+                            "pandas looks a name up as an attribute.",
+                            method=method,
+                        ),
+                        'Write the names as literals (df.agg(["mean", "std"])), or pass '
+                        "a function: a lambda, your own def, or np.mean.",
+                    ),
+                    spec,
+                )
+
+    def check_method_name(self, known: _Literal) -> None:
+        for issue in _attribute_issues(known.text, None, strings_checked=True):
+            self.add_at(issue, known.node)
+        if known.text.startswith("_") and not is_dunder(known.text):
+            self.add_at(_private_issue(known.text, None), known.node)
+        if _evaluates(known.text, None):
+            self.add_at(_passed_evaluator_issue(known.text), known.node)
+
+    def may_be_string(self, node: ast.AST, depth: int = 0) -> bool:
+        """Whether a value handed to apply/transform may be a string built at run time
+        (an attribute name for pandas), not data (X for scikit-learn): a string literal or
+        an f-string, what chr()/str()/format() or a string method returns, an operation,
+        index or element of such a value, or a name assigned (or looped over) one.
+        Indexing data by column names (X[["age"]]) is data."""
+        if depth > 8:
+            return True  # too long a chain to follow: fail closed
+        deeper = depth + 1
+        if isinstance(node, ast.Constant):
+            return isinstance(node.value, str | bytes)
+        if isinstance(node, ast.JoinedStr):
+            return True
+        if isinstance(node, ast.Call):
+            return self.call_may_be_string(node, deeper)
+        if isinstance(node, ast.Name):
+            return isinstance(node.ctx, ast.Load) and self.name_may_be_string(node.id)
+        if isinstance(node, ast.Lambda):
+            return False
+        if isinstance(node, ast.Subscript | ast.Attribute | ast.Starred | ast.NamedExpr):
+            return self.may_be_string(node.value, deeper)
+        children = [
+            c for c in ast.iter_child_nodes(node) if isinstance(c, ast.expr | ast.comprehension)
+        ]
+        return any(self.may_be_string(c, deeper) for c in children)
+
+    def name_may_be_string(self, name: str) -> bool:
+        """Whether any value a name is assigned or looped over may be a string; each name
+        is judged once (X = X.fillna(0) adds nothing to what X was)."""
+        if name not in self.string_names:
+            self.string_names[name] = False  # while it is judged: a cycle adds nothing
+            try:
+                self.string_names[name] = any(
+                    self.may_be_string(value)
+                    for binding in self.bindings.get(name, [])
+                    if (value := self.assigned.get(id(binding), self.loop_sources.get(id(binding))))
+                    is not None
+                )
+            except RecursionError:
+                self.string_names[name] = True  # a chain too long to follow: fail closed
+        return self.string_names[name]
+
+    def call_may_be_string(self, node: ast.Call, depth: int) -> bool:
+        func = node.func
+        if isinstance(func, ast.Name):
+            makes = func.id in STRING_MAKERS and func.id not in self.bindings
+            return makes or any(self.may_be_string(a, depth) for a in node.args)
+        if isinstance(func, ast.Attribute):
+            return func.attr in STRING_METHODS or self.may_be_string(func.value, depth)
+        return True
+
+    def is_named_aggregation(self, node: ast.AST) -> bool:
+        return isinstance(node, ast.Call) and (
+            _module_path(node.func, self.modules) == NAMED_AGGREGATION
+        )
+
+    def is_function(self, node: ast.AST) -> bool:
+        """A lambda, a function the job defines once, a library's function (np.mean) or a
+        builtin one (len, str.upper) the job does not rebind."""
+        if isinstance(node, ast.Lambda) or self.is_job_function(node):
+            return True
+        root = node
+        while isinstance(root, ast.Attribute):
+            root = root.value
+        if (
+            isinstance(root, ast.Name)
+            and root.id in CALLABLE_BUILTINS
+            and root.id not in self.bindings
+        ):
+            return True
+        path = _module_path(node, self.modules) if isinstance(node, ast.expr) else None
+        return path is not None and path.rpartition(".")[2] not in FORMAT_METHODS
+
+    def check_keyword(self, name: str, value: ast.expr) -> None:
+        if name.endswith("formula"):
+            self.check_formula_value(value, allow_dict=True)
+        elif _formula_text(value) is not None:
+            self.check_evaluated(value, THE_FORMULA)
+        if name in LITERAL_KEYWORDS and not isinstance(value, ast.Constant):
+            self.add_at(
+                _runtime_issue(
+                    Phrase(
+                        "python.runtime_value.keyword",
+                        "%(keyword)s= must be a literal: it chooses how code is evaluated.",
+                        keyword=name,
+                    ),
+                    f"Write the value out: {name}=... with a literal.",
+                ),
+                value,
+            )
+        if name in DENIED_TRUE_KEYWORDS and not _is_false(value):
             self.add_at(
                 _Issue(
                     "python.call_denied",
                     Phrase(
                         "python.call_denied.keyword",
                         "%(keyword)s= may not be set: %(reason)s.",
-                        keyword=keyword.arg,
-                        reason=DENIED_TRUE_KEYWORDS[keyword.arg],
+                        keyword=name,
+                        reason=DENIED_TRUE_KEYWORDS[name],
                     ),
                     "Save and load arrays and tables as .npy/.csv/.parquet "
                     "without pickled objects.",
                 ),
-                keyword.value,
+                value,
             )
 
     def check_getattr(self, name: str, node: ast.Call) -> None:
         args = node.args
-        attr = (
-            _str_value(args[1]) if len(args) >= 2 and not isinstance(args[0], ast.Starred) else None
+        literal = (
+            self.known_string(args[1])
+            if len(args) >= 2 and not isinstance(args[0], ast.Starred)
+            else None
         )
+        attr = literal.text if literal is not None else None
         if attr is None:
             self.add_at(_computed_name_issue(name, passed=False), node)
             return
@@ -686,6 +1210,8 @@ class _Checker:
             self.add_at(issue, args[1])
         if attr.startswith("_") and not is_dunder(attr) and root_path is None:
             self.add_at(_private_issue(attr, None), args[1])
+        if _evaluates(attr, f"{root_path}.{attr}" if root_path else None):
+            self.add_at(_passed_evaluator_issue(attr), args[1])
 
     def check_attrgetter(self, path: str, node: ast.Call) -> None:
         name = path.rpartition(".")[2]
@@ -694,7 +1220,8 @@ class _Checker:
             self.add_at(_computed_name_issue(name, passed=False), node)
             return
         for argument in names:
-            text = _str_value(argument)
+            known = self.known_string(argument)
+            text = known.text if known is not None else None
             if text is None:
                 self.add_at(_computed_name_issue(name, passed=False), argument)
                 continue
@@ -703,6 +1230,8 @@ class _Checker:
                     self.add_at(issue, argument)
                 if attr.startswith("_") and not is_dunder(attr):
                     self.add_at(_private_issue(attr, None), argument)
+                if _evaluates(attr, None):
+                    self.add_at(_passed_evaluator_issue(attr), argument)
 
     def check_string(self, text: str, node: ast.AST) -> None:
         for match in DUNDER.finditer(text):
@@ -809,6 +1338,111 @@ def _imported_modules(tree: ast.AST) -> dict[str, str]:
     return modules
 
 
+def _with_aliases(tree: ast.AST, modules: dict[str, str]) -> dict[str, str]:
+    """The import-bound names, and names assigned a module's path (``x = np``), so that
+    ``x.load`` is judged as ``np.load``. A name assigned elsewhere too keeps the path:
+    judged as the module in every use, which refuses more, never less."""
+    aliased = dict(modules)
+    for _ in range(3):  # aliases of aliases, a few levels deep
+        changed = False
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Assign | ast.AnnAssign | ast.NamedExpr) and node.value:
+                targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+                path = _module_path(node.value, aliased)
+                for target in targets:
+                    if path and isinstance(target, ast.Name) and target.id not in aliased:
+                        aliased[target.id] = path
+                        changed = True
+        if not changed:
+            break
+    return aliased
+
+
+def _bindings(tree: ast.AST) -> dict[str, list[ast.AST]]:
+    """Every place each name is bound: assigned, deleted, imported, defined, a parameter,
+    caught, matched or declared global/nonlocal."""
+    bound: dict[str, list[ast.AST]] = {}
+    for node in ast.walk(tree):
+        names: list[str | None] = []
+        if isinstance(node, ast.Name) and not isinstance(node.ctx, ast.Load):
+            names = [node.id]
+        elif isinstance(node, ast.arg):
+            names = [node.arg]
+        elif isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            names = [node.name]
+        elif isinstance(node, ast.alias):
+            names = [node.asname or node.name.partition(".")[0]]
+        elif isinstance(node, ast.ExceptHandler | ast.MatchAs | ast.MatchStar):
+            names = [node.name]
+        elif isinstance(node, ast.MatchMapping):
+            names = [node.rest]
+        elif isinstance(node, ast.Global | ast.Nonlocal):
+            names = list(node.names)
+        for name in names:
+            if name:
+                bound.setdefault(name, []).append(node)
+    return bound
+
+
+def _assigned_values(tree: ast.AST) -> dict[int, ast.expr]:
+    """id of a name's node in ``name = value`` (one plain target) -> the value."""
+    values: dict[int, ast.expr] = {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Assign) and len(node.targets) == 1:
+            target = node.targets[0]
+            if isinstance(target, ast.Name):
+                values[id(target)] = node.value
+        elif isinstance(node, ast.AnnAssign) and node.value is not None:
+            if isinstance(node.target, ast.Name):
+                values[id(node.target)] = node.value
+    return values
+
+
+def _evaluates(attr: str, path: str | None) -> bool:
+    """Reached by name, a function that evaluates its argument hides that argument."""
+    return (
+        attr in EXPRESSION_METHODS
+        or attr == FORMULA_CONSTRUCTOR
+        or attr in FORMAT_METHODS
+        or _is_formula_path(path)
+    )
+
+
+def _dotted_name(node: ast.AST) -> str | None:
+    """name.attr.attr as written; None for anything else."""
+    parts: list[str] = []
+    while isinstance(node, ast.Attribute):
+        parts.append(node.attr)
+        node = node.value
+    return ".".join([node.id, *reversed(parts)]) if isinstance(node, ast.Name) else None
+
+
+def _loop_sources(tree: ast.AST) -> dict[int, ast.expr]:
+    """id of each name a for loop or a comprehension binds -> what it loops over."""
+    sources: dict[int, ast.expr] = {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.For | ast.AsyncFor | ast.comprehension):
+            for target in ast.walk(node.target):
+                if isinstance(target, ast.Name):
+                    sources[id(target)] = node.iter
+    return sources
+
+
+def _is_formula_path(path: str | None) -> bool:
+    return path is not None and path.startswith(FORMULA_API_PREFIXES)
+
+
+def _passed_evaluator_issue(name: str) -> _Issue:
+    return _runtime_issue(
+        Phrase(
+            "python.runtime_value.passed",
+            "%(name)s may only be called directly, so that this check sees what it evaluates.",
+            name=name,
+        ),
+        'Call it where it is used: df.query("age > 60"), smf.ols("y ~ x", data=df).',
+    )
+
+
 def _module_path(node: ast.expr, modules: dict[str, str]) -> str | None:
     """The dotted path of name.attr.attr when name was bound by an import."""
     attrs: list[str] = []
@@ -907,11 +1541,41 @@ def _attribute_issues(
                 SUGGEST_PUBLIC_API if "pickle" not in attr else "Read .csv or .parquet files.",
             )
         ]
+    if _reads_files(attr, path):
+        return [_file_read_issue(path or attr)]
     if attr in DENIED_SUBMODULE_NAMES:
         return [_denied_module_issue(DENIED_SUBMODULE_NAMES[attr], path or attr)]
     if root_path and attr.startswith("_"):
         return [_private_issue(attr, root_path)]
     return []
+
+
+def _reads_files(attr: str, path: str | None) -> bool:
+    if attr in FILE_READERS or path in FILE_READER_PATHS:
+        return True
+    package = path.partition(".")[0] if path else None
+    return package in FILE_READER_PACKAGES and attr.startswith(FILE_READER_PREFIXES)
+
+
+def _file_read_issue(name: str) -> _Issue:
+    return _Issue(
+        "python.file_read",
+        Phrase(
+            "python.file_read",
+            "'%(name)s' reads files or URLs: a job's data is its view, read with "
+            "sandbox_job.table().",
+            name=name,
+        ),
+        SUGGEST_VIEW,
+    )
+
+
+def _runtime_issue(message: Phrase, suggestion: str) -> _Issue:
+    return _Issue("python.runtime_value", message, suggestion)
+
+
+def _evaluated_issue(what: Phrase, problem: Phrase, suggestion: str) -> _Issue:
+    return _in_evaluated(what, _Issue("python.evaluated_denied", problem, suggestion))
 
 
 def _denied_module_issue(denied: str, reached: str) -> _Issue:
@@ -1034,10 +1698,6 @@ def _is_str(node: ast.AST) -> bool:
 
 def _is_false(node: ast.expr) -> bool:
     return isinstance(node, ast.Constant) and node.value in (False, None, 0)
-
-
-def _keyword(node: ast.Call, name: str) -> ast.expr | None:
-    return next((k.value for k in node.keywords if k.arg == name), None)
 
 
 def _formula_text(node: ast.AST, *, any_text: bool = False) -> str | None:

@@ -6,22 +6,23 @@ from typing import Any
 
 from flask import Flask
 
+from portal import request_checks, security
 from sandbox.config import Settings
 from sandbox.context import Sandbox, current
 
 
 def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app = Flask(__name__)
+    request_checks.init_app(app)  # before any route is added
     config = test_config or {}
     sandbox: Sandbox = config.get("SANDBOX") or current()
     app.config.update(
         SANDBOX=sandbox,
         SECRET_KEY=sandbox.secrets.session_key,
-        SESSION_COOKIE_HTTPONLY=True,
-        SESSION_COOKIE_SAMESITE="Lax",
         MAX_CONTENT_LENGTH=1024 * 1024,
         JSON_AS_ASCII=False,
     )
+    security.init_app(app, sandbox.settings)  # headers, cookie flags, a trusted proxy
     app.config.update(config)
     app.json.ensure_ascii = False  # type: ignore[attr-defined]
 
@@ -32,6 +33,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         api_submissions,
         errors,
         i18n,
+        openapi,
         web,
         web_contest,
         web_owners,
@@ -55,6 +57,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app.register_blueprint(api_owners.bp)
     app.register_blueprint(api_contest.bp)
     app.register_blueprint(api_submissions.bp)
+    app.register_blueprint(openapi.bp)
     app.register_blueprint(web.bp)
     app.register_blueprint(web_owners.bp)
     app.register_blueprint(web_contest.bp)

@@ -9,6 +9,7 @@ from flask import Blueprint, Response, current_app, g, jsonify, request
 
 from portal.auth import login_required, sandbox
 from portal.json_body import json_object
+from portal.security import client_address
 from sandbox import catalog
 from sandbox.access import consent, grants, requests, users
 from sandbox.errors import InvalidRequest
@@ -52,11 +53,33 @@ def _job_request(body: dict[str, Any]) -> JobRequest:
 
 @bp.post("/auth/token")
 def token() -> Any:
+    """``{username, password, label?, lifetime_days?}`` -> ``{token, id, expires_at}``;
+    401 when wrong, 429 (Retry-After) while the account or the address is throttled."""
     body = json_object()
-    issued, actor = users.log_in_for_token(
-        sandbox(), username=_field(body, "username", str), password=_field(body, "password", str)
+    issued = users.log_in_for_token(
+        sandbox(),
+        username=_field(body, "username", str),
+        password=_field(body, "password", str),
+        address=client_address(),
+        label=body.get("label", ""),
+        lifetime_days=body.get("lifetime_days"),
     )
-    return jsonify(token=issued, role=actor.role)
+    response = jsonify(issued)
+    response.headers["Cache-Control"] = "no-store"  # the token is shown this once
+    return response
+
+
+@bp.get("/tokens")
+@login_required
+def list_tokens() -> Any:
+    """The caller's API tokens; an admin's ``?user=NAME`` one user's, ``?user=*`` all."""
+    return jsonify(tokens=users.list_tokens(sandbox(), by=g.actor, user=request.args.get("user")))
+
+
+@bp.delete("/tokens/<int:token_id>")
+@login_required
+def revoke_token(token_id: int) -> Any:
+    return jsonify(users.revoke_token(sandbox(), by=g.actor, token_id=token_id))
 
 
 @bp.get("/datasets")
@@ -77,7 +100,7 @@ def mock(name: str) -> Any:
     csv = catalog.mock_rows(
         sandbox(), name, table=request.args.get("table"), rows=request.args.get("rows")
     )
-    return Response(csv, mimetype="text/csv; charset=utf-8")
+    return Response(csv, mimetype="text/csv")
 
 
 @bp.post("/datasets/<name>/consents/withdraw")
@@ -145,7 +168,7 @@ def result(job_id: str) -> Any:
         table=request.args.get("table"),
     )
     if isinstance(answer, str):
-        return Response(answer, mimetype="text/csv; charset=utf-8")
+        return Response(answer, mimetype="text/csv")
     return jsonify(answer)
 
 
@@ -293,14 +316,10 @@ def job_review(job_id: str) -> Any:
 @bp.patch("/datasets/<name>")
 @login_required
 def update_dataset(name: str) -> Any:
-    """The owner's settings for a dataset: ``{reviewers_required: 1|2}``."""
-    body = json_object()
-    if "reviewers_required" not in body:
-        raise InvalidRequest("Send reviewers_required (1 or 2).", field="reviewers_required")
+    """The owner's review settings for a dataset: ``{reviewers_required?: 1|2,
+    unverified_reviewers_required?: 1|2}``, at least one; answers the dataset's settings."""
     return jsonify(
-        reviews.set_reviewers_required(
-            sandbox(), by=g.actor, dataset=name, count=body["reviewers_required"]
-        )
+        reviews.set_review_quorum(sandbox(), by=g.actor, dataset=name, settings=json_object())
     )
 
 

@@ -29,16 +29,25 @@ from werkzeug.wrappers import Response
 
 from policies.permissions import (
     user_may_bring_datasets,
+    user_may_list_tokens_of_others,
     user_may_read_audit,
     user_may_read_held_outputs,
     user_may_request_access,
     user_may_submit_jobs,
 )
+from portal import charts
 from portal.auth import allowed, login_required, sandbox, session_actor
 from portal.i18n import LANGUAGES, language
+from portal.security import client_address
 from sandbox import catalog
 from sandbox.access import grants, requests, users
-from sandbox.errors import InvalidRequest, PolicyRejected, SandboxError, Unauthenticated
+from sandbox.errors import (
+    InvalidRequest,
+    PolicyRejected,
+    SandboxError,
+    TooManyRequests,
+    Unauthenticated,
+)
 from sandbox.integrity import audit
 from sandbox.integrity.audit_log import browse_audit
 from sandbox.jobs import planning, results, reviews, submit
@@ -188,13 +197,24 @@ def login() -> Any:
     username = request.form.get("username", "").strip()
     try:
         actor = users.log_in(
-            sandbox(), username=username, password=request.form.get("password", "")
+            sandbox(),
+            username=username,
+            password=request.form.get("password", ""),
+            address=client_address(),
         )
     except Unauthenticated:
         page = render_template(
             "login.html", next_url=next_url, username=username, error=gettext("login.failed")
         )
         return page, 401
+    except TooManyRequests as refusal:  # locked, or this address failed too often
+        seconds = refusal.details["retry_after"]
+        if refusal.details.get("rule") == "auth.account_locked":
+            error = gettext("login.account_locked", seconds=seconds)
+        else:
+            error = gettext("login.address_throttled", seconds=seconds)
+        page = render_template("login.html", next_url=next_url, username=username, error=error)
+        return page, refusal.status, {"Retry-After": str(seconds)}
     chosen = session.get("lang")
     session.clear()  # a fresh session (and CSRF token) for the logged-in user
     session.update({"user_id": actor.id, "role": actor.role, "username": actor.username})
@@ -210,6 +230,64 @@ def logout() -> Response:
     if chosen in LANGUAGES:
         session["lang"] = chosen
     return redirect(url_for("web.login"), 303)
+
+
+# --- API tokens ----------------------------------------------------------------------------
+
+
+@bp.route("/tokens", methods=["GET", "POST"])
+@login_required
+def tokens() -> Any:
+    """The person's API tokens (an admin's: everyone's), to revoke; a POST issues one,
+    shown on this answer only."""
+    if request.method == "GET":
+        return _tokens_page()
+    form = {name: request.form.get(name, "").strip() for name in ("label", "lifetime_days")}
+    try:
+        issued = users.issue_api_token(
+            sandbox(),
+            by=g.actor,
+            label=form["label"],
+            lifetime_days=_lifetime_days(form["lifetime_days"]),
+        )
+    except InvalidRequest as error:
+        return _tokens_page(form=form, error=error.message), error.status
+    page = _tokens_page(issued=issued)
+    # The new token is in this page: no cache keeps it.
+    return page, 201, {"Cache-Control": "no-store"}
+
+
+@bp.post("/tokens/<int:token_id>/revoke")
+@login_required
+def revoke_token(token_id: int) -> Response:
+    users.revoke_token(sandbox(), by=g.actor, token_id=token_id)
+    return redirect(url_for("web.tokens"), 303)
+
+
+def _lifetime_days(raw: str) -> int | None:
+    if not raw:
+        return None
+    limit = sandbox().settings.token_lifetime_days
+    if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= limit:
+        raise InvalidRequest(gettext("tokens.bad_lifetime", limit=limit), field="lifetime_days")
+    return int(raw)
+
+
+def _tokens_page(**extra: Any) -> str:
+    everyone = user_may_list_tokens_of_others(g.actor)
+    found = users.list_tokens(sandbox(), by=g.actor, user=users.ALL_USERS if everyone else None)
+    now = dt.datetime.now(dt.UTC)
+    for token in found:
+        expired = dt.datetime.fromisoformat(token["expires_at"]) <= now
+        token["state"] = "revoked" if token["revoked_at"] else "expired" if expired else "active"
+    extra.setdefault("form", {"label": "", "lifetime_days": ""})
+    return render_template(
+        "tokens.html",
+        tokens=found,
+        everyone=everyone,
+        max_days=sandbox().settings.token_lifetime_days,
+        **extra,
+    )
 
 
 @bp.get("/")
@@ -328,6 +406,7 @@ def job(job_id: str) -> str:
         code=page["code"],
         refresh_seconds=refresh,
         review=page["review"],
+        charts=charts.result_charts(page["result"], request.args),
     )
 
 

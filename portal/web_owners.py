@@ -43,6 +43,7 @@ from sandbox import catalog
 from sandbox.access import grants, requests
 from sandbox.catalog import PUBLISHED
 from sandbox.errors import InvalidRequest, SandboxError, Unauthenticated
+from sandbox.jobs import reviews
 from sandbox.models import ImportStatus
 from sandbox.owners import consent_registry, datasets, imports, vocabulary
 
@@ -332,6 +333,7 @@ def _dataset_page(name: str, **extra: Any) -> str:
         access_requests=[r for r in found if r["dataset"] == name],
         consent_counts=session.pop(CONSENT_COUNTS, None),
         modes=grants.MODES,
+        review_settings=reviews.review_settings(sandbox(), by=g.actor, dataset=name),
         **extra,
     )
 
@@ -378,6 +380,23 @@ def retire(name: str) -> Any:
         return _dataset_page(name, retire_error=problem(error)), error.status
     flash(gettext("owner.notice.retired"), "notice")
     return redirect(url_for("owners.dataset_page", name=name), 303)
+
+
+@bp.post("/owner/datasets/<name>/reviewers")
+@login_required
+def set_reviewers(name: str) -> Any:
+    """How many distinct auditors approve the dataset's held outputs (and unverified ones)."""
+    settings: dict[str, object] = {}
+    for field in reviews.QUORUM_SETTINGS:
+        sent = request.form.get(field, "").strip()
+        if sent:
+            settings[field] = int(sent) if sent.isdigit() else sent
+    try:
+        reviews.set_review_quorum(sandbox(), by=g.actor, dataset=name, settings=settings)
+    except SandboxError as error:
+        return _dataset_page(name, reviewers_error=problem(error)), error.status
+    flash(gettext("owner.notice.reviewers_saved"), "notice")
+    return redirect(url_for("owners.dataset_page", name=name, _anchor="reviewers"), 303)
 
 
 @bp.post("/owner/grants/<grant_id>/revoke")

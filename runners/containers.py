@@ -36,6 +36,10 @@ LABEL_MODEL = "sandbox.model"
 RUNNER_USER = "10001:10001"
 # Time, past a job's own timeout, after which its container is surely an orphan.
 ORPHAN_GRACE_S = 60
+# Under gVisor the pids limit counts the host threads of the sandbox's own kernel (about
+# 15 when idle, and one per job thread that runs on the ptrace platform) as well as the
+# job's: without room for them a sandbox of a small limit dies before the job starts.
+RUNSC_PIDS_OVERHEAD = 32
 # What a lost or failing engine raises: the SDK's errors, and the HTTP
 # client's when the connection itself breaks.
 ENGINE_ERRORS = (DockerException, requests.exceptions.RequestException)
@@ -55,8 +59,13 @@ def container_options(
         "network_mode": "none",
         # Nothing in the image can be replaced or planted between jobs.
         "read_only": True,
-        # The only writable place: small, no programs run from it, no setuid.
-        "tmpfs": {"/tmp": f"size={spec.tmp_mb}m,mode=1777,noexec,nosuid,nodev"},
+        "tmpfs": {
+            # The only writable place: small, no programs run from it, no setuid.
+            "/tmp": f"size={spec.tmp_mb}m,mode=1777,noexec,nosuid,nodev",
+            # The engine mounts the message-queue file system here, writable by all (even
+            # with no IPC); an empty read-only folder instead.
+            "/dev/mqueue": "ro,size=4k,mode=0555,noexec,nosuid,nodev",
+        },
         # No /dev/shm: a second writable place outside the /tmp cap.
         "ipc_mode": "none",
         # Not root, and nobody on the host.
@@ -72,10 +81,15 @@ def container_options(
         "nano_cpus": int(spec.cpus * 1_000_000_000),
         # Its weight when CPUs are contended (relative to other containers' 1024).
         "cpu_shares": spec.cpu_weight,
-        # Processes and threads: a fork bomb stops here.
-        "pids_limit": spec.pids,
-        # No core dump: it would hold the job's data and land on the host.
-        "ulimits": [Ulimit(name="core", soft=0, hard=0)],
+        # Processes and threads: a fork bomb stops here (under gVisor it takes the
+        # sandbox's kernel down with it: the job ends without a result).
+        "pids_limit": spec.pids + (RUNSC_PIDS_OVERHEAD if runtime == "runsc" else 0),
+        "ulimits": [
+            # No core dump: it would hold the job's data and land on the host.
+            Ulimit(name="core", soft=0, hard=0),
+            # No POSIX message queue either: kernel memory outside every cap.
+            Ulimit(name="msgqueue", soft=0, hard=0),
+        ],
         # Only what the harness reads; no host environment, no secrets.
         "environment": {"SANDBOX_INPUT": "/input", "SANDBOX_TMP": "/tmp"},
         # json-file so the output can be read back, and bounded on disk: two
@@ -101,7 +115,7 @@ def container_options(
         )
         options["environment"]["SANDBOX_MODEL"] = MODEL_DIR
     if runtime:
-        # e.g. runsc: a user-space kernel between the job and the host's.
+        # runsc: gVisor, a user-space kernel between the job and the host's.
         options["runtime"] = runtime
     return options
 

@@ -31,6 +31,11 @@ MODEL_FILE = "model.pkl"
 _SAFE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]{0,99}$")
 
 
+# The engine runtimes the Docker runner knows: gVisor's user-space kernel, or runc.
+Runtime = Literal["runsc", "runc"]
+RUNTIMES: tuple[Runtime, ...] = ("runsc", "runc")
+
+
 class RunnerError(Exception):
     """Base of every runner error."""
 
@@ -57,6 +62,25 @@ class JobFailed(RunnerError):
         self.error_type = error_type
         self.line = line
         self.log = log
+        # Where the failed run ran (the runner sets it), recorded like a result's.
+        self.isolation: Isolation | None = None
+
+
+@dataclass(frozen=True)
+class Isolation:
+    """What a run ran under: the engine runtime (``runsc``, ``runc``) and the image's ID
+    (``sha256:...``); both None for the development runner, which has neither."""
+
+    runtime: str | None
+    image_digest: str | None
+
+    def describe(self) -> str:
+        if self.runtime is None:
+            return "no container runtime (the development runner: a local process)"
+        return f"runtime {self.runtime}, image {self.image_digest}"
+
+
+NO_CONTAINER = Isolation(runtime=None, image_digest=None)
 
 
 @dataclass(frozen=True)
@@ -133,12 +157,15 @@ class RunResult:
     duration_s: float
     # A predict run's predictions, for the worker's scoring only: never released.
     predictions: list[Any] | None = None
+    isolation: Isolation = NO_CONTAINER
 
 
 class Runner(Protocol):
     name: str
 
     def run(self, spec: JobSpec) -> RunResult: ...
+
+    def isolation(self) -> Isolation: ...
 
     def cleanup_orphans(self) -> int: ...
 

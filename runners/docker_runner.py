@@ -33,6 +33,7 @@ from runners.containers import (
 )
 from runners.contract import (
     MODEL_DIR,
+    Isolation,
     JobFailed,
     JobSpec,
     RunnerUnavailable,
@@ -42,6 +43,7 @@ from runners.contract import (
 )
 from runners.image import IMAGE_TAG
 from runners.pool import Warm, WarmPool, WarmPoolSettings
+from runners.runtimes import RUNTIME_SETTINGS, choose_runtime, registered_runtimes
 
 logger = logging.getLogger(__name__)
 
@@ -71,15 +73,19 @@ class DockerRunner:
         client: Any | None = None,
         *,
         image: str = IMAGE_TAG,
-        runtime: str | None = None,
+        runtime: str = "auto",
         pool: WarmPoolSettings | None = None,
     ) -> None:
-        """``runtime`` names an engine runtime such as ``runsc`` (gVisor) for
-        a second wall around the job; None uses the engine's default (runc).
-        ``pool``: keep containers started ahead (:mod:`runners.pool`)."""
+        """``runtime``: ``auto``, ``runsc`` or ``runc`` (:mod:`runners.runtimes`); gVisor's
+        runsc is a second wall around the job. ``pool``: keep containers started ahead
+        (:mod:`runners.pool`)."""
+        if runtime not in RUNTIME_SETTINGS:
+            raise ValueError(f"runtime is auto, runsc or runc, not {runtime!r}")
         self._client = client
         self.image = image
-        self.runtime = runtime
+        self.runtime_setting = runtime
+        # Resolved once, on first use: what `docker info` listed then.
+        self._runtime: str | None = None
         self._pool_settings = pool
         self._pool: WarmPool | None = None
 
@@ -98,45 +104,73 @@ class DockerRunner:
         if settings is None or settings.size < 1:
             return None
         if self._pool is None:
-            self._pool = WarmPool(self._engine, settings, image=self.image, runtime=self.runtime)
+            self._pool = WarmPool(self._engine, settings, isolation=self.isolation)
         return self._pool
+
+    def isolation(self) -> Isolation:
+        """The runtime and the image (by ID) a job started now runs under."""
+        client = self._engine()
+        return Isolation(runtime=self._resolve_runtime(client), image_digest=self._image_id(client))
+
+    def _resolve_runtime(self, client: Any) -> str:
+        if self._runtime is None:
+            try:
+                registered = registered_runtimes(client)
+            except ENGINE_ERRORS as error:
+                raise RunnerUnavailable(f"The Docker engine is not reachable: {error}") from error
+            self._runtime = choose_runtime(self.runtime_setting, registered)
+        return self._runtime
 
     def run(self, spec: JobSpec) -> RunResult:
         client = self._engine()
-        self._require_image(client)
+        # The image by its ID from here on: what is recorded is what runs, even if the
+        # tag is rebuilt meanwhile.
+        isolation = self.isolation()
         spec.write_job_file()
         _let_runner_read(spec)
         if spec.model is not None:
             self._prepare_model(client, spec)
         pool = self._warm_pool()
         # A warm container has no model volume: contest runs always start cold.
-        warm = pool.take(spec) if pool is not None and spec.model is None else None
-        container = self._create(client, spec) if warm is None else warm.container
+        warm = pool.take(spec, isolation) if pool is not None and spec.model is None else None
+        container = self._create(client, spec, isolation) if warm is None else warm.container
         started = time.monotonic()
         try:
-            try:
-                _start_job(container, spec, pool, warm)
-                self._wait(container, spec, started)
-                oom_killed, stdout = _outcome(container)
-            except ENGINE_ERRORS as error:
-                raise RunnerUnavailable(
-                    f"The Docker engine failed during the job: {error}"
-                ) from error
-            if oom_killed:
-                raise JobFailed(
-                    "memory", f"The job exceeded its memory limit of {spec.memory_mb} MB."
-                )
-            result = _parse_result(stdout, spec, container)
-            if spec.model is not None and spec.model.writable:
-                _check_model_size(client, container, spec, result.log)
-            return RunResult(
-                result.tables,
-                result.log,
-                time.monotonic() - started,
-                predictions=result.predictions,
-            )
+            return self._run_started(client, container, spec, isolation, pool, warm, started)
+        except JobFailed as failure:
+            failure.isolation = isolation
+            raise
         finally:
             _release(container, pool, warm)
+
+    def _run_started(
+        self,
+        client: Any,
+        container: Any,
+        spec: JobSpec,
+        isolation: Isolation,
+        pool: WarmPool | None,
+        warm: Warm | None,
+        started: float,
+    ) -> RunResult:
+        try:
+            _start_job(container, spec, pool, warm)
+            self._wait(container, spec, started)
+            oom_killed, stdout = _outcome(container)
+        except ENGINE_ERRORS as error:
+            raise RunnerUnavailable(f"The Docker engine failed during the job: {error}") from error
+        if oom_killed:
+            raise JobFailed("memory", f"The job exceeded its memory limit of {spec.memory_mb} MB.")
+        result = _parse_result(stdout, spec, container)
+        if spec.model is not None and spec.model.writable:
+            _check_model_size(client, container, spec, result.log)
+        return RunResult(
+            result.tables,
+            result.log,
+            time.monotonic() - started,
+            predictions=result.predictions,
+            isolation=isolation,
+        )
 
     def _prepare_model(self, client: Any, spec: JobSpec) -> None:
         """fit: a new, empty volume (an old one of that name is a lost attempt's: gone).
@@ -169,9 +203,9 @@ class DockerRunner:
             # cleanup_orphans() removes it once its deadline has passed.
             logger.warning("could not remove model volume %s: %s", name, error)
 
-    def _require_image(self, client: Any) -> None:
+    def _image_id(self, client: Any) -> str:
         try:
-            client.images.get(self.image)
+            return str(client.images.get(self.image).id)
         except ImageNotFound as error:
             raise RunnerUnavailable(
                 f"The runner image {self.image} is missing; build it with "
@@ -180,11 +214,11 @@ class DockerRunner:
         except ENGINE_ERRORS as error:
             raise RunnerUnavailable(f"The Docker engine is not reachable: {error}") from error
 
-    def _create(self, client: Any, spec: JobSpec) -> Any:
+    def _create(self, client: Any, spec: JobSpec, isolation: Isolation) -> Any:
         """A cold container for the job (no warm one fitted)."""
         try:
             return client.containers.create(
-                self.image, **container_options(spec, runtime=self.runtime)
+                isolation.image_digest, **container_options(spec, runtime=isolation.runtime)
             )
         except ENGINE_ERRORS as error:
             raise RunnerUnavailable(

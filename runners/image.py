@@ -4,7 +4,10 @@ Four steps, each cached under ``runners/image/build/`` (gitignored):
 
 1. ``rootfs``: a Debian bookworm root file system made with ``mmdebstrap
    --variant=minbase`` from the mirror in this host's apt sources, holding
-   Python 3.11 and the few libraries the wheels need;
+   Python 3.11 and the few libraries the wheels need; what minbase brings that
+   no job uses (apt, perl, login and passwd, util-linux, bash, ...) is purged
+   again, and no file keeps a setuid or setgid bit nor write access for anyone
+   but root (``/tmp`` aside, which a tmpfs covers at run time);
 2. ``import``: ``docker import`` of that root as the base image;
 3. ``wheels``: DuckDB, pandas, NumPy, PyArrow, SciPy, statsmodels and
    scikit-learn (with their dependencies) downloaded as manylinux wheels by
@@ -66,6 +69,97 @@ DPKG_OPTIONS = (
     "path-exclude=/usr/share/locale/*",
     "path-exclude=/usr/share/info/*",
 )
+# What minbase installs that no job uses, purged again (dpkg itself stays, so that
+# `dpkg-query -W` still lists what the image holds). The essential ones go too: the
+# image is never upgraded or logged into, it is rebuilt. Kept: python3 and the
+# libraries its standard modules load (libssl3, libsqlite3, libffi8, krb5 and tirpc
+# for nis, ...), dash for /bin/sh, coreutils, libc-bin, tzdata, base-files, base-passwd.
+ROOTFS_PURGE = (
+    # package management and keys
+    "apt",
+    "libapt-pkg6.0",
+    "gpgv",
+    "debian-archive-keyring",
+    # logins and passwords: all of the image's setuid programs
+    "login",
+    "passwd",
+    "libpam-modules",
+    "libpam-modules-bin",
+    "libpam-runtime",
+    "libpam0g",
+    "libsemanage2",
+    "libsemanage-common",
+    "libaudit1",
+    "libaudit-common",
+    # disks, mounts and consoles
+    "util-linux",
+    "util-linux-extra",
+    "mount",
+    "e2fsprogs",
+    "libext2fs2",
+    "libss2",
+    "logsave",
+    "libsmartcols1",
+    "libblkid1",
+    "libmount1",
+    "libudev1",
+    "libsystemd0",
+    "sysvinit-utils",
+    "bsdutils",
+    "hostname",
+    "ncurses-bin",
+    "libcap-ng0",
+    "libcap2",
+    "libsepol2",
+    # the libraries only the above use
+    "libgcrypt20",
+    "libgpg-error0",
+    "libgnutls30",
+    "libp11-kit0",
+    "libtasn1-6",
+    "libhogweed6",
+    "libnettle8",
+    "libidn2-0",
+    "libunistring2",
+    "libseccomp2",
+    "libxxhash0",
+    "liblz4-1",
+    "libdb5.3",
+)
+# Purged after the others, whose removal scripts call them: the maintainer-script
+# helpers, perl and bash, and the tools a job has no use for (it runs Python).
+ROOTFS_PURGE_LAST = (
+    "debconf",
+    "libdebconfclient0",
+    "adduser",
+    "usrmerge",
+    "init-system-helpers",
+    "perl",
+    "perl-modules-5.36",
+    "libperl5.36",
+    "libgdbm-compat4",
+    "libfile-find-rule-perl",
+    "libnumber-compare-perl",
+    "libtext-glob-perl",
+    "perl-base",
+    "bash",
+    "readline-common",
+    "gzip",
+    "diffutils",
+    "findutils",
+    "grep",
+    "sed",
+    "mawk",
+)
+_PURGE = 'chroot "$1" dpkg --purge --force-remove-essential --force-depends '
+# Run in the finished root ("$1"): the purge, then no setuid or setgid bit and no write
+# access for group or others anywhere (/tmp aside: a tmpfs covers it at run time).
+ROOTFS_HOOKS = (
+    _PURGE + " ".join(ROOTFS_PURGE),
+    _PURGE + " ".join(ROOTFS_PURGE_LAST),
+    'find "$1" -xdev -perm /6000 ! -type l -exec chmod ug-s {} +',
+    'find "$1" -xdev -perm /0022 ! -type l ! -path "$1/tmp" -exec chmod go-w {} +',
+)
 # Host apt settings that decide whether the host's mirror can be used at all
 # (a snapshot mirror's Release files are past their Valid-Until, a proxy).
 FORWARDED_APT_OPTIONS = (
@@ -98,13 +192,18 @@ FROM {base} AS install
 COPY wheels/ /wheels/
 # pip runs straight from its wheel, so the runner image holds no pip. The
 # packages' own test suites (about 140 MB, nothing imports them) are left
-# out. Byte code is compiled here because the root is read-only at run time;
+# out, and so are C headers, Cython sources and type stubs (nothing compiles);
+# in Python, as the base has no find (runners.image.ROOTFS_PURGE_LAST).
+# Byte code is compiled here because the root is read-only at run time;
 # unchecked-hash keeps it valid whatever the files' timestamps.
 RUN python3 /wheels/{pip_wheel}/pip install --no-index --find-links=/wheels \\
         --no-cache-dir --no-compile --disable-pip-version-check --root-user-action=ignore \\
         --target=/site -c /wheels/constraints.txt -r /wheels/requirements.txt \\
     && rm -rf /site/bin \\
-    && find /site -type d -name tests -prune -exec rm -rf {{}} + \\
+    && python3 -c "import pathlib, shutil; site = sorted(pathlib.Path('/site').rglob('*')); \\
+        [shutil.rmtree(p) for p in site if p.name == 'tests' and p.is_dir()]; \\
+        [p.unlink() for p in site if p.suffix in '.h .hpp .pxd .pyx .pyi'.split() \\
+            and p.is_file()]" \\
     && python3 -m compileall -q -j 0 --invalidation-mode unchecked-hash /site \\
     && PYTHONPATH=/site python3 -c "import duckdb, numpy, pandas, pyarrow.parquet, scipy.stats, \\
         statsmodels.api, statsmodels.formula.api, sklearn.linear_model"
@@ -210,6 +309,7 @@ def _digest(pins: dict[str, str]) -> str:
         platform.machine(),
         *ROOTFS_PACKAGES,
         *DPKG_OPTIONS,
+        *ROOTFS_HOOKS,
         *(f"{name}=={version}" for name, version in pins.items()),
         DOCKERFILE,
         str(RUNNER_UID),
@@ -222,7 +322,7 @@ def _digest(pins: dict[str, str]) -> str:
 
 
 def _rootfs_key() -> str:
-    parts = (DEBIAN_SUITE, platform.machine(), *ROOTFS_PACKAGES, *DPKG_OPTIONS)
+    parts = (DEBIAN_SUITE, platform.machine(), *ROOTFS_PACKAGES, *DPKG_OPTIONS, *ROOTFS_HOOKS)
     return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:12]
 
 
@@ -365,6 +465,7 @@ def _build_rootfs(target: Path, echo: Echo) -> None:
         f"--include={','.join(ROOTFS_PACKAGES)}",
         *(f"--aptopt={option}" for option in apt_options()),
         *(f"--dpkgopt={option}" for option in DPKG_OPTIONS),
+        *(f"--customize-hook={hook}" for hook in ROOTFS_HOOKS),
         DEBIAN_SUITE,
         str(partial),
         *debian_sources(),

@@ -19,6 +19,8 @@ from pathlib import Path
 
 from runners.contract import (
     HARNESS_DIR,
+    NO_CONTAINER,
+    Isolation,
     JobFailed,
     JobSpec,
     RunResult,
@@ -48,6 +50,10 @@ class LocalProcessRunner:
         self.models_dir = (
             models_dir or Path(tempfile.gettempdir()) / f"sandbox-models-{os.getuid()}"
         )
+
+    def isolation(self) -> Isolation:
+        """None and None: a local process has no container runtime and no image."""
+        return NO_CONTAINER
 
     def run(self, spec: JobSpec) -> RunResult:
         spec.write_job_file()

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from runners.containers import container_options, remove
-from runners.contract import JOB_FILE, JobSpec
+from runners.contract import JOB_FILE, Isolation, JobSpec, RunnerUnavailable
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +50,8 @@ class Warm:
     timeout_s: int
     # The language whose libraries it imported ahead; it runs a job of either.
     language: str
+    # The runtime and image it was started with: a job takes only one of its own.
+    isolation: Isolation
 
 
 @dataclass(frozen=True)
@@ -70,14 +72,13 @@ class WarmPool:
         engine: Callable[[], Any],
         settings: WarmPoolSettings,
         *,
-        image: str,
-        runtime: str | None = None,
+        isolation: Callable[[], Isolation],
     ) -> None:
         # The Docker client, asked for when a container is started (made on first use).
         self.engine = engine
         self.folder = settings.folder
-        self.image = image
-        self.runtime = runtime
+        # The runtime and image ID a container started now gets (the runner's).
+        self.isolation = isolation
         self.size = settings.size
         self.memory_mb = settings.memory_mb
         self.timeout_s = settings.timeout_s
@@ -92,8 +93,9 @@ class WarmPool:
         self._expected = "python"
         self._forget_dead_processes()
 
-    def take(self, spec: JobSpec) -> Warm | None:
-        """A started container made for this job's limits, or None (then run cold)."""
+    def take(self, spec: JobSpec, isolation: Isolation) -> Warm | None:
+        """A started container made for this job's limits, runtime and image, or None (then
+        run cold). One of another image (rebuilt since) is discarded."""
         if _limits(spec) != _limits(self._template(spec.input_dir)) or (
             spec.timeout_s > self.timeout_s
         ):
@@ -107,7 +109,8 @@ class WarmPool:
                 # saves the container's start and imports the rest when the job comes.
                 warm = next((w for w in self._ready if w.language == spec.language), self._ready[0])
                 self._ready.remove(warm)
-            if time.monotonic() - warm.created < self.max_idle_s and _running(warm.container):
+            fresh = time.monotonic() - warm.created < self.max_idle_s
+            if fresh and warm.isolation == isolation and _running(warm.container):
                 return warm
             self.discard(warm)
 
@@ -183,8 +186,14 @@ class WarmPool:
         folder = self.folder / f"{os.getpid()}-{os.urandom(6).hex()}"
         folder.mkdir(mode=0o755)
         folder.chmod(0o755)  # the container's user (nobody on the host) reads it
+        try:
+            isolation = self.isolation()
+        except RunnerUnavailable as error:
+            logger.warning("warm pool: no container started: %s", error)
+            shutil.rmtree(folder, ignore_errors=True)
+            return None
         options = container_options(
-            self._template(folder), runtime=self.runtime, idle_s=self.max_idle_s
+            self._template(folder), runtime=isolation.runtime, idle_s=self.max_idle_s
         )
         options["environment"] = {
             **options["environment"],
@@ -194,13 +203,21 @@ class WarmPool:
         }
         client = self.engine()
         try:
-            container = client.containers.create(self.image, **options)
+            container = client.containers.create(isolation.image_digest, **options)
             container.start()
         except Exception as error:
             logger.warning("warm pool: could not start a container: %s", error)
             shutil.rmtree(folder, ignore_errors=True)
             return None
-        return Warm(container, folder, time.monotonic(), self.memory_mb, self.timeout_s, language)
+        return Warm(
+            container,
+            folder,
+            time.monotonic(),
+            self.memory_mb,
+            self.timeout_s,
+            language,
+            isolation,
+        )
 
     def _template(self, folder: Path) -> JobSpec:
         """The spec a warm container is made for: the worker's limits, other limits default."""

@@ -14,7 +14,8 @@ from typing import TextIO
 import click
 
 from policies.permissions import Actor
-from sandbox.context import Sandbox, current, docker_ready
+from sandbox.client_cli import jobs
+from sandbox.context import Sandbox, current, describe_runner
 from sandbox.integrity.signing import OutputFile
 
 
@@ -282,15 +283,36 @@ def _write_private(path: Path, text: str) -> None:
 
 @datasets.command("reviewers")
 @click.argument("name")
-@click.argument("count", type=click.IntRange(1, 2))
+@click.argument("count", type=click.IntRange(1, 2), required=False)
+@click.option(
+    "--unverified",
+    type=click.IntRange(1, 2),
+    help="Auditors for an output the sandbox could not verify (2 unless lowered).",
+)
 @click.option("--as", "username", default="owner", show_default=True, help="The dataset's owner.")
-def datasets_reviewers(name: str, count: int, username: str) -> None:
-    """Require COUNT (1 or 2) distinct auditors to approve NAME's held outputs."""
+def datasets_reviewers(name: str, count: int | None, unverified: int | None, username: str) -> None:
+    """Require COUNT (1 or 2) distinct auditors to approve NAME's held outputs, and
+    --unverified N for those the sandbox could not compute again itself."""
     from sandbox.jobs import reviews
 
+    settings = {
+        key: value
+        for key, value in (
+            ("reviewers_required", count),
+            ("unverified_reviewers_required", unverified),
+        )
+        if value is not None
+    }
+    if not settings:
+        raise click.UsageError("Give COUNT, --unverified N, or both.")
     with _errors_as_messages():
-        reviews.set_reviewers_required(_sandbox(), by=_actor(username), dataset=name, count=count)
-    click.echo(f"{name}: {count} auditor(s) must approve each held output")
+        done = reviews.set_review_quorum(
+            _sandbox(), by=_actor(username), dataset=name, settings=settings
+        )
+    click.echo(
+        f"{name}: {done['reviewers_required']} auditor(s) must approve each held output, "
+        f"{done['unverified_reviewers_required']} each one the sandbox could not verify"
+    )
 
 
 @main.group()
@@ -395,6 +417,58 @@ def users_token(username: str) -> None:
         click.echo(user_service.token_for(_sandbox(), username=username))
 
 
+@users.command("tokens")
+@click.argument("username")
+def users_tokens(username: str) -> None:
+    """List USERNAME's API tokens (never the tokens themselves); * lists everyone's."""
+    from sandbox.access import users as user_service
+
+    with _errors_as_messages():
+        found = user_service.list_tokens(_sandbox(), by=user_service.OPERATOR, user=username)
+    for t in found:
+        state = f"revoked {t['revoked_at']}" if t["revoked_at"] else f"expires {t['expires_at']}"
+        used = t["last_used_at"] or "never used"
+        click.echo(f"{t['id']}\t{t['user']}\t{t['label'] or '-'}\t{state}\t{used}")
+
+
+@users.command("revoke-token")
+@click.argument("token_id", type=int)
+def users_revoke_token(token_id: int) -> None:
+    """Revoke the API token TOKEN_ID: it authenticates nothing from now on."""
+    from sandbox.access import users as user_service
+
+    with _errors_as_messages():
+        revoked = user_service.revoke_token(_sandbox(), by=user_service.OPERATOR, token_id=token_id)
+    click.echo(f"revoked token {revoked['id']} at {revoked['revoked_at']}")
+
+
+@users.command("unlock")
+@click.argument("username")
+def users_unlock(username: str) -> None:
+    """End USERNAME's lock after too many failed logins."""
+    from sandbox.access import users as user_service
+
+    with _errors_as_messages():
+        was_locked = user_service.unlock_account(
+            _sandbox(), by=user_service.OPERATOR, username=username
+        )
+    click.echo(f"unlocked {username}" if was_locked else f"{username} was not locked")
+
+
+@users.command("password")
+@click.argument("username")
+@click.password_option(help="The new password (at least 12 characters, two kinds).")
+def users_password(username: str, password: str) -> None:
+    """Set USERNAME's password (the password rule applies)."""
+    from sandbox.access import users as user_service
+
+    with _errors_as_messages():
+        user_service.change_password(
+            _sandbox(), by=user_service.OPERATOR, username=username, password=password
+        )
+    click.echo(f"password of {username} changed")
+
+
 @main.group()
 def runner() -> None:
     """The isolated job runner."""
@@ -415,10 +489,10 @@ def runner_build_image(force: bool) -> None:
 
 @runner.command("status")
 def runner_status() -> None:
-    """Say which runner jobs would use."""
-    ready, why = docker_ready()
-    click.echo(f"docker: {why}")
-    click.echo(f"configured: SANDBOX_RUNNER={_sandbox().settings.runner}")
+    """Say which runner, runtime and image jobs would use."""
+    ready, lines = describe_runner(_sandbox())
+    for line in lines:
+        click.echo(line)
     sys.exit(0 if ready else 1)
 
 
@@ -908,6 +982,10 @@ def worker_command(concurrency: int, *, queues: tuple[str, ...] = ("sandbox-jobs
         "--without-gossip",
         "--without-mingle",
     ]
+
+
+# The analyst's commands over the API (sandbox/client_cli.py): no instance needed.
+main.add_command(jobs)
 
 
 if __name__ == "__main__":

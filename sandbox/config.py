@@ -29,7 +29,9 @@ class Settings:
     environment: str  # "development" | "production"
     job_timeout_s: int
     job_memory_mb: int
-    docker_runtime: str | None
+    # The Docker runner's engine runtime: "auto" (gVisor's runsc where the engine lists
+    # it, else runc with a warning), "runsc" (or no runner at all), "runc".
+    runtime: str = "auto"
     # The master keyring file; None: <instance>/master-keys.json. Unused when
     # SANDBOX_MASTER_KEY is set (see sandbox.integrity.keys).
     master_key_file: Path | None = None
@@ -53,6 +55,23 @@ class Settings:
     # Python modules that register organizers' own contest metrics when imported
     # (sandbox.contest.metrics.register_metric); the worker runs them, never a team.
     metric_modules: tuple[str, ...] = ()
+    # The front door (sandbox.access.throttle). An account that fails this many logins
+    # within the window is locked for the lockout; an address that fails this many (for
+    # any accounts) is refused until its failures age out of the window. Five guesses a
+    # quarter hour per account is ample for a person and hopeless for a guesser.
+    login_account_failures: int = 5
+    login_address_failures: int = 30
+    login_window_s: int = 900
+    login_lockout_s: int = 900
+    # An API token's lifetime in days: the default and the longest a request may ask for.
+    token_lifetime_days: int = 7
+    # Reverse proxies in front whose X-Forwarded-For / -Proto are trusted (werkzeug
+    # ProxyFix); 0: none, the client address is the connection's. Never set it without a
+    # proxy that overwrites those headers, or any client could pick its address.
+    trusted_proxies: int = 0
+    # Served behind TLS (SANDBOX_TLS=1, or SANDBOX_PUBLIC_URL starting https://): the
+    # session cookie is then sent over HTTPS only.
+    tls: bool = False
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -74,7 +93,7 @@ class Settings:
             environment=environment,
             job_timeout_s=int(env.get("SANDBOX_JOB_TIMEOUT", "120")),
             job_memory_mb=int(env.get("SANDBOX_JOB_MEMORY_MB", "1024")),
-            docker_runtime=env.get("SANDBOX_DOCKER_RUNTIME") or None,
+            runtime=_runtime(env),
             master_key_file=Path(env["SANDBOX_MASTER_KEY_FILE"]).resolve()
             if env.get("SANDBOX_MASTER_KEY_FILE")
             else None,
@@ -90,6 +109,13 @@ class Settings:
             metric_modules=tuple(
                 m.strip() for m in env.get("SANDBOX_METRIC_MODULES", "").split(",") if m.strip()
             ),
+            login_account_failures=_whole(env, "SANDBOX_LOGIN_ACCOUNT_FAILURES", "5"),
+            login_address_failures=_whole(env, "SANDBOX_LOGIN_ADDRESS_FAILURES", "30"),
+            login_window_s=_whole(env, "SANDBOX_LOGIN_WINDOW", "900"),
+            login_lockout_s=_whole(env, "SANDBOX_LOGIN_LOCKOUT", "900"),
+            token_lifetime_days=_whole(env, "SANDBOX_TOKEN_LIFETIME_DAYS", "7"),
+            trusted_proxies=_count(env, "SANDBOX_TRUSTED_PROXIES", "0"),
+            tls=_tls(env),
         )
 
     @property
@@ -126,6 +152,24 @@ def _time_zone(name: str) -> str:
             f"SANDBOX_TIME_ZONE must be an IANA time zone such as Asia/Shanghai, not {name!r}"
         ) from error
     return name
+
+
+def _tls(env: dict[str, str]) -> bool:
+    flag = env.get("SANDBOX_TLS", "")
+    if flag not in ("", "0", "1"):
+        raise ConfigurationError("SANDBOX_TLS must be 1 (served over HTTPS) or 0")
+    return flag == "1" or env.get("SANDBOX_PUBLIC_URL", "").lower().startswith("https://")
+
+
+def _runtime(env: dict[str, str]) -> str:
+    if "SANDBOX_DOCKER_RUNTIME" in env:
+        raise ConfigurationError(
+            "SANDBOX_DOCKER_RUNTIME is no longer read; set SANDBOX_RUNTIME to auto, runsc or runc"
+        )
+    runtime = env.get("SANDBOX_RUNTIME", "auto")
+    if runtime not in ("auto", "runsc", "runc"):
+        raise ConfigurationError(f"SANDBOX_RUNTIME must be auto, runsc or runc, not {runtime!r}")
+    return runtime
 
 
 def _count(env: dict[str, str], name: str, default: str) -> int:

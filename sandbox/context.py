@@ -96,11 +96,39 @@ def choose_runner(settings: Settings) -> Runner:
                 memory_mb=settings.job_memory_mb,
                 timeout_s=settings.job_timeout_s,
             )
-            return DockerRunner(runtime=settings.docker_runtime, pool=pool)
+            return DockerRunner(runtime=settings.runtime, pool=pool)
         if settings.environment == "production":
             raise ConfigurationError(f"production needs the Docker runner, but {why}")
         log.warning("%s (%s)", WARNING, why)
     return LocalProcessRunner()
+
+
+def describe_runner(sandbox: Sandbox) -> tuple[bool, list[str]]:
+    """What ``sandbox runner status`` says: whether jobs can run, and under what."""
+    from runners import RunnerUnavailable
+
+    settings = sandbox.settings
+    ready, why = docker_ready()
+    lines = [
+        f"docker: {why}",
+        f"configured: SANDBOX_RUNNER={settings.runner} SANDBOX_RUNTIME={settings.runtime}",
+    ]
+    try:
+        runner = sandbox.runner
+        isolation = runner.isolation()
+    except (ConfigurationError, RunnerUnavailable) as error:
+        return False, [*lines, f"runtime: unavailable: {error}"]
+    lines.append(f"runner: {runner.name}")
+    if isolation.runtime is None:
+        lines.append(
+            "runtime: None (the development runner runs jobs as local processes, with no "
+            "container runtime; each job records runtime None)"
+        )
+        return ready, lines
+    gvisor = " (gVisor)" if isolation.runtime == "runsc" else " (no gVisor)"
+    lines.append(f"runtime: {isolation.runtime}{gvisor}")
+    lines.append(f"image: {isolation.image_digest}")
+    return ready, lines
 
 
 def load_metric_modules(names: tuple[str, ...]) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import json
-import secrets
 from collections.abc import Callable
 from pathlib import Path
 
@@ -17,7 +16,7 @@ from datasets.health_manifest import HEALTH
 from datasets.manifest import Manifest
 from policies.permissions import Role
 from policies.policy_file import POLICY_DIR
-from sandbox.access import grants, users
+from sandbox.access import grants, passwords, users
 from sandbox.contest import contests, teams
 from sandbox.contest.contests import TrackTerms
 from sandbox.context import Sandbox
@@ -84,7 +83,9 @@ def ensure_demo_users(sandbox: Sandbox) -> dict[str, str]:
         for username, role, display in DEMO_USERS:
             if users.user_by_name(session, username) is not None:
                 continue
-            password = stored.get(username) or secrets.token_urlsafe(9)
+            password = stored.get(username, "")
+            if passwords.password_problem(password, username=username) is not None:
+                password = passwords.generated_password(username)  # an older demo's may fail it
             users.create_user(
                 session,
                 username=username,

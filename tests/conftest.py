@@ -47,6 +47,19 @@ def docker_client() -> Iterator[object]:
     client.close()
 
 
+@pytest.fixture(params=["runsc", "runc"])
+def runtime(request: pytest.FixtureRequest, docker_client: object) -> str:
+    """An engine runtime the isolation tests run under, each in turn: gVisor (runsc) and
+    runc. One the engine does not list is skipped, and fails under
+    SANDBOX_REQUIRE_SERVICES=1 (CI registers both with .ci/docker-up)."""
+    from runners.runtimes import registered_runtimes
+
+    name = str(request.param)
+    if name not in registered_runtimes(docker_client):
+        unavailable(f"Docker runtime {name}", "not registered with the engine (.ci/docker-up)")
+    return name
+
+
 @pytest.fixture(autouse=True)
 def _close_idle_database_connections():  # type: ignore[no-untyped-def]
     """Each test instance has a database of its own (PostgreSQL in CI): its idle

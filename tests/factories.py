@@ -51,7 +51,7 @@ def make_settings(
         "environment": "development",
         "job_timeout_s": timeout_s,
         "job_memory_mb": 1024,
-        "docker_runtime": None,
+        "runtime": "auto",
         # Generous fair-share limits: most tests submit in bursts; test_fair_share sets its own.
         "max_active_jobs": 100,
         "max_submissions_per_minute": 1000,

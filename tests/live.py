@@ -31,6 +31,7 @@ def worker_env(sandbox: Sandbox) -> dict[str, str]:
         SANDBOX_DATABASE_URL=settings.database_url,
         SANDBOX_BROKER_URL=settings.broker_url,
         SANDBOX_RUNNER=settings.runner,
+        SANDBOX_RUNTIME=settings.runtime,
         SANDBOX_JOB_TIMEOUT=str(settings.job_timeout_s),
         SANDBOX_SUBMISSION_TIMEOUT=str(settings.submission_timeout_s),
         SANDBOX_MAX_MODEL_BYTES=str(settings.max_model_bytes),
@@ -137,7 +138,10 @@ def log_in(page: Any, live: LivePortal, username: str = "analyst") -> None:
     page.wait_for_url(live.base_url + "/")
 
 
-def start_live_portal(instance: Path, *, runner: str = "local", **settings: Any) -> LivePortal:
+def start_live_portal(
+    instance: Path, *, runner: str = "local", worker: bool = True, **settings: Any
+) -> LivePortal:
+    """``worker=False``: the portal alone, for tests that queue no job."""
     sandbox = make_sandbox(instance, runner=runner, **settings)
     app = create_app({"SANDBOX": sandbox})
     server = make_server("127.0.0.1", 0, app, threaded=True)
@@ -148,5 +152,6 @@ def start_live_portal(instance: Path, *, runner: str = "local", **settings: Any)
         credentials=sandbox.credentials,  # type: ignore[attr-defined]
         server=server,
     )
-    live.workers.append(start_worker(sandbox))
+    if worker:
+        live.workers.append(start_worker(sandbox))
     return live

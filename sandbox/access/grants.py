@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -27,6 +28,9 @@ from sandbox.integrity import audit
 from sandbox.models import Grant, User, iso, utcnow
 
 MODES = ("dp", "masked")
+# Beyond these a grant is a mistake, and its expiry or threshold overflows what is stored.
+MAX_GRANT_DAYS = 3650
+MAX_K_THRESHOLD = 1_000_000
 
 
 @dataclass(frozen=True)
@@ -56,12 +60,17 @@ class GrantTerms:
         if not self.modes or bad:
             raise InvalidRequest(f"modes must be a non-empty list of {', '.join(MODES)}.")
         if (
-            self.epsilon_total < 0
+            not math.isfinite(self.epsilon_total)
+            or not math.isfinite(self.max_epsilon_per_job)
+            or self.epsilon_total < 0
             or self.max_epsilon_per_job <= 0
-            or self.k_threshold < 2
-            or self.days <= 0
+            or not 2 <= self.k_threshold <= MAX_K_THRESHOLD
+            or not 1 <= self.days <= MAX_GRANT_DAYS
         ):
-            raise InvalidRequest("epsilon must be positive, k at least 2 and days at least 1.")
+            raise InvalidRequest(
+                f"epsilon must be a finite positive number, k from 2 to {MAX_K_THRESHOLD} "
+                f"and days from 1 to {MAX_GRANT_DAYS}."
+            )
         if self.max_rows_per_person is not None and not 1 <= self.max_rows_per_person <= 1000:
             raise InvalidRequest("max_rows_per_person must be from 1 to 1000.")
         columns = tuple(c.strip().lower() for c in self.columns)

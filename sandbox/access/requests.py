@@ -7,6 +7,7 @@ the analyst's request is the most the grant can ever hold.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -363,8 +364,13 @@ def _checked_modes(modes: object) -> list[str]:
 
 
 def _checked_epsilon(epsilon: object, modes: list[str]) -> float:
-    if isinstance(epsilon, bool) or not isinstance(epsilon, int | float) or epsilon < 0:
-        raise InvalidRequest("epsilon must be a number of at least 0.", field="epsilon")
+    if (
+        isinstance(epsilon, bool)
+        or not isinstance(epsilon, int | float)
+        or not math.isfinite(epsilon)
+        or epsilon < 0
+    ):
+        raise InvalidRequest("epsilon must be a finite number of at least 0.", field="epsilon")
     if "dp" in modes and epsilon <= 0:
         raise InvalidRequest("dp jobs need an epsilon above 0.", field="epsilon")
     return float(epsilon)

@@ -33,6 +33,7 @@ from sandbox.integrity import audit
 from sandbox.models import Contest, ContestPhase, Grant, Track, iso
 
 SLUG = re.compile(r"^[a-z][a-z0-9-]{0,62}$")
+MAX_QUOTA = 100_000  # a track's quotas: more is no quota, and overflows the stored column
 TASKS = tuple(t.value for t in Task)
 PHASES = tuple(p.value for p in ContestPhase)
 
@@ -293,8 +294,10 @@ def _check_metric_and_quotas(terms: TrackTerms) -> None:
             field="metric",
         )
     numbers = (terms.daily_quota, terms.total_quota, terms.max_running)
-    if any(isinstance(n, bool) or not isinstance(n, int) or n < 1 for n in numbers):
-        raise InvalidRequest("quotas are whole numbers of at least 1.", field="quotas")
+    if any(
+        isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_QUOTA for n in numbers
+    ):
+        raise InvalidRequest(f"quotas are whole numbers from 1 to {MAX_QUOTA}.", field="quotas")
 
 
 def _slug(value: object) -> str:

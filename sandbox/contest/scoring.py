@@ -45,7 +45,7 @@ from policies.leaderboard import (
 )
 from policies.policy_file import DatasetPolicy
 from runners import JobFailed, JobSpec, RunnerUnavailable
-from runners.contract import ModelVolume
+from runners.contract import Isolation, ModelVolume
 from sandbox.access.consent import apply_consent
 from sandbox.catalog import Published, published
 from sandbox.contest.data import TrackShape, TrackTables, hidden_tables, smoke_tables
@@ -71,7 +71,8 @@ from sandbox.models import (
 
 log = logging.getLogger(__name__)
 WORKER = "worker"
-SCORE_TYPE = "sandbox.contest-score/v1"
+# v2 adds what ran the submission: "runtime" and "image_digest".
+SCORE_TYPE = "sandbox.contest-score/v2"
 BOOTSTRAP_ROUNDS = 1000
 # A metric with no weighted form (the concordance index, an organizer's own) is called
 # once per resample: fewer of them, so that scoring stays within seconds.
@@ -132,34 +133,52 @@ def run_submission(sandbox: Sandbox, submission_id: str) -> str:
     try:
         mock = smoke_tables(sandbox, work.shape, current=work.current, policy=work.policy)
         try:
-            predictions, logs = _fit_and_predict(sandbox, work, mock, folder, f"{attempt}-smoke")
+            predictions, logs, isolation = _fit_and_predict(
+                sandbox, work, mock, folder, f"{attempt}-smoke"
+            )
         except JobFailed as failure:
             return _finish_failed(
-                sandbox, work, attempt, SMOKE, failure.reason, failure.message, log=failure.log
+                sandbox,
+                work,
+                attempt,
+                _Failure(SMOKE, failure.reason, failure.message, failure.log, failure.isolation),
             )
         try:
             smoke = _scored(work, mock, predictions, "smoke")
         except MalformedPredictions as refused:
             return _finish_failed(
-                sandbox, work, attempt, SMOKE, refused.code, refused.message, log=logs
+                sandbox,
+                work,
+                attempt,
+                _Failure(SMOKE, refused.code, refused.message, logs, isolation),
             )
-        _record_smoke(sandbox, work, attempt, smoke.score, logs)
+        _record_smoke(sandbox, work, attempt, smoke.score, logs, isolation)
         hidden = _hidden(sandbox, work, Part.PUBLIC)
         try:
-            predictions, _ = _fit_and_predict(sandbox, work, hidden, folder, f"{attempt}-hidden")
+            predictions, _, isolation = _fit_and_predict(
+                sandbox, work, hidden, folder, f"{attempt}-hidden"
+            )
             scored = _scored(work, hidden, predictions, "public")
         except JobFailed as failure:
             reason = failure.reason if failure.reason in HIDDEN_FAILURES else "error"
-            return _finish_failed(sandbox, work, attempt, HIDDEN, reason, HIDDEN_FAILURES[reason])
+            told = HIDDEN_FAILURES[reason]  # never the run's own words or log
+            return _finish_failed(
+                sandbox, work, attempt, _Failure(HIDDEN, reason, told, "", failure.isolation)
+            )
         except MalformedPredictions as refused:
             message = f"{HIDDEN_FAILURES['malformed_predictions']} ({refused.reason})"
-            return _finish_failed(sandbox, work, attempt, HIDDEN, "malformed_predictions", message)
+            return _finish_failed(
+                sandbox,
+                work,
+                attempt,
+                _Failure(HIDDEN, "malformed_predictions", message, "", isolation),
+            )
     except RunnerUnavailable:
         retry_transient(lambda: _give_up(sandbox, submission_id, attempt, final=False))
         raise
     finally:
         shutil.rmtree(folder.parent, ignore_errors=True)
-    return retry_transient(lambda: _release(sandbox, work, attempt, scored))
+    return retry_transient(lambda: _release(sandbox, work, attempt, scored, isolation))
 
 
 # --- taking and giving back -------------------------------------------------------------
@@ -316,9 +335,10 @@ def _scored(work: _Work, tables: TrackTables, predictions: list[Any], label: str
 
 def _fit_and_predict(
     sandbox: Sandbox, work: _Work, tables: TrackTables, folder: Path, label: str
-) -> tuple[list[Any], str]:
+) -> tuple[list[Any], str, Isolation]:
     """The fit container on the training part, then the predict container on the scored
-    part's features; the model between them on a volume of this run's own."""
+    part's features; the model between them on a volume of this run's own. Returns the
+    predictions, both runs' logs and what predict ran under."""
     volume = f"sandbox-model-{work.submission_id}-{label}"
     settings = sandbox.settings
     limits = {
@@ -358,7 +378,7 @@ def _fit_and_predict(
         sandbox.runner.remove_model(volume)
         shutil.rmtree(folder, ignore_errors=True)
     logs = f"--- fit ---\n{fitted.log}\n--- predict ---\n{predicted.log}"
-    return predicted.predictions or [], logs
+    return predicted.predictions or [], logs, predicted.isolation
 
 
 def _hidden(sandbox: Sandbox, work: _Work, part: Part) -> TrackTables:
@@ -376,28 +396,34 @@ def _hidden(sandbox: Sandbox, work: _Work, part: Part) -> TrackTables:
 # --- outcomes ---------------------------------------------------------------------------
 
 
-def _record_smoke(sandbox: Sandbox, work: _Work, attempt: int, score: float, logs: str) -> None:
+def _record_smoke(
+    sandbox: Sandbox, work: _Work, attempt: int, score: float, logs: str, isolation: Isolation
+) -> None:
     def record() -> None:
         with sandbox.tx() as session:
             submission = _locked(session, work.submission_id)
             if submission is None or _superseded(submission, attempt):
                 return
+            _record_isolation(submission, isolation)
             submission.smoke_score = score
             submission.smoke_log = logs[-MAX_LOG_CHARS:]
 
     retry_transient(record)
 
 
-def _finish_failed(
-    sandbox: Sandbox,
-    work: _Work,
-    attempt: int,
-    where: str,
-    code: str,
-    message: str,
-    *,
-    log: str = "",
-) -> str:
+@dataclass(frozen=True)
+class _Failure:
+    """Where a submission failed, its code and message, its log (smoke runs only) and
+    what the failed run ran under."""
+
+    where: str
+    code: str
+    message: str
+    log: str = ""
+    isolation: Isolation | None = None
+
+
+def _finish_failed(sandbox: Sandbox, work: _Work, attempt: int, failure: _Failure) -> str:
     def finish() -> str:
         with sandbox.tx() as session:
             submission = _locked(session, work.submission_id)
@@ -405,9 +431,11 @@ def _finish_failed(
                 return "missing"
             if _superseded(submission, attempt):
                 return submission.status
-            if where == SMOKE:
-                submission.smoke_log = log[-MAX_LOG_CHARS:] or None
-            _fail(session, submission, where, code, message, final=False)
+            if failure.isolation is not None:
+                _record_isolation(submission, failure.isolation)
+            if failure.where == SMOKE:
+                submission.smoke_log = failure.log[-MAX_LOG_CHARS:] or None
+            _fail(session, submission, failure.where, failure.code, failure.message, final=False)
             return submission.status
 
     return retry_transient(finish)
@@ -434,7 +462,14 @@ def _fail(
     )
 
 
-def _release(sandbox: Sandbox, work: _Work, attempt: int, scored: _Scored) -> str:
+def _record_isolation(submission: Submission, isolation: Isolation) -> None:
+    """The runtime and image its runs ran under (None, None: the development runner)."""
+    submission.runtime, submission.image_digest = isolation.runtime, isolation.image_digest
+
+
+def _release(
+    sandbox: Sandbox, work: _Work, attempt: int, scored: _Scored, isolation: Isolation
+) -> str:
     """The public score through the team's Ladder, signed and audited, in one transaction."""
     with sandbox.tx() as session:
         submission = _locked(session, work.submission_id)
@@ -486,6 +521,7 @@ def _release(sandbox: Sandbox, work: _Work, attempt: int, scored: _Scored) -> st
         submission.improved = step.improved
         submission.status = SubmissionStatus.SCORED.value
         submission.finished_at = utcnow()
+        _record_isolation(submission, isolation)
         document = score_document(
             session, submission, track, part=Part.PUBLIC, n=scored.n, version=work.current.version
         )
@@ -530,6 +566,9 @@ def score_document(
         "team": team.name,
         "submission": submission.id,
         "code_sha256": submission.code_sha256,
+        # What ran it: the engine runtime (runsc is gVisor) and the runner image's ID.
+        "runtime": submission.runtime,
+        "image_digest": submission.image_digest,
         "dataset": track.dataset,
         "dataset_version": version,
         "part": str(part),
@@ -559,23 +598,30 @@ def score_final(sandbox: Sandbox, submission_id: str) -> str:
     try:
         private = _hidden(sandbox, work, Part.PRIVATE)
         try:
-            predictions, _ = _fit_and_predict(sandbox, work, private, folder, f"{attempt}-final")
+            predictions, _, isolation = _fit_and_predict(
+                sandbox, work, private, folder, f"{attempt}-final"
+            )
             scored = _scored(work, private, predictions, "private")
         except JobFailed as failure:
             reason = failure.reason if failure.reason in HIDDEN_FAILURES else "error"
-            return _finish_final(sandbox, work, attempt, None, reason)
+            return _finish_final(sandbox, work, attempt, None, reason, failure.isolation)
         except MalformedPredictions:
-            return _finish_final(sandbox, work, attempt, None, "malformed_predictions")
+            return _finish_final(sandbox, work, attempt, None, "malformed_predictions", isolation)
     except RunnerUnavailable:
         retry_transient(lambda: _give_up(sandbox, submission_id, attempt, final=True))
         raise
     finally:
         shutil.rmtree(folder.parent, ignore_errors=True)
-    return _finish_final(sandbox, work, attempt, scored, None)
+    return _finish_final(sandbox, work, attempt, scored, None, isolation)
 
 
 def _finish_final(
-    sandbox: Sandbox, work: _Work, attempt: int, scored: _Scored | None, reason: str | None
+    sandbox: Sandbox,
+    work: _Work,
+    attempt: int,
+    scored: _Scored | None,
+    reason: str | None,
+    isolation: Isolation | None,
 ) -> str:
     """Keep the private score (it goes out with the signed final board only)."""
 
@@ -586,6 +632,8 @@ def _finish_final(
                 return "missing"
             if _superseded(submission, attempt, final=True):
                 return submission.final_status or ""
+            if isolation is not None:
+                _record_isolation(submission, isolation)
             if scored is None:
                 _fail(session, submission, FINAL, reason or "error", "", final=True)
                 return SubmissionStatus.FAILED.value

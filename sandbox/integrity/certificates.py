@@ -23,7 +23,8 @@ class CertifiedRelease:
 
     ``grant`` is the grant's :func:`grant_terms`, ``csv`` each output as the CSV
     download's bytes, ``rows_sketched`` how many of the output's rows the
-    differencing checks keep a sketch of.
+    differencing checks keep a sketch of, ``runtime`` and ``image_digest`` what the
+    job ran under (both None for the development runner).
     """
 
     job: str
@@ -42,6 +43,8 @@ class CertifiedRelease:
     rows_sketched: int
     reviewers: list[str]
     released_at: dt.datetime
+    runtime: str | None = None
+    image_digest: str | None = None
 
 
 def certificate_document(release: CertifiedRelease) -> dict[str, Any]:
@@ -58,6 +61,10 @@ def certificate_document(release: CertifiedRelease) -> dict[str, Any]:
         "language": release.language,
         "mode": release.mode,
         "code_sha256": release.code_sha256,
+        # What computed the output: the engine runtime (runsc is gVisor) and the runner
+        # image's ID; None, None: the development runner, no container at all.
+        "runtime": release.runtime,
+        "image_digest": release.image_digest,
         "outputs": output_entries(release.tables, release.csv),
         "outputs_sha256": sha256_json(release.tables),
         "privacy": release.privacy,

@@ -27,8 +27,9 @@ from sandbox.errors import SandboxError
 from sandbox.integrity.audit import canonical_json
 
 ALGORITHM = "Ed25519"
-CERTIFICATE_TYPE = "sandbox.release/v2"
-RELEASE_TYPES = frozenset({"sandbox.release/v1", CERTIFICATE_TYPE})
+# v3 adds what ran the job: "runtime" and "image_digest".
+CERTIFICATE_TYPE = "sandbox.release/v3"
+RELEASE_TYPES = frozenset({"sandbox.release/v1", "sandbox.release/v2", CERTIFICATE_TYPE})
 KEYRING_FORMAT = "sandbox-release-keys/1"
 # How far a certificate's time may lie outside its key's working life: a release
 # that read the key just before a rotation, and clocks of hosts that differ a little.
@@ -295,6 +296,7 @@ def verify_release(
         return report
     report.add("signature", True, f"Ed25519 signature by key {key_id} verifies")
     report.add("key validity", *_key_was_current(entry, document.get("released_at")))
+    report.add("isolation", True, _isolation_stated(document))
     if code is not None:
         same = sha256_bytes(code) == document.get("code_sha256")
         report.add(
@@ -308,6 +310,17 @@ def verify_release(
         for name, ok, message in _check_output(document, output):
             report.add(name if name == "privacy" else f"output {name}", ok, message)
     return report
+
+
+def _isolation_stated(document: Mapping[str, Any]) -> str:
+    """What the certificate says ran the job (a fact to read, not a check that fails)."""
+    if "runtime" not in document:
+        return "not stated (a certificate from before runtimes were recorded)"
+    runtime, image = document.get("runtime"), document.get("image_digest")
+    if runtime is None:
+        return "the development runner: a local process, no container, no gVisor"
+    wall = "gVisor" if runtime == "runsc" else "no gVisor"
+    return f"ran under {runtime} ({wall}) in image {image}"
 
 
 def _key_was_current(entry: PublicKeyEntry, released_at: object) -> tuple[bool, str]:

@@ -37,6 +37,7 @@ from policies.output_checks import (
 )
 from policies.policy_file import DatasetPolicy
 from runners import JobFailed, JobSpec, RunnerUnavailable, RunResult
+from runners.contract import Isolation
 from runners.harness import sandbox_job
 from sandbox.access import grants
 from sandbox.access.consent import apply_consent
@@ -103,6 +104,8 @@ def run_job(sandbox: Sandbox, job_id: str) -> str:
             job = _locked(session, job_id)
             if _superseded(job, attempt):
                 return job.status
+            if failure.isolation is not None:
+                _record_isolation(job, failure.isolation)
             _fail(job, session, f"run.{failure.reason}", failure.message, log=failure.log)
             return job.status
     except RunnerUnavailable:
@@ -187,9 +190,16 @@ def _start_attempt(
     return attempt, job_data, policy
 
 
+def _record_isolation(job: Job, isolation: Isolation) -> None:
+    """The runtime and image the job ran under (None, None: the development runner)."""
+    job.runtime, job.image_digest = isolation.runtime, isolation.image_digest
+
+
 def _release_cached(sandbox: Sandbox, session: Session, job: Job) -> str:
     """Release the earlier noisy answer to the same question; nothing runs, nothing is spent."""
     original = session.get_one(Job, job.cached_from)
+    # Nothing runs: the answer is the original's, computed under its runtime and image.
+    job.runtime, job.image_digest = original.runtime, original.image_digest
     move(session, job, JobStatus.CHECKING, actor=WORKER, details={"cached_from": original.id})
     result = dict(original.result or {})
     result["privacy"] = {
@@ -340,6 +350,7 @@ def _check_and_release(
             return job.status  # another delivery took it over or finished it
         grant = session.get_one(Grant, job.grant_id)
         job.log = result.log or None
+        _record_isolation(job, result.isolation)
         move(session, job, JobStatus.CHECKING, actor=WORKER)
         if not grant.is_active():
             job.error_code, job.error_message = "grant_inactive", "The grant was revoked."
@@ -404,12 +415,15 @@ def _disclosure(
         }
         return {"tables": tables, "privacy": privacy, "disclosure": None}, [], [], None
     outputs: list[Released] = []
+    # Per output: None where the sandbox's own engine computed it, else how it was checked.
+    verification: list[Checked | None] = []
     if plan.threshold is not None:
         (only,) = result.tables
         outputs.append(
             apply_threshold(plan.threshold, only.columns, only.rows, k=rules.threshold, rules=rules)
         )
         names = ["result"]
+        verification = [None]
     else:
         if not result.tables:
             raise DisclosureError(
@@ -436,6 +450,7 @@ def _disclosure(
                 )
             )
         names = [one.table.name for one in checked]
+        verification = list(checked)
     suppressions = [s for o in outputs for s in o.suppressions]
     released = {
         "tables": [
@@ -455,9 +470,28 @@ def _disclosure(
         "by_rule": tally(suppressions),
         "cells": [s.to_dict() for s in suppressions[:MAX_SUPPRESSIONS_KEPT]],
         "more": max(0, len(suppressions) - MAX_SUPPRESSIONS_KEPT),
+        "outputs": [
+            _output_facts(name, o, one)
+            for name, o, one in zip(names, outputs, verification, strict=True)
+        ],
     }
     holds = [h for o in outputs for h in o.holds]
     return released, holds, [row for o in outputs for row in o.sketches], suppressed
+
+
+def _output_facts(name: str, output: Released, checked: Checked | None) -> dict[str, Any]:
+    """What auditors read of one output before its rows (sandbox.jobs.risk_signals): its
+    rows, whether the sandbox computed it itself and why not, its largest person's share."""
+    facts: dict[str, Any] = {
+        "name": name,
+        "rows": len(output.rows),
+        "dropped_rows": output.suppressed_rows,
+        "verified": checked is None or checked.verified,
+        "largest_share": output.largest.to_dict() if output.largest is not None else None,
+    }
+    if checked is not None and not checked.verified and checked.reason is not None:
+        facts["unverified_because"] = Finding("output.unverified", checked.reason).to_dict()
+    return facts
 
 
 def _differencing(

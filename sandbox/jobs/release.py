@@ -51,6 +51,8 @@ def release(sandbox: Sandbox, session: Session, job: Job, *, reviewers: list[str
         rows_sketched=len(job.disclosure_sketches or []),
         reviewers=reviewers,
         released_at=released_at,
+        runtime=job.runtime,
+        image_digest=job.image_digest,
     )
     document = certificate_document(certified)
     job.certificate = key.sign(document)

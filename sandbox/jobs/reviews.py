@@ -3,7 +3,10 @@
 The pipeline holds a job in ``pending_review`` when its grant asks for review
 or a disclosure check held an output. Auditors then approve or withhold it,
 each with a comment; the dataset's owner sets how many distinct auditors must
-approve (1 or 2), and any withholding withholds. The analyst may object to a
+approve (1 or 2), and how many when an output is one the sandbox could not
+compute again itself (:mod:`sandbox.jobs.verification`; two unless the owner
+lowers it), and any withholding withholds. The job's analyst never counts, and
+an auditor who approves twice counts once. The analyst may object to a
 withholding, which sends the job back for review in a new round: approvals
 count within their round only, so an objection is decided afresh.
 
@@ -13,6 +16,8 @@ caller's transaction. Held outputs are shown to auditors and admins only.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import select
@@ -25,12 +30,14 @@ from policies.permissions import (
     user_may_read_held_outputs,
     user_may_review_job,
     user_may_review_jobs,
+    user_may_set_review_quorum,
 )
 from sandbox.access.grants import grant_view
 from sandbox.actions import transaction
 from sandbox.context import Sandbox
 from sandbox.errors import Conflict, Forbidden, InvalidRequest, NotFound
 from sandbox.integrity import audit
+from sandbox.jobs import risk_signals
 from sandbox.jobs.lifecycle import job_lock, move
 from sandbox.jobs.release import release
 from sandbox.models import (
@@ -38,6 +45,7 @@ from sandbox.models import (
     Grant,
     Job,
     JobStatus,
+    ReleasedRow,
     ReviewEvent,
     ReviewKind,
     iso,
@@ -48,6 +56,36 @@ MAX_COMMENT_CHARS = 2000
 REVIEWERS_ALLOWED = (1, 2)
 WITHHELD_BY_REVIEW = "withheld_by_review"
 DECISIONS = (ReviewKind.APPROVE, ReviewKind.WITHHOLD)
+# The settings an owner may change, and why a review needs as many approvals as it does.
+QUORUM_SETTINGS = ("reviewers_required", "unverified_reviewers_required")
+BECAUSE_DATASET = "dataset_setting"
+BECAUSE_UNVERIFIED = "unverified_output"
+
+
+@dataclass(frozen=True)
+class Quorum:
+    """How many distinct auditors must approve a held job, and why that many."""
+
+    required: int
+    because: str  # BECAUSE_DATASET or BECAUSE_UNVERIFIED
+    unverified: tuple[str, ...] = ()  # the outputs the sandbox could not verify
+
+    def to_dict(self, given: int) -> dict[str, Any]:
+        return {
+            "required": self.required,
+            "given": given,
+            "because": self.because,
+            "unverified_outputs": list(self.unverified),
+        }
+
+
+def quorum_of(*, reviewers: int, unverified_reviewers: int, unverified: list[str]) -> Quorum:
+    """The approvals a job needs: the dataset's number, or its number for unverified outputs
+    when any output is unverified and that number is the larger."""
+    reviewers = max(reviewers, 1)
+    if unverified and unverified_reviewers > reviewers:
+        return Quorum(unverified_reviewers, BECAUSE_UNVERIFIED, tuple(unverified))
+    return Quorum(reviewers, BECAUSE_DATASET, tuple(unverified))
 
 
 # --- actions ---------------------------------------------------------------------------------
@@ -82,10 +120,18 @@ def decide_review(
         raise Forbidden("Nobody reviews their own job.")
     events = history(session, job.id)
     round_ = current_round(events)
-    approvers = approvals(events, round_)
-    if decision == ReviewKind.APPROVE and by.username in approvers:
-        raise Conflict("You approved this output already; another auditor must approve it too.")
-    required = reviewers_required(session, job.dataset)
+    approvers = approvals(events, round_, analyst_id=job.analyst_id)
+    needed = quorum(session, job)
+    again = decision == ReviewKind.APPROVE and by.username in approvers
+    # Approving again counts once; it releases only when the owner lowered the number since.
+    if again and len(approvers) < needed.required:
+        raise Conflict(
+            f"You approved this output already, and an auditor counts once: {len(approvers)} "
+            f"of the {needed.required} approvals it needs are given; another auditor must "
+            "approve it.",
+            rule="review.distinct_auditors",
+        )
+    required = needed.required
     session.add(
         ReviewEvent(
             job_id=job.id, round=round_, kind=decision, actor_id=by.id, comment=comment, at=utcnow()
@@ -94,16 +140,19 @@ def decide_review(
     details: dict[str, Any] = {"decision": decision, "comment": comment}
     if round_ > 1:
         details["round"] = round_
+    given = approvers if again else [*approvers, by.username]
     if required > 1 and decision == ReviewKind.APPROVE:
-        details |= {"approvals": len(approvers) + 1, "required": required}
+        details |= {"approvals": len(given), "required": required}
+        if needed.because == BECAUSE_UNVERIFIED:
+            details["because"] = BECAUSE_UNVERIFIED
     audit.append(session, actor=by.username, action="job.reviewed", subject=job.id, details=details)
     if decision == ReviewKind.WITHHOLD:
         job.error_code, job.error_message = WITHHELD_BY_REVIEW, "An auditor withheld the output."
         job.finished_at = utcnow()
         move(session, job, JobStatus.WITHHELD, actor=by.username, details=details)
-    elif len(approvers) + 1 >= required:
+    elif len(given) >= required:
         # The certificate names every auditor whose approval released it.
-        release(sandbox, session, job, reviewers=[*approvers, by.username])
+        release(sandbox, session, job, reviewers=given)
     return job
 
 
@@ -147,41 +196,76 @@ def _object(session: Session, *, by: Person, job_id: str, reason: str) -> Job:
     return job
 
 
-def set_reviewers_required(
-    sandbox: Sandbox, *, by: Person, dataset: str, count: object
+def set_review_quorum(
+    sandbox: Sandbox, *, by: Person, dataset: str, settings: Mapping[str, object]
 ) -> dict[str, Any]:
-    """How many distinct auditors must approve this dataset's held outputs (1 or 2).
+    """How many distinct auditors must approve this dataset's held outputs
+    (``reviewers_required``), and those the sandbox could not verify
+    (``unverified_reviewers_required``): 1 or 2 each, at least one of them given.
 
     Read when an auditor decides, so a change applies to jobs already waiting.
+    Each change is its own audit entry.
     """
     with transaction(sandbox, by=by, action="dataset.settings", subject=dataset) as session:
-        return dataset_settings(_set_reviewers(session, by=by, dataset=dataset, count=count))
+        return dataset_settings(_set_quorum(session, by=by, dataset=dataset, settings=settings))
 
 
-def _set_reviewers(session: Session, *, by: Person, dataset: str, count: object) -> DatasetRecord:
-    if type(count) is not int or count not in REVIEWERS_ALLOWED:  # not True, not 2.0
-        raise InvalidRequest("reviewers_required must be 1 or 2.", field="reviewers_required")
+def _set_quorum(
+    session: Session, *, by: Person, dataset: str, settings: Mapping[str, object]
+) -> DatasetRecord:
+    unknown = sorted(set(settings) - set(QUORUM_SETTINGS))
+    if unknown:
+        raise InvalidRequest(
+            f"Unknown setting {unknown[0][:64]}: send reviewers_required or "
+            "unverified_reviewers_required (1 or 2).",
+            field=unknown[0][:64],
+        )
+    if not settings:
+        raise InvalidRequest(
+            "Send reviewers_required or unverified_reviewers_required (1 or 2).",
+            field="reviewers_required",
+        )
+    for name, count in settings.items():
+        if type(count) is not int or count not in REVIEWERS_ALLOWED:  # not True, not 2.0
+            raise InvalidRequest(f"{name} must be 1 or 2.", field=name)
     record = session.scalars(
         select(DatasetRecord).where(DatasetRecord.name == dataset).with_for_update(key_share=True)
     ).one_or_none()
     if record is None:
         raise NotFound(f"There is no stored dataset {dataset}.")
-    if not user_may_govern_dataset(by, owner_id=record.owner_id):
+    if not user_may_set_review_quorum(by, owner_id=record.owner_id):
         raise Forbidden(
-            "Only the dataset's owner or an admin sets its reviewers.",
+            "Only the dataset's owner sets how many auditors approve its outputs.",
             rule="permission.dataset_owner",
         )
-    if record.reviewers_required != count:
-        change = {"from": record.reviewers_required, "to": count}
+    for name in QUORUM_SETTINGS:
+        if name not in settings or getattr(record, name) == settings[name]:
+            continue
         audit.append(
             session,
             actor=by.username,
-            action="dataset.reviewers_required",
+            action=f"dataset.{name}",
             subject=dataset,
-            details=change,
+            details={"from": getattr(record, name), "to": settings[name]},
         )
-        record.reviewers_required = count
+        setattr(record, name, settings[name])
     return record
+
+
+def review_settings(sandbox: Sandbox, *, by: Person, dataset: str) -> dict[str, Any]:
+    """The dataset's review settings for its governance page, and whether ``by`` may
+    change them (its owner alone)."""
+    with sandbox.tx() as session:
+        record = session.scalar(select(DatasetRecord).where(DatasetRecord.name == dataset))
+        if record is None:
+            raise NotFound(f"There is no stored dataset {dataset}.")
+        if not user_may_govern_dataset(by, owner_id=record.owner_id):
+            raise Forbidden(
+                "Only the dataset's owner or an admin reads its settings.",
+                rule="permission.dataset_owner",
+            )
+        may_change = user_may_set_review_quorum(by, owner_id=record.owner_id)
+        return dataset_settings(record) | {"may_change": may_change}
 
 
 # --- the state of a review ----------------------------------------------------------------------
@@ -207,15 +291,37 @@ def current_round(events: list[ReviewEvent]) -> int:
     return max((e.round for e in events), default=1)
 
 
-def approvals(events: list[ReviewEvent], round_: int) -> list[str]:
-    """The auditors who approved in this round, first to last."""
-    return [e.actor.username for e in events if e.round == round_ and e.kind == ReviewKind.APPROVE]
+def approvals(
+    events: list[ReviewEvent], round_: int, *, analyst_id: int | None = None
+) -> list[str]:
+    """The distinct auditors who approved in this round, first to last; never the analyst."""
+    found = (
+        e.actor.username
+        for e in events
+        if e.round == round_ and e.kind == ReviewKind.APPROVE and e.actor_id != analyst_id
+    )
+    return list(dict.fromkeys(found))
 
 
 def reviewers_required(session: Session, dataset: str) -> int:
     record = session.scalar(select(DatasetRecord).where(DatasetRecord.name == dataset))
     # No record: the dataset is not stored, so nothing can be released from it anyway.
     return max(record.reviewers_required, 1) if record is not None else 1
+
+
+def quorum(session: Session, job: Job) -> Quorum:
+    """The approvals this job needs now (the owner's settings are read at every decision)."""
+    record = session.scalar(select(DatasetRecord).where(DatasetRecord.name == job.dataset))
+    # No record: nothing can be released from it anyway; fail closed on the numbers.
+    reviewers = record.reviewers_required if record is not None else 1
+    unverified = record.unverified_reviewers_required if record is not None else 2
+    return quorum_of(
+        reviewers=reviewers,
+        unverified_reviewers=unverified,
+        unverified=risk_signals.unverified_outputs(
+            language=job.language, result=job.result, stored=job.suppressions
+        ),
+    )
 
 
 def can_object(job: Job) -> bool:
@@ -269,7 +375,8 @@ def _queue(session: Session, *, viewer: Person) -> list[dict[str, Any]]:
     for job in jobs:
         events = by_job[job.id]
         round_ = current_round(events)
-        approved = approvals(events, round_)
+        approved = approvals(events, round_, analyst_id=job.analyst_id)
+        needed = quorum(session, job)
         rows.append(
             {
                 "id": job.id,
@@ -283,8 +390,9 @@ def _queue(session: Session, *, viewer: Person) -> list[dict[str, Any]]:
                 "round": round_,
                 "objection": _objection(events, round_),
                 "approvals": approved,
-                "reviewers_required": reviewers_required(session, job.dataset),
-                "awaits_you": _may_decide(job, viewer, approved),
+                "reviewers_required": needed.required,
+                "quorum": needed.to_dict(len(approved)),
+                "awaits_you": _may_decide(job, viewer, approved, needed.required),
             }
         )
     return rows
@@ -307,7 +415,8 @@ def _open_review(session: Session, *, by: Person, job_id: str) -> dict[str, Any]
     if job is None or (job.status != JobStatus.PENDING_REVIEW and not events):
         raise NotFound(f"Job {job_id} is not held for review.")
     round_ = current_round(events)
-    approved = approvals(events, round_)
+    approved = approvals(events, round_, analyst_id=job.analyst_id)
+    needed = quorum(session, job)
     outputs = None
     if job.result is not None:
         outputs = dict(job.result)
@@ -337,16 +446,39 @@ def _open_review(session: Session, *, by: Person, job_id: str) -> dict[str, Any]
         "findings": job.findings or [],
         "outputs": outputs,
         "suppressions": suppression_view(job.suppressions),
-        "reviewers_required": reviewers_required(session, job.dataset),
+        "signals": risk_signals.signals_of(
+            language=job.language,
+            mode=job.mode,
+            result=job.result,
+            stored=job.suppressions,
+            sketches=job.disclosure_sketches,
+            findings=job.findings or [],
+            earlier_releases=_releases_compared(session, job),
+        ),
+        "reviewers_required": needed.required,
+        "quorum": needed.to_dict(len(approved)),
         "round": round_,
         "approvals": approved,
         "objection": _objection(events, round_) if job.status == JobStatus.PENDING_REVIEW else None,
         "history": [event_view(e) for e in events],
-        "may_decide": _may_decide(job, by, approved),
+        "may_decide": _may_decide(job, by, approved, needed.required),
     }
     if job.error_code:
         data["error"] = {"code": job.error_code, "message": job.error_message}
     return data
+
+
+def _releases_compared(session: Session, job: Job) -> int:
+    """How many earlier releases under the job's grant its differencing check read."""
+    return len(
+        set(
+            session.scalars(
+                select(ReleasedRow.job_id)
+                .where(ReleasedRow.grant_id == job.grant_id, ReleasedRow.job_id != job.id)
+                .distinct()
+            )
+        )
+    )
 
 
 def suppression_view(stored: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -364,11 +496,13 @@ def suppression_view(stored: dict[str, Any] | None) -> dict[str, Any] | None:
     return {"by_rule": stored.get("by_rule") or {}, "more": stored.get("more", 0), "tables": tables}
 
 
-def _may_decide(job: Job, user: Person, approved: list[str]) -> bool:
+def _may_decide(job: Job, user: Person, approved: list[str], required: int) -> bool:
+    """Whether this auditor may decide now: not one who already approved, unless the owner
+    has since lowered the approvals needed to what is given (then confirming releases)."""
     return (
         user_may_review_job(user, analyst_id=job.analyst_id)
         and job.status == JobStatus.PENDING_REVIEW
-        and user.username not in approved
+        and (user.username not in approved or len(approved) >= required)
     )
 
 
@@ -376,12 +510,15 @@ def review_state(session: Session, job: Job) -> dict[str, Any]:
     """Where a review stands after a decision: status, round, approvals so far."""
     events = history(session, job.id)
     round_ = current_round(events)
+    approved = approvals(events, round_, analyst_id=job.analyst_id)
+    needed = quorum(session, job)
     return {
         "id": job.id,
         "status": job.status,
         "round": round_,
-        "approvals": approvals(events, round_),
-        "reviewers_required": reviewers_required(session, job.dataset),
+        "approvals": approved,
+        "reviewers_required": needed.required,
+        "quorum": needed.to_dict(len(approved)),
     }
 
 
@@ -403,6 +540,7 @@ def dataset_settings(record: DatasetRecord) -> dict[str, Any]:
         "name": record.name,
         "version": record.version,
         "reviewers_required": record.reviewers_required,
+        "unverified_reviewers_required": record.unverified_reviewers_required,
     }
 
 

@@ -3,6 +3,7 @@ an auditor approves a held output on its review page; an analyst objects to a wi
 
 from __future__ import annotations
 
+import os
 import re
 from typing import Any
 
@@ -124,3 +125,88 @@ def test_browser_auditor_sees_every_rule_a_blank_cell_failed(
     token = live_portal.token("analyst")
     status, job = live_portal.request("GET", f"/api/v1/jobs/{job_id}", token=token)
     assert status == 200 and "suppressions" not in job
+
+
+UNVERIFIED_PYTHON = (
+    "import sandbox_job\nv = sandbox_job.table('visits')\n"
+    "sandbox_job.frequency_table('costly', v[v.cost > 1000], by=['department'])\n"
+)
+
+
+def test_browser_review_page_leads_with_risk_signals_in_zh_and_en(
+    page: Any, live_portal: LivePortal, tmp_path: Any
+) -> None:
+    from playwright.sync_api import expect
+
+    token = live_portal.token("analyst")
+    status, body = live_portal.request(
+        "POST",
+        "/api/v1/jobs",
+        {"dataset": "health", "language": "python", "mode": "masked", "code": UNVERIFIED_PYTHON},
+        token,
+    )
+    assert status == 202, body
+    job_id = str(body["id"])
+    assert live_portal.wait_for(job_id, token)["status"] == "pending_review"
+
+    log_in(page, live_portal, "auditor")
+    page.goto(f"{live_portal.base_url}/reviews/{job_id}")
+    signals = page.locator("#risk-signals")
+    expect(signals.locator("h2")).to_have_text("风险信号")
+    quorum = page.locator("#review-quorum")
+    expect(quorum).to_have_attribute("data-because", "unverified_output")
+    expect(quorum).to_contain_text("已批准 0 / 需要 2")
+    expect(quorum).to_contain_text("costly")
+    first = signals.locator("li.signal").first
+    expect(first).to_have_attribute("data-severity", "high")
+    expect(first).to_have_attribute("data-kind", "verification")
+    expect(first.locator(".severity")).to_have_text("高")
+    expect(first).to_contain_text("沙箱无法自行重新计算输出 costly")
+    expect(signals.locator("li.signal[data-kind=persons]")).to_contain_text("最小的组")
+    expect(signals.locator("li.signal[data-kind=differencing]")).to_have_count(1)
+    # Before the held table, and its severities worst first.
+    above = signals.bounding_box()
+    table = page.locator("#held-outputs table.result").bounding_box()
+    assert above is not None and table is not None and above["y"] + above["height"] <= table["y"]
+    order = ["high", "unknown", "medium", "low"]
+    shown = signals.locator("li.signal").evaluate_all("(els) => els.map(e => e.dataset.severity)")
+    assert shown == sorted(shown, key=order.index), shown
+    page.screenshot(path=str(tmp_path / "review-zh.png"), full_page=True)
+
+    page.goto(f"{live_portal.base_url}/lang/en?next=/reviews/{job_id}")
+    page.wait_for_url(f"{live_portal.base_url}/reviews/{job_id}")
+    expect(signals.locator("h2")).to_have_text("Risk signals")
+    expect(quorum).to_contain_text("0 of 2 approvals given")
+    expect(quorum).to_contain_text("the sandbox could not verify output costly")
+    expect(signals.locator("li.signal").first.locator(".severity")).to_have_text("High")
+    expect(signals.locator("li.signal[data-kind=persons]")).to_contain_text("Smallest group")
+    page.screenshot(path=str(tmp_path / "review-en.png"), full_page=True)
+    shots = os.environ.get("SANDBOX_SCREENSHOTS")
+    if shots:  # where a person looks at them
+        for name in ("review-zh.png", "review-en.png"):
+            (tmp_path / name).replace(f"{shots}/{name}")
+
+
+def test_browser_owner_lowers_unverified_reviewers(page: Any, live_portal: LivePortal) -> None:
+    from playwright.sync_api import expect
+
+    log_in(page, live_portal, "owner")
+    page.goto(f"{live_portal.base_url}/owner/datasets/health")
+    section = page.locator("#reviewers")
+    expect(section.locator("h2")).to_have_text("审核人数")
+    expect(page.locator("#unverified-reviewers-required")).to_have_text("2")
+    page.select_option("#reviewers-form select[name=unverified_reviewers_required]", "1")
+    page.click("#reviewers-form button[type=submit]")
+    page.wait_for_url(re.compile(re.escape(f"{live_portal.base_url}/owner/datasets/health")))
+    expect(page.locator("#unverified-reviewers-required")).to_have_text("1")
+    expect(page.locator("p.notice")).to_contain_text("审核人数设置已保存")
+    shots = os.environ.get("SANDBOX_SCREENSHOTS")
+    if shots:
+        section.screenshot(path=f"{shots}/owner-reviewers.png")
+    token = live_portal.token("auditor")
+    status, entries = live_portal.request(
+        "GET", "/api/v1/audit?action=dataset.unverified_reviewers_required", token=token
+    )
+    assert status == 200, entries
+    (change,) = entries["entries"]
+    assert (change["actor"], change["details"]) == ("owner", {"from": 2, "to": 1})

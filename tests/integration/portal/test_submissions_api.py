@@ -153,9 +153,9 @@ def test_submit_in_final_phase_is_409_contest_closed(client: FlaskClient, bearer
 def test_submit_by_user_in_no_team_is_403(client: FlaskClient, sandbox_instance: Sandbox) -> None:
     with sandbox_instance.tx() as session:
         create_user(
-            session, username="loner", password="loner-pw-123", role=Role.ANALYST, by="setup"
+            session, username="loner", password="solo-team-pw-123", role=Role.ANALYST, by="setup"
         )
-    loner = {"Authorization": f"Bearer {request_token(client, 'loner', 'loner-pw-123')}"}
+    loner = {"Authorization": f"Bearer {request_token(client, 'loner', 'solo-team-pw-123')}"}
 
     answer = client.post(SUBMISSIONS, json={"code": CODE}, headers=loner)
 

@@ -2,6 +2,9 @@
 
 Each hostile job does its probing itself and reports what happened in an
 output table, so the assertions read what the job could and could not do.
+The isolation and escape tests (``isolated``) run under both engine runtimes,
+gVisor's runsc and runc; the functional ones under the runner's default (auto:
+runsc wherever it is registered), to keep the suite's time.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import pytest
 
 from policies.python_check import check_python
 from runners.containers import LABEL_JOB, LABEL_PID, LABEL_RUNNER
-from runners.contract import JobFailed, JobSpec, RunnerUnavailable, RunResult
+from runners.contract import Isolation, JobFailed, JobSpec, RunnerUnavailable, RunResult
 from runners.docker_runner import DockerRunner, WarmPoolSettings
 from runners.image import IMAGE_TAG
 from runners.pool import POOL_JOB_LABEL
@@ -32,11 +35,23 @@ pytestmark = pytest.mark.docker
 def runner(docker_client: Any, request: Any, tmp_path: Path) -> Iterator[DockerRunner]:
     """Every test runs twice: in a container started for the job, and in a warm one
     started ahead from the pool (runners.pool), which must hold exactly as well."""
-    if request.param == "cold":
-        yield DockerRunner(docker_client)
+    yield from _runner(docker_client, request.param, tmp_path, "auto")
+
+
+@pytest.fixture(params=["cold", "warm"])
+def isolated(
+    docker_client: Any, request: Any, tmp_path: Path, runtime: str
+) -> Iterator[DockerRunner]:
+    """As ``runner``, under each runtime in turn (the ``runtime`` fixture)."""
+    yield from _runner(docker_client, request.param, tmp_path, runtime)
+
+
+def _runner(docker_client: Any, kind: str, tmp_path: Path, runtime: str) -> Iterator[DockerRunner]:
+    if kind == "cold":
+        yield DockerRunner(docker_client, runtime=runtime)
         return
     pool = WarmPoolSettings(size=1, folder=tmp_path / "pool", memory_mb=1024, timeout_s=30)
-    runner = DockerRunner(docker_client, pool=pool)
+    runner = DockerRunner(docker_client, runtime=runtime, pool=pool)
     runner.warm_up()
     deadline = time.monotonic() + 60
     while not runner._warm_pool()._ready and time.monotonic() < deadline:  # type: ignore[union-attr]
@@ -183,7 +198,7 @@ def test_python_job_returns_table(runner: DockerRunner, view: Path) -> None:
     assert "auditors' log" in result.log
 
 
-def test_python_job_network_unreachable(runner: DockerRunner, view: Path) -> None:
+def test_python_job_network_unreachable(isolated: DockerRunner, view: Path) -> None:
     # Connecting is only tried when loopback is the sole interface, so this
     # test cannot send a packet off the machine even if isolation broke.
     code = (
@@ -204,14 +219,16 @@ report()
 """
     )
 
-    outcomes = probe(runner, view, code)
+    outcomes = probe(isolated, view, code)
 
     assert outcomes["interfaces"] == "lo"
-    assert outcomes["connect"] == "ENETUNREACH"
+    # runc's kernel says no route to the network, gVisor's none to the host: either way
+    # nothing left.
+    assert outcomes["connect"] in ("ENETUNREACH", "EHOSTUNREACH")
     assert outcomes["resolve"] == "EHOSTUNREACH"
 
 
-def test_python_job_cannot_write_root_or_input(runner: DockerRunner, view: Path) -> None:
+def test_python_job_cannot_write_root_or_input(isolated: DockerRunner, view: Path) -> None:
     code = (
         PROBE_HELPERS
         + """
@@ -228,7 +245,7 @@ report()
 """
     )
 
-    outcomes = probe(runner, view, code)
+    outcomes = probe(isolated, view, code)
 
     for place in ("root", "etc", "harness", "input_new", "input_existing"):
         assert outcomes[place] in ("EROFS", "EACCES"), place
@@ -236,7 +253,7 @@ report()
     assert sorted(p.name for p in view.iterdir()) == ["job.json", "visits.parquet"]
 
 
-def test_python_job_cannot_run_programs_from_tmp(runner: DockerRunner, view: Path) -> None:
+def test_python_job_cannot_run_programs_from_tmp(isolated: DockerRunner, view: Path) -> None:
     code = (
         PROBE_HELPERS
         + """
@@ -249,25 +266,29 @@ report()
 """
     )
 
-    outcomes = probe(runner, view, code)
+    outcomes = probe(isolated, view, code)
 
     assert outcomes["exec_tmp"] == "EACCES"
     assert outcomes["exec_bin"] == "ok"
 
 
-def test_python_job_runs_unprivileged(runner: DockerRunner, view: Path) -> None:
+def test_python_job_runs_unprivileged(isolated: DockerRunner, view: Path) -> None:
     code = (
         PROBE_HELPERS
         + """
+import ctypes
 for line in open("/proc/self/status"):
     key, _, value = line.partition(":")
-    if key in ("Uid", "Gid", "Groups", "CapEff", "CapPrm", "CapBnd", "NoNewPrivs"):
+    if key in ("Uid", "Gid", "Groups", "CapEff", "CapPrm", "CapBnd"):
         outcomes[key] = " ".join(value.split())
+# Asked of the kernel: gVisor's /proc/self/status has no NoNewPrivs line.
+PR_GET_NO_NEW_PRIVS = 39
+outcomes["NoNewPrivs"] = str(ctypes.CDLL(None).prctl(PR_GET_NO_NEW_PRIVS, 0, 0, 0, 0))
 report()
 """
     )
 
-    status = probe(runner, view, code)
+    status = probe(isolated, view, code)
 
     assert status["Uid"] == "10001 10001 10001 10001"
     assert status["Gid"] == "10001 10001 10001 10001"
@@ -279,7 +300,7 @@ report()
 
 
 def test_python_job_sees_no_host_environment(
-    runner: DockerRunner, view: Path, monkeypatch: pytest.MonkeyPatch
+    isolated: DockerRunner, view: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("SANDBOX_SECRET_KEY", "do-not-leak-4f1c")
     monkeypatch.setenv("SANDBOX_DATABASE_URL", "postgresql://user:do-not-leak-4f1c@db/x")
@@ -293,7 +314,7 @@ report()
 """
     )
 
-    environment = probe(runner, view, code)
+    environment = probe(isolated, view, code)
 
     sandbox_names = {name for name in environment if name.startswith("SANDBOX")}
     assert sandbox_names == {"SANDBOX_INPUT", "SANDBOX_TMP"}
@@ -352,19 +373,19 @@ def test_python_job_fits_sklearn_and_statsmodels(runner: DockerRunner, tmp_path:
         assert intercept is None or intercept == pytest.approx(1.04, abs=1e-5)
 
 
-def test_endless_loop_times_out(runner: DockerRunner, view: Path) -> None:
+def test_endless_loop_times_out(isolated: DockerRunner, view: Path) -> None:
     spec = make_spec(view, "while True:\n    pass\n", timeout_s=3)
     started = time.monotonic()
 
     with pytest.raises(JobFailed) as failure:
-        run_job(runner, spec)
+        run_job(isolated, spec)
 
     assert failure.value.reason == "timeout"
     assert failure.value.message == "The job timed out after 3 s."
     assert time.monotonic() - started < 15
 
 
-def test_memory_bomb_is_killed(runner: DockerRunner, view: Path) -> None:
+def test_memory_bomb_is_killed(isolated: DockerRunner, view: Path) -> None:
     code = """
     blocks = []
     while True:
@@ -373,13 +394,13 @@ def test_memory_bomb_is_killed(runner: DockerRunner, view: Path) -> None:
     spec = make_spec(view, code, memory_mb=128)
 
     with pytest.raises(JobFailed) as failure:
-        run_job(runner, spec)
+        run_job(isolated, spec)
 
     assert failure.value.reason == "memory"
     assert failure.value.message == "The job exceeded its memory limit of 128 MB."
 
 
-def test_fork_bomb_hits_pids_limit(runner: DockerRunner, view: Path) -> None:
+def test_fork_bomb_hits_pids_limit(isolated: DockerRunner, view: Path) -> None:
     code = (
         PROBE_HELPERS
         + """
@@ -400,13 +421,21 @@ report()
 """
     )
 
-    outcomes = probe(runner, view, code, pids=32)
+    if isolated.runtime_setting == "runsc":
+        with pytest.raises(JobFailed) as failure:
+            probe(isolated, view, code, pids=32)
+        # gVisor's kernel runs the job's processes on host threads of its own, counted by
+        # the pids limit: the fork past it takes the whole sandbox down, job and all.
+        assert failure.value.reason == "malformed_output"
+        return
+
+    outcomes = probe(isolated, view, code, pids=32)
 
     assert outcomes["fork"] == "EAGAIN"
     assert 0 < int(outcomes["children"]) < 32
 
 
-def test_fork_bomb_times_out_and_runner_serves_next_job(runner: DockerRunner, view: Path) -> None:
+def test_fork_bomb_times_out_and_runner_serves_next_job(isolated: DockerRunner, view: Path) -> None:
     bomb = """
     import os
     while True:
@@ -416,10 +445,13 @@ def test_fork_bomb_times_out_and_runner_serves_next_job(runner: DockerRunner, vi
             pass
     """
     with pytest.raises(JobFailed) as failure:
-        run_job(runner, make_spec(view, bomb, pids=32, timeout_s=4))
-    assert failure.value.reason == "timeout"
+        run_job(isolated, make_spec(view, bomb, pids=32, timeout_s=4))
+    # runc: the bomb spins at the limit until its time is up; gVisor: it takes its
+    # sandbox down at the limit (test_fork_bomb_hits_pids_limit).
+    ended = "malformed_output" if isolated.runtime_setting == "runsc" else "timeout"
+    assert failure.value.reason == ended
 
-    result = run_job(runner, make_spec(view, "SELECT count(*) AS n FROM visits", language="sql"))
+    result = run_job(isolated, make_spec(view, "SELECT count(*) AS n FROM visits", language="sql"))
 
     assert result.tables[0].rows == [[5]]
 
@@ -440,7 +472,7 @@ def test_output_over_cap_fails(runner: DockerRunner, view: Path) -> None:
     assert "10000 bytes" in failure.value.message
 
 
-def test_output_written_around_harness_fails(runner: DockerRunner, view: Path) -> None:
+def test_output_written_around_harness_fails(isolated: DockerRunner, view: Path) -> None:
     # The job finds the harness's own copy of standard output and floods it.
     code = """
     import os
@@ -456,7 +488,7 @@ def test_output_written_around_harness_fails(runner: DockerRunner, view: Path) -
     spec = make_spec(view, code, max_output_bytes=100_000)
 
     with pytest.raises(JobFailed) as failure:
-        run_job(runner, spec)
+        run_job(isolated, spec)
 
     assert failure.value.reason == "output_too_large"
 
@@ -528,3 +560,85 @@ def test_cleanup_orphans_removes_stopped_containers(
     finally:
         if job_containers(docker_client, "orphan"):
             orphan.remove(force=True)
+
+
+def test_run_records_its_runtime_and_image(
+    isolated: DockerRunner, view: Path, docker_client: Any, runtime: str
+) -> None:
+    code = PROBE_HELPERS + 'import os\noutcomes["release"] = os.uname().release\nreport()\n'
+    image_id = docker_client.images.get(IMAGE_TAG).id
+
+    result = run_job(isolated, make_spec(view, code))
+    with pytest.raises(JobFailed) as failure:
+        run_job(isolated, make_spec(view, "raise ValueError('no')\n"))
+
+    assert result.isolation == Isolation(runtime=runtime, image_digest=image_id)
+    assert failure.value.isolation == result.isolation
+    assert image_id.startswith("sha256:")
+    # The job saw the kernel of its runtime: gVisor's own under runsc, the host's under runc.
+    (table,) = result.tables
+    release = dict(table.rows)["release"]
+    assert (release != os.uname().release) == (runtime == "runsc")
+
+
+def test_image_has_no_setuid_or_setgid_files(docker_client: Any, runtime: str) -> None:
+    # Run as root so that nothing is hidden from the walk; one file system (-xdev).
+    walk = textwrap.dedent(
+        """
+        import os, stat
+        root = os.stat("/").st_dev
+        for folder, dirs, files in os.walk("/"):
+            dirs[:] = [d for d in dirs if os.lstat(os.path.join(folder, d)).st_dev == root]
+            for name in dirs + files:
+                path = os.path.join(folder, name)
+                mode = os.lstat(path).st_mode
+                if not stat.S_ISLNK(mode) and mode & (stat.S_ISUID | stat.S_ISGID):
+                    print(path)
+        print("walked")
+        """
+    )
+
+    listed = docker_client.containers.run(
+        IMAGE_TAG,
+        ["-c", walk],
+        entrypoint="python3",
+        user="0",
+        network_mode="none",
+        runtime=runtime,
+        remove=True,
+    ).decode()
+
+    assert listed.splitlines() == ["walked"]  # no setuid or setgid file
+
+
+def test_job_can_write_nothing_but_its_tmpfs(isolated: DockerRunner, view: Path) -> None:
+    code = (
+        PROBE_HELPERS
+        + """
+import os, stat
+outcomes["HOME"] = os.environ.get("HOME", "")
+writable = []
+for folder, dirs, files in os.walk("/"):
+    if folder in ("/proc", "/sys") or folder.startswith(("/proc/", "/sys/")):
+        dirs[:] = []
+        continue
+    for name in [".", *files]:
+        path = os.path.normpath(os.path.join(folder, name))
+        try:
+            mode = os.lstat(path).st_mode
+        except OSError:
+            continue
+        if (stat.S_ISDIR(mode) or stat.S_ISREG(mode)) and os.access(path, os.W_OK):
+            writable.append(path)
+outside = [p for p in writable if p != "/tmp" and not p.startswith("/tmp/")]
+outcomes["writable"] = ",".join(sorted(outside))
+outcomes["tmp"] = str("/tmp" in writable)
+report()
+"""
+    )
+
+    outcomes = probe(isolated, view, code)
+
+    assert outcomes["writable"] == ""  # nothing outside the tmpfs, in the image or mounted
+    assert outcomes["tmp"] == "True"
+    assert outcomes["HOME"] == "/tmp"  # on the tmpfs: nothing else to write a dotfile to

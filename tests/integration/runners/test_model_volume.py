@@ -73,6 +73,12 @@ def runner(docker_client: Any) -> DockerRunner:
 
 
 @pytest.fixture
+def isolated(docker_client: Any, runtime: str) -> DockerRunner:
+    """For the tests of what a run cannot do: under gVisor (runsc) and runc in turn."""
+    return DockerRunner(docker_client, runtime=runtime)
+
+
+@pytest.fixture
 def view(tmp_path: Path) -> Path:
     folder = tmp_path / "view"
     folder.mkdir(mode=0o700)
@@ -131,10 +137,10 @@ def test_fit_writes_model_that_predict_reads(runner: DockerRunner, view: Path, v
     assert predict(runner, view, FIT_MEAN, volume).predictions == predicted.predictions
 
 
-def test_predict_cannot_write_model_volume(runner: DockerRunner, view: Path, volume: str) -> None:
-    fit(runner, view, PREDICT_WRITES, volume)
+def test_predict_cannot_write_model_volume(isolated: DockerRunner, view: Path, volume: str) -> None:
+    fit(isolated, view, PREDICT_WRITES, volume)
 
-    outcomes = predict(runner, view, PREDICT_WRITES, volume).predictions
+    outcomes = predict(isolated, view, PREDICT_WRITES, volume).predictions
 
     assert outcomes == [
         "numpy_new:EROFS",
@@ -143,7 +149,7 @@ def test_predict_cannot_write_model_volume(runner: DockerRunner, view: Path, vol
         "tmp:ok",
     ]
     # The model is the one fit left.
-    assert predict(runner, view, FIT_MEAN, volume).predictions == [45.0] * 4
+    assert predict(isolated, view, FIT_MEAN, volume).predictions == [45.0] * 4
 
 
 def test_remove_model_destroys_volume(runner: DockerRunner, view: Path, volume: str) -> None:
@@ -231,16 +237,16 @@ def fit(train):
     ],
 )
 def test_fit_over_cap_is_model_too_large(
-    runner: DockerRunner, view: Path, volume: str, fit_code: str
+    isolated: DockerRunner, view: Path, volume: str, fit_code: str
 ) -> None:
     with pytest.raises(JobFailed) as failed:
-        fit(runner, view, fit_code + PREDICT_NOTHING, volume, max_bytes=10_000)
+        fit(isolated, view, fit_code + PREDICT_NOTHING, volume, max_bytes=10_000)
 
     assert failed.value.reason == "model_too_large"
     assert failed.value.message == "The fitted model is larger than the cap of 10000 bytes."
-    runner.remove_model(volume)  # as the worker does after every run
+    isolated.remove_model(volume)  # as the worker does after every run
     with pytest.raises(NotFound):
-        runner.client.volumes.get(volume)
+        isolated.client.volumes.get(volume)
 
 
 def test_cleanup_orphans_removes_expired_model_volume_only(

@@ -201,6 +201,38 @@ EXAMPLES = [
         language="python",
     ),
     RuleExample(
+        "python.file_read",
+        "No readers of files or URLs (`pd.read_csv`, `np.load`, `np.fromfile`, `scipy.io`, "
+        "`sklearn.datasets.fetch_*` ...): a job's data is its view, read with "
+        "`sandbox_job.table()`.",
+        "import sandbox_job\nvisits = sandbox_job.table('visits')",
+        "import pandas as pd\nvisits = pd.read_csv('/input/visits.csv')",
+        language="python",
+    ),
+    RuleExample(
+        "python.runtime_value",
+        "A value that decides what runs is known to the check: formulas and `query`/`eval` "
+        "expressions are string literals (or names bound once to one), `**` unpacks a dict "
+        "literal with string keys, format strings are literals.",
+        "import statsmodels.formula.api as smf\nimport sandbox_job\n"
+        "v = sandbox_job.table('visits')\nFORMULA = 'cost ~ age + C(department)'\n"
+        "fit = smf.ols(FORMULA, data=v).fit()",
+        "import statsmodels.formula.api as smf\nimport sandbox_job\n"
+        "v = sandbox_job.table('visits')\nterms = ' + '.join(['age', 'sex'])\n"
+        "fit = smf.ols('cost ~ ' + terms, data=v).fit()",
+        language="python",
+    ),
+    RuleExample(
+        "python.evaluated_denied",
+        "Formulas use columns, operators and known transforms (`C`, `I`, `Q`, `center`, "
+        "`standardize`, `scale`, `bs`, `cr`, `cc`, `te`, `np.log` ...); expressions use "
+        "columns, literals, comparisons, arithmetic, `@name` and math functions.",
+        "import sandbox_job\nv = sandbox_job.table('visits')\nold = v.query('age > 60')",
+        "import sandbox_job\nv = sandbox_job.table('visits')\n"
+        "old = v.query('age.astype(str) == \"60\"')",
+        language="python",
+    ),
+    RuleExample(
         "python.syntax",
         "The code is valid Python.",
         "x = 1",
@@ -229,7 +261,73 @@ def render() -> str:
             f"| `{example.rule}`{mode} | {example.meaning} | `{_cell(example.accepted)}` "
             f"| `{_cell(example.rejected)}` |"
         )
-    return "\n".join(lines) + "\n"
+    lines += ["", *PYTHON_GUIDE_START, "", "| instead of | write |", "|---|---|"]
+    lines += [f"| {instead} | {write} |" for instead, write in WRITE_AROUND]
+    return "\n".join([*lines, "", *PYTHON_GUIDE_END]) + "\n"
+
+
+PYTHON_GUIDE_START = [
+    "## Python jobs: writing around the rules",
+    "",
+    "The Python check (`policies/python_check.py`) judges what the code says, so it",
+    "refuses what it cannot see: a value that decides what a library runs must be",
+    "written where the check reads it. Every finding says where (line and column)",
+    "and how to write it instead.",
+]
+WRITE_AROUND = [
+    (
+        "`pd.read_csv(path)`, `np.load(path)`, `np.loadtxt`, `scipy.io.loadmat`, `fetch_openml`",
+        '`sandbox_job.table("visits")`; `sandbox_job.tables()` lists the view\'s tables',
+    ),
+    (
+        '`smf.ols("cost ~ " + terms, data=v)`, `smf.ols(f"y ~ {x}", v)`',
+        '`smf.ols("cost ~ age + sex", data=v)`, or `FORMULA = "cost ~ age + sex"` once and '
+        "`smf.ols(FORMULA, data=v)`",
+    ),
+    (
+        "`y ~ my_function(x)`, `y ~ x.values`, `y ~ x[0]` in a formula",
+        'compute the column first (`v["z"] = my_function(v.x)`), then `y ~ z`',
+    ),
+    (
+        '`v.query(condition)`, `v.query("@f(x)")`, `v.query("s.str.len() > 3")`',
+        "`v.query(\"age > 60 and sex == '女'\")`; a value computed before: "
+        '`limit = v.cost.mean()` and `v.query("cost > @limit")`',
+    ),
+    (
+        "`v.query(q, local_dict=ns)`, `level=`, `resolvers=`, `engine=choice`",
+        '`@name` in the literal expression; `engine="python"` written out',
+    ),
+    (
+        "`f(**options)` where `options` is built or changed at run time",
+        'keywords written out, `f(sep=";")`, or a dict literal with string keys unpacked '
+        '(`f(**{"sep": ";"})`, or `options = {...}` once and used only as `**options`)',
+    ),
+    (
+        "`getattr(x, name)` with a computed name, `vars(x)[name]`, `x.__dict__`",
+        '`x.shape`, or `getattr(x, "shape")` with a literal (or a name bound once to one)',
+    ),
+    (
+        '`v.agg(stat)` with a computed name, `v.apply("query", expr=q)`',
+        '`v.agg(["mean", "std"])`, or a function: `v.agg(np.mean)`, a lambda, your own `def`',
+    ),
+    (
+        "`template.format(x)` with a computed template",
+        'a literal `"{:.2f}".format(x)`, or an f-string',
+    ),
+]
+PYTHON_GUIDE_END = [
+    "A name counts as a literal when it is bound in exactly one place in the whole",
+    "job (an assignment, a loop, a parameter, an import, `global` all count) by a",
+    'plain `name = "literal"`. The literal itself is then checked: a formula may',
+    "call only patsy's `C`, `I`, `Q`, `center`, `standardize`, `scale`, `bs`,",
+    "`cr`, `cc`, `te` and contrasts (when the job binds none of those names",
+    "itself) and NumPy's elementwise functions through a name bound only by",
+    "`import numpy as np`; a `query`/`eval` expression holds column names (or",
+    "`` `quoted names` ``), literals, comparisons, `and`/`or`/`not`, `&`/`|`/`~`,",
+    "arithmetic, `@name` read as it is, pandas' math functions (`log`, `exp`,",
+    "`sqrt`, `abs` ...) and `name = ...` assignments. Writing files (`np.save`,",
+    "`df.to_csv` to `/tmp`) is allowed: only declared outputs leave the runner.",
+]
 
 
 def _cell(sql: str) -> str:

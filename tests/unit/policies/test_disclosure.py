@@ -105,3 +105,29 @@ def test_declared_output_with_pseudonyms_is_row_level() -> None:
             k=10,
         )
     assert caught.value.finding.rule == "output.row_level"
+
+
+def test_threshold_keeps_the_largest_persons_share_of_a_released_cell() -> None:
+    frame = pd.DataFrame(
+        [
+            {"person_id": f"p{i}", "department": "内科", "icd10": "I10", "cost": 10.0}
+            for i in range(11)
+        ]
+        + [{"person_id": "big", "department": "内科", "icd10": "I10", "cost": 90.0}]
+    )
+    released = run("SELECT department, SUM(cost) AS total FROM visits GROUP BY department", frame)
+    assert released.rows == [["内科", 200.0]]
+    assert released.largest is not None
+    assert released.largest.to_dict() == {
+        "share": 0.45,
+        "table": "result",
+        "keys": [["department", "内科"]],
+        "column": "total",
+    }
+
+
+def test_threshold_has_no_largest_share_without_a_magnitude() -> None:
+    released = run(
+        "SELECT department, COUNT(*) AS n FROM visits GROUP BY department", visits_frame()
+    )
+    assert released.largest is None

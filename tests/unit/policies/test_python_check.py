@@ -67,6 +67,7 @@ def rules(code: str) -> set[str]:
         boot = [rng.choice(cost, size=len(cost)).mean() for _ in range(200)]
         """,
         """
+        import numpy as np
         import statsmodels.api as sm
         import statsmodels.formula.api as smf
         import sandbox_job
@@ -75,9 +76,16 @@ def rules(code: str) -> set[str]:
         X = sm.add_constant(visits[["age", "length_of_stay"]])
         ols = sm.OLS(visits["cost"], X).fit()
         logit = smf.logit("readmitted ~ age + C(department) + I(age ** 2)", data=visits).fit()
-        terms = " + ".join(["age", "length_of_stay"])
-        glm = smf.glm(f"cost ~ {terms}", data=visits, family=sm.families.Gamma()).fit()
-        mixed = smf.mixedlm("cost ~ age", visits, groups=visits["district"], re_formula="1")
+        FORMULA = "cost ~ age + length_of_stay + np.log1p(age) + C(sex, Treatment('男'))"
+        glm = smf.glm(FORMULA, data=visits, family=sm.families.Gamma()).fit()
+        mixed = smf.mixedlm(
+            "cost ~ age", visits, groups=visits["district"], re_formula="1",
+            vc_formula={"hospital": "0 + C(hospital)"},
+        )
+        settings = {"maxiter": 50, "disp": False}
+        probit = smf.probit("readmitted ~ center(age) + I(cost > 1000)", visits).fit(**settings)
+        ratio = visits.eval("per_day = cost / length_of_stay", engine="python")
+        summary_line = "{:.3f} ({})".format(ols.rsquared, "R²")
         summary = ols.params.rename("estimate").to_frame()
         """,
         """
@@ -141,13 +149,14 @@ def rules(code: str) -> set[str]:
         """
         import pandas as pd
         import numpy as np
+        import sandbox_job
 
-        # File I/O through pandas is allowed: the container is the boundary.
-        passwd = pd.read_csv("/etc/passwd", sep=":", header=None)
+        # Writing is allowed (only declared outputs leave the runner); reading is not.
+        visits = sandbox_job.table("visits")
         np.save("/tmp/a.npy", np.arange(3))
-        back = np.load("/tmp/a.npy", allow_pickle=False)
-        is_num = pd.api.types.is_numeric_dtype(passwd[2])
-        chosen = np.select([back > 1], [back], default=0)
+        visits.to_csv("/tmp/visits.csv")
+        is_num = pd.api.types.is_numeric_dtype(visits["cost"])
+        chosen = np.select([visits.cost > 1], [visits.cost], default=0)
         """,
         """
         import sandbox_job
@@ -417,15 +426,21 @@ def test_check_python_rejects_tricky_escapes(code: str, rule: str) -> None:
     assert rule in rules(code)
 
 
-def test_check_python_allows_pandas_file_io() -> None:
-    # Judgement call (see the module): reading a path is no escape from the
-    # container, whose root is the image's own and read-only.
-    assert check_python("import pandas as pd\npd.read_csv('/etc/passwd')").allowed
+def test_check_python_refuses_file_readers_with_the_view_in_the_suggestion() -> None:
+    (finding,) = check_python("import pandas as pd\npd.read_csv('/etc/passwd')").findings
+
+    assert finding.rule == "python.file_read"
+    assert finding.location == "line 2, column 4"
+    assert "sandbox_job.table()" in finding.message
+    assert finding.suggestion and "sandbox_job.table(" in finding.suggestion
 
 
-def test_check_python_checks_only_literal_formulas() -> None:
-    # Known limit: a formula built at run time is left to the container.
-    assert check_python("import statsmodels.formula.api as smf\nsmf.ols(f, data=d)").allowed
+def test_check_python_refuses_formulas_it_cannot_read() -> None:
+    (finding,) = check_python("import statsmodels.formula.api as smf\nsmf.ols(f, data=d)").findings
+
+    assert finding.rule == "python.runtime_value"
+    assert finding.location == "line 2, column 9"
+    assert finding.suggestion == 'Write the formula as a string literal: smf.ols("y ~ x", data=df).'
 
 
 # -- the lists ---------------------------------------------------------------------------

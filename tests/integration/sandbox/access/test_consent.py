@@ -231,7 +231,9 @@ def _leaves(value: Any) -> Iterator[Any]:
 
 def test_consent_only_the_datasets_owner_or_an_admin_changes_it(sandbox_instance: Sandbox) -> None:
     with sandbox_instance.tx() as session:
-        create_user(session, username="owner2", password="pw-owner2", role=Role.OWNER, by="test")
+        create_user(
+            session, username="owner2", password="pw-second-owner-2", role=Role.OWNER, by="test"
+        )
     person = flagged()[0]
     for who in ("analyst", "auditor", "owner2"):
         with pytest.raises(Forbidden):

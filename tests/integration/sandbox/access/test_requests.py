@@ -39,7 +39,11 @@ def researcher(sandbox_instance: Sandbox) -> str:
     """An analyst with no grant yet, so only an approved request can open the data."""
     with sandbox_instance.tx() as session:
         create_user(
-            session, username="researcher", password="pw-researcher-1", role=Role.ANALYST, by="test"
+            session,
+            username="researcher",
+            password="pw-analyst-one-1",
+            role=Role.ANALYST,
+            by="test",
         )
     return "researcher"
 
@@ -406,10 +410,16 @@ def test_access_cli_lists_approves_and_denies(sandbox_instance: Sandbox, researc
 def test_access_http_request_approve_submit(live_portal: Any) -> None:
     with live_portal.sandbox.tx() as session:
         create_user(
-            session, username="http_researcher", password="pw-http-1", role=Role.ANALYST, by="test"
+            session,
+            username="http_researcher",
+            password="pw-http-analyst-1",
+            role=Role.ANALYST,
+            by="test",
         )
     status, body = live_portal.request(
-        "POST", "/api/v1/auth/token", {"username": "http_researcher", "password": "pw-http-1"}
+        "POST",
+        "/api/v1/auth/token",
+        {"username": "http_researcher", "password": "pw-http-analyst-1"},
     )
     assert status == 200, body
     analyst, owner = body["token"], live_portal.token("owner")

@@ -28,10 +28,14 @@ def contest(sandbox_instance: Sandbox) -> dict[str, Any]:
     with sandbox_instance.tx() as session:
         for i in range(4):
             create_user(
-                session, username=f"t{i}", password=f"team-pw-{i}xx", role=Role.ANALYST, by="setup"
+                session,
+                username=f"t{i}",
+                password=f"team-pw-{i}-2026",
+                role=Role.ANALYST,
+                by="setup",
             )
         create_user(
-            session, username="org2", password="org2-pw-xxx", role=Role.ORGANIZER, by="setup"
+            session, username="org2", password="organizer2-pw-2026", role=Role.ORGANIZER, by="setup"
         )
     organizer = actor(sandbox_instance, "organizer")
     contests.create_contest(sandbox_instance, by=organizer, slug=CONTEST, title="健康医疗大赛")

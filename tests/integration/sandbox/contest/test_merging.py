@@ -31,7 +31,11 @@ def contest(sandbox_instance: Sandbox) -> str:
     with sandbox_instance.tx() as session:
         for i in range(9):
             create_user(
-                session, username=f"t{i}", password=f"team-pw-{i}xx", role=Role.ANALYST, by="setup"
+                session,
+                username=f"t{i}",
+                password=f"team-pw-{i}-2026",
+                role=Role.ANALYST,
+                by="setup",
             )
     organizer = actor(sandbox_instance, "organizer")
     contests.create_contest(sandbox_instance, by=organizer, slug=CONTEST, title="健康医疗大赛")

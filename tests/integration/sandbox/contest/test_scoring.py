@@ -187,6 +187,9 @@ def test_run_submission_certificate_verifies_with_release_key(
     assert document["team"] == DEMO_TEAMS[0][0]
     assert document["submission"] == first.id
     assert document["code_sha256"] == first.code_sha256
+    # The development runner: no container runtime, no image, and the certificate says so.
+    assert (first.runtime, first.image_digest) == (None, None)
+    assert (document["runtime"], document["image_digest"]) == (None, None)
     assert (document["part"], document["rule"]) == ("public", "ladder")
     assert document["examples"] == len(public.labels)
     assert document["score"] == first.shown_score

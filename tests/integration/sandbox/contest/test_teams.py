@@ -18,7 +18,11 @@ def contest(sandbox_instance: Sandbox) -> str:
     with sandbox_instance.tx() as session:  # the demo users include the organizer
         for i in range(7):
             create_user(
-                session, username=f"t{i}", password=f"team-pw-{i}xx", role=Role.ANALYST, by="setup"
+                session,
+                username=f"t{i}",
+                password=f"team-pw-{i}-2026",
+                role=Role.ANALYST,
+                by="setup",
             )
     contests.create_contest(
         sandbox_instance,

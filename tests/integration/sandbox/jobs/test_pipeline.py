@@ -331,3 +331,13 @@ def test_pipeline_dp_quantiles_and_a_per_query_bound_on_persons_rows(
     with pytest.raises(PolicyRejected) as refused:
         submit_bounded(11)
     assert refused.value.to_dict()["rule"] == "dp.rows_per_person"
+
+
+def test_pipeline_development_runner_records_no_runtime(sandbox_instance: Sandbox) -> None:
+    job = finished(sandbox_instance, submit(sandbox_instance, "SELECT COUNT(*) AS n FROM visits"))
+
+    assert job.status == "released", (job.error_code, job.error_message)
+    assert (job.runtime, job.image_digest) == (None, None)
+    assert job.certificate is not None
+    document = job.certificate["document"]
+    assert (document["runtime"], document["image_digest"]) == (None, None)

@@ -20,14 +20,17 @@ from sandbox.integrity.signing import verify_certificate
 from sandbox.jobs import reviews, submit
 from sandbox.jobs.pipeline import run_job
 from sandbox.jobs.planning import JobRequest
-from sandbox.models import Grant, Job, ReviewEvent, User
-from tests.clients import Bearer
-from tests.factories import actor, actor_with_id
+from sandbox.models import DatasetRecord, Grant, Job, ReviewEvent, User
+from tests.clients import Bearer, csrf_of, request_token
+from tests.factories import actor, actor_with_id, submit_job
 
 MASKED_SQL = (
     "SELECT p.district, COUNT(*) AS n FROM visits v "
     "JOIN patients p ON v.person_id = p.person_id GROUP BY p.district"
 )
+
+
+AUDITOR2_PASSWORD = "Second-review-2026"
 
 
 def user(session: Any, name: str) -> User:
@@ -72,12 +75,27 @@ def object_to(sandbox: Sandbox, job_id: str, reason: str, by: str = "analyst") -
 def second_auditor(sandbox: Sandbox) -> None:
     with sandbox.tx() as session:
         create_user(
-            session, username="auditor2", password="pw-auditor2", role=Role.AUDITOR, by="test"
+            session,
+            username="auditor2",
+            password=AUDITOR2_PASSWORD,
+            role=Role.AUDITOR,
+            by="test",
         )
 
 
-def require_reviewers(sandbox: Sandbox, count: int, by: str = "owner") -> None:
-    reviews.set_reviewers_required(sandbox, by=actor(sandbox, by), dataset="health", count=count)
+def require_reviewers(
+    sandbox: Sandbox, count: int, by: str = "owner", *, setting: str = "reviewers_required"
+) -> dict[str, Any]:
+    return reviews.set_review_quorum(
+        sandbox, by=actor(sandbox, by), dataset="health", settings={setting: count}
+    )
+
+
+def stored_version(sandbox: Sandbox) -> str:
+    with sandbox.tx() as session:
+        record = session.scalar(select(DatasetRecord).where(DatasetRecord.name == "health"))
+        assert record is not None
+        return record.version
 
 
 def stored(sandbox: Sandbox, job_id: str) -> Job:
@@ -219,21 +237,43 @@ def test_reviews_reviewers_setting_is_the_owners(sandbox_instance: Sandbox) -> N
         with pytest.raises(Forbidden):
             require_reviewers(sandbox_instance, 2, by=who)
     with sandbox_instance.tx() as session:
-        create_user(session, username="owner2", password="pw", role=Role.OWNER, by="test")
+        create_user(
+            session, username="owner2", password="Other-owner-2026", role=Role.OWNER, by="test"
+        )
     with pytest.raises(Forbidden):
         require_reviewers(sandbox_instance, 2, by="owner2")
     for bad in (0, 3, True, "2", 2.0):
         with pytest.raises(InvalidRequest):
             require_reviewers(sandbox_instance, bad)  # type: ignore[arg-type]
-    require_reviewers(sandbox_instance, 2, by="admin")
+    with pytest.raises(Forbidden, match="owner"):  # the owner's call, not an admin's
+        require_reviewers(sandbox_instance, 2, by="admin")
+    with pytest.raises(Forbidden):
+        require_reviewers(sandbox_instance, 1, by="admin", setting="unverified_reviewers_required")
+    require_reviewers(sandbox_instance, 2)
     require_reviewers(sandbox_instance, 1)
+    require_reviewers(sandbox_instance, 2)  # no change, no entry
+    settings = require_reviewers(sandbox_instance, 1, setting="unverified_reviewers_required")
+    assert settings == {
+        "name": "health",
+        "version": stored_version(sandbox_instance),
+        "reviewers_required": 2,
+        "unverified_reviewers_required": 1,
+    }
+    with pytest.raises(InvalidRequest, match="unverified_reviewers_required must be 1 or 2"):
+        require_reviewers(sandbox_instance, 3, setting="unverified_reviewers_required")
+    with pytest.raises(InvalidRequest, match="Unknown setting"):
+        require_reviewers(sandbox_instance, 1, setting="auditors")
     with sandbox_instance.tx() as session:
-        changes = audit.browse(
-            session, audit.AuditFilter.from_args({"action": "dataset.reviewers_required"})
-        ).entries
-    assert [(e["actor"], e["details"]) for e in changes] == [
-        ("admin", {"from": 1, "to": 2}),
-        ("owner", {"from": 2, "to": 1}),
+        changes = audit.browse(session, audit.AuditFilter.from_args({"subject": "health"})).entries
+    assert [
+        (e["actor"], e["action"], e["details"])
+        for e in changes
+        if e["action"].startswith("dataset.") and "reviewers" in e["action"]
+    ] == [
+        ("owner", "dataset.reviewers_required", {"from": 1, "to": 2}),
+        ("owner", "dataset.reviewers_required", {"from": 2, "to": 1}),
+        ("owner", "dataset.reviewers_required", {"from": 1, "to": 2}),
+        ("owner", "dataset.unverified_reviewers_required", {"from": 2, "to": 1}),
     ]
 
 
@@ -282,6 +322,12 @@ def test_reviews_analyst_cannot_see_held_outputs_via_api(
         "round": 1,
         "approvals": [],
         "reviewers_required": 1,
+        "quorum": {
+            "required": 1,
+            "given": 0,
+            "because": "dataset_setting",
+            "unverified_outputs": [],
+        },
     }
     answer = client.get(f"/api/v1/jobs/{job_id}/review", headers=analyst).get_json()
     assert answer["review"]["can_object"] is True
@@ -309,10 +355,33 @@ def test_reviews_dataset_patch_sets_reviewers(client: FlaskClient, bearer: Beare
     answer = client.patch("/api/v1/datasets/health", headers=owner, json={"reviewers_required": 2})
     assert answer.status_code == 200, answer.get_json()
     assert answer.get_json()["reviewers_required"] == 2
-    for body, expected in (({"reviewers_required": 3}, 400), ({}, 400)):
-        assert client.patch("/api/v1/datasets/health", headers=owner, json=body).status_code == (
-            expected
-        )
+    assert answer.get_json()["unverified_reviewers_required"] == 2  # the default
+    answer = client.patch(
+        "/api/v1/datasets/health",
+        headers=owner,
+        json={"reviewers_required": 1, "unverified_reviewers_required": 1},
+    )
+    assert answer.status_code == 200, answer.get_json()
+    settings = answer.get_json()
+    assert (settings["reviewers_required"], settings["unverified_reviewers_required"]) == (1, 1)
+    for body, field in (
+        ({"reviewers_required": 3}, "reviewers_required"),
+        ({"unverified_reviewers_required": 0}, "unverified_reviewers_required"),
+        ({"unverified_reviewers_required": True}, "unverified_reviewers_required"),
+        ({"unverified_reviewers_required": "2"}, "unverified_reviewers_required"),
+        ({"auditors": 2}, "auditors"),
+        ({}, "reviewers_required"),
+    ):
+        refused = client.patch("/api/v1/datasets/health", headers=owner, json=body)
+        assert refused.status_code == 400, body
+        assert refused.get_json()["error"]["field"] == field
+    assert client.patch("/api/v1/datasets/health", headers=owner, data="[").status_code == 400
+    admin = bearer("admin")
+    answer = client.patch(
+        "/api/v1/datasets/health", headers=admin, json={"unverified_reviewers_required": 2}
+    )
+    assert answer.status_code == 403
+    assert answer.get_json()["error"]["rule"] == "permission.dataset_owner"
     analyst = bearer("analyst")
     answer = client.patch(
         "/api/v1/datasets/health", headers=analyst, json={"reviewers_required": 1}
@@ -332,6 +401,17 @@ def test_reviews_cli_sets_reviewers(sandbox_instance: Sandbox) -> None:
     try:
         done = CliRunner().invoke(main, ["datasets", "reviewers", "health", "2"])
         assert done.exit_code == 0, done.output
+        assert "2 auditor(s)" in done.output and "2 each one the sandbox" in done.output
+        lowered = CliRunner().invoke(main, ["datasets", "reviewers", "health", "--unverified", "1"])
+        assert lowered.exit_code == 0, lowered.output
+        assert "1 each one the sandbox could not verify" in lowered.output
+        assert CliRunner().invoke(main, ["datasets", "reviewers", "health"]).exit_code == 2
+        assert (
+            CliRunner()
+            .invoke(main, ["datasets", "reviewers", "health", "--unverified", "3"])
+            .exit_code
+            == 2
+        )
         refused = CliRunner().invoke(
             main, ["datasets", "reviewers", "health", "1", "--as", "analyst"]
         )
@@ -341,3 +421,250 @@ def test_reviews_cli_sets_reviewers(sandbox_instance: Sandbox) -> None:
         context.set_current(None)
     with sandbox_instance.tx() as session:
         assert reviews.reviewers_required(session, "health") == 2
+        record = session.scalar(select(DatasetRecord).where(DatasetRecord.name == "health"))
+        assert record is not None and record.unverified_reviewers_required == 1
+
+
+# --- outputs the sandbox could not verify: two distinct auditors unless the owner lowers it ------
+
+UNVERIFIED_PYTHON = (
+    "import sandbox_job\nv = sandbox_job.table('visits')\n"
+    "sandbox_job.frequency_table('costly', v[v.cost > 1000], by=['department'])\n"
+)
+
+
+def unverified_job(sandbox: Sandbox) -> str:
+    """A Python job whose output the sandbox cannot compute again: held for review."""
+    job = submit_job(sandbox, UNVERIFIED_PYTHON, language="python")
+    assert run_job(sandbox, job.id) == "pending_review"
+    return job.id
+
+
+def test_reviews_unverified_output_needs_two_distinct_auditors_by_default(
+    sandbox_instance: Sandbox,
+) -> None:
+    second_auditor(sandbox_instance)
+    job_id = unverified_job(sandbox_instance)
+    detail = reviews.open_review(
+        sandbox_instance, by=actor(sandbox_instance, "auditor"), job_id=job_id
+    )
+    assert detail["quorum"] == {
+        "required": 2,
+        "given": 0,
+        "because": "unverified_output",
+        "unverified_outputs": ["costly"],
+    }
+    first = decide(sandbox_instance, job_id, "auditor", "approve", "department counts")
+    assert first.status == "pending_review" and first.certificate is None
+    with pytest.raises(Conflict, match="an auditor counts once: 1 of the 2") as twice:
+        decide(sandbox_instance, job_id, "auditor", "approve", "again")
+    assert twice.value.details["rule"] == "review.distinct_auditors"
+    state = reviews.review_job(
+        sandbox_instance,
+        by=actor(sandbox_instance, "auditor2"),
+        job_id=job_id,
+        decision="approve",
+        comment="agreed",
+    )
+    assert state["status"] == "released"
+    assert state["quorum"]["given"] == 2 and state["approvals"] == ["auditor", "auditor2"]
+    released = stored(sandbox_instance, job_id)
+    assert released.certificate is not None
+    assert released.certificate["document"]["reviewers"] == ["auditor", "auditor2"]
+    with sandbox_instance.tx() as session:
+        entries = audit.browse(
+            session, audit.AuditFilter.from_args({"subject": job_id, "action": "job.reviewed"})
+        ).entries
+    assert [e["details"].get("because") for e in entries] == ["unverified_output"] * 2
+
+
+def test_reviews_unverified_output_one_auditor_once_the_owner_lowers_it(
+    sandbox_instance: Sandbox,
+) -> None:
+    job_id = unverified_job(sandbox_instance)
+    require_reviewers(sandbox_instance, 1, setting="unverified_reviewers_required")
+    state = reviews.review_job(
+        sandbox_instance,
+        by=actor(sandbox_instance, "auditor"),
+        job_id=job_id,
+        decision="approve",
+        comment="fine",
+    )
+    assert state["status"] == "released"
+    assert state["quorum"] == {
+        "required": 1,
+        "given": 1,
+        "because": "dataset_setting",
+        "unverified_outputs": ["costly"],
+    }
+
+
+def test_reviews_verified_sql_output_needs_the_datasets_number_only(
+    sandbox_instance: Sandbox,
+) -> None:
+    job_id = held_job(sandbox_instance)  # SQL: the sandbox's own engine computed it
+    detail = reviews.open_review(
+        sandbox_instance, by=actor(sandbox_instance, "auditor"), job_id=job_id
+    )
+    assert detail["quorum"]["required"] == 1 and detail["quorum"]["unverified_outputs"] == []
+    assert decide(sandbox_instance, job_id, "auditor", "approve").status == "released"
+
+
+def test_reviews_api_two_distinct_auditors_for_unverified_output(
+    client: FlaskClient, bearer: Bearer, sandbox_instance: Sandbox
+) -> None:
+    second_auditor(sandbox_instance)
+    job_id = unverified_job(sandbox_instance)
+    auditor = bearer("auditor")
+    auditor2 = {"Authorization": f"Bearer {request_token(client, 'auditor2', AUDITOR2_PASSWORD)}"}
+    (queued,) = client.get("/api/v1/reviews", headers=auditor).get_json()["reviews"]
+    assert queued["quorum"]["because"] == "unverified_output" and queued["reviewers_required"] == 2
+    approve = {"decision": "approve", "comment": "aggregates only"}
+    answer = client.post(f"/api/v1/reviews/{job_id}", headers=auditor, json=approve)
+    assert answer.status_code == 200, answer.get_json()
+    assert answer.get_json()["status"] == "pending_review"
+    assert answer.get_json()["quorum"] == {
+        "required": 2,
+        "given": 1,
+        "because": "unverified_output",
+        "unverified_outputs": ["costly"],
+    }
+    twice = client.post(f"/api/v1/reviews/{job_id}", headers=auditor, json=approve)
+    assert twice.status_code == 409
+    error = twice.get_json()["error"]
+    assert error["rule"] == "review.distinct_auditors" and "counts once" in error["message"]
+    analyst = client.post(f"/api/v1/reviews/{job_id}", headers=bearer("analyst"), json=approve)
+    assert analyst.status_code == 403  # the job's analyst never counts
+    answer = client.post(f"/api/v1/reviews/{job_id}", headers=auditor2, json=approve)
+    assert answer.get_json()["status"] == "released"
+    assert answer.get_json()["quorum"]["given"] == 2
+
+
+def test_reviews_api_one_auditor_for_unverified_output_when_lowered(
+    client: FlaskClient, bearer: Bearer, sandbox_instance: Sandbox
+) -> None:
+    owner = bearer("owner")
+    lowered = client.patch(
+        "/api/v1/datasets/health", headers=owner, json={"unverified_reviewers_required": 1}
+    )
+    assert lowered.status_code == 200 and lowered.get_json()["unverified_reviewers_required"] == 1
+    job_id = unverified_job(sandbox_instance)
+    answer = client.post(
+        f"/api/v1/reviews/{job_id}",
+        headers=bearer("auditor"),
+        json={"decision": "approve", "comment": "one is enough here"},
+    )
+    assert answer.status_code == 200, answer.get_json()
+    assert answer.get_json()["status"] == "released"
+    assert answer.get_json()["quorum"]["required"] == 1
+
+
+def test_reviews_open_review_leads_with_risk_signals(sandbox_instance: Sandbox) -> None:
+    job_id = unverified_job(sandbox_instance)
+    detail = reviews.open_review(
+        sandbox_instance, by=actor(sandbox_instance, "auditor"), job_id=job_id
+    )
+    signals = detail["signals"]
+    assert signals[0]["kind"] == "verification" and signals[0]["severity"] == "high"
+    assert signals[0]["reason"]["message_id"] == "output.unverified.source"
+    persons = next(s for s in signals if s["kind"] == "persons")
+    assert persons["output"] == "costly" and persons["declared"] is True
+    assert persons["fewest"] >= 10 and persons["rows"] == len(
+        detail["outputs"]["tables"][0]["rows"]
+    )
+    severities = [s["severity"] for s in signals]
+    order = ("high", "unknown", "medium", "low")
+    assert severities == sorted(severities, key=order.index)
+    # Nothing but counts, keys the auditor reads beside them, and shares: no sketch.
+    assert "sketch" not in json.dumps(signals)
+
+
+def test_reviews_owner_page_shows_and_changes_the_review_settings(
+    login: Any, sandbox_instance: Sandbox
+) -> None:
+    owner = login("owner")
+    page = owner.get("/owner/datasets/health").get_data(as_text=True)
+    assert 'id="reviewers-form"' in page
+    assert 'id="unverified-reviewers-required">2<' in page
+    answer = owner.post(
+        "/owner/datasets/health/reviewers",
+        data={
+            "reviewers_required": "1",
+            "unverified_reviewers_required": "1",
+            "csrf_token": csrf_of(owner, "/owner/datasets/health"),
+        },
+    )
+    assert answer.status_code == 303
+    page = owner.get(answer.headers["Location"]).get_data(as_text=True)
+    assert 'id="unverified-reviewers-required">1<' in page
+    refused = owner.post(
+        "/owner/datasets/health/reviewers",
+        data={
+            "unverified_reviewers_required": "3",
+            "csrf_token": csrf_of(owner, "/owner/datasets/health"),
+        },
+    )
+    assert refused.status_code == 400
+    assert "unverified_reviewers_required must be 1 or 2" in refused.get_data(as_text=True)
+    admin = login("admin")
+    page = admin.get("/owner/datasets/health").get_data(as_text=True)
+    assert 'id="reviewers-form"' not in page and 'id="unverified-reviewers-required">1<' in page
+    refused = admin.post(
+        "/owner/datasets/health/reviewers",
+        data={
+            "unverified_reviewers_required": "2",
+            "csrf_token": csrf_of(admin, "/owner/datasets/health"),
+        },
+    )
+    assert refused.status_code == 403
+    with sandbox_instance.tx() as session:
+        changes = audit.browse(
+            session,
+            audit.AuditFilter.from_args({"action": "dataset.unverified_reviewers_required"}),
+        ).entries
+    assert [(e["actor"], e["details"]) for e in changes] == [("owner", {"from": 2, "to": 1})]
+
+
+def test_reviews_web_pages_say_why_two_approvals(login: Any, sandbox_instance: Sandbox) -> None:
+    job_id = unverified_job(sandbox_instance)
+    auditor = login("auditor")
+    queue = auditor.get("/reviews").get_data(as_text=True)
+    assert 'data-because="unverified_output"' in queue and "0 / 2" in queue
+    page = auditor.get(f"/reviews/{job_id}").get_data(as_text=True)
+    assert page.index('id="risk-signals"') < page.index('id="held-outputs"')
+    assert 'data-severity="high"' in page and "style=" not in page.split('id="risk-signals"')[1]
+    answer = auditor.post(
+        f"/reviews/{job_id}",
+        data={
+            "decision": "approve",
+            "comment": "ok",
+            "csrf_token": csrf_of(auditor, f"/reviews/{job_id}"),
+        },
+    )
+    assert answer.status_code == 303
+    again = auditor.post(
+        f"/reviews/{job_id}",
+        data={
+            "decision": "approve",
+            "comment": "ok again",
+            "csrf_token": csrf_of(auditor, f"/reviews/{job_id}"),
+        },
+    )
+    assert again.status_code == 409
+    assert "counts once" in again.get_data(as_text=True)
+
+
+def test_reviews_lowered_after_one_approval_that_auditor_confirms_the_release(
+    sandbox_instance: Sandbox,
+) -> None:
+    job_id = unverified_job(sandbox_instance)
+    assert decide(sandbox_instance, job_id, "auditor", "approve").status == "pending_review"
+    require_reviewers(sandbox_instance, 1, setting="unverified_reviewers_required")
+    detail = reviews.open_review(
+        sandbox_instance, by=actor(sandbox_instance, "auditor"), job_id=job_id
+    )
+    assert detail["may_decide"] is True and detail["quorum"]["given"] == 1
+    released = decide(sandbox_instance, job_id, "auditor", "approve", "confirmed")
+    assert released.status == "released"
+    assert released.certificate is not None
+    assert released.certificate["document"]["reviewers"] == ["auditor"]  # counted once

@@ -122,6 +122,7 @@ def test_verify_release_accepts_untouched_outputs_offline(
         "output by_district",
         "output by_sex",
         "privacy",
+        "isolation",
     ):
         assert any(line.startswith(f"ok    {name}:") for line in lines), (name, result.output)
     assert not nowhere.exists()  # no instance, no database: offline
@@ -421,3 +422,33 @@ def test_certificate_names_the_noise_and_the_budget_of_a_dp_release() -> None:
         "epsilon": 0.0,  # the earlier answer released again: nothing spent now
         "cached_from": "j" * 32,
     }
+
+
+def test_certificate_document_names_the_runtime_and_image() -> None:
+    image = "sha256:" + "9" * 64
+
+    gvisor = document(runtime="runsc", image_digest=image)
+    development = document()
+
+    assert (gvisor["runtime"], gvisor["image_digest"]) == ("runsc", image)
+    assert (development["runtime"], development["image_digest"]) == (None, None)
+
+
+def test_verify_release_states_what_ran_the_job(tmp_path: Path, signing: SigningKeys) -> None:
+    keys = tmp_path / "release-keys.json"
+    keys.write_text(json.dumps(signing.public_keyring().to_dict()))
+    cert = tmp_path / "certificate.json"
+    stated = {
+        "runtime": "runsc",
+        "image_digest": "sha256:" + "9" * 64,
+        "released_at": dt.datetime.now(dt.UTC),
+    }
+    body = {**document(**stated), "key_id": signing.current().key_id}
+    cert.write_text(json.dumps(signing.current().sign(body)))
+
+    result = verify(cert, "--keys", keys)
+
+    assert result.exit_code == 0, result.output
+    assert f"ok    isolation: ran under runsc (gVisor) in image sha256:{'9' * 64}" in (
+        result.output.splitlines()
+    )
