@@ -10,7 +10,9 @@ from sandbox.access.grants import MAX_GRANT_DAYS, MAX_K_THRESHOLD, MODES
 from sandbox.access.requests import MAX_DAYS
 from sandbox.contest.contests import MAX_QUOTA, PHASES, TASKS
 from sandbox.contest.disputes import KINDS
+from sandbox.jobs import risk_signals
 from sandbox.jobs.planning import LANGUAGES
+from sandbox.jobs.reviews import BECAUSE_DATASET, BECAUSE_UNVERIFIED
 from sandbox.models import AccessRequestStatus, ImportStatus, JobStatus, SubmissionStatus
 from sandbox.owners.publishing import Mode
 
@@ -45,8 +47,8 @@ INTEGER: Schema = {"type": "integer"}
 NUMBER: Schema = {"type": "number"}
 BOOLEAN: Schema = {"type": "boolean"}
 ANY_OBJECT: Schema = {"type": "object"}
-TIME: Schema = {"type": "string", "description": "ISO 8601 time"}
-MAYBE_TIME: Schema = {"type": ["string", "null"], "description": "ISO 8601 time"}
+TIME: Schema = {"type": "string", "format": "date-time", "description": "UTC, with its offset"}
+MAYBE_TIME: Schema = TIME | {"type": ["string", "null"]}
 STRINGS: Schema = {"type": "array", "items": STRING}
 DATASET_NAME: Schema = TEXT | {"examples": ["health"]}
 TABLE: Schema = TEXT | {"description": "A table's name.", "examples": ["visits"]}
@@ -177,6 +179,9 @@ SCHEMAS: dict[str, Schema] = {
             "mode": STRING,
             "epsilon": nullable("number"),
             "attempts": INTEGER,
+            "runner": nullable("string"),
+            "runtime": {"enum": ["runsc", "runc", None]},
+            "image_digest": nullable("string"),
             "findings": {"type": "array", "items": ref("Finding")},
             "submitted_at": TIME,
             "started_at": MAYBE_TIME,
@@ -205,7 +210,34 @@ SCHEMAS: dict[str, Schema] = {
             "review": {"type": ["object", "null"]},
         }
     ),
-    "ReviewItem": object_of({"id": STRING}, required=("id",)),
+    "Quorum": object_of(
+        {
+            "required": {"type": "integer", "minimum": 1, "maximum": 2},
+            "given": INTEGER,
+            "because": {"enum": [BECAUSE_DATASET, BECAUSE_UNVERIFIED]},
+            "unverified_outputs": STRINGS,
+        },
+        description="Approvals needed from distinct auditors, given so far, and why.",
+    ),
+    "RiskSignal": object_of(
+        {
+            "kind": {"enum": list(risk_signals.KINDS)},
+            "severity": {"enum": list(risk_signals.SEVERITIES)},
+            "output": nullable("string"),
+        },
+        required=("kind", "severity"),
+        description="One thing for the auditor to look at first; worst first in a list.",
+    ),
+    "ReviewItem": object_of(
+        {
+            "id": STRING,
+            "status": {"enum": [s.value for s in JobStatus]},
+            "quorum": ref("Quorum"),
+            "signals": {"type": "array", "items": ref("RiskSignal")},
+        },
+        required=("id", "quorum"),
+        description="A held job in the queue (no signals) or its review (with them).",
+    ),
     "Budget": object_of(
         {
             "grant": STRING,

@@ -152,13 +152,21 @@ ROOTFS_PURGE_LAST = (
     "mawk",
 )
 _PURGE = 'chroot "$1" dpkg --purge --force-remove-essential --force-depends '
+# mmdebstrap mounts the host's /dev, /proc and /sys (and tmpfs on /run) into the root
+# while its hooks run: -xdev keeps find out of them, but not off their mount points,
+# and a chmod of the root's dev/shm would change the host's own /dev/shm. Docker gives
+# the container its own of each at run time, so they are left out entirely.
+_OWN_FILES = (
+    '"$1" -xdev \\( -path "$1/dev" -o -path "$1/proc" -o -path "$1/sys" -o -path "$1/run" '
+    '-o -path "$1/tmp" \\) -prune -o'
+)
 # Run in the finished root ("$1"): the purge, then no setuid or setgid bit and no write
 # access for group or others anywhere (/tmp aside: a tmpfs covers it at run time).
 ROOTFS_HOOKS = (
     _PURGE + " ".join(ROOTFS_PURGE),
     _PURGE + " ".join(ROOTFS_PURGE_LAST),
-    'find "$1" -xdev -perm /6000 ! -type l -exec chmod ug-s {} +',
-    'find "$1" -xdev -perm /0022 ! -type l ! -path "$1/tmp" -exec chmod go-w {} +',
+    f"find {_OWN_FILES} -perm /6000 ! -type l -exec chmod ug-s {{}} +",
+    f"find {_OWN_FILES} -perm /0022 ! -type l -exec chmod go-w {{}} +",
 )
 # Host apt settings that decide whether the host's mirror can be used at all
 # (a snapshot mirror's Release files are past their Valid-Until, a proxy).

@@ -12,8 +12,11 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 
 def iso(moment: dt.datetime | None) -> str | None:
-    """A stored time as ISO 8601 text, None kept as None."""
-    return moment.isoformat() if moment is not None else None
+    """A stored time as ISO 8601 text in UTC with its offset, None kept as None (SQLite
+    gives stored times back without their zone: every stored time is UTC)."""
+    if moment is None:
+        return None
+    return (moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)).isoformat()
 
 
 def utcnow() -> dt.datetime:

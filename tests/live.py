@@ -105,6 +105,25 @@ class LivePortal:
             time.sleep(poll)
         raise AssertionError(f"job {job_id} did not finish in {timeout} s: {body}")
 
+    def release_sql_jobs(
+        self, username: str, *, dataset: str, jobs: list[tuple[str, str, float | None]]
+    ) -> list[str]:
+        """Submit each ``(mode, sql, epsilon)`` as ``username`` and wait until all are
+        released; their ids."""
+        token = self.token(username)
+        ids = []
+        for mode, code, epsilon in jobs:
+            body: dict[str, Any] = {"dataset": dataset, "language": "sql", "mode": mode}
+            body["code"] = code
+            if epsilon is not None:
+                body["epsilon"] = epsilon
+            status, job = self.request("POST", "/api/v1/jobs", body, token)
+            assert status == 202, job
+            ids.append(str(job["id"]))
+        for job_id in ids:
+            assert self.wait_for(job_id, token)["status"] == "released"
+        return ids
+
     def wait_for_submission(
         self, submission_id: str, token: str, *, timeout: float = 300, poll: float = 0.2
     ) -> dict[str, Any]:

@@ -26,7 +26,7 @@ from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import func, select, text
+from sqlalchemy import delete, func, select, text
 from sqlalchemy.orm import Session
 
 from sandbox.config import Settings
@@ -228,6 +228,14 @@ def unlock(session: Session, *, user: User, now: dt.datetime | None = None) -> b
     was_locked = user.locked_until is not None and aware(user.locked_until) > now
     user.locked_until = now
     return was_locked
+
+
+def prune_attempts(session: Session, *, limits: LoginLimits, now: dt.datetime) -> int:
+    """Forget the attempts too old to count for any lock or refusal (older than the window
+    and the lockout together); how many went. The sweeper calls it."""
+    cutoff = now - limits.window - limits.lockout
+    old = session.execute(delete(LoginAttempt).where(LoginAttempt.at < cutoff))
+    return int(old.rowcount or 0)  # type: ignore[attr-defined]
 
 
 def _failures(

@@ -310,8 +310,21 @@ def change_password(sandbox: Sandbox, *, by: Person, username: str, password: st
             raise Forbidden("You may change only your own password.", rule="password.others")
         require_good_password(password, username=user.username)
         user.password_hash = generate_password_hash(password)
+        # A new password is how a leaked one is recovered from: the tokens issued on the
+        # old one stop working with it.
+        now = utcnow()
+        revoked = []
+        for row in session.scalars(
+            select(ApiToken).where(ApiToken.user_id == user.id, ApiToken.revoked_at.is_(None))
+        ):
+            row.revoked_at, row.revoked_by = now, by.username[:64]
+            revoked.append(row.id)
         audit.append(
-            session, actor=by.username, action="user.password_changed", subject=user.username
+            session,
+            actor=by.username,
+            action="user.password_changed",
+            subject=user.username,
+            details={"tokens_revoked": revoked},
         )
 
 

@@ -106,6 +106,9 @@ def job_status(job: Job, *, by: Person) -> dict[str, Any]:
         "finished_at": iso(job.finished_at),
         "attempts": job.attempts,
         "runner": job.runner,
+        # The isolation it ran under: the engine runtime and the runner image's ID.
+        "runtime": job.runtime,
+        "image_digest": job.image_digest,
         "findings": job.findings or [],
     }
     if job.error_code:

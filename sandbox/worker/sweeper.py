@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy import select
 
 from runners import RunnerUnavailable
+from sandbox.access import throttle
 from sandbox.config import Settings
 from sandbox.contest.scoring import lease_lost
 from sandbox.context import Sandbox, docker_ready
@@ -62,6 +63,7 @@ class SweepReport:
     submissions_sent: list[str] = field(default_factory=list)
     submissions_recovered: list[str] = field(default_factory=list)
     models_removed: int = 0  # submissions' model volumes (folders) past their deadline
+    login_attempts_pruned: int = 0  # too old to count for the login throttle
 
     def __bool__(self) -> bool:
         return bool(
@@ -72,6 +74,7 @@ class SweepReport:
             or self.submissions_sent
             or self.submissions_recovered
             or self.models_removed
+            or self.login_attempts_pruned
         )
 
 
@@ -115,12 +118,15 @@ class Sweeper:
             held = {j.id: lease.holder_of(session, j.id) for j in running if j.id not in lost}
             named = {c.job_id for c in containers}
             known = set(session.scalars(select(Job.id).where(Job.id.in_(named))))
+            pruned = throttle.prune_attempts(
+                session, limits=throttle.LoginLimits.of(self.sandbox.settings), now=now
+            )
         waiting = [
             job_id
             for job_id, submitted in queued
             if startup or _seconds_since(submitted, now) > self.interval_s
         ]
-        report = SweepReport()
+        report = SweepReport(login_attempts_pruned=pruned)
         report.sent, report.recovered = self._send_all(waiting, lost, self.send, self._backoff)
         self._backoff = {k: v for k, v in self._backoff.items() if k in {*waiting, *lost}}
         report.containers_removed = self._remove_orphaned_containers(containers, held, known)

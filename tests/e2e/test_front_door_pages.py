@@ -22,18 +22,9 @@ VIOLATION = re.compile(r"Content Security Policy|Refused to", re.IGNORECASE)
 
 def released_jobs(live: LivePortal) -> list[str]:
     """A masked and a DP job of the analyst's, released (the DP one draws the owner's chart)."""
-    token = live.token("analyst")
-    jobs = []
-    for mode, code, epsilon in (("masked", MASKED_SQL, None), ("dp", DP_SQL, 0.5)):
-        body: dict[str, Any] = {"dataset": "health", "language": "sql", "mode": mode, "code": code}
-        if epsilon is not None:
-            body["epsilon"] = epsilon
-        status, job = live.request("POST", "/api/v1/jobs", body, token)
-        assert status == 202, job
-        jobs.append(str(job["id"]))
-    for job_id in jobs:
-        assert live.wait_for(job_id, token)["status"] == "released"
-    return jobs
+    return live.release_sql_jobs(
+        "analyst", dataset="health", jobs=[("masked", MASKED_SQL, None), ("dp", DP_SQL, 0.5)]
+    )
 
 
 def test_browser_main_pages_report_no_csp_violation(

@@ -179,16 +179,9 @@ def owner_approves_the_analyst(page: Any, live: LivePortal) -> None:
 
 def analysts_jobs_are_released(live: LivePortal) -> list[str]:
     token = live.token("analyst")
-    jobs = []
-    for mode, code, epsilon in (("masked", MASKED_SQL, None), ("dp", DP_SQL, 1.0)):
-        body: dict[str, Any] = {"dataset": "clinic", "language": "sql", "mode": mode, "code": code}
-        if epsilon is not None:
-            body["epsilon"] = epsilon
-        status, job = live.request("POST", "/api/v1/jobs", body, token)
-        assert status == 202, job
-        jobs.append(str(job["id"]))
-    for job_id in jobs:
-        assert live.wait_for(job_id, token)["status"] == "released"
+    jobs = live.release_sql_jobs(
+        "analyst", dataset="clinic", jobs=[("masked", MASKED_SQL, None), ("dp", DP_SQL, 1.0)]
+    )
     status, result = live.request("GET", f"/api/v1/jobs/{jobs[0]}/result", token=token)
     assert status == 200, result
     (table,) = result["tables"]

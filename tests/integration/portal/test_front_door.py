@@ -351,8 +351,11 @@ def test_password_cli_refuses_weak_and_sets_good(door: LivePortal) -> None:
     assert weak.exit_code != 0 and "at least 12 characters" in weak.output
     assert "Traceback" not in weak.output
     good = "Data-steward-pass-2026"
+    before = log_in(door, "owner").body["token"]
     changed = operator(door.sandbox, "users", "password", "owner", input=f"{good}\n{good}\n")
     assert changed.exit_code == 0, changed.output
+    # The tokens issued on the old password authenticate nothing any more.
+    assert call(door.base_url, "GET", "/api/v1/datasets", token=before).status == 401
     assert log_in(door, "owner", good).status == 200
     assert log_in(door, "owner").status == 401  # the old one no longer
     assert log_in(door, "owner", good).status == 200  # and the success reset the count

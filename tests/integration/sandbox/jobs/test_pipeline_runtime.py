@@ -9,7 +9,9 @@ from typing import Any
 import pytest
 
 from runners.image import IMAGE_TAG
+from sandbox.actions import actor_of
 from sandbox.jobs.pipeline import run_job
+from sandbox.jobs.results import job_status
 from sandbox.models import Job
 from tests.factories import make_sandbox, submit_job
 
@@ -44,3 +46,9 @@ def test_docker_job_records_runtime_and_image_on_job_and_certificate(
         assert (document["runtime"], document["image_digest"]) == (runtime, image)
         assert failed.status == "failed", (failed.status, failed.error_code)
         assert (failed.runtime, failed.image_digest) == (runtime, image)
+
+    # The job's own answer (API and page) names them too.
+    with sandbox.tx() as session:
+        released = session.get_one(Job, released_id)
+        shown = job_status(released, by=actor_of(released.analyst))
+    assert (shown["runtime"], shown["image_digest"]) == (runtime, image)
