@@ -105,23 +105,26 @@ class LivePortal:
             time.sleep(poll)
         raise AssertionError(f"job {job_id} did not finish in {timeout} s: {body}")
 
+    def run_job(self, username: str, body: dict[str, Any]) -> dict[str, Any]:
+        """Submit a job as ``username`` and wait for it to stop moving; its status."""
+        token = self.token(username)
+        status, job = self.request("POST", "/api/v1/jobs", body, token)
+        assert status == 202, job
+        return self.wait_for(str(job["id"]), token)
+
     def release_sql_jobs(
         self, username: str, *, dataset: str, jobs: list[tuple[str, str, float | None]]
     ) -> list[str]:
-        """Submit each ``(mode, sql, epsilon)`` as ``username`` and wait until all are
-        released; their ids."""
-        token = self.token(username)
+        """Run each ``(mode, sql, epsilon)`` as ``username``, each released; their ids."""
         ids = []
         for mode, code, epsilon in jobs:
             body: dict[str, Any] = {"dataset": dataset, "language": "sql", "mode": mode}
             body["code"] = code
             if epsilon is not None:
                 body["epsilon"] = epsilon
-            status, job = self.request("POST", "/api/v1/jobs", body, token)
-            assert status == 202, job
+            job = self.run_job(username, body)
+            assert job["status"] == "released", job
             ids.append(str(job["id"]))
-        for job_id in ids:
-            assert self.wait_for(job_id, token)["status"] == "released"
         return ids
 
     def wait_for_submission(

@@ -22,12 +22,9 @@ SCREENSHOT_EN = Path("/tmp/job-chart-en.png")
 
 
 def _released(live: LivePortal, body: dict[str, Any]) -> str:
-    token = live.token("analyst")
-    status, answer = live.request("POST", "/api/v1/jobs", {"dataset": "health", **body}, token)
-    assert status == 202, answer
-    job = live.wait_for(answer["id"], token)
+    job = live.run_job("analyst", {"dataset": "health", **body})
     assert job["status"] == "released", job
-    return str(answer["id"])
+    return str(job["id"])
 
 
 def test_browser_dp_job_page_draws_bars_with_error_bars(page: Any, live_portal: LivePortal) -> None:

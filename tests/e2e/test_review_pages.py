@@ -25,16 +25,11 @@ def held_job(live: LivePortal, code: str = MASKED_SQL) -> str:
     """A job of the analyst's, held for review because the grant asks for it."""
     with live.sandbox.tx() as session:
         session.execute(update(Grant).values(requires_review=True))
-    token = live.token("analyst")
-    status, body = live.request(
-        "POST",
-        "/api/v1/jobs",
-        {"dataset": "health", "language": "sql", "mode": "masked", "code": code},
-        token,
+    job = live.run_job(
+        "analyst", {"dataset": "health", "language": "sql", "mode": "masked", "code": code}
     )
-    assert status == 202, body
-    assert live.wait_for(body["id"], token)["status"] == "pending_review"
-    return str(body["id"])
+    assert job["status"] == "pending_review", job
+    return str(job["id"])
 
 
 def test_browser_auditor_approves_held_output(page: Any, live_portal: LivePortal) -> None:
@@ -138,16 +133,12 @@ def test_browser_review_page_leads_with_risk_signals_in_zh_and_en(
 ) -> None:
     from playwright.sync_api import expect
 
-    token = live_portal.token("analyst")
-    status, body = live_portal.request(
-        "POST",
-        "/api/v1/jobs",
+    job = live_portal.run_job(
+        "analyst",
         {"dataset": "health", "language": "python", "mode": "masked", "code": UNVERIFIED_PYTHON},
-        token,
     )
-    assert status == 202, body
-    job_id = str(body["id"])
-    assert live_portal.wait_for(job_id, token)["status"] == "pending_review"
+    assert job["status"] == "pending_review", job
+    job_id = str(job["id"])
 
     log_in(page, live_portal, "auditor")
     page.goto(f"{live_portal.base_url}/reviews/{job_id}")
