@@ -11,12 +11,15 @@ from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Index, Intege
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 
+def aware(moment: dt.datetime) -> dt.datetime:
+    """A stored time with its zone: SQLite gives stored times back without it, and every
+    stored time is UTC."""
+    return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
+
+
 def iso(moment: dt.datetime | None) -> str | None:
-    """A stored time as ISO 8601 text in UTC with its offset, None kept as None (SQLite
-    gives stored times back without their zone: every stored time is UTC)."""
-    if moment is None:
-        return None
-    return (moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)).isoformat()
+    """A stored time as ISO 8601 text in UTC with its offset, None kept as None."""
+    return aware(moment).isoformat() if moment is not None else None
 
 
 def utcnow() -> dt.datetime:

@@ -32,7 +32,7 @@ from sqlalchemy.orm import Session
 from sandbox.config import Settings
 from sandbox.errors import TooManyRequests
 from sandbox.integrity import audit
-from sandbox.models import LoginAttempt, User, utcnow
+from sandbox.models import LoginAttempt, User, aware, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -93,11 +93,6 @@ def address_free_at(
         return None
     # It may try once fewer than `limit` failures are left in the window.
     return recent[len(recent) - limit] + window
-
-
-def aware(moment: dt.datetime) -> dt.datetime:
-    """SQLite gives back naive datetimes; every moment stored is UTC."""
-    return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
 
 
 # --- over the recorded attempts ------------------------------------------------------------

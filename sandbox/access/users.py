@@ -29,12 +29,11 @@ from policies.permissions import (
 )
 from sandbox.access import throttle
 from sandbox.access.passwords import require_good_password
-from sandbox.access.throttle import aware
 from sandbox.actions import actor_of, transaction
 from sandbox.context import Sandbox
 from sandbox.errors import Forbidden, InvalidRequest, NotFound, Unauthenticated
 from sandbox.integrity import audit
-from sandbox.models import ApiToken, User, iso, utcnow
+from sandbox.models import ApiToken, User, aware, iso, utcnow
 
 # The operator at the instance's command line: they hold the instance folder (its keys,
 # its database), so the CLI's user commands act as an admin.
@@ -131,7 +130,7 @@ def issue_token(
         actor=by,
         action="auth.token_issued",
         subject=user.username,
-        details={"token_id": row.id, "label": label, "expires_at": iso(aware(row.expires_at))},
+        details={"token_id": row.id, "label": label, "expires_at": iso(row.expires_at)},
     )
     return token, row
 
@@ -155,10 +154,10 @@ def token_row(row: ApiToken) -> dict[str, Any]:
     return {
         "id": row.id,
         "label": row.label,
-        "created_at": iso(aware(row.created_at)),
-        "expires_at": iso(aware(row.expires_at)),
-        "last_used_at": iso(aware(row.last_used_at)) if row.last_used_at else None,
-        "revoked_at": iso(aware(row.revoked_at)) if row.revoked_at else None,
+        "created_at": iso(row.created_at),
+        "expires_at": iso(row.expires_at),
+        "last_used_at": iso(row.last_used_at),
+        "revoked_at": iso(row.revoked_at),
         "user": row.user.username,
     }
 
@@ -229,7 +228,7 @@ def issue_api_token(
         token, row = issue_token(
             session, user=user, by=user.username, label=name, lifetime=lifetime
         )
-        return {"token": token, "id": row.id, "expires_at": iso(aware(row.expires_at))}
+        return {"token": token, "id": row.id, "expires_at": iso(row.expires_at)}
 
 
 def token_for(sandbox: Sandbox, *, username: str, label: str = "cli") -> str:
@@ -282,7 +281,7 @@ def revoke_token(sandbox: Sandbox, *, by: Person, token_id: int) -> dict[str, An
                 subject=row.user.username,
                 details={"token_id": row.id, "label": row.label},
             )
-        return {"id": row.id, "revoked_at": iso(aware(row.revoked_at))}
+        return {"id": row.id, "revoked_at": iso(row.revoked_at)}
 
 
 def unlock_account(sandbox: Sandbox, *, by: Person, username: str) -> bool:

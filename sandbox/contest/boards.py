@@ -11,7 +11,6 @@ kept and written to the audit chain. The contest is then closed.
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import Callable
 from typing import Any
 
@@ -36,6 +35,7 @@ from sandbox.models import (
     SubmissionStatus,
     Team,
     Track,
+    aware,
     iso,
     utcnow,
 )
@@ -59,7 +59,7 @@ def leaderboard(sandbox: Sandbox, *, contest: str, track: str) -> dict[str, Any]
         by_team = {team.name: (entry, team, sub) for entry, team, sub in rows}
         places = rank(
             [
-                Entry(team.name, entry.shown_score, _utc(sub.created_at))
+                Entry(team.name, entry.shown_score, aware(sub.created_at))
                 for entry, team, sub in rows
                 if team.disqualified_at is None
             ],
@@ -206,7 +206,7 @@ def _final_document(
             best[pick.team_id] = pick
     teams = {t.id: t for t in session.scalars(select(Team).where(Team.id.in_(list(best))))}
     places = rank(
-        [Entry(teams[t].name, s.final_score or 0.0, _utc(s.created_at)) for t, s in best.items()],
+        [Entry(teams[t].name, s.final_score or 0.0, aware(s.created_at)) for t, s in best.items()],
         higher_is_better=metric.higher_is_better,
     )
     by_name = {teams[t].name: s for t, s in best.items()}
@@ -307,7 +307,3 @@ def _track(session: Session, contest: Contest, slug: str) -> Track:
     if lane is None:
         raise NotFound(f"The contest {contest.slug} has no track {slug}.")
     return lane
-
-
-def _utc(moment: dt.datetime) -> dt.datetime:
-    return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)

@@ -31,7 +31,7 @@ from pathlib import Path
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from sandbox.models import AuditEntry, Job, JobStatus, utcnow
+from sandbox.models import AuditEntry, Job, JobStatus, aware, utcnow
 
 # A job 'running' for longer than its timeout plus this has lost its worker:
 # the margin covers preparing the view and checking the result around the run.
@@ -115,8 +115,7 @@ def lost_hold(started_at: dt.datetime, holder: Holder | None, *, timeout_s: floa
     submission's hold (sandbox.contest.scoring) is judged the same way."""
     if holder is not None and holder.is_gone():
         return Lost.HOLDER_GONE
-    started = started_at if started_at.tzinfo else started_at.replace(tzinfo=dt.UTC)
-    if utcnow() - started > dt.timedelta(seconds=timeout_s + LEASE_MARGIN_S):
+    if utcnow() - aware(started_at) > dt.timedelta(seconds=timeout_s + LEASE_MARGIN_S):
         return Lost.EXPIRED
     return None
 

@@ -45,6 +45,17 @@ def record(session: Session, job: Job) -> None:
     )
 
 
+def released_jobs(session: Session, *, grant_id: str, except_job: str) -> set[str]:
+    """The jobs that released rows under the grant, ``except_job`` aside."""
+    jobs = set(
+        session.scalars(
+            select(ReleasedRow.job_id).where(ReleasedRow.grant_id == grant_id).distinct()
+        )
+    )
+    jobs.discard(except_job)
+    return jobs
+
+
 class SizeCache:
     """What this process has read of each grant's released rows, least recently used first."""
 
@@ -56,12 +67,7 @@ class SizeCache:
 
     def sizes(self, session: Session, *, grant_id: str, except_job: str) -> list[RowSize]:
         """Every row released under the grant by a job other than ``except_job``."""
-        jobs = set(
-            session.scalars(
-                select(ReleasedRow.job_id).where(ReleasedRow.grant_id == grant_id).distinct()
-            )
-        )
-        jobs.discard(except_job)
+        jobs = released_jobs(session, grant_id=grant_id, except_job=except_job)
         with self._lock:
             known = dict(self._grants.get(grant_id, {}))
         missing = sorted(jobs - known.keys())

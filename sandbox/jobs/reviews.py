@@ -37,7 +37,7 @@ from sandbox.actions import transaction
 from sandbox.context import Sandbox
 from sandbox.errors import Conflict, Forbidden, InvalidRequest, NotFound
 from sandbox.integrity import audit
-from sandbox.jobs import risk_signals
+from sandbox.jobs import released_rows, risk_signals
 from sandbox.jobs.lifecycle import job_lock, move
 from sandbox.jobs.release import release
 from sandbox.models import (
@@ -45,7 +45,6 @@ from sandbox.models import (
     Grant,
     Job,
     JobStatus,
-    ReleasedRow,
     ReviewEvent,
     ReviewKind,
     iso,
@@ -303,15 +302,14 @@ def approvals(
     return list(dict.fromkeys(found))
 
 
-def reviewers_required(session: Session, dataset: str) -> int:
-    record = session.scalar(select(DatasetRecord).where(DatasetRecord.name == dataset))
-    # No record: the dataset is not stored, so nothing can be released from it anyway.
-    return max(record.reviewers_required, 1) if record is not None else 1
-
-
 def quorum(session: Session, job: Job) -> Quorum:
     """The approvals this job needs now (the owner's settings are read at every decision)."""
     record = session.scalar(select(DatasetRecord).where(DatasetRecord.name == job.dataset))
+    return quorum_under(record, job)
+
+
+def quorum_under(record: DatasetRecord | None, job: Job) -> Quorum:
+    """The approvals ``job`` needs under its dataset's settings (``record``)."""
     # No record: nothing can be released from it anyway; fail closed on the numbers.
     reviewers = record.reviewers_required if record is not None else 1
     unverified = record.unverified_reviewers_required if record is not None else 2
@@ -366,6 +364,12 @@ def _queue(session: Session, *, viewer: Person) -> list[dict[str, Any]]:
     """The jobs waiting for review, oldest first, without their outputs."""
     jobs = pending(session)
     by_job: dict[str, list[ReviewEvent]] = {j.id: [] for j in jobs}
+    records = {
+        r.name: r
+        for r in session.scalars(
+            select(DatasetRecord).where(DatasetRecord.name.in_({j.dataset for j in jobs}))
+        )
+    }
     if jobs:
         for event in session.scalars(
             select(ReviewEvent).where(ReviewEvent.job_id.in_(by_job)).order_by(ReviewEvent.id)
@@ -376,7 +380,7 @@ def _queue(session: Session, *, viewer: Person) -> list[dict[str, Any]]:
         events = by_job[job.id]
         round_ = current_round(events)
         approved = approvals(events, round_, analyst_id=job.analyst_id)
-        needed = quorum(session, job)
+        needed = quorum_under(records.get(job.dataset), job)
         rows.append(
             {
                 "id": job.id,
@@ -470,15 +474,7 @@ def _open_review(session: Session, *, by: Person, job_id: str) -> dict[str, Any]
 
 def _releases_compared(session: Session, job: Job) -> int:
     """How many earlier releases under the job's grant its differencing check read."""
-    return len(
-        set(
-            session.scalars(
-                select(ReleasedRow.job_id)
-                .where(ReleasedRow.grant_id == job.grant_id, ReleasedRow.job_id != job.id)
-                .distinct()
-            )
-        )
-    )
+    return len(released_rows.released_jobs(session, grant_id=job.grant_id, except_job=job.id))
 
 
 def suppression_view(stored: dict[str, Any] | None) -> dict[str, Any] | None:

@@ -68,18 +68,18 @@ def signals_of(
     earlier_releases: int,
 ) -> list[dict[str, Any]]:
     """Every signal of one held job, worst first."""
-    tables = [str(t.get("name")) for t in (result or {}).get("tables") or []]
     row_counts = {
         str(t.get("name")): len(t.get("rows") or []) for t in (result or {}).get("tables") or []
     }
+    tables = list(row_counts)
     facts = {str(f.get("name")): f for f in _facts(stored) or []}
     unverified = set(unverified_outputs(language=language, result=result, stored=stored))
     found: list[dict[str, Any]] = []
-    if language != "python":
-        found.append(_signal(VERIFICATION, LOW, None, engine=True))
-    for name in tables:
-        if language == "python":
+    if language == "python":
+        for name in tables:
             found.append(_verification(name, facts.get(name), verified=name not in unverified))
+    else:
+        found.append(_signal(VERIFICATION, LOW, None, engine=True))
     if mode == "dp":
         return _ordered(found)
     disclosure = (result or {}).get("disclosure") or {}

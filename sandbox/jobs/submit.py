@@ -28,7 +28,7 @@ from sandbox.errors import BudgetExhausted, NoActiveGrant, NotFound, PolicyRejec
 from sandbox.integrity import audit
 from sandbox.jobs.lifecycle import ACTIVE_STATES, lock_analyst, move
 from sandbox.jobs.planning import JobRequest, Verdict, decide, question_sha256
-from sandbox.models import Job, JobStatus, User, utcnow
+from sandbox.models import Job, JobStatus, User, aware, utcnow
 
 Enqueue = Callable[[str], None]
 
@@ -226,7 +226,7 @@ def _check_fair_share(session: Session, user: User, settings: Settings) -> None:
         )
     )
     if len(recent) >= settings.max_submissions_per_minute:
-        oldest = recent[0] if recent[0].tzinfo else recent[0].replace(tzinfo=dt.UTC)
+        oldest = aware(recent[0])
         wait = max(1, math.ceil(60 - (utcnow() - oldest).total_seconds()))
         raise TooManyRequests(
             f"At most {settings.max_submissions_per_minute} submissions a minute; "

@@ -43,7 +43,7 @@ from sandbox.config import Settings
 from sandbox.contest.scoring import lease_lost
 from sandbox.context import Sandbox, docker_ready
 from sandbox.jobs import lease
-from sandbox.models import Job, JobStatus, Submission, SubmissionStatus, utcnow
+from sandbox.models import Job, JobStatus, Submission, SubmissionStatus, aware, utcnow
 
 if TYPE_CHECKING:
     from runners.docker_runner import DockerRunner, JobContainer
@@ -329,5 +329,4 @@ def _job_folders(work_dir: Path) -> list[Path]:
 
 
 def _seconds_since(moment: dt.datetime, now: dt.datetime) -> float:
-    aware = moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
-    return (now - aware).total_seconds()
+    return (now - aware(moment)).total_seconds()

@@ -9,7 +9,7 @@ from pathlib import Path
 from sqlalchemy import select
 
 from sandbox.access import throttle
-from sandbox.models import LoginAttempt, utcnow
+from sandbox.models import LoginAttempt, aware, utcnow
 from sandbox.worker.sweeper import Sweeper
 from tests.factories import make_sandbox
 
@@ -32,4 +32,4 @@ def test_sweep_forgets_attempts_too_old_to_count(tmp_path: Path) -> None:
     with sandbox.tx() as session:
         kept = session.scalars(select(LoginAttempt.at)).all()
         # Only those that could still count for a lock or a refusal are kept.
-        assert [throttle.aware(at) for at in kept] == [recent]
+        assert [aware(at) for at in kept] == [recent]
