@@ -125,7 +125,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from policies.decision import Decision, Finding, Phrase
-from policies.python_evaluated import Names, expression_problems, formula_problems
+from policies.python_evaluated import Names, dotted, expression_problems, formula_problems
 
 MAX_PYTHON_CHARS = 100_000
 
@@ -281,6 +281,7 @@ EVALUATING_MODULES = frozenset(
     {"patsy", "formulaic", "numexpr", "pandas.core.computation", "statsmodels.formula.formulatools"}
 )
 
+_EVALUATES_STRINGS = Phrase("python.reason.evaluates_strings", "it evaluates strings as code")
 _DENIAL_REASONS = {
     PROCESS_MODULES: Phrase(
         "python.reason.process",
@@ -308,7 +309,7 @@ _DENIAL_REASONS = {
         "it has its own file and network access; use pandas on "
         "sandbox_job.table(), or submit a SQL job",
     ),
-    EVALUATING_MODULES: Phrase("python.reason.evaluates_strings", "it evaluates strings as code"),
+    EVALUATING_MODULES: _EVALUATES_STRINGS,
 }
 DENIED_MODULES = frozenset().union(*_DENIAL_REASONS)
 # Escape modules that allowed modules re-export (warnings.sys,
@@ -357,7 +358,6 @@ ATTRGETTER_PATHS = frozenset({"operator.attrgetter", "operator.methodcaller"})
 _UNPICKLING = Phrase("python.reason.unpickling", "unpickling runs code stored in the file")
 _CLIPBOARD = Phrase("python.reason.clipboard", "it runs a clipboard program")
 _NATIVE_ADDRESS = Phrase("python.reason.native_address", "it calls native functions by address")
-_EVALUATES_STRINGS = Phrase("python.reason.evaluates_strings", "it evaluates strings as code")
 DENIED_ATTRIBUTES = {
     "read_pickle": _UNPICKLING,
     "load_pickle": _UNPICKLING,
@@ -923,7 +923,7 @@ class _Checker:
         """A statsmodels formula function: its first argument (or formula=) is a formula, and
         a mixed model's third and fourth (re_formula, vc_formula) too."""
         func = node.func
-        names = {_dotted_name(func), _dotted_name(getattr(func, "value", func))}
+        names = {dotted(func), dotted(getattr(func, "value", func))}
         mixed = any(n.rpartition(".")[2] in ("mixedlm", "MixedLM") for n in names if n)
         for position, argument in enumerate(node.args):
             if isinstance(argument, ast.Starred):
@@ -1043,7 +1043,7 @@ class _Checker:
         and the function of each named aggregation (n=("cost", "size"))."""
         keywords = self.keywords_of(node)
         specs = node.args[:1] or [v for k, v in keywords if k == "func"]
-        if method in ("agg", "aggregate"):
+        if method in STRICT_METHOD_CALLERS:
             specs += [
                 v.elts[1]
                 for k, v in keywords
@@ -1226,12 +1226,7 @@ class _Checker:
                 self.add_at(_computed_name_issue(name, passed=False), argument)
                 continue
             for attr in text.split("."):
-                for issue in _attribute_issues(attr, None, strings_checked=True):
-                    self.add_at(issue, argument)
-                if attr.startswith("_") and not is_dunder(attr):
-                    self.add_at(_private_issue(attr, None), argument)
-                if _evaluates(attr, None):
-                    self.add_at(_passed_evaluator_issue(attr), argument)
+                self.check_method_name(_Literal(attr, argument))
 
     def check_string(self, text: str, node: ast.AST) -> None:
         for match in DUNDER.finditer(text):
@@ -1406,15 +1401,6 @@ def _evaluates(attr: str, path: str | None) -> bool:
         or attr in FORMAT_METHODS
         or _is_formula_path(path)
     )
-
-
-def _dotted_name(node: ast.AST) -> str | None:
-    """name.attr.attr as written; None for anything else."""
-    parts: list[str] = []
-    while isinstance(node, ast.Attribute):
-        parts.append(node.attr)
-        node = node.value
-    return ".".join([node.id, *reversed(parts)]) if isinstance(node, ast.Name) else None
 
 
 def _loop_sources(tree: ast.AST) -> dict[int, ast.expr]:

@@ -263,7 +263,7 @@ def _formula_call_problems(call: ast.Call, names: Names) -> list[Phrase]:
                 )
             ]
         return []
-    path = _dotted(func)
+    path = dotted(func)
     if path is not None:
         root, _, rest = path.partition(".")
         module = names.imports.get(root)
@@ -279,7 +279,8 @@ def _formula_call_problems(call: ast.Call, names: Names) -> list[Phrase]:
     ]
 
 
-def _dotted(node: ast.expr) -> str | None:
+def dotted(node: ast.AST) -> str | None:
+    """name.attr.attr as written; None for anything else."""
     parts: list[str] = []
     while isinstance(node, ast.Attribute):
         parts.append(node.attr)
@@ -328,7 +329,7 @@ def _expression_call_problems(call: ast.Call) -> list[Phrase]:
             "python.evaluated.expression_call",
             "It calls %(name)s(); an expression may only call pandas' math functions "
             "(log, exp, sqrt, abs, ...).",
-            name=(_dotted(func) or "(…)").replace(_LOCAL, "@"),
+            name=(dotted(func) or "(…)").replace(_LOCAL, "@"),
         )
     ]
 

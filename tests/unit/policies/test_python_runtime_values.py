@@ -4,7 +4,6 @@ their contents are read as the small languages they are, and readers of files ar
 
 from __future__ import annotations
 
-import textwrap
 from dataclasses import dataclass
 
 import pytest
@@ -13,11 +12,7 @@ from hypothesis import strategies as st
 
 from policies.python_check import check_python
 from policies.python_evaluated import Names, expression_problems, formula_problems
-
-
-def found(code: str) -> list[tuple[str, str | None]]:
-    return [(f.rule, f.location) for f in check_python(textwrap.dedent(code)).findings]
-
+from tests.unit.policies.test_python_check import found
 
 SMF = "import statsmodels.formula.api as smf\n"
 PD = "import pandas as pd\n"
