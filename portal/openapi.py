@@ -386,29 +386,21 @@ OPERATIONS: tuple[Operation, ...] = (
         409,
         body=object_of({"comment": STRING}, required=()),
     ),
-    _post(
-        f"{DATASET}/consents/withdraw",
-        "One person's consent to one purpose ends",
-        "access",
-        ref("ConsentChange"),
-        403,
-        404,
-        409,
-        body=object_of(
-            {"person_id": {"type": ["string", "integer"]}, "purpose": TEXT},
-        ),
-    ),
-    _post(
-        f"{DATASET}/consents/give",
-        "One person's consent to one purpose",
-        "access",
-        ref("ConsentChange"),
-        403,
-        404,
-        409,
-        body=object_of(
-            {"person_id": {"type": ["string", "integer"]}, "purpose": TEXT},
-        ),
+    *(
+        _post(
+            f"{DATASET}/consents/{change}",
+            summary,
+            "access",
+            ref("ConsentChange"),
+            403,
+            404,
+            409,
+            body=object_of({"person_id": {"type": ["string", "integer"]}, "purpose": TEXT}),
+        )
+        for change, summary in (
+            ("withdraw", "One person's consent to one purpose ends"),
+            ("give", "One person's consent to one purpose"),
+        )
     ),
     # reviews
     _get(

@@ -33,7 +33,6 @@ _SAFE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]{0,99}$")
 
 # The engine runtimes the Docker runner knows: gVisor's user-space kernel, or runc.
 Runtime = Literal["runsc", "runc"]
-RUNTIMES: tuple[Runtime, ...] = ("runsc", "runc")
 
 
 class RunnerError(Exception):

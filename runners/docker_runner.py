@@ -109,7 +109,9 @@ class DockerRunner:
 
     def isolation(self) -> Isolation:
         """The runtime and the image (by ID) a job started now runs under."""
-        client = self._engine()
+        return self._isolation(self._engine())
+
+    def _isolation(self, client: Any) -> Isolation:
         return Isolation(runtime=self._resolve_runtime(client), image_digest=self._image_id(client))
 
     def _resolve_runtime(self, client: Any) -> str:
@@ -125,7 +127,7 @@ class DockerRunner:
         client = self._engine()
         # The image by its ID from here on: what is recorded is what runs, even if the
         # tag is rebuilt meanwhile.
-        isolation = self.isolation()
+        isolation = self._isolation(client)
         spec.write_job_file()
         _let_runner_read(spec)
         if spec.model is not None:

@@ -136,13 +136,19 @@ class WarmPool:
 
     def fill(self) -> None:
         """Start containers until the pool holds ``size`` of them."""
+        try:
+            # Once per fill, not per container: the same runtime and image for all of them.
+            isolation = self.isolation()
+        except RunnerUnavailable as error:
+            logger.warning("warm pool: no container started: %s", error)
+            return
         while True:
             with self._lock:
                 if self._closed or len(self._ready) >= self.size:
                     return
             with self._lock:
                 language = self._expected
-            warm = self._start_one(language)
+            warm = self._start_one(language, isolation)
             if warm is None:
                 return
             with self._lock:
@@ -181,17 +187,11 @@ class WarmPool:
         for warm in ready:
             self.discard(warm)
 
-    def _start_one(self, language: str) -> Warm | None:
+    def _start_one(self, language: str, isolation: Isolation) -> Warm | None:
         self.folder.mkdir(parents=True, exist_ok=True)
         folder = self.folder / f"{os.getpid()}-{os.urandom(6).hex()}"
         folder.mkdir(mode=0o755)
         folder.chmod(0o755)  # the container's user (nobody on the host) reads it
-        try:
-            isolation = self.isolation()
-        except RunnerUnavailable as error:
-            logger.warning("warm pool: no container started: %s", error)
-            shutil.rmtree(folder, ignore_errors=True)
-            return None
         options = container_options(
             self._template(folder), runtime=isolation.runtime, idle_s=self.max_idle_s
         )

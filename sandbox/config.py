@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from runners.runtimes import RUNTIME_SETTINGS
 from sandbox.errors import ConfigurationError
 
 
@@ -167,7 +168,7 @@ def _runtime(env: dict[str, str]) -> str:
             "SANDBOX_DOCKER_RUNTIME is no longer read; set SANDBOX_RUNTIME to auto, runsc or runc"
         )
     runtime = env.get("SANDBOX_RUNTIME", "auto")
-    if runtime not in ("auto", "runsc", "runc"):
+    if runtime not in RUNTIME_SETTINGS:
         raise ConfigurationError(f"SANDBOX_RUNTIME must be auto, runsc or runc, not {runtime!r}")
     return runtime
 
